@@ -1,0 +1,166 @@
+using System.Net;
+using System.Security.Cryptography;
+using System.Text;
+using Infra.Core.Configuration;
+using Infra.Core.Metrics;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace Infra.Core.Admin;
+
+/// <summary>Where the admin endpoint listens and what guards it.</summary>
+public sealed record AdminEndpointOptions(IPEndPoint EndPoint, string? Token);
+
+/// <summary>Routes a service adds to its admin endpoint.</summary>
+public interface IAdminRoutes
+{
+    void Map(IEndpointRouteBuilder routes);
+}
+
+/// <summary>A reason the service is not ready, or null when it is. <c>/healthz</c> is 200 only when all are null.</summary>
+public interface IReadinessCheck
+{
+    string? NotReadyReason { get; }
+}
+
+/// <summary>
+/// The HTTP admin endpoint every service has: <c>GET /healthz</c>, <c>GET /metrics</c> and the service's
+/// own routes, served by Kestrel on its own port. When a token is set, every request that is not a
+/// GET or HEAD must carry <c>Authorization: Bearer &lt;token&gt;</c> or gets 401.
+/// </summary>
+public sealed partial class AdminServer : IHostedService, IAsyncDisposable
+{
+    private readonly AdminEndpointOptions _options;
+    private readonly PrometheusMetrics _metrics;
+    private readonly IEnumerable<IAdminRoutes> _routes;
+    private readonly IEnumerable<IReadinessCheck> _readiness;
+    private readonly ILoggerFactory _loggerFactory;
+    private readonly ILogger _logger;
+    private WebApplication? _app;
+
+    public AdminServer(
+        AdminEndpointOptions options,
+        PrometheusMetrics metrics,
+        IEnumerable<IAdminRoutes> routes,
+        IEnumerable<IReadinessCheck> readiness,
+        ILoggerFactory loggerFactory)
+    {
+        _options = options;
+        _metrics = metrics;
+        _routes = routes;
+        _readiness = readiness;
+        _loggerFactory = loggerFactory;
+        _logger = loggerFactory.CreateLogger<AdminServer>();
+    }
+
+    /// <summary>The URL the endpoint is bound to, with the real port.</summary>
+    public Uri? BoundUrl { get; private set; }
+
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
+        builder.Services.AddSingleton(_loggerFactory);
+        builder.Services.AddRoutingCore();
+        builder.WebHost.UseKestrelCore();
+        builder.WebHost.ConfigureKestrel(kestrel =>
+        {
+            kestrel.AddServerHeader = false;
+            kestrel.Limits.MaxRequestBodySize = 1 << 20;
+            kestrel.Listen(_options.EndPoint);
+        });
+
+        var app = builder.Build();
+        app.UseRouting();
+        if (_options.Token is { Length: > 0 } token)
+        {
+            var expected = Encoding.UTF8.GetBytes("Bearer " + token);
+            app.Use(async (context, next) =>
+            {
+                if (!HttpMethods.IsGet(context.Request.Method) && !HttpMethods.IsHead(context.Request.Method)
+                    && !Authorized(context.Request.Headers.Authorization.ToString(), expected))
+                {
+                    context.Response.StatusCode = StatusCodes.Status401Unauthorized;
+                    context.Response.Headers.WWWAuthenticate = "Bearer";
+                    await context.Response.WriteAsync("401 Unauthorized: this endpoint needs Authorization: Bearer <admin token>\n");
+                    return;
+                }
+
+                await next(context);
+            });
+        }
+
+        app.MapGet("/healthz", WriteHealthAsync);
+        app.MapGet("/metrics", context =>
+        {
+            context.Response.ContentType = "text/plain; version=0.0.4; charset=utf-8";
+            return context.Response.WriteAsync(_metrics.Scrape());
+        });
+        foreach (var routes in _routes)
+        {
+            routes.Map(app);
+        }
+
+        await app.StartAsync(cancellationToken);
+        _app = app;
+        var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses.FirstOrDefault();
+        var port = address is null ? _options.EndPoint.Port : new Uri(address).Port;
+        var url = OptionValues.ToUrl("http", new IPEndPoint(_options.EndPoint.Address, port));
+        BoundUrl = new Uri(url);
+        LogListening(_logger, url);
+    }
+
+    private Task WriteHealthAsync(HttpContext context)
+    {
+        var reasons = _readiness.Select(r => r.NotReadyReason).OfType<string>().ToList();
+        context.Response.ContentType = "text/plain; charset=utf-8";
+        if (reasons.Count == 0)
+        {
+            return context.Response.WriteAsync("ok\n");
+        }
+
+        context.Response.StatusCode = StatusCodes.Status503ServiceUnavailable;
+        return context.Response.WriteAsync("not ready: " + string.Join("; ", reasons) + "\n");
+    }
+
+    private static bool Authorized(string header, byte[] expected) =>
+        CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(header), expected);
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        if (_app is not null)
+        {
+            await _app.StopAsync(cancellationToken);
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_app is not null)
+        {
+            await _app.DisposeAsync();
+            _app = null;
+        }
+    }
+
+    [LoggerMessage(EventId = 110, Level = LogLevel.Information, Message = "Listening on {Url} (admin)")]
+    private static partial void LogListening(ILogger logger, string url);
+}
+
+public static class AdminServerExtensions
+{
+    /// <summary>Adds the admin endpoint; its address and token come from <paramref name="options"/>.</summary>
+    public static IServiceCollection AddAdminEndpoint(this IServiceCollection services, Func<IServiceProvider, AdminEndpointOptions> options)
+    {
+        services.AddSingleton(options);
+        services.AddSingleton<AdminServer>();
+        services.AddHostedService(sp => sp.GetRequiredService<AdminServer>());
+        return services;
+    }
+}

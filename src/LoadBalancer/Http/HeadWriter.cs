@@ -1,0 +1,269 @@
+using System.Buffers;
+using System.Globalization;
+using System.Text;
+
+namespace Infra.LoadBalancer.Http;
+
+/// <summary>
+/// Writes the heads the proxy sends: the request as forwarded to a backend, the response as relayed to
+/// the client, and the proxy's own error responses. Hop-by-hop fields are dropped, framing and
+/// connection handling are stated anew, forwarding fields are added.
+/// </summary>
+internal static class HeadWriter
+{
+    private static ReadOnlySpan<byte> Crlf => "\r\n"u8;
+
+    private static ReadOnlySpan<byte> ViaToken => "1.1 infra-lb"u8;
+
+    /// <summary>
+    /// The request head for a backend: request line as received (always HTTP/1.1 upstream), end-to-end
+    /// fields, then X-Forwarded-For (the client appended to any existing list), X-Forwarded-Proto and
+    /// X-Forwarded-Host (replacing what a client might have forged), Via, and the framing.
+    /// </summary>
+    public static void WriteRequest(IBufferWriter<byte> output, HttpHead request, ReadOnlySpan<byte> clientAddress, bool upgrade)
+    {
+        output.Write(request.Method8);
+        output.Write(" "u8);
+        output.Write(request.Target);
+        output.Write(" HTTP/1.1\r\n"u8);
+
+        var forwardedForCount = 0;
+        var viaCount = 0;
+        foreach (ref readonly var field in request.Fields)
+        {
+            switch (field.Kind)
+            {
+                case KnownHeader.XForwardedFor:
+                    forwardedForCount++;
+                    continue;
+                case KnownHeader.Via:
+                    viaCount++;
+                    continue;
+                case KnownHeader.XForwardedProto or KnownHeader.XForwardedHost:
+                    continue;
+                case KnownHeader.Expect when request.ExpectContinue:
+                    continue; // The proxy answers 100-continue itself.
+            }
+
+            if (KnownHeaders.IsHopByHop(field.Kind) || field.Nominated)
+            {
+                continue;
+            }
+
+            WriteField(output, request.Name(field), request.Value(field));
+        }
+
+        output.Write("X-Forwarded-For: "u8);
+        if (forwardedForCount > 0)
+        {
+            WriteMergedValues(output, request, KnownHeader.XForwardedFor);
+            output.Write(", "u8);
+        }
+
+        output.Write(clientAddress);
+        output.Write(Crlf);
+        output.Write("X-Forwarded-Proto: http\r\n"u8);
+        if (request.HostField >= 0)
+        {
+            WriteField(output, "X-Forwarded-Host"u8, request.Value(request.Field(request.HostField)));
+        }
+
+        WriteVia(output, request, viaCount, request.IsHttp11);
+        if (request.Framing == BodyFraming.Chunked)
+        {
+            output.Write("Transfer-Encoding: chunked\r\n"u8);
+        }
+
+        if (upgrade)
+        {
+            output.Write("Connection: Upgrade\r\n"u8);
+            WriteField(output, "Upgrade"u8, request.Value(request.Field(request.UpgradeField)));
+        }
+
+        output.Write(Crlf);
+    }
+
+    /// <summary>
+    /// The response head for the client. <paramref name="chunked"/> restates chunked framing (1.1
+    /// clients); <paramref name="keepAlive"/> false adds <c>Connection: close</c>.
+    /// </summary>
+    public static void WriteResponse(IBufferWriter<byte> output, HttpHead response, bool clientHttp11, bool keepAlive, bool chunked, bool upgrade)
+    {
+        output.Write("HTTP/1.1 "u8);
+        WriteStatus(output, response.StatusCode);
+        output.Write(" "u8);
+        output.Write(response.Reason);
+        output.Write(Crlf);
+
+        var viaCount = 0;
+        foreach (ref readonly var field in response.Fields)
+        {
+            if (field.Kind == KnownHeader.Via)
+            {
+                viaCount++;
+                continue;
+            }
+
+            if (KnownHeaders.IsHopByHop(field.Kind) || field.Nominated)
+            {
+                continue;
+            }
+
+            WriteField(output, response.Name(field), response.Value(field));
+        }
+
+        WriteVia(output, response, viaCount, response.IsHttp11);
+        if (chunked)
+        {
+            output.Write("Transfer-Encoding: chunked\r\n"u8);
+        }
+
+        if (upgrade)
+        {
+            output.Write("Connection: Upgrade\r\n"u8);
+            if (response.UpgradeField >= 0)
+            {
+                WriteField(output, "Upgrade"u8, response.Value(response.Field(response.UpgradeField)));
+            }
+        }
+        else if (!keepAlive)
+        {
+            output.Write("Connection: close\r\n"u8);
+        }
+        else if (!clientHttp11)
+        {
+            output.Write("Connection: keep-alive\r\n"u8);
+        }
+
+        output.Write(Crlf);
+    }
+
+    /// <summary>An interim (1xx) response, relayed as is apart from hop-by-hop fields.</summary>
+    public static void WriteInterim(IBufferWriter<byte> output, HttpHead response)
+    {
+        output.Write("HTTP/1.1 "u8);
+        WriteStatus(output, response.StatusCode);
+        output.Write(" "u8);
+        output.Write(response.Reason);
+        output.Write(Crlf);
+        foreach (ref readonly var field in response.Fields)
+        {
+            if (!KnownHeaders.IsHopByHop(field.Kind) && !field.Nominated)
+            {
+                WriteField(output, response.Name(field), response.Value(field));
+            }
+        }
+
+        output.Write(Crlf);
+    }
+
+    /// <summary>A response the proxy makes itself: a short text body naming the reason.</summary>
+    public static void WriteError(IBufferWriter<byte> output, int status, string detail, bool keepAlive, bool clientHttp11, TimeSpan? retryAfter, bool headOnly)
+    {
+        var phrase = ReasonPhrase(status);
+        var body = string.Create(CultureInfo.InvariantCulture, $"{status} {phrase}: {detail}\n");
+        output.Write("HTTP/1.1 "u8);
+        WriteStatus(output, status);
+        output.Write(" "u8);
+        output.Write(Encoding.ASCII.GetBytes(phrase));
+        output.Write("\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: "u8);
+        WriteNumber(output, body.Length);
+        output.Write(Crlf);
+        if (retryAfter is { } after)
+        {
+            output.Write("Retry-After: "u8);
+            WriteNumber(output, Math.Max(1, (long)Math.Ceiling(after.TotalSeconds)));
+            output.Write(Crlf);
+        }
+
+        output.Write(keepAlive ? (clientHttp11 ? ""u8 : "Connection: keep-alive\r\n"u8) : "Connection: close\r\n"u8);
+        output.Write(Crlf);
+        if (!headOnly)
+        {
+            output.Write(Encoding.ASCII.GetBytes(body));
+        }
+    }
+
+    public static void WriteContinue(IBufferWriter<byte> output) => output.Write("HTTP/1.1 100 Continue\r\n\r\n"u8);
+
+    public static string ReasonPhrase(int status) => status switch
+    {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "Error",
+    };
+
+    private static void WriteVia(IBufferWriter<byte> output, HttpHead head, int existing, bool http11)
+    {
+        output.Write("Via: "u8);
+        if (existing > 0)
+        {
+            WriteMergedValues(output, head, KnownHeader.Via);
+            output.Write(", "u8);
+        }
+
+        output.Write(http11 ? ViaToken : "1.0 infra-lb"u8);
+        output.Write(Crlf);
+    }
+
+    /// <summary>Every value of a repeated field as one comma-separated list (RFC 9110 §5.3).</summary>
+    private static void WriteMergedValues(IBufferWriter<byte> output, HttpHead head, KnownHeader kind)
+    {
+        var first = true;
+        foreach (ref readonly var field in head.Fields)
+        {
+            if (field.Kind != kind)
+            {
+                continue;
+            }
+
+            if (!first)
+            {
+                output.Write(", "u8);
+            }
+
+            output.Write(head.Value(field));
+            first = false;
+        }
+    }
+
+    private static void WriteField(IBufferWriter<byte> output, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value)
+    {
+        var length = name.Length + value.Length + 4;
+        var span = output.GetSpan(length);
+        name.CopyTo(span);
+        span[name.Length] = (byte)':';
+        span[name.Length + 1] = (byte)' ';
+        value.CopyTo(span[(name.Length + 2)..]);
+        span[length - 2] = (byte)'\r';
+        span[length - 1] = (byte)'\n';
+        output.Advance(length);
+    }
+
+    private static void WriteStatus(IBufferWriter<byte> output, int status)
+    {
+        var span = output.GetSpan(3);
+        span[0] = (byte)('0' + (status / 100));
+        span[1] = (byte)('0' + (status / 10 % 10));
+        span[2] = (byte)('0' + (status % 10));
+        output.Advance(3);
+    }
+
+    private static void WriteNumber(IBufferWriter<byte> output, long value)
+    {
+        var span = output.GetSpan(20);
+        value.TryFormat(span, out var written, default, CultureInfo.InvariantCulture);
+        output.Advance(written);
+    }
+}

@@ -1,0 +1,177 @@
+using System.Net;
+using Infra.Core.Networking;
+using Infra.Core.Timing;
+
+namespace Infra.LoadBalancer.Proxy;
+
+/// <summary>A keep-alive connection to a backend, with its deadlines.</summary>
+internal sealed class BackendConnection
+{
+    public BackendConnection(SocketConnection transport, Heartbeat heartbeat)
+    {
+        Transport = transport;
+        Deadlines = new ConnectionDeadlines(transport, heartbeat);
+        Deadlines.Start();
+    }
+
+    public SocketConnection Transport { get; }
+
+    public ConnectionDeadlines Deadlines { get; }
+
+    /// <summary>When it went back to the pool (heartbeat timestamp).</summary>
+    public long IdleSince { get; set; }
+
+    /// <summary>Requests this connection has carried, the current one included.</summary>
+    public int Uses { get; set; }
+
+    public void Close()
+    {
+        Deadlines.Stop();
+        Transport.Close();
+    }
+
+    public void Abort()
+    {
+        Deadlines.Stop();
+        Transport.Abort();
+        Transport.Close();
+    }
+}
+
+/// <summary>
+/// Idle keep-alive connections to one backend, most recently used first (warm connections stay warm,
+/// the tail ages out). A connection idle longer than a second is polled before reuse, so one the
+/// backend closed meanwhile is dropped instead of failing a request.
+/// </summary>
+internal sealed class BackendConnectionPool : IHeartbeatTarget
+{
+    private readonly List<BackendConnection> _idle = [];
+    private readonly Lock _lock = new();
+    private readonly EndPoint _endPoint;
+    private readonly Heartbeat _heartbeat;
+    private readonly TimeSpan _connectTimeout;
+    private readonly long _idleTimeout;
+    private readonly long _staleCheckAfter;
+    private readonly int _maxIdle;
+    private bool _closed;
+
+    public BackendConnectionPool(EndPoint endPoint, Heartbeat heartbeat, TimeSpan connectTimeout, TimeSpan idleTimeout, int maxIdle)
+    {
+        _endPoint = endPoint;
+        _heartbeat = heartbeat;
+        _connectTimeout = connectTimeout;
+        _idleTimeout = heartbeat.ToTimestampDelta(idleTimeout);
+        _staleCheckAfter = heartbeat.ToTimestampDelta(TimeSpan.FromSeconds(1));
+        _maxIdle = maxIdle;
+        heartbeat.Register(this);
+    }
+
+    /// <summary>Raised after a new connection is opened.</summary>
+    public event Action? ConnectionOpened;
+
+    public int IdleCount
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _idle.Count;
+            }
+        }
+    }
+
+    /// <summary>
+    /// An idle connection, or a new one. Throws <see cref="System.Net.Sockets.SocketException"/> or
+    /// <see cref="TimeoutException"/> when a new connection cannot be made.
+    /// </summary>
+    public async ValueTask<(BackendConnection Connection, bool Reused)> RentAsync(CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            BackendConnection? candidate = null;
+            lock (_lock)
+            {
+                if (_idle.Count > 0)
+                {
+                    candidate = _idle[^1];
+                    _idle.RemoveAt(_idle.Count - 1);
+                }
+            }
+
+            if (candidate is null)
+            {
+                break;
+            }
+
+            var idleFor = _heartbeat.Now - candidate.IdleSince;
+            if (idleFor > _idleTimeout || (idleFor > _staleCheckAfter && candidate.Transport.HasPendingInputOrClosed()))
+            {
+                candidate.Close();
+                continue;
+            }
+
+            candidate.Uses++;
+            return (candidate, true);
+        }
+
+        var transport = await SocketConnection.ConnectAsync(_endPoint, _connectTimeout, _heartbeat.TimeProvider, cancellationToken);
+        ConnectionOpened?.Invoke();
+        return (new BackendConnection(transport, _heartbeat) { Uses = 1 }, false);
+    }
+
+    /// <summary>Takes back a connection whose last exchange ended cleanly.</summary>
+    public void Return(BackendConnection connection)
+    {
+        connection.IdleSince = _heartbeat.Now;
+        lock (_lock)
+        {
+            if (!_closed && _idle.Count < _maxIdle)
+            {
+                _idle.Add(connection);
+                return;
+            }
+        }
+
+        connection.Close();
+    }
+
+    /// <summary>Closes idle connections and refuses new ones (the backend was removed).</summary>
+    public void CloseAll()
+    {
+        _heartbeat.Unregister(this);
+        BackendConnection[] idle;
+        lock (_lock)
+        {
+            _closed = true;
+            idle = [.. _idle];
+            _idle.Clear();
+        }
+
+        foreach (var connection in idle)
+        {
+            connection.Close();
+        }
+    }
+
+    /// <summary>Closes connections idle past the timeout, oldest first.</summary>
+    public void OnHeartbeat(long nowTimestamp)
+    {
+        List<BackendConnection>? expired = null;
+        lock (_lock)
+        {
+            while (_idle.Count > 0 && nowTimestamp - _idle[0].IdleSince > _idleTimeout)
+            {
+                (expired ??= []).Add(_idle[0]);
+                _idle.RemoveAt(0);
+            }
+        }
+
+        if (expired is not null)
+        {
+            foreach (var connection in expired)
+            {
+                connection.Close();
+            }
+        }
+    }
+}
