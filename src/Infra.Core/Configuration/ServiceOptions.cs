@@ -16,6 +16,9 @@ public abstract class ServiceOptions
     /// <summary>Reads every setting; values it cannot use go to <see cref="ConfigReader.Problems"/>.</summary>
     public abstract void Bind(ConfigReader reader);
 
+    /// <summary>Binds from <paramref name="configuration"/>, keeping the problems for <see cref="Validate"/>.</summary>
+    public void BindFrom(IConfiguration configuration) => Bind(new ConfigReader(configuration, BindProblems));
+
     /// <summary>Checks that hold across settings (e.g. a timeout shorter than an interval).</summary>
     protected virtual IEnumerable<string> CheckConsistency() => [];
 
@@ -29,7 +32,7 @@ public static class ServiceOptionsExtensions
         where T : ServiceOptions, new()
     {
         services.AddOptions<T>()
-            .Configure<IConfiguration>(static (options, configuration) => options.Bind(new ConfigReader(configuration, options.BindProblems)))
+            .Configure<IConfiguration>(static (options, configuration) => options.BindFrom(configuration))
             .ValidateOnStart();
         services.AddSingleton<IValidateOptions<T>, ServiceOptionsValidator<T>>();
         return services;

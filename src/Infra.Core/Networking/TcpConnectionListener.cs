@@ -30,6 +30,7 @@ public sealed partial class TcpConnectionListener : IAsyncDisposable
     private readonly CancellationTokenSource _stopping = new();
     private readonly TaskCompletionSource _allClosed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private Socket? _socket;
+    private IPEndPoint? _bound;
     private Task? _acceptLoop;
     private long _nextId;
     private int _active;
@@ -43,7 +44,7 @@ public sealed partial class TcpConnectionListener : IAsyncDisposable
     }
 
     /// <summary>The bound endpoint, with the real port when 0 was asked for.</summary>
-    public IPEndPoint BoundEndPoint => (IPEndPoint)(_socket?.LocalEndPoint ?? throw new InvalidOperationException("not started"));
+    public IPEndPoint BoundEndPoint => _bound ?? throw new InvalidOperationException("not started");
 
     public int ActiveConnections => Volatile.Read(ref _active);
 
@@ -74,6 +75,7 @@ public sealed partial class TcpConnectionListener : IAsyncDisposable
         }
 
         _socket = socket;
+        _bound = (IPEndPoint)socket.LocalEndPoint!;
         _acceptLoop = Task.Run(AcceptLoopAsync);
     }
 
