@@ -34,12 +34,17 @@ long requests = 0;
 
 app.Use(async (context, next) =>
 {
-    Interlocked.Increment(ref requests);
+    // Traffic only: the probes of this count and of health are not counted.
+    if (context.Request.Path != "/requests" && context.Request.Path != "/healthz")
+    {
+        Interlocked.Increment(ref requests);
+    }
+
     context.Response.Headers["X-Backend"] = name;
     await next(context);
 });
 
-app.MapGet("/", () => $"hello from {name}\n");
+app.MapMethods("/", ["GET", "HEAD"], () => $"hello from {name}\n");
 app.MapGet("/healthz", (HttpContext context) =>
 {
     context.Response.StatusCode = healthy ? 200 : 503;

@@ -44,9 +44,14 @@ public static class ServiceHost
         {
             host = Build(parsed, configure);
         }
+        catch (OptionsValidationException ex)
+        {
+            await WriteProblemsAsync(commandLine.ServiceName, ex.Failures);
+            return ConfigurationError;
+        }
         catch (Exception ex) when (ex is InvalidDataException or FileNotFoundException or FormatException or InvalidOperationException)
         {
-            await WriteProblemsAsync(commandLine.ServiceName, [ex.Message]);
+            await WriteProblemsAsync(commandLine.ServiceName, [ex.InnerException is null ? ex.Message : $"{ex.Message} {ex.InnerException.Message}"]);
             return ConfigurationError;
         }
 

@@ -5,7 +5,8 @@ using System.Text;
 namespace Infra.Core.Metrics;
 
 /// <summary>
-/// Collects every instrument created through this host's <see cref="IMeterFactory"/> and renders them
+/// Collects every instrument created through this host's <see cref="IMeterFactory"/> (and the runtime's
+/// <c>System.Runtime</c> meter) and renders them
 /// in the Prometheus text exposition format (version 0.0.4). Recording is lock-free once a tag
 /// combination has been seen; observable instruments are read at scrape time.
 /// </summary>
@@ -28,7 +29,8 @@ public sealed class PrometheusMetrics : IDisposable
         {
             InstrumentPublished = (instrument, listener) =>
             {
-                if (!ReferenceEquals(instrument.Meter.Scope, meterFactory))
+                // This host's own meters, plus the runtime's (GC, thread pool, memory; .NET 9+).
+                if (!ReferenceEquals(instrument.Meter.Scope, meterFactory) && instrument.Meter.Name != "System.Runtime")
                 {
                     return;
                 }

@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
@@ -6,17 +5,12 @@ using System.Net.Sockets;
 namespace Infra.Core.Networking;
 
 /// <summary>
-/// A connected TCP socket exposed as a pair of pipes. Reads and writes go straight to the socket
-/// (no intermediate copy loop), so a read that finds data already in the kernel completes inline.
+/// A connected TCP socket exposed as a pair of pipes (<see cref="SocketPipeReader"/>,
+/// <see cref="SocketPipeWriter"/>). Reads and writes go straight to the socket, with no copy loop
+/// between, so a read that finds data already in the kernel completes inline.
 /// </summary>
 public sealed class SocketConnection : IAsyncDisposable
 {
-    // 4 KiB segments hold a typical HTTP head or RESP command in one piece; reads ask for at least
-    // 2 KiB so a nearly full segment does not cause a tiny read syscall.
-    private const int BufferSize = 4096;
-    private const int MinimumReadSize = 2048;
-
-    private readonly NetworkStream _stream;
     private int _aborted;
     private int _disposed;
 
@@ -26,11 +20,8 @@ public sealed class SocketConnection : IAsyncDisposable
         Socket = socket;
         RemoteEndPoint = socket.RemoteEndPoint;
         LocalEndPoint = socket.LocalEndPoint;
-        _stream = new NetworkStream(socket, ownsSocket: false);
-        Input = PipeReader.Create(_stream, new StreamPipeReaderOptions(
-            pool: MemoryPool<byte>.Shared, bufferSize: BufferSize, minimumReadSize: MinimumReadSize, leaveOpen: true));
-        Output = PipeWriter.Create(_stream, new StreamPipeWriterOptions(
-            pool: MemoryPool<byte>.Shared, minimumBufferSize: BufferSize, leaveOpen: true));
+        Input = new SocketPipeReader(socket);
+        Output = new SocketPipeWriter(socket);
     }
 
     public Socket Socket { get; }
@@ -38,9 +29,6 @@ public sealed class SocketConnection : IAsyncDisposable
     public PipeReader Input { get; }
 
     public PipeWriter Output { get; }
-
-    /// <summary>The underlying stream, for bulk copies that bypass the pipe buffers.</summary>
-    public Stream Stream => _stream;
 
     public EndPoint? RemoteEndPoint { get; }
 
@@ -147,7 +135,6 @@ public sealed class SocketConnection : IAsyncDisposable
 
         Input.Complete();
         Socket.Dispose();
-        _stream.Dispose();
     }
 
     public async ValueTask DisposeAsync()
@@ -171,6 +158,5 @@ public sealed class SocketConnection : IAsyncDisposable
 
         await Input.CompleteAsync();
         Socket.Dispose();
-        await _stream.DisposeAsync();
     }
 }

@@ -1,0 +1,221 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using System.Net.Sockets;
+using System.Runtime.CompilerServices;
+
+namespace Infra.Core.Networking;
+
+/// <summary>
+/// A <see cref="PipeReader"/> reading straight from a socket into one contiguous pooled buffer. Every
+/// buffer it hands out is a single segment (parsers take their fast path), reads need no extra copy
+/// or segment bookkeeping, and a read that finds data already in the kernel completes inline. The
+/// buffer grows while a message is larger than it (bounded by the caller's limits) and for bulk
+/// transfers, where a read that fills it asks for a bigger one next time (up to 64 KiB).
+/// </summary>
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "A PipeReader's end of life is Complete(), which disposes it.")]
+public sealed class SocketPipeReader : PipeReader
+{
+    private const int InitialSize = 4096;
+    private const int MinimumRead = 2048;
+    private const int BulkSize = 64 * 1024;
+
+    private readonly Socket _socket;
+    private byte[] _buffer;
+    private int _start;
+    private int _end;
+    private int _examined;
+    private bool _endOfStream;
+    private bool _completed;
+    private volatile bool _cancelRequested;
+    private CancellationTokenSource _cancel = new();
+    private int _preferredFree = MinimumRead;
+
+    public SocketPipeReader(Socket socket)
+    {
+        _socket = socket;
+        _buffer = ArrayPool<byte>.Shared.Rent(InitialSize);
+    }
+
+    private ReadOnlySequence<byte> Buffered => new(_buffer, _start, _end - _start);
+
+    public override bool TryRead(out ReadResult result)
+    {
+        ThrowIfCompleted();
+        if (_cancelRequested)
+        {
+            result = ConsumeCancellation();
+            return true;
+        }
+
+        if (_end > _examined || _endOfStream)
+        {
+            result = new ReadResult(Buffered, isCanceled: false, isCompleted: _endOfStream);
+            return true;
+        }
+
+        result = default;
+        return false;
+    }
+
+    public override ValueTask<ReadResult> ReadAsync(CancellationToken cancellationToken = default)
+    {
+        if (TryRead(out var ready))
+        {
+            return new ValueTask<ReadResult>(ready);
+        }
+
+        PrepareForReceive();
+        ValueTask<int> receive;
+        try
+        {
+            receive = _socket.ReceiveAsync(_buffer.AsMemory(_end), SocketFlags.None, _cancel.Token);
+        }
+        catch (SocketException ex)
+        {
+            throw new IOException(ex.Message, ex);
+        }
+
+        if (receive.IsCompletedSuccessfully)
+        {
+            return new ValueTask<ReadResult>(Received(receive.Result));
+        }
+
+        return AwaitReceiveAsync(receive);
+    }
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<ReadResult> AwaitReceiveAsync(ValueTask<int> receive)
+    {
+        int received;
+        try
+        {
+            received = await receive;
+        }
+        catch (OperationCanceledException) when (_cancelRequested)
+        {
+            return ConsumeCancellation();
+        }
+        catch (SocketException ex)
+        {
+            throw new IOException(ex.Message, ex);
+        }
+
+        return Received(received);
+    }
+
+    private ReadResult Received(int count)
+    {
+        if (count == 0)
+        {
+            _endOfStream = true;
+        }
+        else if (count == _buffer.Length - _end && _preferredFree < BulkSize)
+        {
+            // The read filled all the room there was: more is waiting, so read more at a time.
+            _preferredFree = Math.Min(_preferredFree * 4, BulkSize);
+        }
+
+        _end += count;
+        return new ReadResult(Buffered, isCanceled: false, isCompleted: _endOfStream);
+    }
+
+    /// <summary>Makes room for the next receive: drops consumed bytes, grows if the message needs it.</summary>
+    private void PrepareForReceive()
+    {
+        if (_start == _end)
+        {
+            _start = _end = _examined = 0;
+        }
+
+        if (_buffer.Length - _end >= _preferredFree)
+        {
+            return;
+        }
+
+        var unread = _end - _start;
+        if (_start > 0 && _buffer.Length - unread >= _preferredFree)
+        {
+            Buffer.BlockCopy(_buffer, _start, _buffer, 0, unread);
+        }
+        else
+        {
+            var bigger = ArrayPool<byte>.Shared.Rent(Math.Max(_buffer.Length * 2, unread + _preferredFree));
+            Buffer.BlockCopy(_buffer, _start, bigger, 0, unread);
+            ArrayPool<byte>.Shared.Return(_buffer);
+            _buffer = bigger;
+        }
+
+        _examined -= _start;
+        _start = 0;
+        _end = unread;
+    }
+
+    private ReadResult ConsumeCancellation()
+    {
+        _cancelRequested = false;
+        if (!_cancel.TryReset())
+        {
+            _cancel.Dispose();
+            _cancel = new CancellationTokenSource();
+        }
+
+        return new ReadResult(Buffered, isCanceled: true, isCompleted: _endOfStream);
+    }
+
+    public override void AdvanceTo(SequencePosition consumed) => AdvanceTo(consumed, consumed);
+
+    public override void AdvanceTo(SequencePosition consumed, SequencePosition examined)
+    {
+        ThrowIfCompleted();
+        var buffered = Buffered;
+        // Lengths of slices, not GetOffset: their meaning is defined for any sequence shape.
+        var consumedOffset = (int)buffered.Slice(0, consumed).Length;
+        var examinedOffset = (int)buffered.Slice(0, examined).Length;
+        if (consumedOffset < 0 || examinedOffset < consumedOffset || examinedOffset > _end - _start)
+        {
+            throw new InvalidOperationException("AdvanceTo positions are outside the last buffer read");
+        }
+
+        _examined = Math.Max(_examined, _start + examinedOffset);
+        _start += consumedOffset;
+        if (_start == _end)
+        {
+            _start = _end = _examined = 0;
+        }
+    }
+
+    public override void CancelPendingRead()
+    {
+        _cancelRequested = true;
+        try
+        {
+            _cancel.Cancel();
+        }
+        catch (ObjectDisposedException)
+        {
+            // Completed meanwhile.
+        }
+    }
+
+    public override void Complete(Exception? exception = null)
+    {
+        if (_completed)
+        {
+            return;
+        }
+
+        _completed = true;
+        _cancel.Dispose();
+        ArrayPool<byte>.Shared.Return(_buffer);
+        _buffer = [];
+        _start = _end = _examined = 0;
+    }
+
+    private void ThrowIfCompleted()
+    {
+        if (_completed)
+        {
+            throw new InvalidOperationException("the reader is completed");
+        }
+    }
+}

@@ -1,0 +1,226 @@
+using System.Net;
+using System.Text;
+using Infra.IntegrationTests.Harness;
+
+namespace Infra.IntegrationTests;
+
+/// <summary>Every error status the proxy makes itself, seen on the wire and in metrics.</summary>
+public class LoadBalancerErrorTests
+{
+    public static TheoryData<string, int, string> MalformedRequests() => new()
+    {
+        { "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "content_length_with_transfer_encoding" },
+        { "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcd", 400, "multiple_content_length" },
+        { "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4x\r\n\r\nabcd", 400, "invalid_content_length" },
+        { "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n", 400, "invalid_transfer_encoding" },
+        { "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nX: 1\r\n folded\r\n\r\n", 400, "obsolete_line_folding" },
+        { "GET / HTTP/1.1\r\nHost: a\rX: 1\r\n\r\n", 400, "bare_carriage_return" },
+        { "GET / HTTP/1.1\nHost: a\n\n", 400, "bare_line_feed" },
+        { "GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400, "whitespace_before_colon" },
+        { "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400, "invalid_chunk_size" },
+        { "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcdef\r\n0\r\n\r\n", 400, "invalid_chunk_terminator" },
+        { "GET / HTTP/1.1\r\n\r\n", 400, "missing_host" },
+        { "GET / HTTP/3.0\r\nHost: a\r\n\r\n", 505, "unsupported_http_version" },
+        { "CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n", 405, "method_not_allowed" },
+    };
+
+    [Theory]
+    [MemberData(nameof(MalformedRequests))]
+    public async Task Malformed_requests_get_their_status_and_close_the_connection(string request, int status, string reason)
+    {
+        await using var scripted = ScriptedBackend.Create(async (stream, _) =>
+        {
+            // Any body is consumed by the proxy's framing; the backend answers what reached it.
+            await stream.WriteAsync("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"u8.ToArray());
+        });
+        await using var lb = await LoadBalancer.StartAsync([scripted.Url]);
+
+        using var connection = await RawHttp.ConnectAsync(lb.Proxy);
+        await connection.SendAsync(request);
+        var response = await connection.ReadResponseAsync();
+
+        Assert.Equal(status, response.Status);
+        Assert.Contains(reason, response.BodyText, StringComparison.Ordinal);
+        Assert.Equal("close", response.Header("Connection"));
+        Assert.True(await connection.IsClosedAsync(TimeSpan.FromSeconds(5)));
+        Assert.Contains($"infra_lb_rejections_total{{reason=\"{reason}\",status=\"{status}\"}} 1", await lb.MetricsAsync(), StringComparison.Ordinal);
+        if (status != 400 || !reason.Contains("chunk", StringComparison.Ordinal))
+        {
+            Assert.Equal(0, scripted.Requests);
+        }
+    }
+
+    [Fact]
+    public async Task A_client_that_never_finishes_its_head_gets_408()
+    {
+        var backend = await Backend.StartAsync("b1");
+        await using var lb = await LoadBalancer.StartAsync([backend.Url], "--header-timeout", "1s");
+        try
+        {
+            using var slowloris = await RawHttp.ConnectAsync(lb.Proxy);
+            await slowloris.SendAsync("GET / HTTP/1.1\r\nHost: a\r\n");
+            for (var i = 0; i < 3; i++)
+            {
+                await Task.Delay(200);
+                await slowloris.SendAsync($"X-Drip-{i}: 1\r\n");
+            }
+
+            var response = await slowloris.ReadResponseAsync(timeout: TimeSpan.FromSeconds(10));
+            Assert.Equal(408, response.Status);
+            Assert.True(await slowloris.IsClosedAsync(TimeSpan.FromSeconds(5)));
+            Assert.Contains("reason=\"header_timeout\",status=\"408\"", await lb.MetricsAsync(), StringComparison.Ordinal);
+
+            // An idle connection that never sent a byte is closed without a response.
+            using var idle = await RawHttp.ConnectAsync(lb.Proxy);
+            Assert.True(await idle.IsClosedAsync(TimeSpan.FromSeconds(10)));
+        }
+        finally
+        {
+            await backend.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task A_body_over_the_limit_gets_413_whether_declared_or_chunked()
+    {
+        var backend = await Backend.StartAsync("b1");
+        await using var lb = await LoadBalancer.StartAsync([backend.Url], "--max-body-size", "1k");
+        try
+        {
+            var declared = await RawHttp.ExchangeAsync(lb.Proxy, "POST /sink HTTP/1.1\r\nHost: a\r\nContent-Length: 1025\r\n\r\n");
+            Assert.Equal(413, declared.Status);
+
+            var chunk = new string('x', 600);
+            var chunked = await RawHttp.ExchangeAsync(lb.Proxy,
+                $"POST /sink HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n258\r\n{chunk}\r\n258\r\n{chunk}\r\n0\r\n\r\n");
+            Assert.Equal(413, chunked.Status);
+            Assert.Contains("body_too_large", chunked.BodyText, StringComparison.Ordinal);
+
+            var fits = await RawHttp.ExchangeAsync(lb.Proxy, $"POST /sink HTTP/1.1\r\nHost: a\r\nContent-Length: 1024\r\n\r\n{new string('y', 1024)}");
+            Assert.Equal(200, fits.Status);
+            Assert.StartsWith("1024 ", fits.BodyText, StringComparison.Ordinal);
+        }
+        finally
+        {
+            await backend.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task Oversized_request_lines_and_headers_get_414_and_431()
+    {
+        var backend = await Backend.StartAsync("b1");
+        await using var lb = await LoadBalancer.StartAsync([backend.Url], "--max-request-line", "1k", "--max-header-size", "2k", "--max-headers", "20");
+        try
+        {
+            var longUri = await RawHttp.ExchangeAsync(lb.Proxy, $"GET /{new string('u', 2000)} HTTP/1.1\r\nHost: a\r\n\r\n");
+            Assert.Equal(414, longUri.Status);
+
+            var bigHeader = await RawHttp.ExchangeAsync(lb.Proxy, $"GET / HTTP/1.1\r\nHost: a\r\nX-Big: {new string('h', 3000)}\r\n\r\n");
+            Assert.Equal(431, bigHeader.Status);
+
+            var many = string.Concat(Enumerable.Range(0, 25).Select(i => $"X-{i}: v\r\n"));
+            var manyHeaders = await RawHttp.ExchangeAsync(lb.Proxy, $"GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n");
+            Assert.Equal(431, manyHeaders.Status);
+
+            var metrics = await lb.MetricsAsync();
+            Assert.Contains("reason=\"request_line_too_long\",status=\"414\"", metrics, StringComparison.Ordinal);
+            Assert.Contains("reason=\"headers_too_large\",status=\"431\"", metrics, StringComparison.Ordinal);
+            Assert.Contains("reason=\"too_many_headers\",status=\"431\"", metrics, StringComparison.Ordinal);
+        }
+        finally
+        {
+            await backend.DisposeAsync();
+        }
+    }
+
+    public static TheoryData<string, string> BrokenBackends() => new()
+    {
+        { "garbage instead of a status line", "NOT HTTP AT ALL\r\n\r\n" },
+        { "both Content-Length and chunked", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n" },
+        { "a head cut short", "HTTP/1.1 200 OK\r\nContent-Le" },
+        { "nothing at all", "" },
+        { "an invalid header", "HTTP/1.1 200 OK\r\nBad Header: x\r\n\r\n" },
+    };
+
+    [Theory]
+    [MemberData(nameof(BrokenBackends))]
+    public async Task A_malformed_or_early_closed_backend_response_is_502(string what, string reply)
+    {
+        await using var scripted = ScriptedBackend.Create(async (stream, _) =>
+        {
+            await stream.WriteAsync(Encoding.Latin1.GetBytes(reply));
+            stream.Close();
+        });
+
+        // Retries off: a GET that gets nothing would otherwise be tried again (covered elsewhere).
+        await using var lb = await LoadBalancer.StartAsync([scripted.Url], "--retries", "0");
+        var response = await RawHttp.ExchangeAsync(lb.Proxy, "GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+
+        Assert.True(response.Status == 502, $"{what}: got {response.Status}");
+        Assert.Contains("status=\"502\"", await lb.MetricsAsync(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_body_cut_short_by_the_backend_closes_the_client_connection()
+    {
+        await using var scripted = ScriptedBackend.Create(async (stream, _) =>
+        {
+            await stream.WriteAsync("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly-part"u8.ToArray());
+            stream.Close();
+        });
+        await using var lb = await LoadBalancer.StartAsync([scripted.Url]);
+
+        using var connection = await RawHttp.ConnectAsync(lb.Proxy);
+        await connection.SendAsync("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        await Assert.ThrowsAsync<IOException>(() => connection.ReadResponseAsync());
+    }
+
+    [Fact]
+    public async Task No_healthy_backend_is_503_with_retry_after()
+    {
+        var backend = await Backend.StartAsync("b1");
+        await using var lb = await LoadBalancer.StartAsync([backend.Url]);
+        try
+        {
+            await backend.SetHealthyAsync(false);
+            await Eventually.HoldsAsync(async () => (await lb.BackendAsync(backend.Url))!.State == "unhealthy", "backend marked unhealthy");
+
+            var response = await RawHttp.ExchangeAsync(lb.Proxy, "GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+
+            Assert.Equal(503, response.Status);
+            Assert.NotNull(response.Header("Retry-After"));
+            Assert.Contains("reason=\"no_backend\",status=\"503\"", await lb.MetricsAsync(), StringComparison.Ordinal);
+        }
+        finally
+        {
+            await backend.DisposeAsync();
+        }
+
+        await using var empty = await LoadBalancer.StartAsync([]);
+        using var none = await empty.Client.GetAsync("/");
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, none.StatusCode);
+        Assert.True(none.Headers.RetryAfter is not null);
+    }
+
+    [Fact]
+    public async Task A_backend_slower_than_the_backend_timeout_is_504()
+    {
+        var backend = await Backend.StartAsync("slow");
+        await using var lb = await LoadBalancer.StartAsync([backend.Url], "--backend-timeout", "500ms");
+        try
+        {
+            using var response = await lb.Client.GetAsync("/delay?ms=5000");
+            Assert.Equal(HttpStatusCode.GatewayTimeout, response.StatusCode);
+            Assert.Contains("reason=\"backend_timeout\",status=\"504\"", await lb.MetricsAsync(), StringComparison.Ordinal);
+
+            // The client connection carries on.
+            using var quick = await lb.Client.GetAsync("/");
+            Assert.Equal(HttpStatusCode.OK, quick.StatusCode);
+        }
+        finally
+        {
+            await backend.DisposeAsync();
+        }
+    }
+}
