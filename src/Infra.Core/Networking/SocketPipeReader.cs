@@ -29,6 +29,7 @@ public sealed class SocketPipeReader : PipeReader
     private volatile bool _cancelRequested;
     private CancellationTokenSource _cancel = new();
     private int _preferredFree = MinimumRead;
+    private int _completionThread;
 
     public SocketPipeReader(Socket socket)
     {
@@ -37,6 +38,13 @@ public sealed class SocketPipeReader : PipeReader
     }
 
     private ReadOnlySequence<byte> Buffered => new(_buffer, _start, _end - _start);
+
+    /// <summary>
+    /// The managed thread on which the last read that had to wait for data completed (0 before any).
+    /// With inline socket completions that is the epoll thread serving this socket: callers use it
+    /// to keep work for one client on one thread.
+    /// </summary>
+    public int CompletionThread => Volatile.Read(ref _completionThread);
 
     public override bool TryRead(out ReadResult result)
     {
@@ -100,6 +108,7 @@ public sealed class SocketPipeReader : PipeReader
             throw new IOException(ex.Message, ex);
         }
 
+        Volatile.Write(ref _completionThread, Environment.CurrentManagedThreadId);
         return Received(received);
     }
 

@@ -40,7 +40,7 @@ public sealed class ConnectionDeadlines : IHeartbeatTarget
     /// Whether the armed read deadline has passed. A canceled read for which this is false was woken
     /// for another reason (shutdown, or a cancel left over from an earlier deadline) and may be retried.
     /// </summary>
-    public bool ReadExpired() => _heartbeat.Now >= Volatile.Read(ref _readDeadline);
+    public bool ReadExpired() => _heartbeat.CoarseNow >= Volatile.Read(ref _readDeadline);
 
     public void ArmWrite(TimeSpan timeout) => Volatile.Write(ref _writeDeadline, _heartbeat.DeadlineAfter(timeout));
 

@@ -22,11 +22,17 @@ public sealed class Heartbeat : IDisposable
     private readonly ConcurrentDictionary<IHeartbeatTarget, byte> _targets = new(ReferenceEqualityComparer.Instance);
     private readonly TimeProvider _timeProvider;
     private readonly ITimer _timer;
+    private readonly long _timestampsPerTick;
+    private long _coarseNow;
     private int _ticking;
 
     public Heartbeat(TimeProvider timeProvider, TimeSpan interval)
     {
         _timeProvider = timeProvider;
+        _coarseNow = timeProvider.GetTimestamp();
+        _timestampsPerTick = timeProvider.TimestampFrequency % TimeSpan.TicksPerSecond == 0
+            ? timeProvider.TimestampFrequency / TimeSpan.TicksPerSecond
+            : 0;
         _timer = timeProvider.CreateTimer(static state => ((Heartbeat)state!).Tick(), this, interval, interval);
     }
 
@@ -39,14 +45,29 @@ public sealed class Heartbeat : IDisposable
     public int Count => _targets.Count;
 
     /// <summary>Converts a duration to this clock's timestamp units.</summary>
-    public long ToTimestampDelta(TimeSpan duration) => duration == Timeout.InfiniteTimeSpan || duration >= TimeSpan.FromDays(365)
-        ? long.MaxValue / 2
-        : (long)(duration.TotalSeconds * _timeProvider.TimestampFrequency);
+    public long ToTimestampDelta(TimeSpan duration)
+    {
+        if (duration.Ticks < 0 || duration.Ticks >= TimeSpan.TicksPerDay * 365)
+        {
+            return long.MaxValue / 2; // Infinite, or as good as.
+        }
 
-    /// <summary>The timestamp <paramref name="duration"/> from now.</summary>
-    public long DeadlineAfter(TimeSpan duration) => _timeProvider.GetTimestamp() + ToTimestampDelta(duration);
+        return _timestampsPerTick > 0
+            ? duration.Ticks * _timestampsPerTick
+            : (long)(duration.TotalSeconds * _timeProvider.TimestampFrequency);
+    }
 
+    /// <summary>
+    /// The deadline <paramref name="duration"/> from now on the coarse clock: exact to within one
+    /// heartbeat interval, and free (no clock read) on the request path.
+    /// </summary>
+    public long DeadlineAfter(TimeSpan duration) => CoarseNow + ToTimestampDelta(duration);
+
+    /// <summary>The exact current timestamp (one clock read).</summary>
     public long Now => _timeProvider.GetTimestamp();
+
+    /// <summary>The timestamp of the last tick: what deadlines are set from and checked against.</summary>
+    public long CoarseNow => Volatile.Read(ref _coarseNow);
 
     internal void Tick()
     {
@@ -59,6 +80,7 @@ public sealed class Heartbeat : IDisposable
         try
         {
             var now = _timeProvider.GetTimestamp();
+            Volatile.Write(ref _coarseNow, now);
             foreach (var target in _targets.Keys)
             {
                 target.OnHeartbeat(now);

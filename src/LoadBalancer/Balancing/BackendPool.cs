@@ -41,7 +41,7 @@ internal sealed class BackendPool
 
     public Backend[] Backends => _backends;
 
-    public long Now => _heartbeat.Now;
+    public long Now => _heartbeat.CoarseNow;
 
     public TimeProvider TimeProvider => _heartbeat.TimeProvider;
 
@@ -50,7 +50,7 @@ internal sealed class BackendPool
     {
         get
         {
-            var now = _heartbeat.Now;
+            var now = _heartbeat.CoarseNow;
             foreach (var backend in _backends)
             {
                 if (backend.IsAvailable(now))
@@ -69,7 +69,7 @@ internal sealed class BackendPool
     /// </summary>
     public Backend? Select(Backend? exclude)
     {
-        var now = _heartbeat.Now;
+        var now = _heartbeat.CoarseNow;
         var backends = _backends;
         var chosen = _policy.Pick(backends, exclude, now);
         if (chosen is null && exclude is not null && exclude.IsAvailable(now))

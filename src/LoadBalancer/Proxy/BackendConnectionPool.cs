@@ -21,6 +21,9 @@ internal sealed class BackendConnection
     /// <summary>When it went back to the pool (heartbeat timestamp).</summary>
     public long IdleSince { get; set; }
 
+    /// <summary>The epoll thread this connection's reads complete on (0 until known).</summary>
+    public int Thread => ((SocketPipeReader)Transport.Input).CompletionThread;
+
     /// <summary>Requests this connection has carried, the current one included.</summary>
     public int Uses { get; set; }
 
@@ -40,11 +43,16 @@ internal sealed class BackendConnection
 
 /// <summary>
 /// Idle keep-alive connections to one backend, most recently used first (warm connections stay warm,
-/// the tail ages out). A connection idle longer than a second is polled before reuse, so one the
+/// the tail ages out). Like HAProxy's per-thread idle lists, a rent prefers a connection served by
+/// the calling thread, so a request and its backend exchange stay on one epoll thread instead of
+/// waking the other. A connection idle longer than a second is polled before reuse, so one the
 /// backend closed meanwhile is dropped instead of failing a request.
 /// </summary>
 internal sealed class BackendConnectionPool : IHeartbeatTarget
 {
+    // How far down the idle list a rent looks for a connection of its own thread.
+    private const int AffinityScan = 16;
+
     private readonly List<BackendConnection> _idle = [];
     private readonly Lock _lock = new();
     private readonly EndPoint _endPoint;
@@ -89,12 +97,23 @@ internal sealed class BackendConnectionPool : IHeartbeatTarget
         while (true)
         {
             BackendConnection? candidate = null;
+            var thread = Environment.CurrentManagedThreadId;
             lock (_lock)
             {
                 if (_idle.Count > 0)
                 {
-                    candidate = _idle[^1];
-                    _idle.RemoveAt(_idle.Count - 1);
+                    var index = _idle.Count - 1;
+                    for (var i = index; i >= 0 && i >= _idle.Count - AffinityScan; i--)
+                    {
+                        if (_idle[i].Thread == thread)
+                        {
+                            index = i;
+                            break;
+                        }
+                    }
+
+                    candidate = _idle[index];
+                    _idle.RemoveAt(index);
                 }
             }
 
@@ -103,7 +122,7 @@ internal sealed class BackendConnectionPool : IHeartbeatTarget
                 break;
             }
 
-            var idleFor = _heartbeat.Now - candidate.IdleSince;
+            var idleFor = _heartbeat.CoarseNow - candidate.IdleSince;
             if (idleFor > _idleTimeout || (idleFor > _staleCheckAfter && candidate.Transport.HasPendingInputOrClosed()))
             {
                 candidate.Close();
@@ -122,7 +141,7 @@ internal sealed class BackendConnectionPool : IHeartbeatTarget
     /// <summary>Takes back a connection whose last exchange ended cleanly.</summary>
     public void Return(BackendConnection connection)
     {
-        connection.IdleSince = _heartbeat.Now;
+        connection.IdleSince = _heartbeat.CoarseNow;
         lock (_lock)
         {
             if (!_closed && _idle.Count < _maxIdle)

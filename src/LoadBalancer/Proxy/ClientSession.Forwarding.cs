@@ -140,7 +140,7 @@ internal sealed partial class ClientSession
 
     private void ReportToHealth(Backend backend, AttemptOutcome outcome)
     {
-        var now = _proxy.Heartbeat.Now;
+        var now = _proxy.Heartbeat.CoarseNow;
         switch (outcome)
         {
             case AttemptOutcome.Done:
