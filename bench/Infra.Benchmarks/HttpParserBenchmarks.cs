@@ -46,7 +46,7 @@ public class HttpParserBenchmarks
     {
         Parse(_browser);
         _output.ResetWrittenCount();
-        HeadWriter.WriteRequest(_output, _head, _client, upgrade: false);
+        HeadWriter.WriteRequest(_output, _head, _client, "backend:9001"u8, upgrade: false);
         return _output.WrittenCount;
     }
 

@@ -20,6 +20,7 @@ public class LoadBalancerErrorTests
         { "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400, "invalid_chunk_size" },
         { "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcdef\r\n0\r\n\r\n", 400, "invalid_chunk_terminator" },
         { "GET / HTTP/1.1\r\n\r\n", 400, "missing_host" },
+        { "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501, "unsupported_transfer_coding" },
         { "GET / HTTP/3.0\r\nHost: a\r\n\r\n", 505, "unsupported_http_version" },
         { "CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n", 405, "method_not_allowed" },
     };
@@ -47,6 +48,38 @@ public class LoadBalancerErrorTests
         if (status != 400 || !reason.Contains("chunk", StringComparison.Ordinal))
         {
             Assert.Equal(0, scripted.Requests);
+        }
+    }
+
+    [Fact]
+    public async Task An_error_response_ends_with_a_clean_close_even_with_unread_input()
+    {
+        var backend = await Backend.StartAsync("b1");
+        await using var lb = await LoadBalancer.StartAsync([backend.Url], "--max-body-size", "1k");
+        try
+        {
+            // The proxy refuses the body at once. Closing a socket with unread input sends a reset,
+            // which can destroy the 413 before a client reads it; the proxy lingers instead: FIN,
+            // then it reads and drops the rest for a moment.
+            using var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+            await socket.ConnectAsync(lb.Proxy.Host, lb.Proxy.Port);
+            await socket.SendAsync(Encoding.ASCII.GetBytes("POST /sink HTTP/1.1\r\nHost: a\r\nContent-Length: 300000\r\n\r\n" + new string('x', 60_000)));
+            await Task.Delay(300);
+
+            var received = new MemoryStream();
+            var buffer = new byte[4096];
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+            int read;
+            while ((read = await socket.ReceiveAsync(buffer, timeout.Token)) > 0)
+            {
+                received.Write(buffer, 0, read);
+            }
+
+            Assert.StartsWith("HTTP/1.1 413 ", Encoding.ASCII.GetString(received.ToArray()), StringComparison.Ordinal);
+        }
+        finally
+        {
+            await backend.DisposeAsync();
         }
     }
 

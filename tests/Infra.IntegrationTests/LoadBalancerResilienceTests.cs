@@ -90,6 +90,9 @@ public class LoadBalancerResilienceTests
             var removing = lb.AdminClient.DeleteAsync("/backends?address=" + Uri.EscapeDataString(backends[0].Url));
             await Eventually.HoldsAsync(async () => (await lb.BackendAsync(backends[0].Url))?.State == "draining", "b1 draining");
             var whileDraining = await lb.BackendAsync(backends[0].Url);
+            using var undrain = await lb.AdminClient.PutAsync("/backends",
+                new StringContent($"{{\"address\":\"{backends[0].Url}\",\"state\":\"healthy\"}}", Encoding.UTF8, "application/json"));
+            Assert.True(undrain.StatusCode is HttpStatusCode.Conflict or HttpStatusCode.NotFound, $"un-draining a backend being removed gave {undrain.StatusCode}");
             Assert.True(whileDraining is null || whileDraining.InFlight == 0 || !removing.IsCompleted, "DELETE returned with a request still in flight");
             using var removed = await removing;
             Assert.Equal(HttpStatusCode.OK, removed.StatusCode);

@@ -201,6 +201,84 @@ public class LoadBalancerStreamingTests
     }
 
     [Fact]
+    public async Task An_http10_request_without_host_reaches_the_backend_with_one()
+    {
+        var backend = await Backend.StartAsync("b1");
+        await using var lb = await LoadBalancer.StartAsync([backend.Url]);
+        try
+        {
+            var response = await RawHttp.ExchangeAsync(lb.Proxy, "GET /headers HTTP/1.0\r\n\r\n");
+            Assert.Equal(200, response.Status);
+            Assert.Contains($"Host: {new Uri(backend.Url).Authority}\n", response.BodyText, StringComparison.Ordinal);
+            Assert.Contains("Via: 1.0 infra-lb\n", response.BodyText, StringComparison.Ordinal);
+        }
+        finally
+        {
+            await backend.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task A_slow_upload_is_not_a_backend_timeout()
+    {
+        var backend = await Backend.StartAsync("b1");
+        await using var lb = await LoadBalancer.StartAsync([backend.Url], "--backend-timeout", "500ms", "--client-timeout", "5s");
+        try
+        {
+            using var connection = await RawHttp.ConnectAsync(lb.Proxy);
+            await connection.SendAsync("POST /sink HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n");
+            foreach (var piece in new[] { "a", "b", "c", "d", "e" })
+            {
+                await Task.Delay(400);
+                await connection.SendAsync(piece);
+            }
+
+            var response = await connection.ReadResponseAsync();
+            Assert.Equal(200, response.Status);
+            Assert.StartsWith("5 ", response.BodyText, StringComparison.Ordinal);
+            Assert.DoesNotContain("infra_lb_backend_ejections_total{", await lb.MetricsAsync(), StringComparison.Ordinal);
+        }
+        finally
+        {
+            await backend.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task Stray_bytes_after_a_bodiless_response_never_reach_the_next_client()
+    {
+        await using var scripted = ScriptedBackend.Create(async (stream, request) =>
+        {
+            if (request.Head.StartsWith("HEAD ", StringComparison.Ordinal))
+            {
+                // A buggy backend: a body after a HEAD response, sent a moment later.
+                await stream.WriteAsync("HTTP/1.1 200 OK\r\nContent-Length: 27\r\n\r\n"u8.ToArray());
+                await Task.Delay(50);
+                await stream.WriteAsync("HTTP/1.1 200 OK\r\n\r\nstray"u8.ToArray());
+                return;
+            }
+
+            await stream.WriteAsync("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nright"u8.ToArray());
+        });
+        await using var lb = await LoadBalancer.StartAsync([scripted.Url]);
+
+        using (var connection = await RawHttp.ConnectAsync(lb.Proxy))
+        {
+            await connection.SendAsync("HEAD / HTTP/1.1\r\nHost: a\r\n\r\n");
+            var head = await connection.ReadResponseAsync(headRequest: true);
+            Assert.Equal(200, head.Status);
+            Assert.Equal("27", head.Header("Content-Length"));
+        }
+
+        await Task.Delay(200);
+        for (var i = 0; i < 3; i++)
+        {
+            var next = await RawHttp.ExchangeAsync(lb.Proxy, "GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+            Assert.Equal("right", next.BodyText);
+        }
+    }
+
+    [Fact]
     public async Task Keep_alive_connections_carry_many_requests_to_pooled_backend_connections()
     {
         var backend = await Backend.StartAsync("b1");

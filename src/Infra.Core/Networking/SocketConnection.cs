@@ -72,7 +72,8 @@ public sealed class SocketConnection : IAsyncDisposable
     {
         try
         {
-            return Socket.Poll(0, SelectMode.SelectRead) || Socket.Poll(0, SelectMode.SelectError);
+            // Readable covers data, end of stream and a pending error alike: one poll(2).
+            return Socket.Poll(0, SelectMode.SelectRead);
         }
         catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
         {

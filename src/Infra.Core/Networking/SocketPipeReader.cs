@@ -78,6 +78,10 @@ public sealed class SocketPipeReader : PipeReader
         {
             receive = _socket.ReceiveAsync(_buffer.AsMemory(_end), SocketFlags.None, _cancel.Token);
         }
+        catch (OperationCanceledException)
+        {
+            return new ValueTask<ReadResult>(ConsumeCancellation());
+        }
         catch (SocketException ex)
         {
             throw new IOException(ex.Message, ex);
@@ -99,8 +103,10 @@ public sealed class SocketPipeReader : PipeReader
         {
             received = await receive;
         }
-        catch (OperationCanceledException) when (_cancelRequested)
+        catch (OperationCanceledException)
         {
+            // Also a cancel that raced a previous read's reset and hit this one: callers treat any
+            // canceled result as "check your deadlines, then read again".
             return ConsumeCancellation();
         }
         catch (SocketException ex)

@@ -118,12 +118,22 @@ public sealed partial class TcpConnectionListener : IAsyncDisposable
                 continue;
             }
 
-            accepted.NoDelay = true;
-            var id = Interlocked.Increment(ref _nextId);
-            var context = new ConnectionContext(id, new SocketConnection(accepted));
-            ConnectionChanged?.Invoke(true);
-
-            _connections[id] = context;
+            ConnectionContext context;
+            try
+            {
+                accepted.NoDelay = true;
+                var id = Interlocked.Increment(ref _nextId);
+                context = new ConnectionContext(id, new SocketConnection(accepted));
+                _connections[id] = context;
+                ConnectionChanged?.Invoke(true);
+            }
+            catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+            {
+                // Reset between accept and set-up: nothing to serve.
+                accepted.Dispose();
+                Interlocked.Decrement(ref _active);
+                continue;
+            }
 
             // The handler starts on the thread pool so a slow first read never holds up accepting.
             _ = Task.Run(() => RunConnectionAsync(context));

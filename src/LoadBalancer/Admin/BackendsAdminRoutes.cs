@@ -114,6 +114,12 @@ internal sealed class BackendsAdminRoutes : IAdminRoutes
             return;
         }
 
+        if (backend.IsRemoving)
+        {
+            await ErrorAsync(context, StatusCodes.Status409Conflict, $"{backend.Url} is being removed");
+            return;
+        }
+
         if (change.Weight is { } weight)
         {
             if (weight is < 0 or > LoadBalancerOptions.MaxWeight)
@@ -135,8 +141,11 @@ internal sealed class BackendsAdminRoutes : IAdminRoutes
                 Log.BackendDraining(_logger, backend.Url);
                 break;
             case "HEALTHY" or "ACTIVE":
-                backend.StopDrain();
-                Log.BackendUndrained(_logger, backend.Url);
+                if (backend.StopDrain())
+                {
+                    Log.BackendUndrained(_logger, backend.Url);
+                }
+
                 break;
             default:
                 await ErrorAsync(context, StatusCodes.Status400BadRequest, "state must be draining or healthy");
@@ -161,6 +170,12 @@ internal sealed class BackendsAdminRoutes : IAdminRoutes
             return;
         }
 
+        if (backend.IsRemoving)
+        {
+            await ErrorAsync(context, StatusCodes.Status409Conflict, $"{backend.Url} is already being removed");
+            return;
+        }
+
         var timeout = _options.DrainTimeout;
         var timeoutText = context.Request.Query["timeout"].ToString();
         if (timeoutText.Length > 0 && !OptionValues.TryParseDuration(timeoutText, out timeout))
@@ -170,7 +185,7 @@ internal sealed class BackendsAdminRoutes : IAdminRoutes
         }
 
         Log.BackendDraining(_logger, backend.Url);
-        var drained = await _pool.DrainAndRemoveAsync(backend, timeout, context.RequestAborted);
+        var drained = await _pool.DrainAndRemoveAsync(backend, timeout);
         Log.BackendRemoved(_logger, backend.Url, drained);
         await WriteAsync(context, StatusCodes.Status200OK, new RemovedView(backend.Url, drained), AdminJson.Default.RemovedView);
     }

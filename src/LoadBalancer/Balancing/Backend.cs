@@ -24,6 +24,7 @@ internal sealed class Backend
     private readonly long[] _responsesByClass = new long[6];
     private volatile bool _draining;
     private volatile bool _removed;
+    private volatile bool _removing;
 
     public Backend(BackendAddress address, int weight, RiseFallHealth health, PassiveHealth passive, BackendConnectionPool connections)
     {
@@ -70,9 +71,28 @@ internal sealed class Backend
         : Health.IsHealthy && !Passive.IsEjected(now) ? BackendState.Healthy
         : BackendState.Unhealthy;
 
+    /// <summary>True from the start of a DELETE's drain until the removal.</summary>
+    public bool IsRemoving => _removing;
+
     public void StartDrain() => _draining = true;
 
-    public void StopDrain() => _draining = false;
+    /// <summary>Ends a drain; false (and nothing changes) when the backend is on its way out.</summary>
+    public bool StopDrain()
+    {
+        if (_removing || _removed)
+        {
+            return false;
+        }
+
+        _draining = false;
+        return true;
+    }
+
+    public void StartRemoving()
+    {
+        _removing = true;
+        _draining = true;
+    }
 
     public void MarkRemoved()
     {
@@ -84,6 +104,13 @@ internal sealed class Backend
     {
         Interlocked.Increment(ref _inFlight);
         Interlocked.Increment(ref _requests);
+    }
+
+    /// <summary>Undoes a <see cref="BeginRequest"/> for a request that never started here.</summary>
+    public void CancelRequest()
+    {
+        Interlocked.Decrement(ref _inFlight);
+        Interlocked.Decrement(ref _requests);
     }
 
     public void EndRequest(int status)

@@ -9,6 +9,9 @@ namespace Infra.LoadBalancer.Balancing;
 /// </summary>
 internal sealed record BackendAddress(string Url, string Host, int Port, EndPoint EndPoint)
 {
+    /// <summary><c>host:port</c>, the Host header for requests that arrived without one (HTTP/1.0).</summary>
+    public byte[] HostHeader { get; } = System.Text.Encoding.ASCII.GetBytes($"{Host}:{Port.ToString(CultureInfo.InvariantCulture)}");
+
     /// <summary>
     /// Parses <c>http://host[:port][/]</c>, optionally followed by <c>,weight=N</c> (flags) or with the
     /// weight given apart (<paramref name="weightText"/>, from a JSON object).

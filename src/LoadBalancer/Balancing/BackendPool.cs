@@ -133,15 +133,16 @@ internal sealed class BackendPool
     /// Stops new requests to <paramref name="backend"/>, waits for its in-flight requests to finish
     /// (at most <paramref name="timeout"/>), then removes it. Returns whether it drained fully.
     /// </summary>
-    public async Task<bool> DrainAndRemoveAsync(Backend backend, TimeSpan timeout, CancellationToken cancellationToken)
+    /// <remarks>Runs to the end even if the caller goes away, so a backend is never left half-removed.</remarks>
+    public async Task<bool> DrainAndRemoveAsync(Backend backend, TimeSpan timeout)
     {
-        backend.StartDrain();
-        var drained = await WaitIdleAsync(backend, timeout, cancellationToken);
+        backend.StartRemoving();
+        var drained = await WaitIdleAsync(backend, timeout);
         Remove(backend);
         return drained;
     }
 
-    private async Task<bool> WaitIdleAsync(Backend backend, TimeSpan timeout, CancellationToken cancellationToken)
+    private async Task<bool> WaitIdleAsync(Backend backend, TimeSpan timeout)
     {
         var deadline = _heartbeat.DeadlineAfter(timeout);
         while (backend.InFlight > 0)
@@ -151,7 +152,7 @@ internal sealed class BackendPool
                 return false;
             }
 
-            await Task.Delay(TimeSpan.FromMilliseconds(20), _heartbeat.TimeProvider, cancellationToken);
+            await Task.Delay(TimeSpan.FromMilliseconds(20), _heartbeat.TimeProvider);
         }
 
         return true;

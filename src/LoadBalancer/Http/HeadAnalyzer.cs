@@ -15,7 +15,7 @@ internal static class HeadAnalyzer
     public static void AnalyzeRequest(HttpHead head, long maxBodySize)
     {
         var hosts = 0;
-        var (contentLength, transferEncodings, chunkedLast) = ReadFraming(head, ref hosts, isRequest: true);
+        var (contentLength, transferEncodings, chunkedLast, otherCodings) = ReadFraming(head, ref hosts, isRequest: true);
 
         if (hosts > 1)
         {
@@ -44,6 +44,13 @@ internal static class HeadAnalyzer
                 throw new HttpRejectionException(RejectionReason.InvalidTransferEncoding);
             }
 
+            if (otherCodings)
+            {
+                // e.g. "gzip, chunked": framed correctly, but the proxy re-chunks and would have to
+                // carry the other codings along. Refused rather than silently dropped (RFC 9112 §6.1).
+                throw new HttpRejectionException(RejectionReason.UnsupportedTransferCoding);
+            }
+
             head.Framing = BodyFraming.Chunked;
         }
         else if (contentLength >= 0)
@@ -69,8 +76,8 @@ internal static class HeadAnalyzer
     public static void AnalyzeResponse(HttpHead head, HttpMethod requestMethod)
     {
         var hosts = 0;
-        var (contentLength, transferEncodings, chunkedLast) = ReadFraming(head, ref hosts, isRequest: false);
-        if (transferEncodings > 0 && (contentLength >= 0 || !chunkedLast))
+        var (contentLength, transferEncodings, chunkedLast, otherCodings) = ReadFraming(head, ref hosts, isRequest: false);
+        if (transferEncodings > 0 && (contentLength >= 0 || !chunkedLast || otherCodings))
         {
             throw new HttpRejectionException(contentLength >= 0
                 ? RejectionReason.ContentLengthWithTransferEncoding
@@ -97,12 +104,13 @@ internal static class HeadAnalyzer
         }
     }
 
-    private static (long ContentLength, int TransferEncodings, bool ChunkedLast) ReadFraming(HttpHead head, ref int hosts, bool isRequest)
+    private static (long ContentLength, int TransferEncodings, bool ChunkedLast, bool OtherCodings) ReadFraming(HttpHead head, ref int hosts, bool isRequest)
     {
         long contentLength = -1;
         var transferEncodings = 0;
         var chunkedLast = false;
         var chunkedCount = 0;
+        var codings = 0;
         for (var i = 0; i < head.FieldCount; i++)
         {
             ref var field = ref head.Field(i);
@@ -123,7 +131,7 @@ internal static class HeadAnalyzer
                     break;
                 case KnownHeader.TransferEncoding:
                     transferEncodings++;
-                    ReadTransferCodings(value, ref chunkedLast, ref chunkedCount);
+                    codings += ReadTransferCodings(value, ref chunkedLast, ref chunkedCount);
                     break;
                 case KnownHeader.Connection:
                     ReadConnectionOptions(head, value);
@@ -147,7 +155,7 @@ internal static class HeadAnalyzer
             MarkNominatedFields(head);
         }
 
-        return (contentLength, transferEncodings, chunkedLast);
+        return (contentLength, transferEncodings, chunkedLast, codings > chunkedCount);
     }
 
     /// <summary>1*DIGIT and nothing else: no sign, no list, no spaces inside.</summary>
@@ -176,9 +184,10 @@ internal static class HeadAnalyzer
     /// Reads a Transfer-Encoding list. Each coding must be a token (parameters allowed after ';'), and
     /// what matters is whether the last coding of the whole message is exactly <c>chunked</c>.
     /// </summary>
-    private static void ReadTransferCodings(ReadOnlySpan<byte> value, ref bool chunkedLast, ref int chunkedCount)
+    /// <returns>How many codings the value lists.</returns>
+    private static int ReadTransferCodings(ReadOnlySpan<byte> value, ref bool chunkedLast, ref int chunkedCount)
     {
-        var any = false;
+        var count = 0;
         foreach (var range in value.Split((byte)','))
         {
             var element = HttpChars.TrimOws(value[range]);
@@ -202,13 +211,15 @@ internal static class HeadAnalyzer
 
             chunkedCount += isChunked ? 1 : 0;
             chunkedLast = isChunked;
-            any = true;
+            count++;
         }
 
-        if (!any)
+        if (count == 0)
         {
             throw new HttpRejectionException(RejectionReason.InvalidTransferEncoding);
         }
+
+        return count;
     }
 
     private static void ReadConnectionOptions(HttpHead head, ReadOnlySpan<byte> value)

@@ -18,14 +18,18 @@ internal static class HeadWriter
     /// <summary>
     /// The request head for a backend: request line as received (always HTTP/1.1 upstream), end-to-end
     /// fields, then X-Forwarded-For (the client appended to any existing list), X-Forwarded-Proto and
-    /// X-Forwarded-Host (replacing what a client might have forged), Via, and the framing.
+    /// X-Forwarded-Host (replacing what a client might have forged), Via, and the framing. A request
+    /// without Host (HTTP/1.0 allows that; HTTP/1.1 upstream does not) gets <c>defaultHost</c>.
     /// </summary>
-    public static void WriteRequest(IBufferWriter<byte> output, HttpHead request, ReadOnlySpan<byte> clientAddress, bool upgrade)
+    public static void WriteRequest(IBufferWriter<byte> output, HttpHead request, ReadOnlySpan<byte> clientAddress, ReadOnlySpan<byte> defaultHost, bool upgrade)
     {
-        output.Write(request.Method8);
-        output.Write(" "u8);
-        output.Write(request.Target);
-        output.Write(" HTTP/1.1\r\n"u8);
+        // Everything written comes from the head (fields, and at most once more the values merged
+        // into X-Forwarded-For, Via and X-Forwarded-Host) plus fixed text: one span holds it all.
+        var head = new SpanWriter(output.GetSpan((2 * request.Length) + clientAddress.Length + defaultHost.Length + 256));
+        head.Write(request.Method8);
+        head.Write(" "u8);
+        head.Write(request.Target);
+        head.Write(" HTTP/1.1\r\n"u8);
 
         var forwardedForCount = 0;
         var viaCount = 0;
@@ -50,37 +54,43 @@ internal static class HeadWriter
                 continue;
             }
 
-            WriteField(output, request.Name(field), request.Value(field));
+            head.WriteField(request.Name(field), request.Value(field));
         }
 
-        output.Write("X-Forwarded-For: "u8);
+        if (request.HostField < 0)
+        {
+            head.WriteField("Host"u8, defaultHost);
+        }
+
+        head.Write("X-Forwarded-For: "u8);
         if (forwardedForCount > 0)
         {
-            WriteMergedValues(output, request, KnownHeader.XForwardedFor);
-            output.Write(", "u8);
+            WriteMergedValues(ref head, request, KnownHeader.XForwardedFor);
+            head.Write(", "u8);
         }
 
-        output.Write(clientAddress);
-        output.Write(Crlf);
-        output.Write("X-Forwarded-Proto: http\r\n"u8);
+        head.Write(clientAddress);
+        head.Write(Crlf);
+        head.Write("X-Forwarded-Proto: http\r\n"u8);
         if (request.HostField >= 0)
         {
-            WriteField(output, "X-Forwarded-Host"u8, request.Value(request.Field(request.HostField)));
+            head.WriteField("X-Forwarded-Host"u8, request.Value(request.Field(request.HostField)));
         }
 
-        WriteVia(output, request, viaCount, request.IsHttp11);
+        WriteVia(ref head, request, viaCount, request.IsHttp11);
         if (request.Framing == BodyFraming.Chunked)
         {
-            output.Write("Transfer-Encoding: chunked\r\n"u8);
+            head.Write("Transfer-Encoding: chunked\r\n"u8);
         }
 
         if (upgrade)
         {
-            output.Write("Connection: Upgrade\r\n"u8);
-            WriteField(output, "Upgrade"u8, request.Value(request.Field(request.UpgradeField)));
+            head.Write("Connection: Upgrade\r\n"u8);
+            head.WriteField("Upgrade"u8, request.Value(request.Field(request.UpgradeField)));
         }
 
-        output.Write(Crlf);
+        head.Write(Crlf);
+        output.Advance(head.Position);
     }
 
     /// <summary>
@@ -89,12 +99,8 @@ internal static class HeadWriter
     /// </summary>
     public static void WriteResponse(IBufferWriter<byte> output, HttpHead response, bool clientHttp11, bool keepAlive, bool chunked, bool upgrade)
     {
-        output.Write("HTTP/1.1 "u8);
-        WriteStatus(output, response.StatusCode);
-        output.Write(" "u8);
-        output.Write(response.Reason);
-        output.Write(Crlf);
-
+        var head = new SpanWriter(output.GetSpan((2 * response.Length) + 256));
+        WriteStatusLine(ref head, response);
         var viaCount = 0;
         foreach (ref readonly var field in response.Fields)
         {
@@ -109,52 +115,61 @@ internal static class HeadWriter
                 continue;
             }
 
-            WriteField(output, response.Name(field), response.Value(field));
+            head.WriteField(response.Name(field), response.Value(field));
         }
 
-        WriteVia(output, response, viaCount, response.IsHttp11);
+        WriteVia(ref head, response, viaCount, response.IsHttp11);
         if (chunked)
         {
-            output.Write("Transfer-Encoding: chunked\r\n"u8);
+            head.Write("Transfer-Encoding: chunked\r\n"u8);
         }
 
         if (upgrade)
         {
-            output.Write("Connection: Upgrade\r\n"u8);
+            head.Write("Connection: Upgrade\r\n"u8);
             if (response.UpgradeField >= 0)
             {
-                WriteField(output, "Upgrade"u8, response.Value(response.Field(response.UpgradeField)));
+                head.WriteField("Upgrade"u8, response.Value(response.Field(response.UpgradeField)));
             }
         }
         else if (!keepAlive)
         {
-            output.Write("Connection: close\r\n"u8);
+            head.Write("Connection: close\r\n"u8);
         }
         else if (!clientHttp11)
         {
-            output.Write("Connection: keep-alive\r\n"u8);
+            head.Write("Connection: keep-alive\r\n"u8);
         }
 
-        output.Write(Crlf);
+        head.Write(Crlf);
+        output.Advance(head.Position);
     }
 
     /// <summary>An interim (1xx) response, relayed as is apart from hop-by-hop fields.</summary>
     public static void WriteInterim(IBufferWriter<byte> output, HttpHead response)
     {
-        output.Write("HTTP/1.1 "u8);
-        WriteStatus(output, response.StatusCode);
-        output.Write(" "u8);
-        output.Write(response.Reason);
-        output.Write(Crlf);
+        var head = new SpanWriter(output.GetSpan(response.Length + 64));
+        WriteStatusLine(ref head, response);
         foreach (ref readonly var field in response.Fields)
         {
             if (!KnownHeaders.IsHopByHop(field.Kind) && !field.Nominated)
             {
-                WriteField(output, response.Name(field), response.Value(field));
+                head.WriteField(response.Name(field), response.Value(field));
             }
         }
 
-        output.Write(Crlf);
+        head.Write(Crlf);
+        output.Advance(head.Position);
+    }
+
+    private static void WriteStatusLine(ref SpanWriter head, HttpHead response)
+    {
+        head.Write("HTTP/1.1 "u8);
+        var status = response.StatusCode;
+        Span<byte> code = [(byte)('0' + (status / 100)), (byte)('0' + (status / 10 % 10)), (byte)('0' + (status % 10)), (byte)' '];
+        head.Write(code);
+        head.Write(response.Reason);
+        head.Write(Crlf);
     }
 
     /// <summary>A response the proxy makes itself: a short text body naming the reason.</summary>
@@ -192,6 +207,7 @@ internal static class HeadWriter
         401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        501 => "Not Implemented",
         408 => "Request Timeout",
         413 => "Content Too Large",
         414 => "URI Too Long",
@@ -204,24 +220,24 @@ internal static class HeadWriter
         _ => "Error",
     };
 
-    private static void WriteVia(IBufferWriter<byte> output, HttpHead head, int existing, bool http11)
+    private static void WriteVia(ref SpanWriter head, HttpHead message, int existing, bool http11)
     {
-        output.Write("Via: "u8);
+        head.Write("Via: "u8);
         if (existing > 0)
         {
-            WriteMergedValues(output, head, KnownHeader.Via);
-            output.Write(", "u8);
+            WriteMergedValues(ref head, message, KnownHeader.Via);
+            head.Write(", "u8);
         }
 
-        output.Write(http11 ? ViaToken : "1.0 infra-lb"u8);
-        output.Write(Crlf);
+        head.Write(http11 ? ViaToken : "1.0 infra-lb"u8);
+        head.Write(Crlf);
     }
 
     /// <summary>Every value of a repeated field as one comma-separated list (RFC 9110 §5.3).</summary>
-    private static void WriteMergedValues(IBufferWriter<byte> output, HttpHead head, KnownHeader kind)
+    private static void WriteMergedValues(ref SpanWriter head, HttpHead message, KnownHeader kind)
     {
         var first = true;
-        foreach (ref readonly var field in head.Fields)
+        foreach (ref readonly var field in message.Fields)
         {
             if (field.Kind != kind)
             {
@@ -230,25 +246,12 @@ internal static class HeadWriter
 
             if (!first)
             {
-                output.Write(", "u8);
+                head.Write(", "u8);
             }
 
-            output.Write(head.Value(field));
+            head.Write(message.Value(field));
             first = false;
         }
-    }
-
-    private static void WriteField(IBufferWriter<byte> output, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value)
-    {
-        var length = name.Length + value.Length + 4;
-        var span = output.GetSpan(length);
-        name.CopyTo(span);
-        span[name.Length] = (byte)':';
-        span[name.Length + 1] = (byte)' ';
-        value.CopyTo(span[(name.Length + 2)..]);
-        span[length - 2] = (byte)'\r';
-        span[length - 1] = (byte)'\n';
-        output.Advance(length);
     }
 
     private static void WriteStatus(IBufferWriter<byte> output, int status)
@@ -265,5 +268,27 @@ internal static class HeadWriter
         var span = output.GetSpan(20);
         value.TryFormat(span, out var written, default, CultureInfo.InvariantCulture);
         output.Advance(written);
+    }
+
+    /// <summary>Writes into a span reserved up front; the caller advances the writer once.</summary>
+    private ref struct SpanWriter(Span<byte> span)
+    {
+        private readonly Span<byte> _span = span;
+
+        public int Position { get; private set; }
+
+        public void Write(scoped ReadOnlySpan<byte> bytes)
+        {
+            bytes.CopyTo(_span[Position..]);
+            Position += bytes.Length;
+        }
+
+        public void WriteField(scoped ReadOnlySpan<byte> name, scoped ReadOnlySpan<byte> value)
+        {
+            Write(name);
+            Write(": "u8);
+            Write(value);
+            Write("\r\n"u8);
+        }
     }
 }

@@ -22,6 +22,7 @@ internal enum RejectionReason
     MultipleContentLength,
     InvalidContentLength,
     InvalidTransferEncoding,
+    UnsupportedTransferCoding,
     TransferEncodingInHttp10,
     InvalidChunkSize,
     InvalidChunkTerminator,
@@ -74,6 +75,7 @@ internal static class RejectionReasons
         RejectionReason.HeaderTimeout or RejectionReason.BodyTimeout => 408,
         RejectionReason.UnsupportedHttpVersion => 505,
         RejectionReason.MethodNotAllowed => 405,
+        RejectionReason.UnsupportedTransferCoding => 501,
         _ => 400,
     };
 

@@ -24,29 +24,33 @@ internal sealed class BackendConnection
     /// <summary>The epoll thread this connection's reads complete on (0 until known).</summary>
     public int Thread => ((SocketPipeReader)Transport.Input).CompletionThread;
 
+    /// <summary>Set when its last response had no body by rule (HEAD, 204, 304): poll before reuse.</summary>
+    public bool CheckBeforeReuse { get; set; }
+
     /// <summary>Requests this connection has carried, the current one included.</summary>
     public int Uses { get; set; }
 
+    /// <summary>Releases the connection: only its owner (the exchange using it, or the pool) calls this.</summary>
     public void Close()
     {
         Deadlines.Stop();
         Transport.Close();
     }
 
-    public void Abort()
-    {
-        Deadlines.Stop();
-        Transport.Abort();
-        Transport.Close();
-    }
+    /// <summary>
+    /// Resets the socket, failing pending reads and writes at once. Safe from any thread; the pipes
+    /// stay intact until the owner calls <see cref="Close"/>.
+    /// </summary>
+    public void Abort() => Transport.Abort();
 }
 
 /// <summary>
 /// Idle keep-alive connections to one backend, most recently used first (warm connections stay warm,
 /// the tail ages out). Like HAProxy's per-thread idle lists, a rent prefers a connection served by
 /// the calling thread, so a request and its backend exchange stay on one epoll thread instead of
-/// waking the other. A connection idle longer than a second is polled before reuse, so one the
-/// backend closed meanwhile is dropped instead of failing a request.
+/// waking the other. A connection idle over a second, or whose last response was bodiless by rule,
+/// is polled before reuse, so one the backend closed (or wrote stray bytes to) meanwhile is dropped
+/// instead of failing or confusing a request.
 /// </summary>
 internal sealed class BackendConnectionPool : IHeartbeatTarget
 {
@@ -123,7 +127,12 @@ internal sealed class BackendConnectionPool : IHeartbeatTarget
             }
 
             var idleFor = _heartbeat.CoarseNow - candidate.IdleSince;
-            if (idleFor > _idleTimeout || (idleFor > _staleCheckAfter && candidate.Transport.HasPendingInputOrClosed()))
+            // A poll (one syscall) catches a backend that closed the connection while it sat idle,
+            // and stray bytes after a bodiless response (a HEAD handler that wrote a body anyway),
+            // which must never be read as the next client's response. Hot connections that ended
+            // with a framed body skip it.
+            if (idleFor > _idleTimeout
+                || ((idleFor > _staleCheckAfter || candidate.CheckBeforeReuse) && candidate.Transport.HasPendingInputOrClosed()))
             {
                 candidate.Close();
                 continue;
@@ -131,6 +140,11 @@ internal sealed class BackendConnectionPool : IHeartbeatTarget
 
             candidate.Uses++;
             return (candidate, true);
+        }
+
+        if (Volatile.Read(ref _closed))
+        {
+            throw new IOException("the backend was removed");
         }
 
         var transport = await SocketConnection.ConnectAsync(_endPoint, _connectTimeout, _heartbeat.TimeProvider, cancellationToken);
@@ -141,6 +155,8 @@ internal sealed class BackendConnectionPool : IHeartbeatTarget
     /// <summary>Takes back a connection whose last exchange ended cleanly.</summary>
     public void Return(BackendConnection connection)
     {
+        connection.Deadlines.DisarmRead();
+        connection.Deadlines.DisarmWrite();
         connection.IdleSince = _heartbeat.CoarseNow;
         lock (_lock)
         {

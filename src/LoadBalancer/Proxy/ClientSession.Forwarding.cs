@@ -80,51 +80,77 @@ internal sealed partial class ClientSession
         Backend? used = null;
         var outcome = AttemptOutcome.Done;
         var retries = 0;
-        while (true)
+        try
         {
-            var backend = _proxy.Pool.Select(used);
-            if (backend is null)
+            while (true)
             {
-                if (used is null)
+                var backend = _proxy.Pool.Select(used);
+                if (backend is null)
                 {
-                    await RespondUnavailableAsync();
+                    if (used is null)
+                    {
+                        await RespondUnavailableAsync();
+                    }
+                    else
+                    {
+                        await FailAsync(outcome, used);
+                    }
+
+                    used = null;
+                    break;
                 }
-                else
+
+                backend.BeginRequest();
+                if (backend.IsDraining)
                 {
-                    await FailAsync(outcome, used);
+                    // A drain began between the pick and the start: the drain may already have
+                    // seen this backend idle, so the request goes elsewhere.
+                    backend.CancelRequest();
+                    continue;
                 }
 
-                used = null;
-                break;
-            }
+                var retry = false;
+                var status = 0;
+                try
+                {
+                    outcome = await AttemptAsync(backend, upgrade);
+                    ReportToHealth(backend, outcome);
+                    retry = outcome != AttemptOutcome.Done && retries < _options.Retries && CanRetry(outcome);
+                    if (!retry && outcome != AttemptOutcome.Done)
+                    {
+                        await FailAsync(outcome, backend);
+                    }
 
-            backend.BeginRequest();
-            outcome = await AttemptAsync(backend, upgrade);
-            ReportToHealth(backend, outcome);
-            var retry = outcome != AttemptOutcome.Done && retries < _options.Retries && CanRetry(outcome);
-            if (!retry && outcome != AttemptOutcome.Done)
-            {
-                await FailAsync(outcome, backend);
-            }
+                    status = retry ? 0 : _status;
+                }
+                finally
+                {
+                    backend.EndRequest(status);
+                }
 
-            backend.EndRequest(retry ? 0 : _status);
-            used = backend;
-            if (!retry)
-            {
-                break;
-            }
+                used = backend;
+                if (!retry)
+                {
+                    break;
+                }
 
-            retries++;
-            _proxy.Metrics.Retried(_error ?? "unknown");
-            Log.Retrying(_proxy.Logger, _connection.Id, backend.Url, _error ?? "unknown");
+                retries++;
+                _proxy.Metrics.Retried(_error ?? "unknown");
+                Log.Retrying(_proxy.Logger, _connection.Id, backend.Url, _error ?? "unknown");
+            }
+        }
+        finally
+        {
+            _proxy.Metrics.RequestFinished(used, _status, ElapsedSeconds(startedAt));
         }
 
-        var seconds = (_proxy.Heartbeat.Now - startedAt) / (double)_proxy.Heartbeat.TimeProvider.TimestampFrequency;
-        _proxy.Metrics.RequestFinished(used, _status, seconds);
         _proxy.AccessLog?.Write(new AccessLogEntry(DateTimeOffset.UtcNow, _clientAddressText, _request.MethodString,
-            _request.TargetString, _status, used?.Url, seconds * 1000, retries, _responseBytes, _error));
+            _request.TargetString, _status, used?.Url, ElapsedSeconds(startedAt) * 1000, retries, _responseBytes, _error));
         return _keepAlive;
     }
+
+    private double ElapsedSeconds(long startedAt) =>
+        (_proxy.Heartbeat.Now - startedAt) / (double)_proxy.Heartbeat.TimeProvider.TimestampFrequency;
 
     /// <summary>
     /// Whether a failed attempt may be repeated on another backend: always when nothing was sent;
@@ -227,7 +253,7 @@ internal sealed partial class ClientSession
         var clean = false;
         try
         {
-            HeadWriter.WriteRequest(connection.Transport.Output, _request, _clientAddress, upgrade);
+            HeadWriter.WriteRequest(connection.Transport.Output, _request, _clientAddress, backend.Address.HostHeader, upgrade);
             if (!await FlushBackendAsync(connection))
             {
                 _error = "send_failed";
@@ -276,6 +302,7 @@ internal sealed partial class ClientSession
                 }
 
                 await TunnelAsync(connection);
+                clean = true;
                 return AttemptOutcome.Done;
             }
 
@@ -283,7 +310,8 @@ internal sealed partial class ClientSession
             var framing = _response.Framing;
             var chunkedToClient = framing == BodyFraming.Chunked && _request.IsHttp11;
             if (framing == BodyFraming.UntilClose || (framing == BodyFraming.Chunked && !_request.IsHttp11)
-                || _connection.ClosingRequested.IsCancellationRequested || (body is not null && !body.IsCompleted))
+                || _connection.ClosingRequested.IsCancellationRequested
+                || (body is not null && !(body.IsCompletedSuccessfully && body.Result == BodyOutcome.Completed)))
             {
                 _keepAlive = false;
             }
@@ -305,28 +333,35 @@ internal sealed partial class ClientSession
             }
 
             clean = true;
+            connection.CheckBeforeReuse = framing == BodyFraming.None && _response.ContentLength != 0;
             reusable = framing != BodyFraming.UntilClose && !_response.ConnectionClose
                 && (_response.IsHttp11 || _response.ConnectionKeepAlive) && !backend.IsRemoved && IsDrained(connection);
             return AttemptOutcome.Done;
         }
         finally
         {
-            if (body is not null && !body.IsCompleted)
+            try
             {
-                await StopRequestBodyAsync(body, connection);
+                if (body is not null && !body.IsCompleted)
+                {
+                    await StopRequestBodyAsync(body, connection);
+                }
             }
+            finally
+            {
+                if (reusable)
+                {
+                    backend.Connections.Return(connection);
+                }
+                else
+                {
+                    if (!clean)
+                    {
+                        connection.Abort();
+                    }
 
-            if (reusable)
-            {
-                backend.Connections.Return(connection);
-            }
-            else if (clean)
-            {
-                connection.Close();
-            }
-            else
-            {
-                connection.Abort();
+                    connection.Close();
+                }
             }
         }
     }
@@ -337,7 +372,23 @@ internal sealed partial class ClientSession
     {
         _response.Reset();
         var input = connection.Transport.Input;
-        connection.Deadlines.ArmRead(_options.BackendTimeout);
+
+        // The backend's silence counts only once it has the whole request: a client uploading
+        // slowly is the client timeout's business, not the backend's. The body copy arms the
+        // deadline when it finishes; the re-check closes the race with it.
+        if (_requestBodyDone)
+        {
+            connection.Deadlines.ArmRead(_options.BackendTimeout);
+        }
+        else
+        {
+            connection.Deadlines.DisarmRead();
+            if (_requestBodyDone)
+            {
+                connection.Deadlines.ArmRead(_options.BackendTimeout);
+            }
+        }
+
         var received = false;
         while (true)
         {
@@ -474,12 +525,11 @@ internal sealed partial class ClientSession
                 return BodyOutcome.BackendFailed;
             }
 
-            // The backend is taking the upload; its silence is only counted from the end of it.
-            connection.Deadlines.ArmRead(_options.BackendTimeout);
             if (done)
             {
                 _deadlines.DisarmRead();
                 _requestBodyDone = true;
+                connection.Deadlines.ArmRead(_options.BackendTimeout);
                 return BodyOutcome.Completed;
             }
 
@@ -651,6 +701,11 @@ internal sealed partial class ClientSession
     /// <summary>True when nothing beyond the response arrived and the backend has not closed: safe to reuse.</summary>
     private static bool IsDrained(BackendConnection connection)
     {
+        if (connection.Transport.IsClosed)
+        {
+            return false; // Aborted while the request body was being stopped.
+        }
+
         var input = connection.Transport.Input;
         if (!input.TryRead(out var result))
         {
@@ -678,8 +733,10 @@ internal sealed partial class ClientSession
             return;
         }
 
-        var upstream = PumpAsync(_input, _deadlines, connection.Transport.Output, connection.Deadlines, connection.Transport);
-        var downstream = PumpAsync(connection.Transport.Input, connection.Deadlines, _output, _deadlines, _connection.Transport);
+        _deadlines.ArmRead(_options.TunnelTimeout);
+        connection.Deadlines.ArmRead(_options.TunnelTimeout);
+        var upstream = PumpAsync(_input, _deadlines, connection.Transport.Output, connection.Deadlines, connection.Transport, _options.TunnelTimeout, _options.BackendTimeout);
+        var downstream = PumpAsync(connection.Transport.Input, connection.Deadlines, _output, _deadlines, _connection.Transport, _options.TunnelTimeout, _options.ClientTimeout);
         var first = await Task.WhenAny(upstream, downstream);
         var other = first == upstream ? downstream : upstream;
 
@@ -693,11 +750,15 @@ internal sealed partial class ClientSession
         await Task.WhenAll(upstream, downstream);
     }
 
-    private async Task PumpAsync(PipeReader from, ConnectionDeadlines fromDeadlines, PipeWriter to, ConnectionDeadlines toDeadlines, SocketConnection toTransport)
+    /// <summary>
+    /// One direction of a tunnel. The tunnel timeout is for the tunnel as a whole: traffic either way
+    /// re-arms both directions' read deadlines, so a one-way stream is not cut for the quiet side.
+    /// </summary>
+    private static async Task PumpAsync(PipeReader from, ConnectionDeadlines fromDeadlines, PipeWriter to, ConnectionDeadlines toDeadlines,
+        SocketConnection toTransport, TimeSpan tunnelTimeout, TimeSpan writeTimeout)
     {
         while (true)
         {
-            fromDeadlines.ArmRead(_options.TunnelTimeout);
             ReadResult result;
             try
             {
@@ -719,7 +780,9 @@ internal sealed partial class ClientSession
 
             Write(to, buffer);
             from.AdvanceTo(buffer.End);
-            toDeadlines.ArmWrite(_options.ClientTimeout);
+            fromDeadlines.ArmRead(tunnelTimeout);
+            toDeadlines.ArmRead(tunnelTimeout);
+            toDeadlines.ArmWrite(writeTimeout);
             try
             {
                 await to.FlushAsync();

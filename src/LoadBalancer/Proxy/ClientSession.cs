@@ -51,6 +51,12 @@ internal sealed partial class ClientSession : IDisposable
     private readonly byte[] _clientAddress;
     private readonly string _clientAddressText;
     private volatile bool _idle;
+    private bool _lingerOnClose;
+
+    // Lingering close: long enough for a client to read an error response, short enough not to
+    // hold sockets for clients that keep sending.
+    private static readonly TimeSpan LingerTime = TimeSpan.FromSeconds(2);
+    private const long LingerBytes = 1 << 20;
 
     public ClientSession(ConnectionContext connection, ProxyContext proxy)
     {
@@ -79,6 +85,11 @@ internal sealed partial class ClientSession : IDisposable
                     break;
                 }
             }
+
+            if (_lingerOnClose)
+            {
+                await LingerAsync();
+            }
         }
         finally
         {
@@ -91,6 +102,37 @@ internal sealed partial class ClientSession : IDisposable
         _deadlines.Stop();
         _request.Dispose();
         _response.Dispose();
+    }
+
+    /// <summary>
+    /// After an error response on a connection about to close: send FIN, then read and drop what the
+    /// client is still sending for a short while. Closing with unread input makes the kernel send a
+    /// reset, which can destroy the response before the client reads it (nginx's lingering close).
+    /// </summary>
+    private async Task LingerAsync()
+    {
+        _connection.Transport.ShutdownSend();
+        _deadlines.ArmRead(LingerTime);
+        long discarded = 0;
+        while (discarded < LingerBytes)
+        {
+            ReadResult result;
+            try
+            {
+                result = await _input.ReadAsync();
+            }
+            catch (Exception ex) when (IsConnectionError(ex))
+            {
+                return;
+            }
+
+            discarded += result.Buffer.Length;
+            _input.AdvanceTo(result.Buffer.End);
+            if (result.IsCompleted || (result.IsCanceled && _deadlines.ReadExpired()))
+            {
+                return;
+            }
+        }
     }
 
     /// <summary>Shutdown: a connection waiting for its next request stops waiting; a busy one finishes first.</summary>
@@ -262,6 +304,7 @@ internal sealed partial class ClientSession : IDisposable
     {
         _status = status;
         _keepAlive = keepAlive;
+        _lingerOnClose |= !keepAlive;
         HeadWriter.WriteError(_output, status, detail, keepAlive, _request.IsHttp11 || !_request.StartLineDone, retryAfter,
             headOnly: _request.Method == Http.HttpMethod.Head);
         await FlushClientAsync();

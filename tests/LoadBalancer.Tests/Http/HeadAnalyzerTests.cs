@@ -49,13 +49,21 @@ public class HeadAnalyzerTests
     [InlineData("Transfer-Encoding: chunked")]
     [InlineData("Transfer-Encoding: Chunked")]
     [InlineData("Transfer-Encoding:  chunked  ")]
-    [InlineData("Transfer-Encoding: gzip, chunked")]
-    [InlineData("Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked")]
     public void Accepts_chunked_as_the_final_coding(string fields)
     {
         var head = Analyze($"POST / HTTP/1.1\r\nHost: a\r\n{fields}\r\n\r\n");
         Assert.Equal(BodyFraming.Chunked, head.Framing);
         Assert.True(head.HasBody);
+    }
+
+    [Theory]
+    [InlineData("Transfer-Encoding: gzip, chunked")]
+    [InlineData("Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked")]
+    public void Other_codings_before_chunked_are_501_not_silently_dropped(string fields)
+    {
+        var ex = Assert.Throws<HttpRejectionException>(() => Analyze($"POST / HTTP/1.1\r\nHost: a\r\n{fields}\r\n\r\n"));
+        Assert.Equal(RejectionReason.UnsupportedTransferCoding, ex.Reason);
+        Assert.Equal(501, RejectionReasons.StatusCode(ex.Reason));
     }
 
     [Fact]
@@ -150,6 +158,7 @@ public class HeadAnalyzerTests
     [InlineData("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n")]
     [InlineData("HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n")]
     [InlineData("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n")]
+    [InlineData("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")]
     public void Rejects_ambiguous_response_framing(string response)
     {
         Assert.Throws<HttpRejectionException>(() => AnalyzeResponse(response, HttpMethod.Get));

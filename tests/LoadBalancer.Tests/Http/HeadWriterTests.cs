@@ -16,6 +16,7 @@ public class HeadWriterTests
 
         Assert.StartsWith("GET /p?q=1 HTTP/1.1\r\n", text);
         Assert.Contains("Host: shop.example\r\n", text);
+        Assert.DoesNotContain("backend:9001", text);
         Assert.Contains("Accept: */*\r\n", text);
         Assert.Contains("X-Forwarded-For: 10.0.0.1, 10.0.0.2, 192.0.2.7\r\n", text);
         Assert.Contains("X-Forwarded-Proto: http\r\n", text);
@@ -64,6 +65,7 @@ public class HeadWriterTests
         var text = WriteRequest(Request("GET / HTTP/1.0\r\n\r\n"), "127.0.0.1");
         Assert.StartsWith("GET / HTTP/1.1\r\n", text);
         Assert.Contains("Via: 1.0 infra-lb\r\n", text);
+        Assert.Contains("Host: backend:9001\r\n", text);
         Assert.DoesNotContain("X-Forwarded-Host", text);
     }
 
@@ -126,7 +128,7 @@ public class HeadWriterTests
     private static string WriteRequest(HttpHead head, string client, bool upgrade = false)
     {
         var output = new ArrayBufferWriter<byte>();
-        HeadWriter.WriteRequest(output, head, Encoding.ASCII.GetBytes(client), upgrade);
+        HeadWriter.WriteRequest(output, head, Encoding.ASCII.GetBytes(client), "backend:9001"u8, upgrade);
         return Encoding.ASCII.GetString(output.WrittenSpan);
     }
 
