@@ -1,3 +1,10 @@
 using BenchmarkDotNet.Running;
+using Infra.Benchmarks;
 
-BenchmarkSwitcher.FromAssembly(typeof(Infra.Benchmarks.HttpParserBenchmarks).Assembly).Run(args);
+if (args.Length > 0 && args[0] == "traces")
+{
+    return TraceTable.Run(args[1..]);
+}
+
+BenchmarkSwitcher.FromAssembly(typeof(HttpParserBenchmarks).Assembly).Run(args);
+return 0;
