@@ -19,7 +19,7 @@ internal static class PolicySimulator
         {
             BinaryPrimitives.WriteInt64BigEndian(key, item);
             var hash = CacheShard.HashOfKey(key);
-            if (shard.Find(key, hash, nowMs: 1, read: true) >= 0)
+            if (shard.Find(key, hash, nowMs: 1, Lookup.Read) >= 0)
             {
                 continue;
             }

@@ -4,6 +4,19 @@ using Infra.CacheServer.Eviction;
 
 namespace Infra.CacheServer.Storage;
 
+/// <summary>How a lookup counts: Redis's lookupKeyRead, lookupKeyRead with NOTOUCH, lookupKeyWrite.</summary>
+internal enum Lookup
+{
+    /// <summary>Counts a hit or miss, refreshes recency/frequency (GET, HGET...).</summary>
+    Read,
+
+    /// <summary>Counts a hit or miss but leaves recency alone (EXISTS, TYPE, TTL).</summary>
+    Check,
+
+    /// <summary>Neither (writes and OBJECT).</summary>
+    Write,
+}
+
 /// <summary>Why an entry left the shard (for the statistics).</summary>
 internal enum Removal
 {
@@ -124,12 +137,11 @@ internal sealed class CacheShard
     // ---- Lookup ---------------------------------------------------------------------------------
 
     /// <summary>
-    /// The entry for a key, or -1. An expired key is deleted on the way (lazy expiry). A read counts a
-    /// hit or miss and tells the policy; a write lookup (<paramref name="read"/> false) does neither.
+    /// The entry for a key, or -1. An expired key is deleted on the way (lazy expiry).
     /// </summary>
-    public int Find(ReadOnlySpan<byte> key, int hash, long nowMs, bool read)
+    public int Find(ReadOnlySpan<byte> key, int hash, long nowMs, Lookup mode)
     {
-        if (read)
+        if (mode == Lookup.Read)
         {
             _policy.RecordLookup(hash);
         }
@@ -147,9 +159,13 @@ internal sealed class CacheShard
                     break;
                 }
 
-                if (read)
+                if (mode != Lookup.Write)
                 {
                     Hits++;
+                }
+
+                if (mode == Lookup.Read)
+                {
                     _policy.OnAccess(index, Seconds(nowMs));
                 }
 
@@ -159,13 +175,16 @@ internal sealed class CacheShard
             node = entry.Next;
         }
 
-        if (read)
+        if (mode != Lookup.Write)
         {
             Misses++;
         }
 
         return -1;
     }
+
+    /// <summary>Compatibility form for the simulator: read or write lookup.</summary>
+    public int Find(ReadOnlySpan<byte> key, int hash, long nowMs, bool read) => Find(key, hash, nowMs, read ? Lookup.Read : Lookup.Write);
 
     private bool KeyEquals(long location, ReadOnlySpan<byte> key)
     {
@@ -236,18 +255,27 @@ internal sealed class CacheShard
         return index;
     }
 
-    /// <summary>Adds an empty hash under a key that is not present.</summary>
-    public int AddHash(ReadOnlySpan<byte> key, int hash, long nowMs)
+    /// <summary>Adds a hash (empty, or one moved from another key) under a key that is not present.</summary>
+    public int AddHash(ReadOnlySpan<byte> key, int hash, long nowMs, HashValue? value = null, long expireAt = 0)
     {
         var index = _entries.Allocate();
         ref var entry = ref _entries.At(index);
         entry.Hash = hash;
         entry.Location = WriteChunk(key, []);
         entry.Kind = ValueKind.Hash;
-        _objects[index] = new HashValue();
+        _objects[index] = value ?? new HashValue();
         Link(index, hash);
-        Admit(index, 0, nowMs);
+        Admit(index, expireAt, nowMs);
         return index;
+    }
+
+    /// <summary>Zeroes the counters INFO shows (CONFIG RESETSTAT).</summary>
+    public void ResetStats()
+    {
+        Hits = 0;
+        Misses = 0;
+        Evicted = 0;
+        Expired = 0;
     }
 
     /// <summary>Replaces a string's value (the key keeps its entry); TTL untouched.</summary>
@@ -348,14 +376,20 @@ internal sealed class CacheShard
     /// entry just written). False when that is impossible: nothing left to evict, or the policy
     /// refuses (noeviction, or no volatile keys under a volatile policy).
     /// </summary>
-    public bool MakeRoom(int protect)
+    public bool MakeRoom(int protect) => Reserve(0, protect);
+
+    /// <summary>
+    /// Evicts until <paramref name="extra"/> more cost fits in the budget, as Redis evicts before a
+    /// write. False when it cannot: the write must then fail with OOM.
+    /// </summary>
+    public bool Reserve(long extra, int protect)
     {
         if (Budget <= 0)
         {
             return true;
         }
 
-        while (Used > Budget)
+        while (Used + extra > Budget)
         {
             var victim = _policy.SelectVictim(protect, _volatile.AsSpan(0, _volatileCount));
             if (victim < 0)
@@ -438,16 +472,18 @@ internal sealed class CacheShard
 
     public int BucketCount => _buckets.Length;
 
-    /// <summary>Calls <paramref name="visit"/> for each entry in bucket <paramref name="bucket"/>.</summary>
-    public void VisitBucket(int bucket, Action<int> visit)
+    /// <summary>The entries chained in one bucket of the index (SCAN visits buckets in turn).</summary>
+    public List<int> BucketEntries(int bucket)
     {
+        var entries = new List<int>();
         var node = _buckets[bucket];
         while (node != 0)
         {
-            var next = _entries.At(node - 1).Next;
-            visit(node - 1);
-            node = next;
+            entries.Add(node - 1);
+            node = _entries.At(node - 1).Next;
         }
+
+        return entries;
     }
 
     /// <summary>Every live entry index (KEYS, policy changes); order is the table's.</summary>

@@ -1,0 +1,711 @@
+using System.Buffers;
+using System.Text;
+using Infra.CacheServer.Resp;
+using Infra.CacheServer.Storage;
+
+namespace Infra.CacheServer.Commands;
+
+/// <summary>String commands: GET, SET and its family, counters, ranges.</summary>
+internal static class StringCommands
+{
+    public static void Get(ref CommandContext c)
+    {
+        var key = c.Arg(1);
+        var hash = c.Store.HashOf(key);
+        var shard = c.Store.ShardFor(hash);
+        lock (shard.Lock)
+        {
+            var index = shard.Find(key, hash, c.Now, Lookup.Read);
+            if (index < 0)
+            {
+                c.Reply.Null();
+            }
+            else if (shard.KindOf(index) == ValueKind.Hash)
+            {
+                c.Reply.Error(Errors.WrongType);
+            }
+            else
+            {
+                c.Reply.Bulk(shard.StringOf(index));
+            }
+        }
+    }
+
+    /// <summary>SET key value [NX|XX] [GET] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL].</summary>
+    public static void Set(ref CommandContext c)
+    {
+        bool nx = false, xx = false, get = false, keepTtl = false, hasExpire = false;
+        long expireAt = 0;
+        for (var i = 3; i < c.Count; i++)
+        {
+            if (c.Is(i, "NX"u8) && !xx)
+            {
+                nx = true;
+            }
+            else if (c.Is(i, "XX"u8) && !nx)
+            {
+                xx = true;
+            }
+            else if (c.Is(i, "GET"u8))
+            {
+                get = true;
+            }
+            else if (c.Is(i, "KEEPTTL"u8) && !hasExpire)
+            {
+                keepTtl = true;
+            }
+            else if (!hasExpire && !keepTtl && i + 1 < c.Count && ExpireOption(ref c, i) is { } unit)
+            {
+                if (!ParseExpire(ref c, i + 1, unit, "set", out expireAt))
+                {
+                    return;
+                }
+
+                hasExpire = true;
+                i++;
+            }
+            else
+            {
+                c.Reply.Error(Errors.Syntax);
+                return;
+            }
+        }
+
+        SetString(ref c, c.Arg(1), c.Arg(2), nx, xx, get, keepTtl, expireAt, replyOk: true);
+    }
+
+    public static void SetNx(ref CommandContext c) => SetString(ref c, c.Arg(1), c.Arg(2), nx: true, xx: false, get: false, keepTtl: false, 0, replyOk: false);
+
+    public static void SetEx(ref CommandContext c) => SetWithTtl(ref c, ExpireUnit.Seconds, "setex");
+
+    public static void PSetEx(ref CommandContext c) => SetWithTtl(ref c, ExpireUnit.Milliseconds, "psetex");
+
+    public static void GetSet(ref CommandContext c) => SetString(ref c, c.Arg(1), c.Arg(2), false, false, get: true, keepTtl: false, 0, replyOk: false);
+
+    public static void GetDel(ref CommandContext c)
+    {
+        var key = c.Arg(1);
+        var hash = c.Store.HashOf(key);
+        var shard = c.Store.ShardFor(hash);
+        lock (shard.Lock)
+        {
+            var index = shard.Find(key, hash, c.Now, Lookup.Read);
+            if (index < 0)
+            {
+                c.Reply.Null();
+                return;
+            }
+
+            if (shard.KindOf(index) == ValueKind.Hash)
+            {
+                c.Reply.Error(Errors.WrongType);
+                return;
+            }
+
+            c.Reply.Bulk(shard.StringOf(index));
+            shard.Remove(index, Removal.Deleted);
+        }
+    }
+
+    /// <summary>GETEX key [EX s|PX ms|EXAT s|PXAT ms|PERSIST].</summary>
+    public static void GetEx(ref CommandContext c)
+    {
+        long expireAt = -1;
+        var persist = false;
+        for (var i = 2; i < c.Count; i++)
+        {
+            if (c.Is(i, "PERSIST"u8) && expireAt < 0 && !persist)
+            {
+                persist = true;
+            }
+            else if (expireAt < 0 && !persist && i + 1 < c.Count && ExpireOption(ref c, i) is { } unit)
+            {
+                if (!ParseExpire(ref c, i + 1, unit, "getex", out expireAt))
+                {
+                    return;
+                }
+
+                i++;
+            }
+            else
+            {
+                c.Reply.Error(Errors.Syntax);
+                return;
+            }
+        }
+
+        var key = c.Arg(1);
+        var hash = c.Store.HashOf(key);
+        var shard = c.Store.ShardFor(hash);
+        lock (shard.Lock)
+        {
+            var index = shard.Find(key, hash, c.Now, Lookup.Read);
+            if (index < 0)
+            {
+                c.Reply.Null();
+                return;
+            }
+
+            if (shard.KindOf(index) == ValueKind.Hash)
+            {
+                c.Reply.Error(Errors.WrongType);
+                return;
+            }
+
+            c.Reply.Bulk(shard.StringOf(index));
+            if (persist)
+            {
+                shard.SetExpire(index, 0);
+            }
+            else if (expireAt >= 0)
+            {
+                shard.SetExpire(index, expireAt);
+            }
+        }
+    }
+
+    public static void MGet(ref CommandContext c)
+    {
+        c.Reply.ArrayHeader(c.Count - 1);
+        using var locks = ShardLocks.ForKeys(ref c, 1, 1, c.Count);
+        for (var i = 1; i < c.Count; i++)
+        {
+            var key = c.Arg(i);
+            var hash = c.Store.HashOf(key);
+            var shard = c.Store.ShardFor(hash);
+            var index = shard.Find(key, hash, c.Now, Lookup.Read);
+            if (index < 0 || shard.KindOf(index) == ValueKind.Hash)
+            {
+                c.Reply.Null();
+            }
+            else
+            {
+                c.Reply.Bulk(shard.StringOf(index));
+            }
+        }
+    }
+
+    public static void MSet(ref CommandContext c) => MSetCore(ref c, onlyIfNoneExist: false);
+
+    public static void MSetNx(ref CommandContext c) => MSetCore(ref c, onlyIfNoneExist: true);
+
+    private static void MSetCore(ref CommandContext c, bool onlyIfNoneExist)
+    {
+        if (c.Count % 2 == 0)
+        {
+            c.Reply.Error(Errors.Arity(c.Spec.LowerName));
+            return;
+        }
+
+        using var locks = ShardLocks.ForKeys(ref c, 1, 2, c.Count);
+        if (onlyIfNoneExist)
+        {
+            for (var i = 1; i < c.Count; i += 2)
+            {
+                var key = c.Arg(i);
+                var hash = c.Store.HashOf(key);
+                if (c.Store.ShardFor(hash).Find(key, hash, c.Now, Lookup.Write) >= 0)
+                {
+                    c.Reply.Integer(0);
+                    return;
+                }
+            }
+        }
+
+        // All or nothing: make room for every pair first (Redis checks memory once, before running).
+        for (var i = 1; i < c.Count; i += 2)
+        {
+            var key = c.Arg(i);
+            var hash = c.Store.HashOf(key);
+            var shard = c.Store.ShardFor(hash);
+            var index = shard.Find(key, hash, c.Now, Lookup.Write);
+            if (!shard.Reserve(ExtraCost(shard, index, key.Length, c.Arg(i + 1).Length), index))
+            {
+                c.Reply.Error(Errors.Oom);
+                return;
+            }
+        }
+
+        for (var i = 1; i < c.Count; i += 2)
+        {
+            var key = c.Arg(i);
+            var hash = c.Store.HashOf(key);
+            var shard = c.Store.ShardFor(hash);
+            Store(shard, shard.Find(key, hash, c.Now, Lookup.Write), key, hash, c.Arg(i + 1), expireAt: 0, keepTtl: false, c.Now);
+        }
+
+        if (onlyIfNoneExist)
+        {
+            c.Reply.Integer(1);
+        }
+        else
+        {
+            c.Reply.Ok();
+        }
+    }
+
+    public static void Incr(ref CommandContext c) => IncrBy(ref c, 1);
+
+    public static void Decr(ref CommandContext c) => IncrBy(ref c, -1);
+
+    public static void IncrByCommand(ref CommandContext c)
+    {
+        if (!c.TryLong(2, out var delta))
+        {
+            c.Reply.Error(Errors.NotInteger);
+            return;
+        }
+
+        IncrBy(ref c, delta);
+    }
+
+    public static void DecrByCommand(ref CommandContext c)
+    {
+        if (!c.TryLong(2, out var delta) || delta == long.MinValue)
+        {
+            c.Reply.Error(delta == long.MinValue ? "ERR decrement would overflow" : Errors.NotInteger);
+            return;
+        }
+
+        IncrBy(ref c, -delta);
+    }
+
+    private static void IncrBy(ref CommandContext c, long delta)
+    {
+        var key = c.Arg(1);
+        var hash = c.Store.HashOf(key);
+        var shard = c.Store.ShardFor(hash);
+        lock (shard.Lock)
+        {
+            var index = shard.Find(key, hash, c.Now, Lookup.Write);
+            long current = 0;
+            if (index >= 0)
+            {
+                if (shard.KindOf(index) == ValueKind.Hash)
+                {
+                    c.Reply.Error(Errors.WrongType);
+                    return;
+                }
+
+                if (!RespNumbers.TryParseLong(shard.StringOf(index), out current))
+                {
+                    c.Reply.Error(Errors.NotInteger);
+                    return;
+                }
+            }
+
+            if ((delta > 0 && current > long.MaxValue - delta) || (delta < 0 && current < long.MinValue - delta))
+            {
+                c.Reply.Error(Errors.Overflow);
+                return;
+            }
+
+            var result = current + delta;
+            Span<byte> digits = stackalloc byte[20];
+            var text = digits[..RespNumbers.Format(result, digits)];
+            if (!shard.Reserve(ExtraCost(shard, index, key.Length, text.Length), index))
+            {
+                c.Reply.Error(Errors.Oom);
+                return;
+            }
+
+            Store(shard, index, key, hash, text, 0, keepTtl: true, c.Now);
+            c.Reply.Integer(result);
+        }
+    }
+
+    public static void IncrByFloat(ref CommandContext c)
+    {
+        if (!c.TryDouble(2, out var delta))
+        {
+            c.Reply.Error(Errors.NotFloat);
+            return;
+        }
+
+        var key = c.Arg(1);
+        var hash = c.Store.HashOf(key);
+        var shard = c.Store.ShardFor(hash);
+        lock (shard.Lock)
+        {
+            var index = shard.Find(key, hash, c.Now, Lookup.Write);
+            double current = 0;
+            if (index >= 0)
+            {
+                if (shard.KindOf(index) == ValueKind.Hash)
+                {
+                    c.Reply.Error(Errors.WrongType);
+                    return;
+                }
+
+                if (!RespNumbers.TryParseDouble(shard.StringOf(index), out current))
+                {
+                    c.Reply.Error(Errors.NotFloat);
+                    return;
+                }
+            }
+
+            var result = current + delta;
+            if (double.IsNaN(result) || double.IsInfinity(result))
+            {
+                c.Reply.Error(Errors.NaNOrInfinity);
+                return;
+            }
+
+            var text = Encoding.ASCII.GetBytes(RespWriter.FormatDouble(result));
+            if (!shard.Reserve(ExtraCost(shard, index, key.Length, text.Length), index))
+            {
+                c.Reply.Error(Errors.Oom);
+                return;
+            }
+
+            Store(shard, index, key, hash, text, 0, keepTtl: true, c.Now);
+            c.Reply.Bulk(text);
+        }
+    }
+
+    public static void Append(ref CommandContext c)
+    {
+        var key = c.Arg(1);
+        var suffix = c.Arg(2);
+        var hash = c.Store.HashOf(key);
+        var shard = c.Store.ShardFor(hash);
+        lock (shard.Lock)
+        {
+            var index = shard.Find(key, hash, c.Now, Lookup.Write);
+            if (index >= 0 && shard.KindOf(index) == ValueKind.Hash)
+            {
+                c.Reply.Error(Errors.WrongType);
+                return;
+            }
+
+            var length = (long)(index >= 0 ? shard.StringOf(index).Length : 0) + suffix.Length;
+            if (length > c.Server.Options.MaxBulkLength)
+            {
+                c.Reply.Error(Errors.StringTooLarge);
+                return;
+            }
+
+            if (!shard.Reserve(ExtraCost(shard, index, key.Length, (int)length), index))
+            {
+                c.Reply.Error(Errors.Oom);
+                return;
+            }
+
+            var combined = ArrayPool<byte>.Shared.Rent((int)length);
+            try
+            {
+                var current = index >= 0 ? shard.StringOf(index) : [];
+                current.CopyTo(combined);
+                suffix.CopyTo(combined.AsSpan(current.Length));
+                Store(shard, index, key, hash, combined.AsSpan(0, (int)length), 0, keepTtl: true, c.Now);
+            }
+            finally
+            {
+                ArrayPool<byte>.Shared.Return(combined);
+            }
+
+            c.Reply.Integer(length);
+        }
+    }
+
+    public static void StrLen(ref CommandContext c)
+    {
+        var key = c.Arg(1);
+        var hash = c.Store.HashOf(key);
+        var shard = c.Store.ShardFor(hash);
+        lock (shard.Lock)
+        {
+            var index = shard.Find(key, hash, c.Now, Lookup.Read);
+            if (index >= 0 && shard.KindOf(index) == ValueKind.Hash)
+            {
+                c.Reply.Error(Errors.WrongType);
+                return;
+            }
+
+            c.Reply.Integer(index < 0 ? 0 : shard.StringOf(index).Length);
+        }
+    }
+
+    public static void GetRange(ref CommandContext c)
+    {
+        if (!c.TryLong(2, out var start) || !c.TryLong(3, out var end))
+        {
+            c.Reply.Error(Errors.NotInteger);
+            return;
+        }
+
+        var key = c.Arg(1);
+        var hash = c.Store.HashOf(key);
+        var shard = c.Store.ShardFor(hash);
+        lock (shard.Lock)
+        {
+            var index = shard.Find(key, hash, c.Now, Lookup.Read);
+            if (index >= 0 && shard.KindOf(index) == ValueKind.Hash)
+            {
+                c.Reply.Error(Errors.WrongType);
+                return;
+            }
+
+            var value = index < 0 ? [] : shard.StringOf(index);
+            long length = value.Length;
+            if (start < 0 && end < 0 && start > end)
+            {
+                c.Reply.Bulk([]);
+                return;
+            }
+
+            if (start < 0)
+            {
+                start = Math.Max(0, length + start);
+            }
+
+            if (end < 0)
+            {
+                end = Math.Max(0, length + end);
+            }
+
+            end = Math.Min(end, length - 1);
+            c.Reply.Bulk(length == 0 || start > end ? [] : value.Slice((int)start, (int)(end - start + 1)));
+        }
+    }
+
+    public static void SetRange(ref CommandContext c)
+    {
+        if (!c.TryLong(2, out var offset))
+        {
+            c.Reply.Error(Errors.NotInteger);
+            return;
+        }
+
+        if (offset < 0)
+        {
+            c.Reply.Error(Errors.OffsetRange);
+            return;
+        }
+
+        var key = c.Arg(1);
+        var patch = c.Arg(3);
+        var hash = c.Store.HashOf(key);
+        var shard = c.Store.ShardFor(hash);
+        lock (shard.Lock)
+        {
+            var index = shard.Find(key, hash, c.Now, Lookup.Write);
+            if (index >= 0 && shard.KindOf(index) == ValueKind.Hash)
+            {
+                c.Reply.Error(Errors.WrongType);
+                return;
+            }
+
+            var old = index >= 0 ? shard.StringOf(index) : [];
+            if (patch.IsEmpty)
+            {
+                c.Reply.Integer(old.Length);
+                return;
+            }
+
+            var length = Math.Max(old.Length, offset + patch.Length);
+            if (length > c.Server.Options.MaxBulkLength)
+            {
+                c.Reply.Error(Errors.StringTooLarge);
+                return;
+            }
+
+            if (!shard.Reserve(ExtraCost(shard, index, key.Length, (int)length), index))
+            {
+                c.Reply.Error(Errors.Oom);
+                return;
+            }
+
+            var combined = ArrayPool<byte>.Shared.Rent((int)length);
+            try
+            {
+                var current = index >= 0 ? shard.StringOf(index) : [];
+                current.CopyTo(combined);
+                combined.AsSpan(current.Length, (int)length - current.Length).Clear();
+                patch.CopyTo(combined.AsSpan((int)offset));
+                Store(shard, index, key, hash, combined.AsSpan(0, (int)length), 0, keepTtl: true, c.Now);
+            }
+            finally
+            {
+                ArrayPool<byte>.Shared.Return(combined);
+            }
+
+            c.Reply.Integer(length);
+        }
+    }
+
+    // ---- shared -------------------------------------------------------------------------------------
+
+    internal enum ExpireUnit
+    {
+        Seconds,
+        Milliseconds,
+        UnixSeconds,
+        UnixMilliseconds,
+    }
+
+    private static ExpireUnit? ExpireOption(ref CommandContext c, int index) =>
+        c.Is(index, "EX"u8) ? ExpireUnit.Seconds
+        : c.Is(index, "PX"u8) ? ExpireUnit.Milliseconds
+        : c.Is(index, "EXAT"u8) ? ExpireUnit.UnixSeconds
+        : c.Is(index, "PXAT"u8) ? ExpireUnit.UnixMilliseconds
+        : null;
+
+    /// <summary>Parses a positive expiry into absolute Unix milliseconds; replies with the error if not.</summary>
+    internal static bool ParseExpire(ref CommandContext c, int index, ExpireUnit unit, string command, out long expireAt)
+    {
+        expireAt = 0;
+        if (!c.TryLong(index, out var value))
+        {
+            c.Reply.Error(Errors.NotInteger);
+            return false;
+        }
+
+        if (value <= 0 || !TryAbsolute(value, unit, c.Now, out expireAt))
+        {
+            c.Reply.Error(Errors.InvalidExpire(command));
+            return false;
+        }
+
+        return true;
+    }
+
+    internal static bool TryAbsolute(long value, ExpireUnit unit, long nowMs, out long expireAt)
+    {
+        expireAt = 0;
+        try
+        {
+            expireAt = unit switch
+            {
+                ExpireUnit.Seconds => checked((value * 1000) + nowMs),
+                ExpireUnit.Milliseconds => checked(value + nowMs),
+                ExpireUnit.UnixSeconds => checked(value * 1000),
+                _ => value,
+            };
+            return true;
+        }
+        catch (OverflowException)
+        {
+            return false;
+        }
+    }
+
+    private static void SetWithTtl(ref CommandContext c, ExpireUnit unit, string command)
+    {
+        if (!ParseExpire(ref c, 2, unit, command, out var expireAt))
+        {
+            return;
+        }
+
+        SetString(ref c, c.Arg(1), c.Arg(3), false, false, false, false, expireAt, replyOk: true);
+    }
+
+    /// <summary>The core of SET and its relatives.</summary>
+    private static void SetString(ref CommandContext c, ReadOnlySpan<byte> key, ReadOnlySpan<byte> value, bool nx, bool xx, bool get, bool keepTtl, long expireAt, bool replyOk)
+    {
+        var hash = c.Store.HashOf(key);
+        var shard = c.Store.ShardFor(hash);
+        lock (shard.Lock)
+        {
+            var index = shard.Find(key, hash, c.Now, get ? Lookup.Read : Lookup.Write);
+            if (get && index >= 0 && shard.KindOf(index) == ValueKind.Hash)
+            {
+                c.Reply.Error(Errors.WrongType);
+                return;
+            }
+
+            if ((nx && index >= 0) || (xx && index < 0))
+            {
+                if (get)
+                {
+                    WriteValueOrNull(ref c, shard, index);
+                }
+                else if (replyOk)
+                {
+                    c.Reply.Null();
+                }
+                else
+                {
+                    c.Reply.Integer(0);
+                }
+
+                return;
+            }
+
+            if (!shard.Reserve(ExtraCost(shard, index, key.Length, value.Length), index))
+            {
+                c.Reply.Error(Errors.Oom);
+                return;
+            }
+
+            if (get)
+            {
+                WriteValueOrNull(ref c, shard, index);
+            }
+
+            Store(shard, index, key, hash, value, expireAt, keepTtl, c.Now);
+            if (!get)
+            {
+                if (replyOk)
+                {
+                    c.Reply.Ok();
+                }
+                else
+                {
+                    c.Reply.Integer(1);
+                }
+            }
+        }
+    }
+
+    private static void WriteValueOrNull(ref CommandContext c, CacheShard shard, int index)
+    {
+        if (index < 0)
+        {
+            c.Reply.Null();
+        }
+        else
+        {
+            c.Reply.Bulk(shard.StringOf(index));
+        }
+    }
+
+    /// <summary>
+    /// Writes a string under a key whose entry is <paramref name="index"/> (-1 if absent), replacing a
+    /// value of any type. <paramref name="keepTtl"/> keeps an existing TTL; otherwise the TTL becomes
+    /// <paramref name="expireAt"/> (0 = none). Caller holds the lock.
+    /// </summary>
+    internal static int Store(CacheShard shard, int index, ReadOnlySpan<byte> key, int hash, ReadOnlySpan<byte> value, long expireAt, bool keepTtl, long now)
+    {
+        if (index >= 0 && shard.KindOf(index) == ValueKind.Hash)
+        {
+            var ttl = shard.ExpireAtOf(index);
+            shard.Remove(index, Removal.Deleted);
+            index = -1;
+            if (keepTtl)
+            {
+                expireAt = ttl;
+            }
+        }
+
+        if (index < 0)
+        {
+            index = shard.AddString(key, hash, value, keepTtl ? 0 : expireAt, now);
+        }
+        else
+        {
+            shard.ReplaceString(index, value, now);
+            if (!keepTtl)
+            {
+                shard.SetExpire(index, expireAt);
+            }
+        }
+
+        shard.MakeRoom(index);
+        return index;
+    }
+
+    /// <summary>How much more the shard will hold after writing this string (for the pre-write eviction).</summary>
+    internal static long ExtraCost(CacheShard shard, int existing, int keyLength, int valueLength) =>
+        Math.Max(0, shard.CostOfNewString(keyLength, valueLength) - (existing >= 0 ? shard.CostOf(existing) : 0));
+}

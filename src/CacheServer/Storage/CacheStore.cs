@@ -1,0 +1,180 @@
+using System.Numerics;
+using Infra.CacheServer.Eviction;
+using Infra.Core.Placement;
+
+namespace Infra.CacheServer.Storage;
+
+/// <summary>Keyspace totals for INFO and metrics.</summary>
+internal readonly record struct StoreStats(long Keys, long Expires, long UsedMemory, long Hits, long Misses, long Evicted, long Expired);
+
+/// <summary>
+/// The keyspace: a power-of-two number of <see cref="CacheShard"/>s, each with its own lock, budget
+/// (maxmemory ÷ shards) and policy, so commands on different shards run in parallel. Keys are hashed
+/// with xxHash64 under a per-process random seed (unless one is given), so nobody can craft keys that
+/// collide in the index or the frequency sketch. Expired keys go lazily on access and actively by
+/// sampling on a timer.
+/// </summary>
+internal sealed class CacheStore : IDisposable
+{
+    // Redis's active expiry: 20 keys per sample, again while over a quarter of them had expired.
+    private const int ExpireSamples = 20;
+    private const int ExpireRepeatThreshold = 5;
+    private static readonly TimeSpan ExpireInterval = TimeSpan.FromMilliseconds(100);
+    private static readonly TimeSpan ExpireBudget = TimeSpan.FromMilliseconds(5);
+
+    private readonly CacheShard[] _shards;
+    private readonly int _shardShift;
+    private readonly ulong _hashSeed;
+    private readonly TimeProvider _time;
+    private readonly ITimer? _expiryTimer;
+    private long _activeExpired;
+
+    public CacheStore(int shards, long maxMemory, EvictionPolicyKind policy, TimeProvider time, ulong? hashSeed = null, bool activeExpiry = true)
+    {
+        if (shards < 1 || !BitOperations.IsPow2(shards))
+        {
+            throw new ArgumentOutOfRangeException(nameof(shards), "the shard count must be a power of two");
+        }
+
+        _time = time;
+        _hashSeed = hashSeed ?? (ulong)Random.Shared.NextInt64();
+        _shardShift = 32 - BitOperations.Log2((uint)shards);
+        MaxMemory = maxMemory;
+        Policy = policy;
+        _shards = new CacheShard[shards];
+        for (var i = 0; i < shards; i++)
+        {
+            _shards[i] = new CacheShard(policy, ShardBudget(maxMemory, shards), new Random(unchecked((int)_hashSeed) + i));
+            _shards[i].SetBudget(ShardBudget(maxMemory, shards));
+        }
+
+        if (activeExpiry)
+        {
+            _expiryTimer = time.CreateTimer(static state => ((CacheStore)state!).ExpireCycle(), this, ExpireInterval, ExpireInterval);
+        }
+    }
+
+    public long MaxMemory { get; private set; }
+
+    public EvictionPolicyKind Policy { get; private set; }
+
+    public int ShardCount => _shards.Length;
+
+    public IReadOnlyList<CacheShard> Shards => _shards;
+
+    public TimeProvider Time => _time;
+
+    public long NowMs => _time.GetUtcNow().ToUnixTimeMilliseconds();
+
+    public int HashOf(ReadOnlySpan<byte> key) => (int)XxHash64.Hash(key, _hashSeed);
+
+    /// <summary>The shard for a key hash: the top bits pick the shard, the low bits the bucket.</summary>
+    public CacheShard ShardFor(int hash) => _shards[_shardShift == 32 ? 0 : (int)((uint)hash >> _shardShift)];
+
+    public int ShardIndexFor(int hash) => _shardShift == 32 ? 0 : (int)((uint)hash >> _shardShift);
+
+    /// <summary>Changes maxmemory and/or the policy at run time (CONFIG SET).</summary>
+    public void Configure(long maxMemory, EvictionPolicyKind policy)
+    {
+        var now = CacheShard.Seconds(NowMs);
+        foreach (var shard in _shards)
+        {
+            lock (shard.Lock)
+            {
+                var budget = ShardBudget(maxMemory, _shards.Length);
+                if (policy != Policy)
+                {
+                    shard.ChangePolicy(policy, budget, now);
+                }
+
+                shard.SetBudget(budget);
+                shard.MakeRoom(-1);
+            }
+        }
+
+        MaxMemory = maxMemory;
+        Policy = policy;
+    }
+
+    public StoreStats Stats()
+    {
+        long keys = 0, expires = 0, used = 0, hits = 0, misses = 0, evicted = 0, expired = 0;
+        foreach (var shard in _shards)
+        {
+            lock (shard.Lock)
+            {
+                keys += shard.Count;
+                expires += shard.VolatileCount;
+                used += shard.Used;
+                hits += shard.Hits;
+                misses += shard.Misses;
+                evicted += shard.Evicted;
+                expired += shard.Expired;
+            }
+        }
+
+        return new StoreStats(keys, expires, used, hits, misses, evicted, expired);
+    }
+
+    /// <summary>Bytes the store has reserved from the runtime (tables and slab pages).</summary>
+    public long ReservedBytes()
+    {
+        long total = 0;
+        foreach (var shard in _shards)
+        {
+            lock (shard.Lock)
+            {
+                total += shard.ReservedBytes;
+            }
+        }
+
+        return total;
+    }
+
+    public void FlushAll()
+    {
+        foreach (var shard in _shards)
+        {
+            lock (shard.Lock)
+            {
+                shard.Clear();
+            }
+        }
+    }
+
+    /// <summary>Expired keys removed by the active cycle (also counted in each shard's Expired).</summary>
+    public long ActiveExpired => Interlocked.Read(ref _activeExpired);
+
+    /// <summary>One pass of active expiry over every shard (also run by the timer).</summary>
+    public void ExpireCycle()
+    {
+        var deadline = _time.GetTimestamp() + (long)(ExpireBudget.TotalSeconds * _time.TimestampFrequency);
+        var now = NowMs;
+        foreach (var shard in _shards)
+        {
+            if (shard.VolatileCount == 0)
+            {
+                continue;
+            }
+
+            while (true)
+            {
+                int expired;
+                lock (shard.Lock)
+                {
+                    (_, expired) = shard.ExpireSample(now, ExpireSamples);
+                }
+
+                Interlocked.Add(ref _activeExpired, expired);
+                if (expired <= ExpireRepeatThreshold || _time.GetTimestamp() > deadline)
+                {
+                    break;
+                }
+            }
+        }
+    }
+
+    public void Dispose() => _expiryTimer?.Dispose();
+
+    private static long ShardBudget(long maxMemory, int shards) => maxMemory <= 0 ? 0 : Math.Max(1, maxMemory / shards);
+}
