@@ -31,6 +31,8 @@ internal static class Artifacts
 
     public static string LoadBalancer => Built("src/LoadBalancer", "Infra.LoadBalancer.dll");
 
+    public static string CacheServer => Built("src/CacheServer", "Infra.CacheServer.dll");
+
     public static string TestBackend => Built("tests/Infra.TestBackend", "Infra.TestBackend.dll");
 
     private static string Built(string project, string assembly)
