@@ -205,22 +205,7 @@ internal sealed class CacheSession : IDisposable
     /// </summary>
     private (long Consumed, bool NeedMore, string? Error) Process(in ReadOnlySequence<byte> buffer)
     {
-        ReadOnlySpan<byte> span;
-        if (buffer.IsSingleSegment)
-        {
-            span = buffer.FirstSpan;
-        }
-        else
-        {
-            var length = (int)Math.Min(buffer.Length, int.MaxValue);
-            if (_scratch is null || _scratch.Length < length)
-            {
-                _scratch = new byte[Math.Max(length, 4096)];
-            }
-
-            buffer.Slice(0, length).CopyTo(_scratch);
-            span = _scratch.AsSpan(0, length);
-        }
+        var span = Contiguous(buffer, ref _scratch);
 
         var consumed = 0;
         var executed = 0;
@@ -256,6 +241,27 @@ internal sealed class CacheSession : IDisposable
 
         Server.CommandsProcessed(executed);
         return (consumed, false, null);
+    }
+
+    /// <summary>
+    /// The buffer as one span: as it is when it is one segment (always, with the socket reader),
+    /// else copied into <paramref name="scratch"/>. Offsets are the same either way.
+    /// </summary>
+    internal static ReadOnlySpan<byte> Contiguous(in ReadOnlySequence<byte> buffer, ref byte[]? scratch)
+    {
+        if (buffer.IsSingleSegment)
+        {
+            return buffer.FirstSpan;
+        }
+
+        var length = (int)Math.Min(buffer.Length, int.MaxValue);
+        if (scratch is null || scratch.Length < length)
+        {
+            scratch = new byte[Math.Max(length, 4096)];
+        }
+
+        buffer.Slice(0, length).CopyTo(scratch);
+        return scratch.AsSpan(0, length);
     }
 
     private void Execute(ReadOnlySpan<byte> frame, long now)
