@@ -1,3 +1,4 @@
+using Infra.Testing;
 using Infra.IntegrationTests.Harness;
 
 namespace Infra.IntegrationTests;

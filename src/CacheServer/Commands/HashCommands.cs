@@ -289,13 +289,15 @@ internal static class HashCommands
             var oldCost = shard.CostOf(index);
             var value = shard.HashOf(index);
             write(ref c, shard, index, value);
+
+            // Account the change first: removing an emptied hash frees what is left of it.
+            shard.Resized(index, oldCost, c.Now);
             if (value.Count == 0)
             {
                 shard.Remove(index, Removal.Deleted);
                 return;
             }
 
-            shard.Resized(index, oldCost, c.Now);
             shard.MakeRoom(index);
         }
     }

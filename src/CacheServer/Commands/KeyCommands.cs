@@ -350,7 +350,8 @@ internal static class KeyCommands
             }
         }
 
-        var shardIndex = (int)(cursor >> 32);
+        // A cursor past the last shard (hostile or stale) ends the walk, as an unknown cursor does in Redis.
+        var shardIndex = (cursor >> 32) >= (ulong)c.Store.ShardCount ? c.Store.ShardCount : (int)(cursor >> 32);
         var bucketCursor = (uint)cursor;
         var found = new List<byte[]>();
         var visited = 0L;

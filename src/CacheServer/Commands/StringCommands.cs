@@ -503,6 +503,13 @@ internal static class StringCommands
                 return;
             }
 
+            // offset + patch.Length cannot overflow once offset is known to be within the limit.
+            if (offset > c.Server.Options.MaxBulkLength - patch.Length)
+            {
+                c.Reply.Error(Errors.StringTooLarge);
+                return;
+            }
+
             var length = Math.Max(old.Length, offset + patch.Length);
             if (length > c.Server.Options.MaxBulkLength)
             {

@@ -2,7 +2,7 @@ using System.Globalization;
 using System.Net.Sockets;
 using System.Text;
 
-namespace Infra.IntegrationTests.Harness;
+namespace Infra.Testing;
 
 /// <summary>
 /// A bare RESP client: sends commands as multibulk arrays and reads replies into a compact text form

@@ -1,0 +1,206 @@
+using System.Globalization;
+using Infra.CacheServer.Commands;
+using Infra.CacheServer.Eviction;
+
+namespace Infra.CacheServer.Tests;
+
+/// <summary>maxmemory accounting and each policy's choice of victims, through the commands.</summary>
+public class MemoryPolicyTests
+{
+    [Theory]
+    [InlineData("AllKeysLru")]
+    [InlineData("AllKeysLfu")]
+    [InlineData("Fifo")]
+    [InlineData("AllKeysAdaptive")]
+    [InlineData("VolatileLru")]
+    [InlineData("VolatileTtl")]
+    public async Task Under_a_write_flood_used_memory_stays_within_maxmemory_plus_one_percent(string policyName)
+    {
+        var policy = Enum.Parse<EvictionPolicyKind>(policyName);
+        const long maxMemory = 2 * 1024 * 1024;
+        await using var server = InProcessCacheServer.Start(maxMemory, policy, shards: 8);
+        using var c = await server.ConnectAsync();
+        var random = new Random(42);
+        var peak = 0L;
+
+        for (var i = 0; i < 6000; i++)
+        {
+            var key = "k:" + random.Next(20_000).ToString(CultureInfo.InvariantCulture);
+            var value = new string('v', random.Next(1, 3000));
+            var reply = (i % 4) switch
+            {
+                0 => await c.CallAsync("HSET", "h" + key, "f" + (i % 7).ToString(CultureInfo.InvariantCulture), value),
+                1 => await c.CallAsync("APPEND", key, value),
+                _ => await c.CallAsync("SET", key, value, "EX", "1000"),
+            };
+            Assert.False(reply.StartsWith("-OOM", StringComparison.Ordinal) && policy != EvictionPolicyKind.VolatileLru && policy != EvictionPolicyKind.VolatileTtl,
+                $"{policy} refused a write: {reply}");
+            peak = Math.Max(peak, server.Store.Stats().UsedMemory);
+        }
+
+        Assert.True(peak <= maxMemory * 101 / 100, $"peak used {peak} over {maxMemory} + 1 %");
+        Assert.True(server.Store.Stats().Evicted > 0);
+    }
+
+    [Fact]
+    public async Task Noeviction_refuses_writes_with_redis_oom_error_but_serves_reads_and_deletes()
+    {
+        await using var server = InProcessCacheServer.Start(64 * 1024, EvictionPolicyKind.NoEviction, shards: 1);
+        using var c = await server.ConnectAsync();
+
+        var stored = 0;
+        string reply;
+        while ((reply = await c.CallAsync("SET", "k" + stored, new string('v', 500))) == "+OK")
+        {
+            stored++;
+        }
+
+        Assert.Equal("-" + Errors.Oom, reply);
+        Assert.True(stored > 50);
+        Assert.Equal("-" + Errors.Oom, await c.CallAsync("HSET", "h", "f", new string('v', 500)));
+        Assert.Equal("$" + new string('v', 500), await c.CallAsync("GET", "k0"));
+        Assert.Equal(":" + stored, await c.CallAsync("DBSIZE"));
+        Assert.Equal(":1", await c.CallAsync("DEL", "k0"));
+        Assert.Equal("+OK", await c.CallAsync("SET", "again", new string('v', 500)));
+        Assert.Equal(0, server.Store.Stats().Evicted);
+    }
+
+    [Fact]
+    public async Task Volatile_lru_evicts_only_keys_with_a_ttl_least_recently_used_first()
+    {
+        await using var server = InProcessCacheServer.Start(0, EvictionPolicyKind.VolatileLru, shards: 1);
+        using var c = await server.ConnectAsync();
+
+        for (var i = 0; i < 20; i++)
+        {
+            await c.CallAsync("SET", "persistent:" + i, new string('p', 500));
+        }
+
+        for (var i = 0; i < 40; i++)
+        {
+            await c.CallAsync("SET", "volatile:" + i, new string('t', 500), "EX", "1000");
+        }
+
+        Assert.Equal("$" + new string('t', 500), await c.CallAsync("GET", "volatile:0"));
+        await SetMaxMemoryToUsed(server, c);
+
+        // Fill until the volatile keys are gone: persistent ones must all survive; volatile:0 was
+        // touched last among the old ones, so it outlives volatile:1.
+        string reply;
+        var n = 0;
+        while ((reply = await c.CallAsync("SET", "new:" + n, new string('n', 500))) == "+OK")
+        {
+            n++;
+            if (n == 10)
+            {
+                Assert.Equal(":0", await c.CallAsync("EXISTS", "volatile:1"));
+                Assert.Equal(":1", await c.CallAsync("EXISTS", "volatile:0"));
+            }
+        }
+
+        Assert.Equal("-" + Errors.Oom, reply);
+        for (var i = 0; i < 20; i++)
+        {
+            Assert.Equal(":1", await c.CallAsync("EXISTS", "persistent:" + i));
+        }
+
+        Assert.Equal(0, server.Store.Stats().Expires);
+    }
+
+    [Fact]
+    public async Task Volatile_ttl_evicts_the_nearest_expiry_first()
+    {
+        await using var server = InProcessCacheServer.Start(0, EvictionPolicyKind.VolatileTtl, shards: 1);
+        using var c = await server.ConnectAsync();
+
+        for (var i = 0; i < 60; i++)
+        {
+            // Sampled policy (5 samples, as Redis): with 60 candidates the soonest of each sample goes.
+            await c.CallAsync("SET", "t:" + i, new string('t', 500), "EX", (1000 + i).ToString(CultureInfo.InvariantCulture));
+        }
+
+        await SetMaxMemoryToUsed(server, c);
+        var before = server.Store.Stats().Keys;
+        for (var i = 0; i < 30; i++)
+        {
+            Assert.Equal("+OK", await c.CallAsync("SET", "p:" + i, new string('p', 500)));
+        }
+
+        var evicted = before + 30 - server.Store.Stats().Keys;
+        Assert.True(evicted >= 25, $"evicted {evicted}");
+        var survivorsLate = 0;
+        var survivorsEarly = 0;
+        for (var i = 0; i < 20; i++)
+        {
+            survivorsEarly += (await c.CallAsync("EXISTS", "t:" + i)) == ":1" ? 1 : 0;
+            survivorsLate += (await c.CallAsync("EXISTS", "t:" + (59 - i))) == ":1" ? 1 : 0;
+        }
+
+        Assert.True(survivorsLate > survivorsEarly, $"late survivors {survivorsLate}, early {survivorsEarly}");
+    }
+
+    [Fact]
+    public async Task Allkeys_lru_keeps_the_recently_read_key_exactly()
+    {
+        await using var server = InProcessCacheServer.Start(64 * 1024, EvictionPolicyKind.AllKeysLru, shards: 1);
+        using var c = await server.ConnectAsync();
+
+        for (var i = 0; i < 1000; i++)
+        {
+            await c.CallAsync("SET", "k:" + i, new string('v', 500));
+            Assert.Equal("$" + new string('v', 500), await c.CallAsync("GET", "k:0"));
+        }
+
+        Assert.Equal(":1", await c.CallAsync("EXISTS", "k:0"));
+        Assert.Equal(":0", await c.CallAsync("EXISTS", "k:1"));
+        Assert.Equal(":1", await c.CallAsync("EXISTS", "k:999"));
+    }
+
+    [Fact]
+    public async Task Hash_accounting_grows_shrinks_and_returns_to_baseline()
+    {
+        await using var server = InProcessCacheServer.Start();
+        using var c = await server.ConnectAsync();
+        var baseline = server.Store.Stats().UsedMemory;
+
+        await c.CallAsync("HSET", "h", "f0", "v");
+        var one = server.Store.Stats().UsedMemory;
+        for (var i = 1; i < 100; i++)
+        {
+            await c.CallAsync("HSET", "h", "f" + i, new string('v', 100));
+        }
+
+        var hundred = server.Store.Stats().UsedMemory;
+        Assert.True(hundred - one >= 99 * 100, $"100 fields of 100 bytes cost only {hundred - one}");
+        await c.CallAsync("HSET", "h", "f1", "short");
+        Assert.True(server.Store.Stats().UsedMemory < hundred);
+        for (var i = 1; i < 100; i++)
+        {
+            await c.CallAsync("HDEL", "h", "f" + i);
+        }
+
+        Assert.Equal(one, server.Store.Stats().UsedMemory);
+        Assert.Equal(":1", await c.CallAsync("HDEL", "h", "f0"));
+        Assert.Equal(":0", await c.CallAsync("EXISTS", "h"));
+        Assert.Equal(baseline, server.Store.Stats().UsedMemory);
+    }
+
+    [Fact]
+    public async Task Config_set_maxmemory_lower_evicts_down_at_once()
+    {
+        await using var server = InProcessCacheServer.Start(0, EvictionPolicyKind.AllKeysLru, shards: 4);
+        using var c = await server.ConnectAsync();
+        for (var i = 0; i < 2000; i++)
+        {
+            await c.CallAsync("SET", "k:" + i, new string('v', 200));
+        }
+
+        Assert.Equal("+OK", await c.CallAsync("CONFIG", "SET", "maxmemory", "100000"));
+        Assert.True(server.Store.Stats().UsedMemory <= 101_000, $"used {server.Store.Stats().UsedMemory}");
+        Assert.Equal("+OK", await c.CallAsync("CONFIG", "SET", "maxmemory-policy", "allkeys-lfu"));
+        Assert.Equal("*2[$maxmemory-policy,$allkeys-lfu]", await c.CallAsync("CONFIG", "GET", "maxmemory-policy"));
+    }
+
+    private static async Task SetMaxMemoryToUsed(InProcessCacheServer server, Infra.Testing.RespConnection c) =>
+        Assert.Equal("+OK", await c.CallAsync("CONFIG", "SET", "maxmemory", server.Store.Stats().UsedMemory.ToString(CultureInfo.InvariantCulture)));
+}
