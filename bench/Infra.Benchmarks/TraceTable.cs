@@ -54,11 +54,11 @@ internal static class TraceTable
             var lfu = PolicySimulator.MissRatio(EvictionPolicyKind.AllKeysLfu, keys, size);
             var adaptive = PolicySimulator.MissRatio(EvictionPolicyKind.AllKeysAdaptive, keys, size, settings);
             var best = reference.Values.Min();
-            var gap = adaptive - best;
+            var gap = Math.Round(adaptive - best, 4) + 0.0; // + 0.0: no "-0.0000"
             worst = Math.Max(worst, gap);
             fails += gap > 0.02 ? 1 : 0;
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"{trace,-12} {size,7} {lru,7:0.0000} {fifo,7:0.0000} {lfu,7:0.0000} {adaptive,7:0.0000} {best,7:0.0000} {gap,7:+0.0000;-0.0000}{(gap > 0.02 ? "  <-- over 0.02" : "")}"));
+                $"{trace,-12} {size,7} {lru,7:0.0000} {fifo,7:0.0000} {lfu,7:0.0000} {adaptive,7:0.0000} {best,7:0.0000} {gap,7:+0.0000;-0.0000;+0.0000}{(gap > 0.02 ? "  <-- over 0.02" : "")}"));
         }
 
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"rows over 0.02: {fails}; worst gap {worst:+0.0000}"));

@@ -9,8 +9,9 @@
 #
 #   bash bench/compare/cache.sh [runs=3] [requests_p1=300000] [requests_p16=3000000]
 #
-# GARNET=0 skips Garnet. Needs redis-server, redis-tools (installed from Debian packages when missing),
-# the .NET SDK.
+# GARNET=0 skips Garnet. OURS_ENV="NAME=value ..." sets environment variables for our server only
+# (e.g. OURS_ENV=DOTNET_SYSTEM_NET_SOCKETS_THREAD_COUNT=2). Needs redis-server, redis-tools (installed
+# from Debian packages when missing), the .NET SDK.
 set -euo pipefail
 
 RUNS=${1:-3}
@@ -68,7 +69,7 @@ start() {
         >"$WORK/redis-$2.log" 2>&1 &
       ;;
     ours)
-      dotnet "$OURS_DLL" --listen "127.0.0.1:$2" --admin "127.0.0.1:$OURS_ADMIN" --log-level Warning \
+      env ${OURS_ENV:-} dotnet "$OURS_DLL" --listen "127.0.0.1:$2" --admin "127.0.0.1:$OURS_ADMIN" --log-level Warning \
         >"$WORK/ours-$2.log" 2>&1 &
       ;;
     garnet)

@@ -46,6 +46,7 @@ internal static class CacheCommandLine
               --max-inline-length SIZE       longest inline command (64k)
               --client-query-buffer-limit SIZE  unparsed bytes per client (1g)
               --timeout DURATION             close idle clients (0 = never)
+              --shutdown-timeout DURATION    on SIGTERM, how long clients get to finish (10s)
               --log-level LEVEL              Trace, Debug, Information (default), Warning, Error
             """,
     };

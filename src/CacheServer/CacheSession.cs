@@ -33,11 +33,6 @@ internal sealed class CacheSession : IDisposable
     // Replies are flushed early once this much is waiting, so a huge pipeline does not buffer without bound.
     private const int FlushThreshold = 256 * 1024;
 
-    // A read at least this big (a pipelined batch, a large value) is processed on the thread pool
-    // rather than on the socket engine's thread, so a few I/O threads can feed every core; smaller
-    // reads (one command, the common case) run where they arrived, without a thread hop.
-    private const int HopBytes = 256;
-
     private readonly ConnectionContext _connection;
     private readonly PipeReader _input;
     private readonly ConnectionDeadlines _deadlines;
@@ -153,11 +148,6 @@ internal sealed class CacheSession : IDisposable
             {
                 await FailAsync("Protocol error: query buffer exceeds client-query-buffer-limit", "query_buffer");
                 return;
-            }
-
-            if (buffer.Length >= HopBytes && !Thread.CurrentThread.IsThreadPoolThread)
-            {
-                await Task.Yield(); // On a socket engine thread: continue on the pool.
             }
 
             if (_pushPump is not null)
