@@ -36,7 +36,7 @@ internal sealed class CacheServerService : IHostedService, IReadinessCheck, IAsy
         var options = _server.Options;
         var listener = new TcpConnectionListener(options.Listen,
             new CacheConnectionHandler(_server, _heartbeat, _loggerFactory.CreateLogger<CacheSession>()),
-            new ListenerOptions { MaxConnections = options.MaxClients }, _loggerFactory.CreateLogger<TcpConnectionListener>());
+            new ListenerOptions { MaxConnections = options.MaxClients, RejectMessage = "-ERR max number of clients reached\r\n"u8.ToArray() }, _loggerFactory.CreateLogger<TcpConnectionListener>());
         listener.ConnectionRejected += () =>
         {
             _server.ConnectionRejected();

@@ -103,6 +103,25 @@ public class ListenerTests
         Assert.Equal("ok", await ReadStringAsync(fine, 2));
     }
 
+    [Fact]
+    public async Task A_refused_connection_gets_the_reject_message_then_end_of_stream()
+    {
+        await using var listener = Start(new EchoHandler(), new ListenerOptions { MaxConnections = 1, RejectMessage = "-ERR full\r\n"u8.ToArray() });
+        using var first = await ConnectAsync(listener);
+        await first.SendAsync("1"u8.ToArray());
+        Assert.Equal("1", await ReadStringAsync(first, 1));
+
+        using var second = await ConnectAsync(listener);
+        Assert.Equal("-ERR full\r\n", await ReadStringAsync(second, 11));
+        var buffer = new byte[1];
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        Assert.Equal(0, await second.ReceiveAsync(buffer, timeout.Token));
+
+        // The connection it refused did not disturb the one it serves.
+        await first.SendAsync("2"u8.ToArray());
+        Assert.Equal("2", await ReadStringAsync(first, 1));
+    }
+
     private static TcpConnectionListener Start(IConnectionHandler handler, ListenerOptions options)
     {
         var listener = new TcpConnectionListener(new IPEndPoint(IPAddress.Loopback, 0), handler, options, NullLogger.Instance);

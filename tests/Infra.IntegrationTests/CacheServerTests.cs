@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Net.Sockets;
 using System.Text;
 using Infra.IntegrationTests.Harness;
+using Infra.Testing;
 using StackExchange.Redis;
 
 namespace Infra.IntegrationTests;
@@ -209,6 +210,21 @@ public class CacheServerTests
         Assert.Equal("allkeys-adaptive", values["maxmemory-policy"]);
         var info = Parse(await db.ExecuteAsync("INFO", "memory"));
         Assert.True(long.Parse(info["used_memory"], System.Globalization.CultureInfo.InvariantCulture) <= 512 * 1024);
+    }
+
+    [Fact]
+    public async Task Maxclients_refuses_with_redis_error_and_serves_the_rest()
+    {
+        await using var server = await CacheServerProcess.StartAsync("--maxclients", "1");
+        using var first = await RespConnection.ConnectAsync(server.Port);
+        Assert.Equal("+PONG", await first.CallAsync("PING"));
+
+        using var second = await RespConnection.ConnectAsync(server.Port);
+        Assert.Equal("-ERR max number of clients reached", await second.ReadAsync());
+
+        Assert.Equal("+OK", await first.CallAsync("SET", "k", "v"));
+        var metrics = await server.AdminClient.GetStringAsync("/metrics");
+        Assert.Contains("infra_cache_connections_rejected_total 1", metrics, StringComparison.Ordinal);
     }
 
     internal static Dictionary<string, string> Parse(RedisResult info) =>

@@ -13,6 +13,12 @@ public sealed record ListenerOptions
 
     /// <summary>Kernel accept queue length; 512 absorbs a burst of wrk-style connects.</summary>
     public int Backlog { get; init; } = 512;
+
+    /// <summary>
+    /// Bytes sent (best effort, never waited for) to a connection refused at <see cref="MaxConnections"/>
+    /// before it is closed, e.g. Redis's <c>-ERR max number of clients reached</c>.
+    /// </summary>
+    public ReadOnlyMemory<byte> RejectMessage { get; init; }
 }
 
 /// <summary>
@@ -114,7 +120,7 @@ public sealed partial class TcpConnectionListener : IAsyncDisposable
                 Interlocked.Decrement(ref _active);
                 LogConnectionLimit(_logger, _options.MaxConnections);
                 ConnectionRejected?.Invoke();
-                accepted.Dispose();
+                Reject(accepted);
                 continue;
             }
 
@@ -228,6 +234,26 @@ public sealed partial class TcpConnectionListener : IAsyncDisposable
     {
         await StopAsync(TimeSpan.Zero);
         _stopping.Dispose();
+    }
+
+    private void Reject(Socket accepted)
+    {
+        try
+        {
+            if (!_options.RejectMessage.IsEmpty)
+            {
+                accepted.Blocking = false; // A fresh socket's send buffer takes it; never wait for a client.
+                accepted.Send(_options.RejectMessage.Span, SocketFlags.None, out _);
+            }
+        }
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+        {
+            // The client is gone already: nothing to tell it.
+        }
+        finally
+        {
+            accepted.Dispose();
+        }
     }
 
     [LoggerMessage(EventId = 100, Level = LogLevel.Warning, Message = "Accept failed with {Error}; retrying")]
