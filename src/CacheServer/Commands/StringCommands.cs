@@ -15,16 +15,8 @@ internal static class StringCommands
         var shard = c.Store.ShardFor(hash);
         lock (shard.Lock)
         {
-            var index = shard.Find(key, hash, c.Now, Lookup.Read);
-            if (index < 0)
-            {
-                c.Reply.Null();
-            }
-            else if (shard.KindOf(index) == ValueKind.Hash)
-            {
-                c.Reply.Error(Errors.WrongType);
-            }
-            else
+            var index = FindStringForReply(ref c, shard, key, hash);
+            if (index >= 0)
             {
                 c.Reply.Bulk(shard.StringOf(index));
             }
@@ -89,16 +81,9 @@ internal static class StringCommands
         var shard = c.Store.ShardFor(hash);
         lock (shard.Lock)
         {
-            var index = shard.Find(key, hash, c.Now, Lookup.Read);
+            var index = FindStringForReply(ref c, shard, key, hash);
             if (index < 0)
             {
-                c.Reply.Null();
-                return;
-            }
-
-            if (shard.KindOf(index) == ValueKind.Hash)
-            {
-                c.Reply.Error(Errors.WrongType);
                 return;
             }
 
@@ -139,16 +124,9 @@ internal static class StringCommands
         var shard = c.Store.ShardFor(hash);
         lock (shard.Lock)
         {
-            var index = shard.Find(key, hash, c.Now, Lookup.Read);
+            var index = FindStringForReply(ref c, shard, key, hash);
             if (index < 0)
             {
-                c.Reply.Null();
-                return;
-            }
-
-            if (shard.KindOf(index) == ValueKind.Hash)
-            {
-                c.Reply.Error(Errors.WrongType);
                 return;
             }
 
@@ -663,6 +641,26 @@ internal static class StringCommands
                 }
             }
         }
+    }
+
+    /// <summary>
+    /// The entry of a string key being read (GET, GETDEL, GETEX), or -1 after answering nil (no such
+    /// key) or WRONGTYPE (a hash). Caller holds the shard's lock.
+    /// </summary>
+    private static int FindStringForReply(ref CommandContext c, CacheShard shard, ReadOnlySpan<byte> key, int hash)
+    {
+        var index = shard.Find(key, hash, c.Now, Lookup.Read);
+        if (index < 0)
+        {
+            c.Reply.Null();
+        }
+        else if (shard.KindOf(index) == ValueKind.Hash)
+        {
+            c.Reply.Error(Errors.WrongType);
+            index = -1;
+        }
+
+        return index;
     }
 
     private static void WriteValueOrNull(ref CommandContext c, CacheShard shard, int index)
