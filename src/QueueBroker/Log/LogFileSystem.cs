@@ -1,0 +1,168 @@
+using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
+
+namespace Infra.QueueBroker.Log;
+
+/// <summary>
+/// The file operations the log needs, and nothing else, so tests can put a fault-injecting layer
+/// underneath (torn writes, lost unsynced data, failing fsync) and production uses the real disk.
+/// </summary>
+internal interface ILogFileSystem
+{
+    /// <summary>Opens for reading and writing, creating an empty file when <paramref name="create"/>.</summary>
+    ILogFile Open(string path, bool create);
+
+    bool Exists(string path);
+
+    void Delete(string path);
+
+    /// <summary>Names (not paths) of the files in <paramref name="directory"/> ending with <paramref name="suffix"/>.</summary>
+    IReadOnlyList<string> List(string directory, string suffix);
+
+    IReadOnlyList<string> ListDirectories(string directory);
+
+    void CreateDirectory(string path);
+
+    /// <summary>fsync of the directory itself: makes file creations, renames and deletions in it durable.</summary>
+    void SyncDirectory(string path);
+
+    /// <summary>Replaces <paramref name="path"/> with <paramref name="data"/> durably: temp file, fsync, rename, directory fsync.</summary>
+    void WriteAtomically(string path, ReadOnlySpan<byte> data);
+
+    /// <summary>The whole file, or null when it does not exist.</summary>
+    byte[]? ReadAll(string path);
+
+    DateTimeOffset LastWriteTime(string path);
+}
+
+/// <summary>One open file: positional reads and writes, fsync, truncate.</summary>
+internal interface ILogFile : IDisposable
+{
+    long Length { get; }
+
+    void Write(long position, ReadOnlySpan<byte> data);
+
+    /// <summary>Reads up to <c>buffer.Length</c> bytes; fewer only at the end of the file.</summary>
+    int Read(long position, Span<byte> buffer);
+
+    /// <summary>fsync: everything written so far is on stable storage when this returns.</summary>
+    void Sync();
+
+    void Truncate(long length);
+}
+
+/// <summary>The real disk: positional I/O on <see cref="SafeFileHandle"/>, fsync via <see cref="RandomAccess.FlushToDisk"/>.</summary>
+internal sealed partial class DiskFileSystem : ILogFileSystem
+{
+    public static readonly DiskFileSystem Instance = new();
+
+    public ILogFile Open(string path, bool create) =>
+        new DiskFile(File.OpenHandle(path, create ? FileMode.OpenOrCreate : FileMode.Open, FileAccess.ReadWrite, FileShare.Read | FileShare.Delete));
+
+    public bool Exists(string path) => File.Exists(path);
+
+    public void Delete(string path) => File.Delete(path);
+
+    public IReadOnlyList<string> List(string directory, string suffix) =>
+        [.. Directory.EnumerateFiles(directory, "*" + suffix).Select(Path.GetFileName).OfType<string>().Where(n => n.EndsWith(suffix, StringComparison.Ordinal))];
+
+    public IReadOnlyList<string> ListDirectories(string directory) =>
+        Directory.Exists(directory) ? [.. Directory.EnumerateDirectories(directory).Select(Path.GetFileName).OfType<string>()] : [];
+
+    public void CreateDirectory(string path)
+    {
+        if (Directory.Exists(path))
+        {
+            return;
+        }
+
+        var parent = Path.GetDirectoryName(Path.GetFullPath(path));
+        if (parent is not null && !Directory.Exists(parent))
+        {
+            CreateDirectory(parent);
+        }
+
+        Directory.CreateDirectory(path);
+        if (parent is not null)
+        {
+            SyncDirectory(parent);
+        }
+    }
+
+    public void SyncDirectory(string path)
+    {
+        var fd = OpenDirectory(path, 0 /* O_RDONLY */);
+        if (fd < 0)
+        {
+            throw new IOException($"open({path}) for fsync failed: errno {Marshal.GetLastPInvokeError()}");
+        }
+
+        try
+        {
+            if (Fsync(fd) != 0)
+            {
+                throw new IOException($"fsync({path}) failed: errno {Marshal.GetLastPInvokeError()}");
+            }
+        }
+        finally
+        {
+            _ = Close(fd);
+        }
+    }
+
+    public void WriteAtomically(string path, ReadOnlySpan<byte> data)
+    {
+        var temp = path + ".tmp";
+        using (var handle = File.OpenHandle(temp, FileMode.Create, FileAccess.Write))
+        {
+            RandomAccess.Write(handle, data, 0);
+            RandomAccess.FlushToDisk(handle);
+        }
+
+        File.Move(temp, path, overwrite: true);
+        SyncDirectory(Path.GetDirectoryName(Path.GetFullPath(path)) ?? ".");
+    }
+
+    public byte[]? ReadAll(string path) => File.Exists(path) ? File.ReadAllBytes(path) : null;
+
+    public DateTimeOffset LastWriteTime(string path) => File.GetLastWriteTimeUtc(path);
+
+    [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int OpenDirectory(string path, int flags);
+
+    [LibraryImport("libc", EntryPoint = "fsync", SetLastError = true)]
+    private static partial int Fsync(int fd);
+
+    [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
+    private static partial int Close(int fd);
+
+    private sealed class DiskFile(SafeFileHandle handle) : ILogFile
+    {
+        public long Length => RandomAccess.GetLength(handle);
+
+        public void Write(long position, ReadOnlySpan<byte> data) => RandomAccess.Write(handle, data, position);
+
+        public int Read(long position, Span<byte> buffer)
+        {
+            var total = 0;
+            while (total < buffer.Length)
+            {
+                var read = RandomAccess.Read(handle, buffer[total..], position + total);
+                if (read == 0)
+                {
+                    break;
+                }
+
+                total += read;
+            }
+
+            return total;
+        }
+
+        public void Sync() => RandomAccess.FlushToDisk(handle);
+
+        public void Truncate(long length) => RandomAccess.SetLength(handle, length);
+
+        public void Dispose() => handle.Dispose();
+    }
+}

@@ -1,0 +1,109 @@
+namespace Infra.QueueBroker.Log;
+
+internal enum SequenceCheck
+{
+    /// <summary>New producer or the next sequence: append.</summary>
+    Accept,
+
+    /// <summary>A retry of a batch still remembered: answer with its offset, do not append.</summary>
+    Duplicate,
+
+    /// <summary>A retry older than the remembered batches: it was appended, its offset is gone.</summary>
+    DuplicateOld,
+
+    /// <summary>Sequence numbers were skipped.</summary>
+    OutOfOrder,
+}
+
+/// <summary>
+/// Idempotent-produce state of one partition: per producer id, the last sequence appended and the
+/// last few batches (so a retry gets its original offset back). Kafka keeps five; so do we.
+/// </summary>
+internal sealed class ProducerTable
+{
+    public const int Remembered = 5;
+    private readonly Dictionary<long, State> _states = [];
+
+    public int Count => _states.Count;
+
+    public SequenceCheck Check(long producerId, int baseSequence, int count, out long baseOffset, out Task durable, out int expected)
+    {
+        baseOffset = -1;
+        durable = Task.CompletedTask;
+        expected = 0;
+        if (!_states.TryGetValue(producerId, out var state))
+        {
+            return SequenceCheck.Accept;
+        }
+
+        foreach (var batch in state.Recent)
+        {
+            if (batch.BaseSequence == baseSequence && batch.Count == count)
+            {
+                baseOffset = batch.BaseOffset;
+                durable = batch.Durable;
+                return SequenceCheck.Duplicate;
+            }
+        }
+
+        expected = state.LastSequence + 1;
+        if (baseSequence <= state.LastSequence)
+        {
+            return SequenceCheck.DuplicateOld;
+        }
+
+        return baseSequence == expected ? SequenceCheck.Accept : SequenceCheck.OutOfOrder;
+    }
+
+    public void Record(long producerId, int baseSequence, int count, long baseOffset, Task durable)
+    {
+        if (!_states.TryGetValue(producerId, out var state))
+        {
+            state = new State();
+            _states[producerId] = state;
+        }
+
+        state.LastSequence = baseSequence + count - 1;
+        state.Recent.Enqueue(new Batch(baseSequence, count, baseOffset, durable));
+        while (state.Recent.Count > Remembered)
+        {
+            state.Recent.Dequeue();
+        }
+    }
+
+    /// <summary>The last batch of every producer (what the recovery point stores).</summary>
+    public IEnumerable<(long ProducerId, int BaseSequence, int Count, long BaseOffset)> Snapshot()
+    {
+        foreach (var (id, state) in _states)
+        {
+            var last = state.Recent.Last();
+            yield return (id, last.BaseSequence, last.Count, last.BaseOffset);
+        }
+    }
+
+    public ProducerTable Clone()
+    {
+        var copy = new ProducerTable();
+        foreach (var (id, state) in _states)
+        {
+            var clone = new State { LastSequence = state.LastSequence };
+            foreach (var batch in state.Recent)
+            {
+                clone.Recent.Enqueue(batch with { Durable = Task.CompletedTask });
+            }
+
+            copy._states[id] = clone;
+        }
+
+        return copy;
+    }
+
+    private sealed class State
+    {
+        public int LastSequence { get; set; }
+
+        public Queue<Batch> Recent { get; } = new();
+    }
+
+    private readonly record struct Batch(int BaseSequence, int Count, long BaseOffset, Task Durable);
+}

@@ -1,0 +1,487 @@
+using System.Text;
+using Infra.QueueBroker.Log;
+using Infra.Testing;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Infra.QueueBroker.Tests;
+
+public sealed class SegmentLogTests
+{
+    private const string Dir = "/data/t/0";
+
+    private static LogSettings Settings(long segmentBytes = 1 << 20) => new()
+    {
+        SegmentBytes = segmentBytes,
+        IndexIntervalBytes = 256,
+        RecoveryPointInterval = TimeSpan.FromDays(1),
+        SegmentAge = TimeSpan.Zero,
+    };
+
+    private static SegmentLog Open(FaultyFileSystem fs, LogSettings? settings = null, ILogger? logger = null, TimeProvider? time = null) =>
+        SegmentLog.Open(fs, Dir, settings ?? Settings(), time ?? TimeProvider.System, logger ?? NullLogger.Instance);
+
+    private static LogMessage Message(string payload, string? key = null, params (string, string)[] headers) =>
+        new(key is null ? null : Encoding.UTF8.GetBytes(key), [.. headers.Select(h => new MessageHeader(h.Item1, Encoding.UTF8.GetBytes(h.Item2)))], Encoding.UTF8.GetBytes(payload), 1_700_000_000_000);
+
+    private static async Task<long> AppendAsync(SegmentLog log, string payload)
+    {
+        var result = log.Append([Message(payload)]);
+        await result.Durable;
+        return result.BaseOffset;
+    }
+
+    private static List<string> ReadAll(SegmentLog log, long from = 0) =>
+        [.. log.Read(from, int.MaxValue, int.MaxValue).Select(m => Encoding.UTF8.GetString(m.Payload))];
+
+    private static string Last(FaultyFileSystem fs) => fs.Files().Last(f => f.EndsWith(".log", StringComparison.Ordinal));
+
+    [Fact]
+    public async Task Appends_read_back_with_keys_headers_and_offsets_across_segments()
+    {
+        var fs = new FaultyFileSystem();
+        await using var log = Open(fs, Settings(segmentBytes: 600));
+        for (var i = 0; i < 50; i++)
+        {
+            var result = log.Append([Message($"m{i}", key: $"k{i}", ("h", $"v{i}")), Message($"n{i}")]);
+            await result.Durable;
+            Assert.Equal(2 * i, result.BaseOffset);
+        }
+
+        Assert.True(log.SegmentCount > 5, $"{log.SegmentCount} segments");
+        Assert.Equal(100, log.CommittedEnd);
+        for (var from = 0; from < 100; from += 7)
+        {
+            var messages = log.Read(from, 3, int.MaxValue);
+            Assert.Equal(Enumerable.Range(from, Math.Min(3, 100 - from)).Select(o => (long)o), messages.Select(m => m.Offset));
+            var first = messages[0];
+            Assert.Equal(from % 2 == 0 ? $"m{from / 2}" : $"n{from / 2}", Encoding.UTF8.GetString(first.Payload));
+            if (from % 2 == 0)
+            {
+                Assert.Equal($"k{from / 2}", Encoding.UTF8.GetString(first.Key!));
+                Assert.Equal($"v{from / 2}", first.HeaderText("h"));
+            }
+            else
+            {
+                Assert.Null(first.Key);
+                Assert.Empty(first.Headers);
+            }
+        }
+
+        Assert.Empty(log.Read(100, 10, int.MaxValue));
+        Assert.Equal(ErrorCode.OffsetOutOfRange, Assert.Throws<BrokerException>(() => log.Read(101, 10, 100)).Code);
+    }
+
+    [Fact]
+    public async Task Reads_stop_near_max_bytes_but_return_at_least_one_message()
+    {
+        var fs = new FaultyFileSystem();
+        await using var log = Open(fs);
+        for (var i = 0; i < 20; i++)
+        {
+            await AppendAsync(log, new string('x', 100));
+        }
+
+        Assert.Single(log.Read(0, 100, 1));
+        Assert.InRange(log.Read(0, 100, 500).Count, 3, 5);
+    }
+
+    [Fact]
+    public async Task Group_commit_covers_many_concurrent_appends_with_few_fsyncs()
+    {
+        var fs = new FaultyFileSystem();
+        await using var log = Open(fs);
+        var before = fs.Syncs;
+        using var gate = new ManualResetEventSlim(false);
+        fs.SyncGate = gate;
+        var first = log.Append([Message("first")]);
+        var results = Enumerable.Range(0, 200).Select(i => log.Append([Message($"m{i}")])).ToList();
+        gate.Set();
+        fs.SyncGate = null;
+        await Task.WhenAll(results.Select(r => r.Durable).Append(first.Durable));
+        Assert.InRange(fs.Syncs - before, 1, 3);
+        Assert.Equal(Enumerable.Range(1, 200).Select(i => (long)i), results.Select(r => r.BaseOffset));
+        Assert.Equal(201, log.CommittedEnd);
+    }
+
+    [Fact]
+    public async Task Appends_are_invisible_to_readers_until_acknowledged()
+    {
+        var fs = new FaultyFileSystem();
+        await using var log = Open(fs);
+        using var gate = new ManualResetEventSlim(false);
+        fs.SyncGate = gate;
+        var result = log.Append([Message("m")]);
+        var waiting = log.WhenDataAfter(0);
+        Assert.False(waiting.IsCompleted);
+        Assert.Empty(log.Read(0, 10, 1000));
+        gate.Set();
+        fs.SyncGate = null;
+        await result.Durable;
+        await waiting.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Single(log.Read(0, 10, 1000));
+    }
+
+    [Fact]
+    public async Task Reopening_after_a_clean_close_keeps_everything_and_continues_offsets()
+    {
+        var fs = new FaultyFileSystem();
+        var log = Open(fs, Settings(segmentBytes: 400));
+        for (var i = 0; i < 30; i++)
+        {
+            await AppendAsync(log, $"m{i}");
+        }
+
+        await log.DisposeAsync();
+        await using var reopened = Open(fs.Crash(machine: true), Settings(segmentBytes: 400));
+        Assert.Equal(Enumerable.Range(0, 30).Select(i => $"m{i}"), ReadAll(reopened));
+        Assert.Equal(30, await AppendAsync(reopened, "next"));
+    }
+
+    [Fact]
+    public async Task Every_acknowledged_append_survives_a_machine_crash()
+    {
+        var fs = new FaultyFileSystem();
+        var log = Open(fs, Settings(segmentBytes: 500));
+        var acked = new List<Task<long>>();
+        for (var i = 0; i < 40; i++)
+        {
+            var result = log.Append([Message($"m{i}")]);
+            acked.Add(result.Durable.ContinueWith(_ => result.BaseOffset, TaskScheduler.Default));
+        }
+
+        await Task.WhenAll(acked);
+
+        // Crash while more appends are still on their way: those may or may not survive.
+        using var gate = new ManualResetEventSlim(false);
+        fs.SyncGate = gate;
+        log.Append([Message("unacked")]);
+        var after = fs.Crash(machine: true);
+        gate.Set();
+        fs.SyncGate = null;
+        await using var reopened = Open(after, Settings(segmentBytes: 500));
+        var survived = ReadAll(reopened);
+        Assert.Equal(Enumerable.Range(0, 40).Select(i => $"m{i}"), survived.Take(40));
+        Assert.InRange(survived.Count, 40, 41);
+    }
+
+    [Fact]
+    public async Task A_torn_write_at_every_byte_of_the_last_batch_is_cut_back_to_the_batch_before()
+    {
+        var fs = new FaultyFileSystem();
+        var log = Open(fs);
+        for (var i = 0; i < 5; i++)
+        {
+            await AppendAsync(log, $"m{i}");
+        }
+
+        var lastStart = fs.Length(Last(fs));
+        await log.Append([Message("last one", key: "k", ("h", "v")), Message("and its pair")]).Durable;
+        var lastEnd = fs.Length(Last(fs));
+        var crashed = fs.Crash(machine: false);
+
+        for (var cut = lastStart; cut <= lastEnd; cut++)
+        {
+            var torn = crashed.Crash(machine: false);
+            torn.Tear(Last(torn), cut);
+            var logger = new ListLogger();
+            await using var reopened = Open(torn, logger: logger);
+            var expected = Enumerable.Range(0, 5).Select(i => $"m{i}").ToList();
+            if (cut == lastEnd)
+            {
+                expected.AddRange(["last one", "and its pair"]);
+                Assert.DoesNotContain(logger.Lines, l => l.Contains("dropped", StringComparison.Ordinal));
+            }
+            else
+            {
+                Assert.Equal(lastStart, torn.Length(Last(torn)));
+                if (cut > lastStart)
+                {
+                    Assert.Contains(logger.Lines, l => l.Contains($"{cut - lastStart} bytes of torn tail dropped", StringComparison.Ordinal));
+                }
+            }
+
+            Assert.Equal(expected, ReadAll(reopened));
+            Assert.Equal(expected.Count, await AppendAsync(reopened, "after"));
+        }
+    }
+
+    [Fact]
+    public async Task A_flipped_bit_after_the_recovery_point_truncates_from_that_batch()
+    {
+        var fs = new FaultyFileSystem();
+        var log = Open(fs);
+        for (var i = 0; i < 10; i++)
+        {
+            await AppendAsync(log, $"m{i}");
+        }
+
+        var crashed = fs.Crash(machine: false); // no recovery point was written: everything is "after" it
+        var segment = Last(crashed);
+        var batchSize = crashed.Length(segment) / 10;
+        crashed.FlipBit(segment, (batchSize * 6) + batchSize - 2, bit: 3);
+        var logger = new ListLogger();
+        await using var reopened = Open(crashed, logger: logger);
+        Assert.Equal(Enumerable.Range(0, 6).Select(i => $"m{i}"), ReadAll(reopened));
+        Assert.Contains(logger.Lines, l => l.Contains($"{batchSize * 4} bytes of corrupt tail dropped", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task A_flipped_bit_before_the_recovery_point_stops_the_partition_instead_of_dropping_data()
+    {
+        var fs = new FaultyFileSystem();
+        var log = Open(fs);
+        for (var i = 0; i < 10; i++)
+        {
+            await AppendAsync(log, $"m{i}");
+        }
+
+        await log.DisposeAsync(); // a clean close stores the recovery point at the end
+        var after = fs.Crash(machine: true);
+        var segment = Last(after);
+        var length = after.Length(segment);
+        after.FlipBit(segment, length / 3);
+        var logger = new ListLogger();
+        await using var reopened = Open(after, logger: logger);
+        Assert.Equal(length, after.Length(segment)); // nothing cut at recovery
+        var error = Assert.Throws<BrokerException>(() => reopened.Read(0, 100, int.MaxValue));
+        Assert.Equal(ErrorCode.PartitionFailed, error.Code);
+        Assert.Contains("corrupt", error.Message, StringComparison.Ordinal);
+        Assert.Equal(ErrorCode.PartitionFailed, Assert.Throws<BrokerException>(() => reopened.Append([Message("x")])).Code);
+        Assert.Contains(logger.Lines, l => l.StartsWith("Critical", StringComparison.Ordinal));
+        Assert.Equal(length, after.Length(segment));
+    }
+
+    [Fact]
+    public async Task A_recovery_point_past_the_end_of_the_data_stops_the_partition()
+    {
+        var fs = new FaultyFileSystem();
+        var log = Open(fs);
+        for (var i = 0; i < 10; i++)
+        {
+            await AppendAsync(log, $"m{i}");
+        }
+
+        await log.DisposeAsync();
+        var after = fs.Crash(machine: true);
+        after.Tear(Last(after), 10);
+        var error = Assert.Throws<BrokerException>(() => Open(after));
+        Assert.Equal(ErrorCode.PartitionFailed, error.Code);
+        Assert.Contains("durable is gone", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_failed_fsync_stops_the_partition_and_is_never_retried()
+    {
+        var fs = new FaultyFileSystem();
+        var logger = new ListLogger();
+        await using var log = Open(fs, logger: logger);
+        await AppendAsync(log, "ok");
+        var before = fs.Syncs;
+        fs.FailSync = _ => true;
+        var failed = log.Append([Message("lost")]);
+        var error = await Assert.ThrowsAsync<BrokerException>(() => failed.Durable);
+        Assert.Equal(ErrorCode.PartitionFailed, error.Code);
+        Assert.Equal(ErrorCode.PartitionFailed, Assert.Throws<BrokerException>(() => log.Append([Message("later")])).Code);
+        Assert.NotNull(log.Failure);
+        await Task.Delay(50);
+        Assert.Equal(before + 1, fs.Syncs);
+        Assert.Contains(logger.Lines, l => l.StartsWith("Critical", StringComparison.Ordinal));
+        fs.FailSync = null;
+        Assert.Equal(ErrorCode.PartitionFailed, Assert.Throws<BrokerException>(() => log.Append([Message("still")])).Code);
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task A_crash_right_after_a_segment_roll_recovers_with_offsets_continuing(bool machine)
+    {
+        var fs = new FaultyFileSystem();
+        var settings = Settings(segmentBytes: 300);
+        var log = Open(fs, settings);
+        var offsets = new List<long>();
+        while (log.SegmentCount < 3)
+        {
+            offsets.Add(await AppendAsync(log, $"m{offsets.Count}"));
+        }
+
+        // The roll happened inside the last append: the newest segment holds exactly one batch. Drop it
+        // to get the state "new segment created, nothing written to it yet".
+        var after = fs.Crash(machine);
+        after.Tear(Last(after), 0);
+        await using var reopened = Open(after, settings);
+        Assert.Equal(offsets.Count - 1, reopened.CommittedEnd);
+        Assert.Equal(Enumerable.Range(0, offsets.Count - 1).Select(i => $"m{i}"), ReadAll(reopened));
+        Assert.Equal(offsets.Count - 1, await AppendAsync(reopened, "again"));
+        Assert.Equal("again", ReadAll(reopened)[^1]);
+    }
+
+    [Fact]
+    public async Task Retention_deletes_whole_old_segments_by_size_and_age()
+    {
+        var time = new ManualTimeProvider();
+        var fs = new FaultyFileSystem(time);
+        var settings = Settings(segmentBytes: 300) with { RetentionBytes = 900, RetentionAge = TimeSpan.FromHours(1) };
+        await using var log = Open(fs, settings, time: time);
+        for (var i = 0; i < 40; i++)
+        {
+            await AppendAsync(log, $"m{i}");
+        }
+
+        var segments = log.SegmentCount;
+        Assert.True(log.ApplyRetention() > 0);
+        Assert.True(log.SizeBytes <= 900 + 300, $"{log.SizeBytes} bytes left");
+        Assert.True(log.StartOffset > 0);
+        Assert.Equal(ErrorCode.OffsetOutOfRange, Assert.Throws<BrokerException>(() => log.Read(0, 1, 100)).Code);
+        Assert.Equal(log.StartOffset, log.Read(log.StartOffset, 1, 100)[0].Offset);
+        Assert.True(log.SegmentCount < segments);
+        Assert.Equal(log.SegmentCount * 2, fs.Files().Count(f => f.EndsWith(".log", StringComparison.Ordinal) || f.EndsWith(".index", StringComparison.Ordinal)));
+
+        time.Advance(TimeSpan.FromHours(2));
+        log.ApplyRetention();
+        Assert.Equal(1, log.SegmentCount); // the active segment is never deleted
+        Assert.Equal(40, await AppendAsync(log, "new"));
+    }
+
+    [Fact]
+    public async Task Idempotent_retries_are_answered_with_the_original_offset_even_after_a_restart()
+    {
+        var fs = new FaultyFileSystem();
+        var log = Open(fs);
+        await AppendAsync(log, "other");
+        var first = log.Append([Message("a"), Message("b")], producerId: 7, baseSequence: 0);
+        await first.Durable;
+        var retry = log.Append([Message("a"), Message("b")], producerId: 7, baseSequence: 0);
+        Assert.True(retry.Duplicate);
+        Assert.Equal(first.BaseOffset, retry.BaseOffset);
+        Assert.Equal(ErrorCode.OutOfOrderSequence, Assert.Throws<BrokerException>(() => log.Append([Message("c")], 7, 5)).Code);
+        await log.Append([Message("c")], 7, 2).Durable;
+
+        // A process crash: the recovery point was never written, the tail scan rebuilds the table.
+        await using var reopened = Open(fs.Crash(machine: false));
+        var again = reopened.Append([Message("c")], producerId: 7, baseSequence: 2);
+        Assert.True(again.Duplicate);
+        Assert.Equal(3, again.BaseOffset);
+        Assert.Equal(1, reopened.Append([Message("a"), Message("b")], 7, 0).BaseOffset);
+        for (var seq = 3; seq < 3 + ProducerTable.Remembered; seq++)
+        {
+            await reopened.Append([Message($"d{seq}")], 7, seq).Durable;
+        }
+
+        // Older than the last five batches: known to be appended, its offset forgotten.
+        Assert.Equal(ErrorCode.DuplicateSequence, Assert.Throws<BrokerException>(() => reopened.Append([Message("a"), Message("b")], 7, 0)).Code);
+        Assert.Equal(["other", "a", "b", "c", "d3", "d4", "d5", "d6", "d7"], ReadAll(reopened));
+    }
+
+    [Fact]
+    public async Task Producer_state_survives_a_restart_through_the_recovery_point()
+    {
+        var fs = new FaultyFileSystem();
+        var log = Open(fs);
+        await log.Append([Message("a")], 9, 0).Durable;
+        await log.DisposeAsync(); // writes the recovery point with the producer table
+        await using var reopened = Open(fs.Crash(machine: true));
+        Assert.True(reopened.Append([Message("a")], 9, 0).Duplicate);
+        Assert.Equal(ErrorCode.OutOfOrderSequence, Assert.Throws<BrokerException>(() => reopened.Append([Message("z")], 9, 3)).Code);
+    }
+
+    [Fact]
+    public async Task A_partition_with_too_much_waiting_for_the_disk_answers_busy()
+    {
+        var fs = new FaultyFileSystem();
+        await using var log = Open(fs, Settings() with { MaxPendingBytes = 2000 });
+        using var gate = new ManualResetEventSlim(false);
+        fs.SyncGate = gate;
+        var inFlight = new List<Task>();
+        var busy = 0;
+        for (var i = 0; i < 200; i++)
+        {
+            try
+            {
+                inFlight.Add(log.Append([Message(new string('x', 100))]).Durable);
+            }
+            catch (BrokerException ex) when (ex.Code == ErrorCode.Busy)
+            {
+                busy++;
+            }
+        }
+
+        Assert.True(busy > 100, $"{busy} busy answers");
+        gate.Set();
+        fs.SyncGate = null;
+        await Task.WhenAll(inFlight);
+        await log.Append([Message("fine again")]).Durable;
+    }
+
+    [Fact]
+    public async Task Interval_mode_acknowledges_before_fsync_and_syncs_soon_after()
+    {
+        var fs = new FaultyFileSystem();
+        await using var log = Open(fs, Settings() with { Fsync = FsyncMode.Interval, FsyncInterval = TimeSpan.FromMilliseconds(20) });
+        var syncs = fs.Syncs;
+        await AppendAsync(log, "m");
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (fs.Syncs == syncs && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(5);
+        }
+
+        Assert.True(fs.Syncs > syncs);
+        await using var reopened = Open(fs.Crash(machine: true));
+        Assert.Equal(["m"], ReadAll(reopened));
+    }
+
+    [Fact]
+    public async Task A_lost_index_is_rebuilt_from_the_log()
+    {
+        var fs = new FaultyFileSystem();
+        var log = Open(fs, Settings(segmentBytes: 2000));
+        for (var i = 0; i < 100; i++)
+        {
+            await AppendAsync(log, $"m{i}");
+        }
+
+        await log.DisposeAsync();
+        var after = fs.Crash(machine: true);
+        foreach (var index in after.Files().Where(f => f.EndsWith(".index", StringComparison.Ordinal)))
+        {
+            after.Tear(index, Math.Min(3, after.Length(index)));
+        }
+
+        await using var reopened = Open(after, Settings(segmentBytes: 2000));
+        for (var i = 0; i < 100; i += 9)
+        {
+            Assert.Equal($"m{i}", Encoding.UTF8.GetString(reopened.Read(i, 1, 10)[0].Payload));
+        }
+    }
+}
+
+/// <summary>Collects log lines as "Level message".</summary>
+internal sealed class ListLogger : ILogger
+{
+    private readonly List<string> _lines = [];
+
+    public IReadOnlyList<string> Lines
+    {
+        get
+        {
+            lock (_lines)
+            {
+                return [.. _lines];
+            }
+        }
+    }
+
+    public IDisposable? BeginScope<TState>(TState state)
+        where TState : notnull => null;
+
+    public bool IsEnabled(LogLevel logLevel) => true;
+
+    public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+    {
+        lock (_lines)
+        {
+            _lines.Add($"{logLevel} {formatter(state, exception)}");
+        }
+    }
+}
