@@ -1,1 +1,4 @@
-return 0;
+using Infra.Core.Hosting;
+using Infra.QueueBroker;
+
+return await ServiceHost.RunAsync(args, BrokerCommandLine.Definition, builder => builder.Services.AddQueueBroker());

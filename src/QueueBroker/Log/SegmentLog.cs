@@ -584,7 +584,12 @@ internal sealed partial class SegmentLog : IAsyncDisposable
     }
 
     /// <summary>Deletes whole segments (never the active one) over the size limit or older than the age limit.</summary>
-    public int ApplyRetention()
+    public int ApplyRetention() => DeleteSegments(long.MinValue);
+
+    /// <summary>Deletes the whole segments (never the active one) that hold only offsets below <paramref name="offset"/>.</summary>
+    public int DeleteBefore(long offset) => DeleteSegments(offset);
+
+    private int DeleteSegments(long below)
     {
         var now = _time.GetUtcNow();
         List<Segment> doomed = [];
@@ -602,7 +607,8 @@ internal sealed partial class SegmentLog : IAsyncDisposable
                 var oldest = _segments[0];
                 var tooBig = _settings.RetentionBytes >= 0 && total - oldest.Size >= _settings.RetentionBytes;
                 var tooOld = _settings.RetentionAge > TimeSpan.Zero && now - _fs.LastWriteTime(oldest.LogPath) > _settings.RetentionAge;
-                if (!tooBig && !tooOld)
+                var obsolete = _segments[1].BaseOffset <= below;
+                if (!tooBig && !tooOld && !obsolete)
                 {
                     break;
                 }

@@ -1,0 +1,92 @@
+using System.Buffers;
+using MessagePack;
+
+namespace Infra.Core.Framing;
+
+/// <summary>
+/// Reads any MessagePack value into plain objects — null, bool, long, ulong, double, string, byte[],
+/// <see cref="List{T}"/> of object, <see cref="Dictionary{TKey, TValue}"/> of string to object — with a
+/// nesting limit, so hostile input fails with <see cref="InvalidDataException"/> instead of a stack
+/// overflow or a huge allocation. Maps must have string keys.
+/// </summary>
+public static class MessagePackValues
+{
+    public const int MaxDepth = 16;
+
+    /// <summary>The single value in <paramref name="body"/>; bytes after it are an error.</summary>
+    public static object? ReadWhole(ReadOnlySequence<byte> body)
+    {
+        var reader = new MessagePackReader(body);
+        try
+        {
+            var value = Read(ref reader, 0);
+            if (!reader.End)
+            {
+                throw new InvalidDataException($"{body.Length - reader.Consumed} bytes after the value");
+            }
+
+            return value;
+        }
+        catch (Exception ex) when (ex is MessagePackSerializationException or EndOfStreamException or OverflowException or InvalidOperationException)
+        {
+            throw new InvalidDataException("not valid MessagePack: " + ex.Message, ex);
+        }
+    }
+
+    private static object? Read(ref MessagePackReader reader, int depth)
+    {
+        if (depth > MaxDepth)
+        {
+            throw new InvalidDataException($"nested deeper than {MaxDepth} levels");
+        }
+
+        switch (reader.NextMessagePackType)
+        {
+            case MessagePackType.Nil:
+                reader.ReadNil();
+                return null;
+            case MessagePackType.Boolean:
+                return reader.ReadBoolean();
+            case MessagePackType.Integer:
+                return reader.NextCode == MessagePackCode.UInt64 ? (object)reader.ReadUInt64() : reader.ReadInt64();
+            case MessagePackType.Float:
+                return reader.ReadDouble();
+            case MessagePackType.String:
+                return reader.ReadString();
+            case MessagePackType.Binary:
+                return reader.ReadBytes()?.ToArray();
+            case MessagePackType.Array:
+                {
+                    var count = reader.ReadArrayHeader(); // checks the count against the bytes left
+                    var list = new List<object?>(Math.Min(count, 1024));
+                    for (var i = 0; i < count; i++)
+                    {
+                        list.Add(Read(ref reader, depth + 1));
+                    }
+
+                    return list;
+                }
+
+            case MessagePackType.Map:
+                {
+                    var count = reader.ReadMapHeader();
+                    var map = new Dictionary<string, object?>(Math.Min(count, 64), StringComparer.Ordinal);
+                    for (var i = 0; i < count; i++)
+                    {
+                        if (reader.NextMessagePackType != MessagePackType.String)
+                        {
+                            throw new InvalidDataException("map keys must be strings");
+                        }
+
+                        var key = reader.ReadString()!;
+                        map[key] = Read(ref reader, depth + 1);
+                    }
+
+                    return map;
+                }
+
+            default:
+                throw new InvalidDataException($"unsupported MessagePack type {reader.NextMessagePackType}");
+        }
+    }
+}

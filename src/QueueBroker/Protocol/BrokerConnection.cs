@@ -1,0 +1,462 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using System.Net.Sockets;
+using Infra.Core.Framing;
+using Infra.Core.Networking;
+using Infra.QueueBroker.Log;
+using MessagePack;
+using Microsoft.Extensions.Logging;
+
+namespace Infra.QueueBroker.Protocol;
+
+/// <summary>Runs native-protocol connections for the listener.</summary>
+internal sealed class BrokerConnectionHandler(Broker broker, ILogger<BrokerConnection> logger) : IConnectionHandler
+{
+    public async Task OnConnectedAsync(ConnectionContext connection)
+    {
+        using var session = new BrokerConnection(broker, connection, logger);
+        await session.RunAsync();
+    }
+}
+
+/// <summary>
+/// One native-protocol connection: length-prefixed MessagePack frames. A request is
+/// <c>[id, op, {args}]</c>; the answer is <c>[id, "ok", {result}]</c> or <c>[id, "&lt;ErrorCode&gt;", "message"]</c>.
+/// Requests run concurrently (pipelined) and are answered as they finish, matched by id. A frame that
+/// is not a valid request gets a BadRequest answer and the connection goes on; a length prefix that
+/// is zero, negative or over the frame limit gets an answer with id 0 and the connection is closed,
+/// since the stream can no longer be trusted. Back-pressure: past the in-flight request limit the
+/// connection is not read until answers go out; past the in-flight produce bytes it answers Busy.
+/// </summary>
+internal sealed partial class BrokerConnection : IDisposable
+{
+    private readonly Broker _broker;
+    private readonly ConnectionContext _connection;
+    private readonly ILogger _logger;
+    private readonly SemaphoreSlim _writeLock = new(1, 1);
+    private readonly SemaphoreSlim _inFlight;
+    private readonly CancellationTokenSource _closed = new();
+    private long _inFlightBytes;
+
+    public BrokerConnection(Broker broker, ConnectionContext connection, ILogger logger)
+    {
+        _broker = broker;
+        _connection = connection;
+        _logger = logger;
+        _inFlight = new SemaphoreSlim(broker.Options.MaxInFlightRequestsPerConnection);
+    }
+
+    public async Task RunAsync()
+    {
+        var input = _connection.Input;
+        using var closing = _connection.ClosingRequested.UnsafeRegister(static state => ((PipeReader)state!).CancelPendingRead(), input);
+        var maxFrame = _broker.Options.MaxFrameBytes;
+        var running = new List<Task>();
+        try
+        {
+            while (true)
+            {
+                ReadResult result;
+                try
+                {
+                    result = await input.ReadAsync();
+                }
+                catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException or OperationCanceledException)
+                {
+                    break;
+                }
+
+                if (result.IsCanceled)
+                {
+                    break;
+                }
+
+                var buffer = result.Buffer;
+                var fatal = false;
+                while (true)
+                {
+                    var status = Frames.TryRead(ref buffer, maxFrame, out var body, out var declared);
+                    if (status == FrameStatus.Incomplete)
+                    {
+                        break;
+                    }
+
+                    if (status != FrameStatus.Complete)
+                    {
+                        var (code, message) = status == FrameStatus.TooLarge
+                            ? (ErrorCode.TooLarge, $"frame of {declared} bytes is over the {maxFrame}-byte limit")
+                            : (ErrorCode.BadRequest, $"frame length {declared} is not positive");
+                        ProtocolError(code, message);
+                        await WriteErrorAsync(0, code, message);
+                        fatal = true;
+                        break;
+                    }
+
+                    if (!_inFlight.Wait(0))
+                    {
+                        await _inFlight.WaitAsync();
+                    }
+
+                    var request = Parse(body, out var id, out var error);
+                    running.RemoveAll(t => t.IsCompleted);
+                    running.Add(request is null ? WriteErrorThenReleaseAsync(id, error!) : HandleAsync(id, request.Value.Op, request.Value.Args, body.Length));
+                }
+
+                input.AdvanceTo(buffer.Start, buffer.End);
+                if (fatal || result.IsCompleted)
+                {
+                    break;
+                }
+            }
+
+            await Task.WhenAll(running);
+        }
+        finally
+        {
+            await _closed.CancelAsync();
+        }
+    }
+
+    public void Dispose()
+    {
+        _closed.Dispose();
+        _writeLock.Dispose();
+        _inFlight.Dispose();
+    }
+
+    private (string Op, Fields Args)? Parse(ReadOnlySequence<byte> body, out long id, out BrokerException? error)
+    {
+        id = 0;
+        error = null;
+        try
+        {
+            if (MessagePackValues.ReadWhole(body) is not List<object?> { Count: >= 2 and <= 3 } parts)
+            {
+                throw new InvalidDataException("a request is an array [id, op, {args}]");
+            }
+
+            id = parts[0] switch
+            {
+                long l => l,
+                ulong u => (long)u,
+                _ => throw new InvalidDataException("the request id must be an integer"),
+            };
+            var op = parts[1] as string ?? throw new InvalidDataException("the op must be a string");
+            var args = parts.Count == 3 ? parts[2] switch
+            {
+                null => Fields.Empty,
+                Dictionary<string, object?> map => new Fields(map),
+                _ => throw new InvalidDataException("the args must be a map"),
+            } : Fields.Empty;
+            return (op, args);
+        }
+        catch (InvalidDataException ex)
+        {
+            ProtocolError(ErrorCode.BadRequest, ex.Message);
+            error = new BrokerException(ErrorCode.BadRequest, "malformed request: " + ex.Message);
+            return null;
+        }
+    }
+
+    private async Task WriteErrorThenReleaseAsync(long id, BrokerException error)
+    {
+        try
+        {
+            await WriteErrorAsync(id, error.Code, error.Message);
+        }
+        finally
+        {
+            _inFlight.Release();
+        }
+    }
+
+    private async Task HandleAsync(long id, string op, Fields args, long size)
+    {
+        await Task.Yield(); // the read loop goes on with the next frame
+        var counted = 0L;
+        try
+        {
+            if (op == "produce")
+            {
+                counted = size;
+                if (Interlocked.Add(ref _inFlightBytes, size) > _broker.Options.MaxInFlightBytesPerConnection && Interlocked.Read(ref _inFlightBytes) != size)
+                {
+                    throw new BrokerException(ErrorCode.Busy, $"over {_broker.Options.MaxInFlightBytesPerConnection} bytes of produce in flight on this connection; retry");
+                }
+            }
+
+            await ExecuteAsync(id, op, args);
+        }
+        catch (BrokerException ex)
+        {
+            _broker.CountError(ex.Code);
+            await WriteErrorAsync(id, ex.Code, ex.Message);
+        }
+        catch (OperationCanceledException)
+        {
+            // The connection closed while the request waited.
+        }
+        catch (Exception ex) when (ex is IOException or ObjectDisposedException)
+        {
+            _broker.CountError(ErrorCode.Internal);
+            await WriteErrorAsync(id, ErrorCode.Internal, ex.Message);
+        }
+        finally
+        {
+            if (counted > 0)
+            {
+                Interlocked.Add(ref _inFlightBytes, -counted);
+            }
+
+            _inFlight.Release();
+        }
+    }
+
+    private async Task ExecuteAsync(long id, string op, Fields args)
+    {
+        switch (op)
+        {
+            case "ping":
+                await WriteOkAsync(id, static (ref MessagePackWriter w) => w.WriteMapHeader(0));
+                break;
+            case "create_topic":
+                {
+                    var (_, created) = _broker.CreateTopic(args.Text("name"), args.Int("partitions", 1, Topics.TopicRegistry.MaxPartitions));
+                    await WriteOkAsync(id, (ref MessagePackWriter w) =>
+                    {
+                        w.WriteMapHeader(1);
+                        w.Write("created");
+                        w.Write(created);
+                    });
+                    break;
+                }
+
+            case "metadata":
+                {
+                    var topic = _broker.Topics.Get(args.Text("topic"));
+                    await WriteOkAsync(id, (ref MessagePackWriter w) =>
+                    {
+                        w.WriteMapHeader(3);
+                        w.Write("partitions");
+                        w.Write(topic.Partitions.Count);
+                        w.Write("starts");
+                        w.WriteArrayHeader(topic.Partitions.Count);
+                        foreach (var p in topic.Partitions)
+                        {
+                            w.Write(p.LogOrNull?.StartOffset ?? -1);
+                        }
+
+                        w.Write("ends");
+                        w.WriteArrayHeader(topic.Partitions.Count);
+                        foreach (var p in topic.Partitions)
+                        {
+                            w.Write(p.LogOrNull?.CommittedEnd ?? -1);
+                        }
+                    });
+                    break;
+                }
+
+            case "produce":
+                {
+                    var items = args.List("messages");
+                    if (items.Count == 0)
+                    {
+                        throw new BrokerException(ErrorCode.BadRequest, "field 'messages' must not be empty");
+                    }
+
+                    var messages = items.Select(Fields.Message).ToList();
+                    var result = await _broker.ProduceAsync(args.Text("topic"), args.OptionalInt("partition", 0, int.MaxValue), messages,
+                        args.OptionalNumber("producerId") ?? -1, args.OptionalInt("sequence", 0, int.MaxValue) ?? -1);
+                    await WriteOkAsync(id, (ref MessagePackWriter w) =>
+                    {
+                        w.WriteMapHeader(4);
+                        w.Write("partition");
+                        w.Write(result.Partition);
+                        w.Write("offset");
+                        w.Write(result.BaseOffset);
+                        w.Write("count");
+                        w.Write(result.Count);
+                        w.Write("duplicate");
+                        w.Write(result.Duplicate);
+                    });
+                    break;
+                }
+
+            case "fetch":
+                {
+                    var messages = await _broker.FetchAsync(args.Text("topic"), args.Int("partition", 0, int.MaxValue), args.Number("offset"),
+                        args.OptionalInt("max", 1, 100_000) ?? 500, args.OptionalInt("maxBytes", 1, 64 << 20) ?? (1 << 20),
+                        TimeSpan.FromMilliseconds(args.OptionalInt("waitMs", 0, 300_000) ?? 0), _closed.Token);
+                    await WriteOkAsync(id, (ref MessagePackWriter w) =>
+                    {
+                        w.WriteMapHeader(1);
+                        w.Write("messages");
+                        w.WriteArrayHeader(messages.Count);
+                        foreach (var m in messages)
+                        {
+                            w.WriteArrayHeader(5);
+                            w.Write(m.Offset);
+                            w.Write(m.Timestamp);
+                            WriteMessageBody(ref w, m);
+                        }
+                    });
+                    break;
+                }
+
+            case "queue_fetch":
+                {
+                    var deliveries = await _broker.QueueFetchAsync(args.Text("topic"), args.Text("group"), args.OptionalInt("max", 1, 10_000) ?? 100,
+                        TimeSpan.FromMilliseconds(args.OptionalInt("waitMs", 0, 300_000) ?? 0), _closed.Token);
+                    await WriteOkAsync(id, (ref MessagePackWriter w) =>
+                    {
+                        w.WriteMapHeader(1);
+                        w.Write("deliveries");
+                        w.WriteArrayHeader(deliveries.Count);
+                        foreach (var d in deliveries)
+                        {
+                            w.WriteArrayHeader(7);
+                            w.Write(d.Partition);
+                            w.Write(d.Message.Offset);
+                            w.Write(d.DeliveryId);
+                            w.Write(d.DeliveryCount);
+                            WriteMessageBody(ref w, d.Message);
+                        }
+                    });
+                    break;
+                }
+
+            case "ack":
+            case "nack":
+                {
+                    var group = await _broker.QueueGroupAsync(args.Text("topic"), args.Text("group"));
+                    var ids = args.TextList("deliveryIds");
+                    var (done, unknown) = op == "ack"
+                        ? await group.AckAsync(ids)
+                        : await group.NackAsync(ids, TimeSpan.FromMilliseconds(args.OptionalInt("delayMs", 0, 86_400_000) ?? 0));
+                    await WriteOkAsync(id, (ref MessagePackWriter w) =>
+                    {
+                        w.WriteMapHeader(2);
+                        w.Write(op == "ack" ? "acked" : "nacked");
+                        w.Write(done);
+                        w.Write("unknown");
+                        w.WriteArrayHeader(unknown.Count);
+                        foreach (var u in unknown)
+                        {
+                            w.Write(u);
+                        }
+                    });
+                    break;
+                }
+
+            case "join":
+            case "heartbeat":
+                {
+                    var group = _broker.StreamGroup(args.Text("topic"), args.Text("group"));
+                    var assignment = op == "join"
+                        ? group.Join(args.OptionalText("memberId"), args.OptionalInt("sessionMs", 1, 3_600_000) is { } ms ? TimeSpan.FromMilliseconds(ms) : null)
+                        : group.Heartbeat(args.Text("memberId"), args.Int("generation", -1, int.MaxValue));
+                    await WriteOkAsync(id, (ref MessagePackWriter w) =>
+                    {
+                        w.WriteMapHeader(3);
+                        w.Write("memberId");
+                        w.Write(assignment.MemberId);
+                        w.Write("generation");
+                        w.Write(assignment.Generation);
+                        w.Write("partitions");
+                        w.WriteArrayHeader(assignment.Partitions.Length);
+                        foreach (var p in assignment.Partitions)
+                        {
+                            w.Write(p);
+                        }
+                    });
+                    break;
+                }
+
+            case "leave":
+                _broker.StreamGroup(args.Text("topic"), args.Text("group")).Leave(args.Text("memberId"));
+                await WriteOkAsync(id, static (ref MessagePackWriter w) => w.WriteMapHeader(0));
+                break;
+            case "commit":
+                await _broker.StreamGroup(args.Text("topic"), args.Text("group"))
+                    .CommitAsync(args.Text("memberId"), args.Int("partition", 0, int.MaxValue), args.Number("offset"));
+                await WriteOkAsync(id, static (ref MessagePackWriter w) => w.WriteMapHeader(0));
+                break;
+            case "committed":
+                {
+                    var offset = _broker.StreamGroup(args.Text("topic"), args.Text("group")).Committed(args.Int("partition", 0, int.MaxValue));
+                    await WriteOkAsync(id, (ref MessagePackWriter w) =>
+                    {
+                        w.WriteMapHeader(1);
+                        w.Write("offset");
+                        w.Write(offset);
+                    });
+                    break;
+                }
+
+            default:
+                throw new BrokerException(ErrorCode.BadRequest, $"unknown op '{(op.Length > 40 ? op[..40] : op)}'");
+        }
+    }
+
+    private static void WriteMessageBody(ref MessagePackWriter w, StoredMessage m)
+    {
+        if (m.Key is null)
+        {
+            w.WriteNil();
+        }
+        else
+        {
+            w.Write(m.Key);
+        }
+
+        w.WriteMapHeader(m.Headers.Length);
+        foreach (var header in m.Headers)
+        {
+            w.Write(header.Name);
+            w.Write(header.Value);
+        }
+
+        w.Write(m.Payload);
+    }
+
+    private delegate void BodyWriter(ref MessagePackWriter writer);
+
+    private Task WriteOkAsync(long id, BodyWriter body) => WriteAsync(id, "ok", body);
+
+    private Task WriteErrorAsync(long id, ErrorCode code, string message) =>
+        WriteAsync(id, code.ToString(), (ref MessagePackWriter w) => w.Write(message));
+
+    private async Task WriteAsync(long id, string status, BodyWriter body)
+    {
+        var buffer = new ArrayBufferWriter<byte>(256);
+        var writer = new MessagePackWriter(buffer);
+        writer.WriteArrayHeader(3);
+        writer.Write(id);
+        writer.Write(status);
+        body(ref writer);
+        writer.Flush();
+        await _writeLock.WaitAsync();
+        try
+        {
+            Frames.Write(_connection.Output, buffer.WrittenSpan);
+            await _connection.Output.FlushAsync();
+        }
+        catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException or InvalidOperationException or OperationCanceledException)
+        {
+            // The client went away; nothing to answer.
+        }
+        finally
+        {
+            _writeLock.Release();
+        }
+    }
+
+    private void ProtocolError(ErrorCode code, string message)
+    {
+        _broker.CountError(code);
+        LogProtocolError(_logger, _connection.Id, code.ToString(), message);
+    }
+
+    [LoggerMessage(EventId = 450, Level = LogLevel.Debug, Message = "Connection {Id}: {Code}: {Reason}")]
+    private static partial void LogProtocolError(ILogger logger, long id, string code, string reason);
+}
