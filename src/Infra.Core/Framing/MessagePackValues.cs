@@ -48,7 +48,13 @@ public static class MessagePackValues
             case MessagePackType.Boolean:
                 return reader.ReadBoolean();
             case MessagePackType.Integer:
-                return reader.NextCode == MessagePackCode.UInt64 ? (object)reader.ReadUInt64() : reader.ReadInt64();
+                if (reader.NextCode == MessagePackCode.UInt64)
+                {
+                    var unsigned = reader.ReadUInt64();
+                    return unsigned <= long.MaxValue ? (long)unsigned : unsigned;
+                }
+
+                return reader.ReadInt64();
             case MessagePackType.Float:
                 return reader.ReadDouble();
             case MessagePackType.String:

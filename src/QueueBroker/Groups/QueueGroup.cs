@@ -152,7 +152,7 @@ internal sealed partial class QueueGroup : IAsyncDisposable
             {
                 if (!cursor.Settled.Contains(pending))
                 {
-                    cursor.Ready.Enqueue(pending, now);
+                    cursor.Ready.Enqueue(pending, (now, pending));
                 }
             }
         }
@@ -348,7 +348,7 @@ internal sealed partial class QueueGroup : IAsyncDisposable
 
                 var cursor = _cursors[p];
                 var log = partition.Log;
-                while (deliveries.Count < max && cursor.Ready.TryPeek(out var offset, out var visibleAt) && visibleAt <= now)
+                while (deliveries.Count < max && cursor.Ready.TryPeek(out var offset, out var visible) && visible.VisibleAt <= now)
                 {
                     cursor.Ready.Dequeue();
                     if (!cursor.Counts.TryGetValue(offset, out var count) || cursor.Leased.ContainsKey(offset) || cursor.DeadLettering.Contains(offset))
@@ -424,9 +424,9 @@ internal sealed partial class QueueGroup : IAsyncDisposable
         long? due = _leases.TryPeek(out _, out var leaseDue) ? leaseDue : null;
         foreach (var cursor in _cursors)
         {
-            if (cursor.Ready.TryPeek(out _, out var visible) && (due is null || visible < due))
+            if (cursor.Ready.TryPeek(out _, out var visible) && (due is null || visible.VisibleAt < due))
             {
-                due = visible;
+                due = visible.VisibleAt;
             }
         }
 
@@ -453,7 +453,7 @@ internal sealed partial class QueueGroup : IAsyncDisposable
             }
             else
             {
-                cursor.Ready.Enqueue(lease.Offset, now);
+                cursor.Ready.Enqueue(lease.Offset, (now, lease.Offset));
             }
         }
     }
@@ -515,7 +515,7 @@ internal sealed partial class QueueGroup : IAsyncDisposable
                     }
                     else
                     {
-                        cursor.Ready.Enqueue(offset, visibleAt);
+                        cursor.Ready.Enqueue(offset, (visibleAt, offset));
                     }
                 }
                 else
@@ -629,7 +629,7 @@ internal sealed partial class QueueGroup : IAsyncDisposable
                         for (var j = i; j < items.Count; j++)
                         {
                             _cursors[items[j].Partition].DeadLettering.Remove(items[j].Offset);
-                            _cursors[items[j].Partition].Ready.Enqueue(items[j].Offset, NowMs() + 1000);
+                            _cursors[items[j].Partition].Ready.Enqueue(items[j].Offset, (NowMs() + 1000, items[j].Offset));
                         }
                     }
 
@@ -858,7 +858,7 @@ internal sealed partial class QueueGroup : IAsyncDisposable
         public Dictionary<long, int> Leased { get; } = [];
 
         /// <summary>Offsets to deliver again, by the time (Unix ms) they become visible.</summary>
-        public PriorityQueue<long, long> Ready { get; } = new();
+        public PriorityQueue<long, (long VisibleAt, long Offset)> Ready { get; } = new();
 
         public HashSet<long> DeadLettering { get; } = [];
 

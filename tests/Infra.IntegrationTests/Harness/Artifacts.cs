@@ -33,6 +33,8 @@ internal static class Artifacts
 
     public static string CacheServer => Built("src/CacheServer", "Infra.CacheServer.dll");
 
+    public static string QueueBroker => Built("src/QueueBroker", "Infra.QueueBroker.dll");
+
     public static string TestBackend => Built("tests/Infra.TestBackend", "Infra.TestBackend.dll");
 
     private static string Built(string project, string assembly)

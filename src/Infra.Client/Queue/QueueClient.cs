@@ -1,0 +1,397 @@
+using System.Buffers;
+using System.Collections.Concurrent;
+using System.IO.Pipelines;
+using System.Net.Sockets;
+using Infra.Core.Framing;
+using MessagePack;
+
+namespace Infra.Client.Queue;
+
+/// <summary>A typed error from the broker (<see cref="Code"/> is the broker's error name, e.g. "Busy").</summary>
+public sealed class QueueException : Exception
+{
+    public QueueException(string code, string message)
+        : base($"{code}: {message}")
+    {
+        Code = code;
+    }
+
+    public QueueException()
+        : this("Internal", "queue error")
+    {
+    }
+
+    public QueueException(string message)
+        : this("Internal", message)
+    {
+    }
+
+    public QueueException(string message, Exception innerException)
+        : base(message, innerException)
+    {
+        Code = "ConnectionLost";
+    }
+
+    public string Code { get; }
+
+    /// <summary>True for errors worth retrying as they are: Busy, a lost connection, a broker shutting down.</summary>
+    public bool IsTransient => Code is "Busy" or "ConnectionLost" or "ShuttingDown";
+}
+
+/// <summary>A message read from the broker.</summary>
+public sealed record QueueMessage(int Partition, long Offset, long Timestamp, byte[]? Key, IReadOnlyDictionary<string, byte[]> Headers, byte[] Payload);
+
+/// <summary>A queue-mode delivery: ack it with <see cref="DeliveryId"/> within the visibility timeout.</summary>
+public sealed record QueueDelivery(string DeliveryId, int DeliveryCount, QueueMessage Message);
+
+/// <summary>Where a produce went.</summary>
+public readonly record struct ProduceAck(int Partition, long Offset, bool Duplicate);
+
+/// <summary>A stream-group member's current assignment.</summary>
+public sealed record StreamMembership(string MemberId, int Generation, IReadOnlyList<int> Partitions);
+
+/// <summary>
+/// One connection to a queue broker speaking the native protocol: length-prefixed MessagePack frames,
+/// many requests in flight, answers matched by request id. Thread-safe. A lost connection fails every
+/// request in flight with <see cref="QueueException"/> code "ConnectionLost"; create a new client to reconnect.
+/// </summary>
+public sealed class QueueClient : IAsyncDisposable
+{
+    private readonly Socket _socket;
+    private readonly NetworkStream _stream;
+    private readonly PipeReader _input;
+    private readonly SemaphoreSlim _writeLock = new(1, 1);
+    private readonly ConcurrentDictionary<long, TaskCompletionSource<Dictionary<string, object?>>> _pending = new();
+    private readonly Task _reader;
+    private long _nextId;
+    private volatile Exception? _lost;
+
+    private QueueClient(Socket socket)
+    {
+        _socket = socket;
+        _stream = new NetworkStream(socket, ownsSocket: true);
+        _input = PipeReader.Create(_stream);
+        _reader = Task.Run(ReadLoopAsync);
+    }
+
+    public bool IsConnected => _lost is null;
+
+    public static async Task<QueueClient> ConnectAsync(string host, int port, CancellationToken cancellationToken = default)
+    {
+        var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        try
+        {
+            await socket.ConnectAsync(host, port, cancellationToken);
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+
+        return new QueueClient(socket);
+    }
+
+    public async Task<bool> CreateTopicAsync(string name, int partitions) =>
+        (bool)(await SendAsync("create_topic", new() { ["name"] = name, ["partitions"] = partitions }))["created"]!;
+
+    /// <summary>Partition count and the committed end offset of each partition.</summary>
+    public async Task<(int Partitions, long[] Ends)> MetadataAsync(string topic)
+    {
+        var result = await SendAsync("metadata", new() { ["topic"] = topic });
+        return ((int)(long)result["partitions"]!, [.. ((List<object?>)result["ends"]!).Select(e => (long)e!)]);
+    }
+
+    /// <summary>Appends messages as one batch and returns when the broker acknowledged them.</summary>
+    public async Task<ProduceAck> ProduceAsync(string topic, IReadOnlyList<(byte[]? Key, IReadOnlyDictionary<string, byte[]>? Headers, ReadOnlyMemory<byte> Payload)> messages,
+        int? partition = null, long producerId = -1, int sequence = -1)
+    {
+        ArgumentNullException.ThrowIfNull(messages);
+        var args = new Dictionary<string, object?>
+        {
+            ["topic"] = topic,
+            ["messages"] = messages.Select(m => (object?)new object?[] { m.Key, m.Headers, m.Payload }).ToList(),
+        };
+        if (partition is { } p)
+        {
+            args["partition"] = p;
+        }
+
+        if (producerId >= 0)
+        {
+            args["producerId"] = producerId;
+            args["sequence"] = sequence;
+        }
+
+        var result = await SendAsync("produce", args);
+        return new ProduceAck((int)(long)result["partition"]!, (long)result["offset"]!, (bool)result["duplicate"]!);
+    }
+
+    public Task<ProduceAck> ProduceAsync(string topic, ReadOnlyMemory<byte> payload, byte[]? key = null, int? partition = null) =>
+        ProduceAsync(topic, [(key, null, payload)], partition);
+
+    /// <summary>Stream read of one partition from <paramref name="offset"/>, waiting up to <paramref name="wait"/> for data.</summary>
+    public async Task<List<QueueMessage>> FetchAsync(string topic, int partition, long offset, int max = 500, TimeSpan wait = default, int maxBytes = 1 << 20)
+    {
+        var result = await SendAsync("fetch", new()
+        {
+            ["topic"] = topic,
+            ["partition"] = partition,
+            ["offset"] = offset,
+            ["max"] = max,
+            ["maxBytes"] = maxBytes,
+            ["waitMs"] = (int)wait.TotalMilliseconds,
+        });
+        return [.. ((List<object?>)result["messages"]!).Select(item =>
+        {
+            var m = (List<object?>)item!;
+            return ToMessage(partition, (long)m[0]!, (long)m[1]!, m[2], m[3], m[4]);
+        })];
+    }
+
+    /// <summary>Queue mode: up to <paramref name="max"/> deliveries, waiting up to <paramref name="wait"/> for the first.</summary>
+    public async Task<List<QueueDelivery>> QueueFetchAsync(string topic, string group, int max = 100, TimeSpan wait = default)
+    {
+        var result = await SendAsync("queue_fetch", new() { ["topic"] = topic, ["group"] = group, ["max"] = max, ["waitMs"] = (int)wait.TotalMilliseconds });
+        return [.. ((List<object?>)result["deliveries"]!).Select(item =>
+        {
+            var d = (List<object?>)item!;
+            var partition = (int)(long)d[0]!;
+            return new QueueDelivery((string)d[2]!, (int)(long)d[3]!, ToMessage(partition, (long)d[1]!, 0, d[4], d[5], d[6]));
+        })];
+    }
+
+    /// <summary>Acks deliveries; returns how many were acked (the others were unknown or stale, e.g. already redelivered).</summary>
+    public async Task<int> AckAsync(string topic, string group, IEnumerable<string> deliveryIds) =>
+        (int)(long)(await SendAsync("ack", new() { ["topic"] = topic, ["group"] = group, ["deliveryIds"] = deliveryIds.Cast<object?>().ToList() }))["acked"]!;
+
+    public async Task<int> NackAsync(string topic, string group, IEnumerable<string> deliveryIds, TimeSpan delay = default) =>
+        (int)(long)(await SendAsync("nack", new() { ["topic"] = topic, ["group"] = group, ["deliveryIds"] = deliveryIds.Cast<object?>().ToList(), ["delayMs"] = (int)delay.TotalMilliseconds }))["nacked"]!;
+
+    public async Task<StreamMembership> JoinAsync(string topic, string group, string? memberId = null, TimeSpan? session = null)
+    {
+        var args = new Dictionary<string, object?> { ["topic"] = topic, ["group"] = group, ["memberId"] = memberId };
+        if (session is { } s)
+        {
+            args["sessionMs"] = (int)s.TotalMilliseconds;
+        }
+
+        return ToMembership(await SendAsync("join", args));
+    }
+
+    public async Task<StreamMembership> HeartbeatAsync(string topic, string group, string memberId, int generation) =>
+        ToMembership(await SendAsync("heartbeat", new() { ["topic"] = topic, ["group"] = group, ["memberId"] = memberId, ["generation"] = generation }));
+
+    public Task LeaveAsync(string topic, string group, string memberId) =>
+        SendAsync("leave", new() { ["topic"] = topic, ["group"] = group, ["memberId"] = memberId });
+
+    /// <summary>Commits the next offset to consume of a partition the member owns.</summary>
+    public Task CommitAsync(string topic, string group, string memberId, int partition, long offset) =>
+        SendAsync("commit", new() { ["topic"] = topic, ["group"] = group, ["memberId"] = memberId, ["partition"] = partition, ["offset"] = offset });
+
+    /// <summary>The committed offset of a partition, or -1.</summary>
+    public async Task<long> CommittedAsync(string topic, string group, int partition) =>
+        (long)(await SendAsync("committed", new() { ["topic"] = topic, ["group"] = group, ["partition"] = partition }))["offset"]!;
+
+    public Task PingAsync() => SendAsync("ping", []);
+
+    private static StreamMembership ToMembership(Dictionary<string, object?> result) =>
+        new((string)result["memberId"]!, (int)(long)result["generation"]!, [.. ((List<object?>)result["partitions"]!).Select(p => (int)(long)p!)]);
+
+    private static QueueMessage ToMessage(int partition, long offset, long timestamp, object? key, object? headers, object? payload) =>
+        new(partition, offset, timestamp, key as byte[],
+            (headers as Dictionary<string, object?>)?.ToDictionary(h => h.Key, h => h.Value as byte[] ?? []) ?? [],
+            payload as byte[] ?? []);
+
+    /// <summary>Sends one request and waits for its answer; a broker error becomes a <see cref="QueueException"/>.</summary>
+    public async Task<Dictionary<string, object?>> SendAsync(string op, Dictionary<string, object?> args)
+    {
+        var id = Interlocked.Increment(ref _nextId);
+        var answer = new TaskCompletionSource<Dictionary<string, object?>>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _pending[id] = answer;
+        var buffer = new ArrayBufferWriter<byte>(256);
+        var writer = new MessagePackWriter(buffer);
+        writer.WriteArrayHeader(3);
+        writer.Write(id);
+        writer.Write(op);
+        WriteValue(ref writer, args);
+        writer.Flush();
+        var frame = new ArrayBufferWriter<byte>(buffer.WrittenCount + Frames.HeaderSize);
+        Frames.Write(frame, buffer.WrittenSpan);
+        await _writeLock.WaitAsync();
+        try
+        {
+            if (_lost is { } lost)
+            {
+                throw new QueueException("connection to the broker is lost", lost);
+            }
+
+            await _stream.WriteAsync(frame.WrittenMemory);
+        }
+        catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException)
+        {
+            Fail(ex);
+        }
+        finally
+        {
+            _writeLock.Release();
+        }
+
+        return await answer.Task;
+    }
+
+    private static void WriteValue(ref MessagePackWriter writer, object? value)
+    {
+        switch (value)
+        {
+            case null:
+                writer.WriteNil();
+                break;
+            case string s:
+                writer.Write(s);
+                break;
+            case bool b:
+                writer.Write(b);
+                break;
+            case int i:
+                writer.Write(i);
+                break;
+            case long l:
+                writer.Write(l);
+                break;
+            case byte[] bytes:
+                writer.Write(bytes);
+                break;
+            case ReadOnlyMemory<byte> memory:
+                writer.Write(memory.Span);
+                break;
+            case IReadOnlyDictionary<string, byte[]> headers:
+                writer.WriteMapHeader(headers.Count);
+                foreach (var (name, bytes) in headers)
+                {
+                    writer.Write(name);
+                    writer.Write(bytes);
+                }
+
+                break;
+            case Dictionary<string, object?> map:
+                writer.WriteMapHeader(map.Count);
+                foreach (var (name, item) in map)
+                {
+                    writer.Write(name);
+                    WriteValue(ref writer, item);
+                }
+
+                break;
+            case System.Collections.IList list:
+                writer.WriteArrayHeader(list.Count);
+                foreach (var item in list)
+                {
+                    WriteValue(ref writer, item);
+                }
+
+                break;
+            default:
+                throw new ArgumentException($"cannot send a {value.GetType().Name}");
+        }
+    }
+
+    private async Task ReadLoopAsync()
+    {
+        try
+        {
+            while (true)
+            {
+                var result = await _input.ReadAsync();
+                var buffer = result.Buffer;
+                while (true)
+                {
+                    var status = Frames.TryRead(ref buffer, int.MaxValue, out var body, out _);
+                    if (status == FrameStatus.Incomplete)
+                    {
+                        break;
+                    }
+
+                    if (status != FrameStatus.Complete)
+                    {
+                        throw new InvalidDataException("the broker sent a bad frame length");
+                    }
+
+                    Dispatch(MessagePackValues.ReadWhole(body));
+                }
+
+                _input.AdvanceTo(buffer.Start, buffer.End);
+                if (result.IsCompleted)
+                {
+                    throw new IOException("the broker closed the connection");
+                }
+            }
+        }
+        catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException or InvalidDataException or InvalidOperationException)
+        {
+            Fail(ex);
+        }
+    }
+
+    private void Dispatch(object? answer)
+    {
+        if (answer is not List<object?> { Count: 3 } parts || parts[0] is not long id || parts[1] is not string status)
+        {
+            throw new InvalidDataException("the broker sent an answer that is not [id, status, body]");
+        }
+
+        if (id == 0 && status != "ok")
+        {
+            throw new IOException($"the broker closed the connection: {status}: {parts[2]}");
+        }
+
+        if (_pending.TryRemove(id, out var waiter))
+        {
+            if (status == "ok")
+            {
+                waiter.TrySetResult(parts[2] as Dictionary<string, object?> ?? []);
+            }
+            else
+            {
+                waiter.TrySetException(new QueueException(status, parts[2] as string ?? ""));
+            }
+        }
+    }
+
+    private void Fail(Exception reason)
+    {
+        _lost ??= reason;
+        foreach (var id in _pending.Keys)
+        {
+            if (_pending.TryRemove(id, out var waiter))
+            {
+                waiter.TrySetException(new QueueException("connection to the broker is lost: " + reason.Message, reason));
+            }
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        Fail(new ObjectDisposedException(nameof(QueueClient)));
+        try
+        {
+            _socket.Shutdown(SocketShutdown.Both);
+        }
+        catch (SocketException)
+        {
+            // Already closed by the other side.
+        }
+
+        await _stream.DisposeAsync();
+        try
+        {
+            await _reader;
+        }
+        catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException)
+        {
+            // Closed.
+        }
+
+        _writeLock.Dispose();
+    }
+}

@@ -1,0 +1,210 @@
+using Infra.Core.Placement;
+
+namespace Infra.Client.Queue;
+
+/// <summary>Settings of a <see cref="QueueProducer"/>.</summary>
+public sealed record QueueProducerOptions
+{
+    /// <summary>Most messages in one produce request.</summary>
+    public int MaxBatchMessages { get; init; } = 1000;
+
+    /// <summary>Most payload bytes in one produce request.</summary>
+    public int MaxBatchBytes { get; init; } = 1 << 20;
+
+    /// <summary>How long a send keeps retrying transient failures (Busy, lost connection) before it fails.</summary>
+    public TimeSpan RetryFor { get; init; } = TimeSpan.FromSeconds(30);
+}
+
+/// <summary>
+/// Produces to one topic with batching and idempotence. Messages go to a partition by key hash (the
+/// broker's xxHash64 mod partitions) or round robin; per partition one batch is in flight and
+/// everything sent meanwhile forms the next batch. Every batch carries (producer id, sequence), so a
+/// batch retried after a lost connection or a Busy answer is appended once: the broker answers a
+/// retry with the original offsets.
+/// </summary>
+public sealed class QueueProducer : IAsyncDisposable
+{
+    private readonly string _host;
+    private readonly int _port;
+    private readonly string _topic;
+    private readonly QueueProducerOptions _options;
+    private readonly Lane[] _lanes;
+    private readonly long _producerId = Random.Shared.NextInt64(0, long.MaxValue);
+    private readonly SemaphoreSlim _connectLock = new(1, 1);
+    private QueueClient _client;
+    private long _roundRobin = -1;
+
+    private QueueProducer(string host, int port, string topic, int partitions, QueueClient client, QueueProducerOptions options)
+    {
+        _host = host;
+        _port = port;
+        _topic = topic;
+        _client = client;
+        _options = options;
+        _lanes = [.. Enumerable.Range(0, partitions).Select(p => new Lane(p))];
+    }
+
+    public long ProducerId => _producerId;
+
+    public static async Task<QueueProducer> CreateAsync(string host, int port, string topic, QueueProducerOptions? options = null)
+    {
+        var client = await QueueClient.ConnectAsync(host, port);
+        try
+        {
+            var (partitions, _) = await client.MetadataAsync(topic);
+            return new QueueProducer(host, port, topic, partitions, client, options ?? new QueueProducerOptions());
+        }
+        catch
+        {
+            await client.DisposeAsync();
+            throw;
+        }
+    }
+
+    /// <summary>Sends one message; completes when the broker acknowledged the batch it went in.</summary>
+    public Task<ProduceAck> SendAsync(ReadOnlyMemory<byte> payload, byte[]? key = null, IReadOnlyDictionary<string, byte[]>? headers = null)
+    {
+        var partition = key is null
+            ? (int)((ulong)Interlocked.Increment(ref _roundRobin) % (ulong)_lanes.Length)
+            : (int)(XxHash64.Hash(key) % (ulong)_lanes.Length);
+        var lane = _lanes[partition];
+        var pending = new Pending(key, headers, payload);
+        lock (lane)
+        {
+            lane.Queued.Enqueue(pending);
+            if (!lane.Sending)
+            {
+                lane.Sending = true;
+                _ = Task.Run(() => PumpAsync(lane));
+            }
+        }
+
+        return pending.Done.Task;
+    }
+
+    private async Task PumpAsync(Lane lane)
+    {
+        while (true)
+        {
+            var batch = new List<Pending>();
+            lock (lane)
+            {
+                var bytes = 0;
+                while (lane.Queued.TryPeek(out var next) && batch.Count < _options.MaxBatchMessages && (batch.Count == 0 || bytes + next.Payload.Length <= _options.MaxBatchBytes))
+                {
+                    batch.Add(lane.Queued.Dequeue());
+                    bytes += next.Payload.Length;
+                }
+
+                if (batch.Count == 0)
+                {
+                    lane.Sending = false;
+                    return;
+                }
+            }
+
+            try
+            {
+                var ack = await SendBatchAsync(lane, batch);
+                for (var i = 0; i < batch.Count; i++)
+                {
+                    batch[i].Done.TrySetResult(new ProduceAck(ack.Partition, ack.Offset + i, ack.Duplicate));
+                }
+            }
+            catch (Exception ex) when (ex is QueueException or IOException or System.Net.Sockets.SocketException)
+            {
+                foreach (var pending in batch)
+                {
+                    pending.Done.TrySetException(ex);
+                }
+            }
+        }
+    }
+
+    private async Task<ProduceAck> SendBatchAsync(Lane lane, List<Pending> batch)
+    {
+        var sequence = lane.NextSequence;
+        var messages = batch.Select(p => (p.Key, p.Headers, p.Payload)).ToList();
+        var deadline = DateTime.UtcNow + _options.RetryFor;
+        var backoff = TimeSpan.FromMilliseconds(10);
+        while (true)
+        {
+            var client = _client;
+            try
+            {
+                var ack = await client.ProduceAsync(_topic, messages, lane.Partition, _producerId, sequence);
+                lane.NextSequence = sequence + batch.Count;
+                return ack;
+            }
+            catch (QueueException ex) when (ex.Code == "DuplicateSequence")
+            {
+                // Appended by an earlier try whose answer was lost, and older than the broker remembers.
+                lane.NextSequence = sequence + batch.Count;
+                return new ProduceAck(lane.Partition, -1, true);
+            }
+            catch (Exception ex) when ((ex is QueueException { IsTransient: true } or IOException or System.Net.Sockets.SocketException) && DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(backoff);
+                backoff = TimeSpan.FromMilliseconds(Math.Min(backoff.TotalMilliseconds * 2, 1000));
+                if (!client.IsConnected || ex is not QueueException { Code: "Busy" })
+                {
+                    await ReconnectAsync(client);
+                }
+            }
+        }
+    }
+
+    private async Task ReconnectAsync(QueueClient failed)
+    {
+        await _connectLock.WaitAsync();
+        try
+        {
+            if (!ReferenceEquals(_client, failed))
+            {
+                return;
+            }
+
+            try
+            {
+                _client = await QueueClient.ConnectAsync(_host, _port);
+                await failed.DisposeAsync();
+            }
+            catch (System.Net.Sockets.SocketException)
+            {
+                // Still down: the next try reconnects again.
+            }
+        }
+        finally
+        {
+            _connectLock.Release();
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _client.DisposeAsync();
+        _connectLock.Dispose();
+    }
+
+    private sealed class Lane(int partition)
+    {
+        public int Partition { get; } = partition;
+
+        public Queue<Pending> Queued { get; } = new();
+
+        public bool Sending { get; set; }
+
+        public int NextSequence { get; set; }
+    }
+
+    private sealed class Pending(byte[]? key, IReadOnlyDictionary<string, byte[]>? headers, ReadOnlyMemory<byte> payload)
+    {
+        public byte[]? Key { get; } = key;
+
+        public IReadOnlyDictionary<string, byte[]>? Headers { get; } = headers;
+
+        public ReadOnlyMemory<byte> Payload { get; } = payload;
+
+        public TaskCompletionSource<ProduceAck> Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+}

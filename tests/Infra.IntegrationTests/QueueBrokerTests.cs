@@ -1,0 +1,409 @@
+using System.Buffers.Binary;
+using System.Collections.Concurrent;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json;
+using Infra.Client.Queue;
+using Infra.IntegrationTests.Harness;
+
+namespace Infra.IntegrationTests;
+
+public sealed class QueueBrokerTests : IDisposable
+{
+    private readonly string _dataDir = QueueBrokerProcess.NewDataDir();
+
+    public void Dispose()
+    {
+        if (Directory.Exists(_dataDir))
+        {
+            Directory.Delete(_dataDir, recursive: true);
+        }
+    }
+
+    private static async Task<List<QueueMessage>> ReadPartitionAsync(QueueClient client, string topic, int partition)
+    {
+        var all = new List<QueueMessage>();
+        while (true)
+        {
+            var batch = await client.FetchAsync(topic, partition, all.Count, max: 5000, maxBytes: 4 << 20);
+            if (batch.Count == 0)
+            {
+                return all;
+            }
+
+            all.AddRange(batch);
+        }
+    }
+
+    [Fact]
+    public async Task Sigkill_under_concurrent_produce_twenty_times_loses_no_acknowledged_message()
+    {
+        const string topic = "orders";
+        const int partitions = 3;
+        var acked = new ConcurrentDictionary<(int Partition, long Offset), string>();
+        for (var round = 0; round < 20; round++)
+        {
+            await using var broker = await QueueBrokerProcess.StartAsync(_dataDir);
+            await using (var admin = await broker.ConnectAsync())
+            {
+                await admin.CreateTopicAsync(topic, partitions);
+            }
+
+            using var stop = new CancellationTokenSource();
+            var ackedThisRound = 0;
+            var producers = Enumerable.Range(0, 16).Select(p => Task.Run(async () =>
+            {
+                await using var client = await broker.ConnectAsync();
+                for (var n = 0; !stop.IsCancellationRequested; n++)
+                {
+                    var payload = $"r{round}-p{p}-n{n}";
+                    try
+                    {
+                        var ack = await client.ProduceAsync(topic, Encoding.UTF8.GetBytes(payload), key: Encoding.UTF8.GetBytes($"k{p}-{n % 7}"));
+                        Assert.True(acked.TryAdd((ack.Partition, ack.Offset), payload), $"offset {ack.Partition}/{ack.Offset} acknowledged twice");
+                        Interlocked.Increment(ref ackedThisRound);
+                    }
+                    catch (QueueException)
+                    {
+                        return; // the broker died under us: unacknowledged, may or may not be in the log
+                    }
+                }
+            })).ToList();
+
+            var deadline = DateTime.UtcNow.AddSeconds(30);
+            while (Volatile.Read(ref ackedThisRound) < 150 + (round * 37 % 200) && DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(5);
+            }
+
+            broker.Process.Kill();
+            await stop.CancelAsync();
+            await Task.WhenAll(producers);
+            Assert.True(ackedThisRound > 0, $"round {round}: nothing was acknowledged");
+        }
+
+        await using var final = await QueueBrokerProcess.StartAsync(_dataDir);
+        await using var reader = await final.ConnectAsync();
+        var seen = new HashSet<string>();
+        for (var p = 0; p < partitions; p++)
+        {
+            var messages = await ReadPartitionAsync(reader, topic, p);
+            for (var i = 0; i < messages.Count; i++)
+            {
+                Assert.Equal(i, messages[i].Offset); // no gaps, no duplicate offsets
+                Assert.True(seen.Add(Encoding.UTF8.GetString(messages[i].Payload)), "a payload appears twice");
+            }
+
+            foreach (var ((partition, offset), payload) in acked.Where(a => a.Key.Partition == p))
+            {
+                Assert.True(offset < messages.Count, $"acknowledged {partition}/{offset} is gone (log has {messages.Count})");
+                Assert.Equal(payload, Encoding.UTF8.GetString(messages[(int)offset].Payload));
+            }
+        }
+
+        Assert.True(acked.Count >= 20 * 150);
+    }
+
+    [Fact]
+    public async Task Idempotent_producer_retries_across_a_broker_kill_are_appended_once()
+    {
+        await using (var first = await QueueBrokerProcess.StartAsync(_dataDir))
+        {
+            await using var client = await first.ConnectAsync();
+            await client.CreateTopicAsync("events", 1);
+            var ack = await client.ProduceAsync("events", [(null, null, Encoding.UTF8.GetBytes("once"))], 0, producerId: 42, sequence: 0);
+            Assert.False(ack.Duplicate);
+            first.Process.Kill();
+        }
+
+        await using var second = await QueueBrokerProcess.StartAsync(_dataDir);
+        await using var again = await second.ConnectAsync();
+        var retry = await again.ProduceAsync("events", [(null, null, Encoding.UTF8.GetBytes("once"))], 0, producerId: 42, sequence: 0);
+        Assert.True(retry.Duplicate);
+        Assert.Equal(0, retry.Offset);
+        await using var producer = await QueueProducer.CreateAsync("127.0.0.1", second.Port, "events");
+        var sends = Enumerable.Range(0, 500).Select(i => producer.SendAsync(Encoding.UTF8.GetBytes($"b{i}"))).ToList();
+        var acks = await Task.WhenAll(sends);
+        Assert.Equal(Enumerable.Range(1, 500).Select(i => (long)i), acks.Select(a => a.Offset).Order());
+        Assert.Equal(501, (await ReadPartitionAsync(again, "events", 0)).Count);
+    }
+
+    [Fact]
+    public async Task A_consumer_killed_mid_processing_gets_its_messages_redelivered()
+    {
+        await using var broker = await QueueBrokerProcess.StartAsync(_dataDir, "--visibility-timeout", "500ms");
+        await using var producer = await broker.ConnectAsync();
+        await producer.CreateTopicAsync("jobs", 2);
+        for (var i = 0; i < 10; i++)
+        {
+            await producer.ProduceAsync("jobs", Encoding.UTF8.GetBytes($"job{i}"));
+        }
+
+        var doomed = await broker.ConnectAsync();
+        var taken = await doomed.QueueFetchAsync("jobs", "workers", max: 4);
+        Assert.Equal(4, taken.Count);
+        await doomed.DisposeAsync(); // the worker dies without acking
+
+        await using var survivor = await broker.ConnectAsync();
+        var received = new Dictionary<string, QueueDelivery>();
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        while (received.Count < 10 && DateTime.UtcNow < deadline)
+        {
+            foreach (var delivery in await survivor.QueueFetchAsync("jobs", "workers", max: 10, wait: TimeSpan.FromSeconds(2)))
+            {
+                received[Encoding.UTF8.GetString(delivery.Message.Payload)] = delivery;
+                Assert.Equal(1, await survivor.AckAsync("jobs", "workers", [delivery.DeliveryId]));
+            }
+        }
+
+        Assert.Equal(10, received.Count);
+        foreach (var lost in taken)
+        {
+            var again = received[Encoding.UTF8.GetString(lost.Message.Payload)];
+            Assert.Equal(2, again.DeliveryCount);
+        }
+
+        Assert.Equal(0, await survivor.AckAsync("jobs", "workers", taken.Select(t => t.DeliveryId))); // stale ids
+        var group = await broker.GetJsonAsync("/topics/jobs/groups/workers");
+        Assert.Equal(0, group.GetProperty("lag").GetInt64());
+        Assert.Equal(0, group.GetProperty("pending").GetInt64());
+    }
+
+    [Fact]
+    public async Task Acks_survive_a_broker_kill_and_unacked_messages_come_back()
+    {
+        await using (var broker = await QueueBrokerProcess.StartAsync(_dataDir))
+        {
+            await using var client = await broker.ConnectAsync();
+            await client.CreateTopicAsync("mail", 1);
+            for (var i = 0; i < 6; i++)
+            {
+                await client.ProduceAsync("mail", Encoding.UTF8.GetBytes($"m{i}"));
+            }
+
+            var first = await client.QueueFetchAsync("mail", "senders", max: 6);
+            Assert.Equal(3, await client.AckAsync("mail", "senders", first.Take(3).Select(d => d.DeliveryId)));
+            broker.Process.Kill();
+        }
+
+        await using var restarted = await QueueBrokerProcess.StartAsync(_dataDir);
+        await using var again = await restarted.ConnectAsync();
+        var redelivered = await again.QueueFetchAsync("mail", "senders", max: 10, wait: TimeSpan.FromSeconds(5));
+        Assert.Equal(["m3", "m4", "m5"], redelivered.Select(d => Encoding.UTF8.GetString(d.Message.Payload)));
+        Assert.All(redelivered, d => Assert.Equal(2, d.DeliveryCount));
+    }
+
+    [Fact]
+    public async Task After_max_deliveries_a_message_moves_to_the_dead_letter_topic_exactly_once()
+    {
+        string[] args = ["--visibility-timeout", "200ms", "--max-deliveries", "2"];
+        await using (var broker = await QueueBrokerProcess.StartAsync(_dataDir, args))
+        {
+            Assert.Equal(201, (await broker.PostJsonAsync("/topics", new { name = "tasks", partitions = 2 })).Status);
+            for (var i = 0; i < 3; i++)
+            {
+                using var content = new StringContent($"poison{i}");
+                (await broker.Http.PostAsync($"/topics/tasks/messages?key=k{i}", content)).EnsureSuccessStatusCode();
+            }
+
+            await using var client = await broker.ConnectAsync();
+            var deliveries = 0;
+            var deadline = DateTime.UtcNow.AddSeconds(20);
+            while (DateTime.UtcNow < deadline)
+            {
+                deliveries += (await client.QueueFetchAsync("tasks", "g", max: 10, wait: TimeSpan.FromMilliseconds(300))).Count; // never acked
+                var dlq = await client.MetadataAsync("tasks.dlq").ContinueWith(t => t.IsCompletedSuccessfully ? t.Result.Ends.Sum() : 0, TaskScheduler.Default);
+                if (dlq == 3)
+                {
+                    break;
+                }
+            }
+
+            Assert.Equal(6, deliveries); // each delivered exactly max-deliveries times
+            var metrics = await broker.Http.GetStringAsync("/metrics");
+            Assert.Contains("infra_queue_fsync_duration_seconds_bucket", metrics, StringComparison.Ordinal);
+            Assert.Contains("infra_queue_dead_lettered_total{group=\"g\",topic=\"tasks\"} 3", metrics, StringComparison.Ordinal);
+            Assert.Contains("infra_queue_redeliveries_total{group=\"g\",topic=\"tasks\"} 3", metrics, StringComparison.Ordinal);
+            broker.Process.Kill();
+        }
+
+        await using var restarted = await QueueBrokerProcess.StartAsync(_dataDir, args);
+        await using var reader = await restarted.ConnectAsync();
+        Assert.Empty(await reader.QueueFetchAsync("tasks", "g", max: 10, wait: TimeSpan.FromMilliseconds(600)));
+        var dead = new List<QueueMessage>();
+        for (var p = 0; p < 2; p++)
+        {
+            dead.AddRange(await ReadPartitionAsync(reader, "tasks.dlq", p));
+        }
+
+        Assert.Equal(["poison0", "poison1", "poison2"], dead.Select(m => Encoding.UTF8.GetString(m.Payload)).Order());
+        Assert.All(dead, m =>
+        {
+            Assert.Equal("g", Encoding.UTF8.GetString(m.Headers["x-dlq-group"]));
+            Assert.Equal("2", Encoding.UTF8.GetString(m.Headers["x-dlq-deliveries"]));
+        });
+    }
+
+    [Fact]
+    public async Task The_http_api_follows_its_contract()
+    {
+        await using var broker = await QueueBrokerProcess.StartAsync(_dataDir);
+        Assert.Equal(201, (await broker.PostJsonAsync("/topics", new { name = "web", partitions = 2 })).Status);
+        Assert.Equal(200, (await broker.PostJsonAsync("/topics", new { name = "web", partitions = 2 })).Status);
+        var conflict = await broker.PostJsonAsync("/topics", new { name = "web", partitions = 3 });
+        Assert.Equal(409, conflict.Status);
+        Assert.Equal("TopicConflict", conflict.Body.GetProperty("code").GetString());
+        Assert.Equal(400, (await broker.PostJsonAsync("/topics", new { name = "../etc", partitions = 1 })).Status);
+
+        using (var content = new StringContent("hello"))
+        {
+            using var produced = await broker.Http.PostAsync("/topics/web/messages?key=user-1", content);
+            var body = JsonDocument.Parse(await produced.Content.ReadAsStringAsync()).RootElement;
+            Assert.Equal(200, (int)produced.StatusCode);
+            Assert.Equal(0, body.GetProperty("offset").GetInt64());
+        }
+
+        var messages = await broker.GetJsonAsync("/topics/web/messages?group=g&max=5&waitMs=100");
+        var message = Assert.Single(messages.EnumerateArray());
+        Assert.Equal("hello", Encoding.UTF8.GetString(Convert.FromBase64String(message.GetProperty("payload").GetString()!)));
+        Assert.Equal("user-1", message.GetProperty("key").GetString());
+        Assert.Equal(1, message.GetProperty("deliveryCount").GetInt32());
+        var id = message.GetProperty("deliveryId").GetString()!;
+
+        var nack = await broker.PostJsonAsync("/topics/web/nack", new { group = "g", deliveryIds = new[] { id }, delayMs = 0 });
+        Assert.Equal(1, nack.Body.GetProperty("nacked").GetInt32());
+        var again = Assert.Single((await broker.GetJsonAsync("/topics/web/messages?group=g&max=5&waitMs=2000")).EnumerateArray());
+        Assert.Equal(2, again.GetProperty("deliveryCount").GetInt32());
+        var ack = await broker.PostJsonAsync("/topics/web/ack", new { group = "g", deliveryIds = new[] { again.GetProperty("deliveryId").GetString(), "0-99-1" } });
+        Assert.Equal(1, ack.Body.GetProperty("acked").GetInt32());
+        Assert.Equal("0-99-1", Assert.Single(ack.Body.GetProperty("unknown").EnumerateArray()).GetString());
+
+        var group = await broker.GetJsonAsync("/topics/web/groups/g");
+        Assert.Equal("queue", group.GetProperty("mode").GetString());
+        Assert.Equal(0, group.GetProperty("lag").GetInt64());
+
+        using var missing = await broker.Http.GetAsync("/topics/nope/messages?group=g");
+        Assert.Equal(404, (int)missing.StatusCode);
+        Assert.Equal("UnknownTopic", JsonDocument.Parse(await missing.Content.ReadAsStringAsync()).RootElement.GetProperty("code").GetString());
+        using var badJson = new StringContent("{not json");
+        using var bad = await broker.Http.PostAsync("/topics/web/ack", badJson);
+        Assert.Equal(400, (int)bad.StatusCode);
+        using var huge = new ByteArrayContent(new byte[(1 << 20) + 1]);
+        using var tooBig = await broker.Http.PostAsync("/topics/web/messages", huge);
+        Assert.Equal(413, (int)tooBig.StatusCode);
+        Assert.Equal(400, (int)(await broker.Http.GetAsync("/topics/web/messages?group=g&max=abc")).StatusCode);
+    }
+
+    [Fact]
+    public async Task Malformed_oversized_and_truncated_frames_get_typed_errors_and_the_broker_stays_up()
+    {
+        await using var broker = await QueueBrokerProcess.StartAsync(_dataDir, "--max-frame-size", "64k", "--max-message-size", "32k");
+
+        // Not MessagePack, and MessagePack that is not a request: BadRequest, the connection goes on.
+        using (var raw = new TcpClient())
+        {
+            await raw.ConnectAsync("127.0.0.1", broker.Port);
+            var stream = raw.GetStream();
+            await SendFrameAsync(stream, [0xc1, 0xc1, 0xc1]);
+            Assert.Contains("BadRequest", await ReadAnswerAsync(stream), StringComparison.Ordinal);
+            await SendFrameAsync(stream, [0x93, 0x07, 0xa4, (byte)'n', (byte)'o', (byte)'p', (byte)'e', 0x80]); // [7, "nope", {}]
+            Assert.Contains("unknown op", await ReadAnswerAsync(stream), StringComparison.Ordinal);
+            await SendFrameAsync(stream, [0x93, 0x08, 0xa4, (byte)'p', (byte)'i', (byte)'n', (byte)'g', 0x80]);
+            Assert.Contains("ok", await ReadAnswerAsync(stream), StringComparison.Ordinal);
+            // A map claiming 2^31 entries in 6 bytes.
+            await SendFrameAsync(stream, [0x93, 0x09, 0xa4, (byte)'p', (byte)'i', (byte)'n', (byte)'g', 0xdf, 0x7f, 0xff, 0xff, 0xff]);
+            Assert.Contains("BadRequest", await ReadAnswerAsync(stream), StringComparison.Ordinal);
+        }
+
+        // A length prefix over the limit: TooLarge with id 0, then the connection is closed.
+        using (var raw = new TcpClient())
+        {
+            await raw.ConnectAsync("127.0.0.1", broker.Port);
+            var stream = raw.GetStream();
+            var header = new byte[4];
+            BinaryPrimitives.WriteInt32BigEndian(header, 1 << 30);
+            await stream.WriteAsync(header);
+            Assert.Contains("TooLarge", await ReadAnswerAsync(stream), StringComparison.Ordinal);
+            Assert.Equal(0, await stream.ReadAsync(new byte[1]).AsTask().WaitAsync(TimeSpan.FromSeconds(10)));
+        }
+
+        // A truncated frame and a hang-up.
+        using (var raw = new TcpClient())
+        {
+            await raw.ConnectAsync("127.0.0.1", broker.Port);
+            await raw.GetStream().WriteAsync(new byte[] { 0, 0, 1, 0, 0x93, 0x01 });
+        }
+
+        // Over-size messages get TooLarge on a healthy connection.
+        await using var client = await broker.ConnectAsync();
+        await client.CreateTopicAsync("t", 1);
+        var error = await Assert.ThrowsAsync<QueueException>(() => client.ProduceAsync("t", new byte[40_000]));
+        Assert.Equal("TooLarge", error.Code);
+        Assert.Equal("UnknownTopic", (await Assert.ThrowsAsync<QueueException>(() => client.ProduceAsync("nope", new byte[1]))).Code);
+        Assert.Equal("OffsetOutOfRange", (await Assert.ThrowsAsync<QueueException>(() => client.FetchAsync("t", 0, 5))).Code);
+        Assert.Equal(0, (await client.ProduceAsync("t", new byte[100])).Offset);
+        Assert.False(broker.Process.HasExited);
+    }
+
+    [Fact]
+    public async Task Stream_groups_split_partitions_and_commits_survive_a_kill()
+    {
+        await using (var broker = await QueueBrokerProcess.StartAsync(_dataDir, "--session-timeout", "1s"))
+        {
+            await using var client = await broker.ConnectAsync();
+            await client.CreateTopicAsync("clicks", 4);
+            for (var i = 0; i < 40; i++)
+            {
+                await client.ProduceAsync("clicks", Encoding.UTF8.GetBytes($"c{i}"), key: Encoding.UTF8.GetBytes($"u{i}"));
+            }
+
+            var a = await client.JoinAsync("clicks", "analytics");
+            Assert.Equal(4, a.Partitions.Count);
+            var b = await client.JoinAsync("clicks", "analytics");
+            a = await client.HeartbeatAsync("clicks", "analytics", a.MemberId, a.Generation);
+            a = await client.HeartbeatAsync("clicks", "analytics", a.MemberId, a.Generation); // releases the revoked partitions
+            b = await client.HeartbeatAsync("clicks", "analytics", b.MemberId, b.Generation);
+            Assert.Equal(2, a.Partitions.Count);
+            Assert.Equal(2, b.Partitions.Count);
+            Assert.Empty(a.Partitions.Intersect(b.Partitions));
+
+            var p = a.Partitions[0];
+            var (_, ends) = await client.MetadataAsync("clicks");
+            await client.CommitAsync("clicks", "analytics", a.MemberId, p, ends[p]);
+            Assert.Equal("OffsetOutOfRange", (await Assert.ThrowsAsync<QueueException>(() => client.CommitAsync("clicks", "analytics", a.MemberId, p, ends[p] + 1))).Code);
+            Assert.Equal("NotOwner", (await Assert.ThrowsAsync<QueueException>(() => client.CommitAsync("clicks", "analytics", b.MemberId, p, 0))).Code);
+
+            // b stops heartbeating: after its session its partitions go to a.
+            var deadline = DateTime.UtcNow.AddSeconds(15);
+            while (a.Partitions.Count < 4 && DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(100);
+                a = await client.HeartbeatAsync("clicks", "analytics", a.MemberId, a.Generation);
+            }
+
+            Assert.Equal(4, a.Partitions.Count);
+            Assert.Equal("UnknownMember", (await Assert.ThrowsAsync<QueueException>(() => client.HeartbeatAsync("clicks", "analytics", b.MemberId, b.Generation))).Code);
+            broker.Process.Kill();
+            await using var restarted = await QueueBrokerProcess.StartAsync(_dataDir);
+            await using var again = await restarted.ConnectAsync();
+            Assert.Equal(ends[p], await again.CommittedAsync("clicks", "analytics", p));
+        }
+    }
+
+    private static async Task SendFrameAsync(NetworkStream stream, byte[] body)
+    {
+        var frame = new byte[4 + body.Length];
+        BinaryPrimitives.WriteInt32BigEndian(frame, body.Length);
+        body.CopyTo(frame, 4);
+        await stream.WriteAsync(frame);
+    }
+
+    private static async Task<string> ReadAnswerAsync(NetworkStream stream)
+    {
+        var header = new byte[4];
+        await stream.ReadExactlyAsync(header).AsTask().WaitAsync(TimeSpan.FromSeconds(10));
+        var body = new byte[BinaryPrimitives.ReadInt32BigEndian(header)];
+        await stream.ReadExactlyAsync(body).AsTask().WaitAsync(TimeSpan.FromSeconds(10));
+        return Encoding.UTF8.GetString(body);
+    }
+}
