@@ -1,0 +1,188 @@
+using System.Text;
+using Infra.QueueBroker.Groups;
+using Infra.QueueBroker.Log;
+using Infra.QueueBroker.Topics;
+using Infra.Testing;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Infra.QueueBroker.Tests;
+
+/// <summary>Queue and stream groups over an in-memory disk, with a clock the test moves.</summary>
+public sealed class GroupTests
+{
+    private readonly ManualTimeProvider _time = new();
+    private readonly FaultyFileSystem _fs;
+
+    public GroupTests()
+    {
+        _fs = new FaultyFileSystem(_time);
+    }
+
+    private TopicRegistry Registry(FaultyFileSystem? fs = null) =>
+        new(fs ?? _fs, "/data", new LogSettings { RecoveryPointInterval = TimeSpan.FromDays(1) }, _time, NullLogger.Instance);
+
+    private static async Task ProduceAsync(Topic topic, int partition, params string[] payloads)
+    {
+        foreach (var payload in payloads)
+        {
+            await topic.Partition(partition).Log.Append([new LogMessage(null, [], Encoding.UTF8.GetBytes(payload), 0)]).Durable;
+        }
+    }
+
+    private Task<QueueGroup> QueueAsync(TopicRegistry registry, Topic topic, int maxDeliveries = 3) =>
+        QueueGroup.OpenAsync("g", topic, registry, _fs, new QueueSettings { VisibilityTimeout = TimeSpan.FromSeconds(30), MaxDeliveries = maxDeliveries }, _time, NullLogger.Instance);
+
+    private static string Text(Delivery d) => Encoding.UTF8.GetString(d.Message.Payload);
+
+    [Fact]
+    public async Task An_unacked_delivery_comes_back_after_the_visibility_timeout_with_its_count_raised()
+    {
+        await using var registry = Registry();
+        var topic = registry.Create("jobs", 2).Topic;
+        await ProduceAsync(topic, 0, "a", "b");
+        await ProduceAsync(topic, 1, "c");
+        await using var group = await QueueAsync(registry, topic);
+        var first = await group.FetchAsync(10, TimeSpan.Zero, default);
+        Assert.Equal(["a", "b", "c"], first.Select(Text).Order());
+        Assert.Empty(await group.FetchAsync(10, TimeSpan.Zero, default));
+
+        Assert.Equal(1, (await group.AckAsync([first.Single(d => Text(d) == "a").DeliveryId])).Acked);
+        _time.Advance(TimeSpan.FromSeconds(29));
+        Assert.Empty(await group.FetchAsync(10, TimeSpan.Zero, default));
+        _time.Advance(TimeSpan.FromSeconds(2));
+        var again = await group.FetchAsync(10, TimeSpan.Zero, default);
+        Assert.Equal(["b", "c"], again.Select(Text).Order());
+        Assert.All(again, d => Assert.Equal(2, d.DeliveryCount));
+
+        // The first delivery's ids are stale now: acking with them does nothing.
+        var (acked, unknown) = await group.AckAsync([.. first.Select(d => d.DeliveryId)]);
+        Assert.Equal(0, acked);
+        Assert.Equal(3, unknown.Count);
+        Assert.Equal(2, group.Describe().Sum(p => p.InFlight));
+    }
+
+    [Fact]
+    public async Task A_nack_with_delay_hides_the_message_until_the_delay_passes()
+    {
+        await using var registry = Registry();
+        var topic = registry.Create("jobs", 1).Topic;
+        await ProduceAsync(topic, 0, "a");
+        await using var group = await QueueAsync(registry, topic);
+        var d = Assert.Single(await group.FetchAsync(1, TimeSpan.Zero, default));
+        Assert.Equal(1, (await group.NackAsync([d.DeliveryId], TimeSpan.FromSeconds(5))).Nacked);
+        Assert.Empty(await group.FetchAsync(1, TimeSpan.Zero, default));
+        _time.Advance(TimeSpan.FromSeconds(5));
+        Assert.Equal(2, Assert.Single(await group.FetchAsync(1, TimeSpan.Zero, default)).DeliveryCount);
+    }
+
+    [Fact]
+    public async Task A_long_poll_wakes_when_a_message_arrives()
+    {
+        await using var registry = Registry();
+        var topic = registry.Create("jobs", 2).Topic;
+        await using var group = await QueueAsync(registry, topic);
+        var waiting = group.FetchAsync(5, TimeSpan.FromMinutes(1), default);
+        Assert.False(waiting.IsCompleted);
+        await ProduceAsync(topic, 1, "late");
+        Assert.Equal("late", Text(Assert.Single(await waiting.WaitAsync(TimeSpan.FromSeconds(10)))));
+    }
+
+    [Fact]
+    public async Task After_max_deliveries_the_message_is_dead_lettered_once_and_never_delivered_again_even_after_a_crash()
+    {
+        await using (var registry = Registry())
+        {
+            var topic = registry.Create("jobs", 1).Topic;
+            await ProduceAsync(topic, 0, "poison", "fine");
+            var group = await QueueAsync(registry, topic, maxDeliveries: 2);
+            for (var attempt = 1; attempt <= 2; attempt++)
+            {
+                var deliveries = await group.FetchAsync(10, TimeSpan.Zero, default);
+                Assert.Contains(deliveries, d => Text(d) == "poison" && d.DeliveryCount == attempt);
+                await group.AckAsync([.. deliveries.Where(d => Text(d) == "fine").Select(d => d.DeliveryId)]);
+                _time.Advance(TimeSpan.FromSeconds(31));
+            }
+
+            Assert.Empty(await group.FetchAsync(10, TimeSpan.Zero, default)); // moves it to the DLQ instead
+            // The move runs on the fetch or on the expiry sweep the clock fired: poll for it.
+            var deadline = DateTime.UtcNow.AddSeconds(10);
+            while (group.DeadLettered == 0 && DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(5);
+            }
+
+            var dlq = registry.Get("jobs.dlq").Partition(0).Log;
+            var dead = Assert.Single(dlq.Read(0, 10, 1 << 20));
+            Assert.Equal("poison", Encoding.UTF8.GetString(dead.Payload));
+            Assert.Equal("0", dead.HeaderText(QueueGroup.Headers.Offset));
+            Assert.Equal(1, group.DeadLettered);
+            // No dispose: the broker "crashes" here.
+        }
+
+        var after = _fs.Crash(machine: true);
+        await using var reopened = Registry(after);
+        var sameTopic = reopened.Get("jobs");
+        await using var again = await QueueGroup.OpenAsync("g", sameTopic, reopened, after, new QueueSettings { MaxDeliveries = 2 }, _time, NullLogger.Instance);
+        _time.Advance(TimeSpan.FromMinutes(5));
+        Assert.Empty(await again.FetchAsync(10, TimeSpan.Zero, default));
+        Assert.Single(reopened.Get("jobs.dlq").Partition(0).Log.Read(0, 10, 1 << 20));
+    }
+
+    [Fact]
+    public async Task Queue_state_is_rebuilt_from_its_log_and_compacted()
+    {
+        await using (var registry = Registry())
+        {
+            var topic = registry.Create("jobs", 1).Topic;
+            await ProduceAsync(topic, 0, [.. Enumerable.Range(0, 50).Select(i => $"m{i}")]);
+            var group = await QueueAsync(registry, topic);
+            var deliveries = await group.FetchAsync(50, TimeSpan.Zero, default);
+            await group.AckAsync([.. deliveries.Where(d => d.Message.Offset % 2 == 0).Select(d => d.DeliveryId)]);
+        }
+
+        var after = _fs.Crash(machine: true);
+        await using var reopened = Registry(after);
+        await using var group2 = await QueueGroup.OpenAsync("g", reopened.Get("jobs"), reopened, after, new QueueSettings(), _time, NullLogger.Instance);
+        var back = await group2.FetchAsync(100, TimeSpan.Zero, default);
+        Assert.Equal(Enumerable.Range(0, 25).Select(i => (long)((i * 2) + 1)), back.Select(d => d.Message.Offset));
+        Assert.All(back, d => Assert.Equal(2, d.DeliveryCount));
+        Assert.Equal(1, group2.Describe()[0].AckedBelow);
+    }
+
+    [Fact]
+    public async Task Stream_group_rebalances_revoke_before_assign_and_expire_silent_members()
+    {
+        await using var registry = Registry();
+        var topic = registry.Create("clicks", 4).Topic;
+        await using var group = new StreamGroup("s", topic, _fs, registry.Settings, TimeSpan.FromSeconds(10), _time, NullLogger.Instance);
+        var a = group.Join(null, null);
+        Assert.Equal([0, 1, 2, 3], a.Partitions);
+
+        var b = group.Join(null, null);
+        Assert.True(b.Generation > a.Generation);
+        var bTarget = string.CompareOrdinal(a.MemberId, b.MemberId) < 0 ? new[] { 1, 3 } : [0, 2];
+        Assert.Empty(b.Partitions); // a still owns everything until it confirms the new generation
+
+        a = group.Heartbeat(a.MemberId, a.Generation); // sees the new generation: its answer drops b's partitions
+        Assert.Equal(2, a.Partitions.Length);
+        Assert.Empty(group.Heartbeat(b.MemberId, b.Generation).Partitions);
+        a = group.Heartbeat(a.MemberId, a.Generation); // acting on the new generation: the revoked ones are released
+        b = group.Heartbeat(b.MemberId, b.Generation);
+        Assert.Equal(bTarget, b.Partitions);
+        Assert.Empty(a.Partitions.Intersect(b.Partitions));
+
+        await ProduceAsync(topic, bTarget[0], "x", "y");
+        await group.CommitAsync(b.MemberId, bTarget[0], 2);
+        Assert.Equal(ErrorCode.OffsetOutOfRange, (await Assert.ThrowsAsync<BrokerException>(() => group.CommitAsync(b.MemberId, bTarget[0], 3))).Code);
+        Assert.Equal(ErrorCode.NotOwner, (await Assert.ThrowsAsync<BrokerException>(() => group.CommitAsync(a.MemberId, bTarget[0], 1))).Code);
+
+        // b goes silent: after its session it is removed and a gets everything.
+        _time.Advance(TimeSpan.FromSeconds(6));
+        a = group.Heartbeat(a.MemberId, a.Generation);
+        _time.Advance(TimeSpan.FromSeconds(6));
+        a = group.Heartbeat(a.MemberId, a.Generation);
+        Assert.Equal([0, 1, 2, 3], a.Partitions);
+        Assert.Equal(ErrorCode.UnknownMember, Assert.Throws<BrokerException>(() => group.Heartbeat(b.MemberId, b.Generation)).Code);
+        Assert.Equal(2, group.Committed(bTarget[0]));
+    }
+}

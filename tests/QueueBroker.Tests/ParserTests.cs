@@ -1,0 +1,114 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.Text;
+using Infra.Core.Framing;
+using Infra.Core.Storage;
+using Infra.QueueBroker.Log;
+using Infra.Testing;
+
+namespace Infra.QueueBroker.Tests;
+
+public sealed class ParserTests
+{
+    private static byte[] Batch(params string[] payloads)
+    {
+        var messages = payloads.Select(p => new LogMessage(Encoding.UTF8.GetBytes("k"), [new MessageHeader("h", [1, 2])], Encoding.UTF8.GetBytes(p), 5)).ToList();
+        var bytes = new byte[RecordBatch.Measure(messages)];
+        RecordBatch.Write(bytes, 10, 3, 7, messages);
+        return bytes;
+    }
+
+    [Fact]
+    public void Crc32c_matches_the_standard_check_value()
+    {
+        Assert.Equal(0xE3069283u, Crc32C.Compute("123456789"u8));
+        Assert.Equal(0u, Crc32C.Compute([]));
+    }
+
+    [Fact]
+    public void A_batch_round_trips_and_every_prefix_is_incomplete()
+    {
+        var bytes = Batch("one", "two");
+        Assert.Equal(BatchCheck.Valid, RecordBatch.Check(bytes, 1 << 20, out var header));
+        Assert.Equal((10L, 2, 3L, 7), (header.BaseOffset, header.Count, header.ProducerId, header.BaseSequence));
+        var messages = new List<StoredMessage>();
+        RecordBatch.Decode(bytes, header, 11, long.MaxValue, 10, messages);
+        var only = Assert.Single(messages);
+        Assert.Equal((11L, "two", "k", "h"), (only.Offset, Encoding.UTF8.GetString(only.Payload), Encoding.UTF8.GetString(only.Key!), only.Headers[0].Name));
+        for (var cut = 0; cut < bytes.Length; cut++)
+        {
+            var check = RecordBatch.Check(bytes.AsSpan(0, cut), 1 << 20, out _);
+            Assert.True(check == BatchCheck.Incomplete, $"prefix of {cut} bytes: {check}");
+        }
+    }
+
+    [Fact]
+    public void Every_flipped_bit_is_caught()
+    {
+        var bytes = Batch("payload");
+        for (var i = 0; i < bytes.Length * 8; i++)
+        {
+            var copy = (byte[])bytes.Clone();
+            copy[i / 8] ^= (byte)(1 << (i % 8));
+            Assert.NotEqual(BatchCheck.Valid, RecordBatch.Check(copy, 1 << 20, out _));
+        }
+    }
+
+    [Fact]
+    public void Hostile_lengths_are_rejected_even_with_a_matching_checksum()
+    {
+        Assert.Equal(BatchCheck.Corrupt, RecordBatch.ReadHeader([0x7f, 0xff, 0xff, 0xff], 1 << 20, out _));
+        Assert.Equal(BatchCheck.Corrupt, RecordBatch.ReadHeader([0, 0, 0, 3], 1 << 20, out _));
+        var bytes = Batch("x");
+        BinaryPrimitives.WriteInt32BigEndian(bytes.AsSpan(RecordBatch.HeaderSize + 8), int.MaxValue); // key length
+        BinaryPrimitives.WriteUInt32BigEndian(bytes.AsSpan(4), Crc32C.Compute(bytes.AsSpan(8)));
+        Assert.Equal(BatchCheck.Valid, RecordBatch.Check(bytes, 1 << 20, out var header));
+        Assert.Throws<InvalidDataException>(() => RecordBatch.Decode(bytes, header, 0, long.MaxValue, 10, []));
+    }
+
+    [Fact]
+    public void Frames_need_every_byte_and_refuse_bad_lengths()
+    {
+        var body = new byte[] { 0x91, 0x01 };
+        var buffer = new ArrayBufferWriter<byte>();
+        Frames.Write(buffer, body);
+        var frame = buffer.WrittenSpan.ToArray();
+        for (var cut = 0; cut < frame.Length; cut++)
+        {
+            var partial = new ReadOnlySequence<byte>(frame, 0, cut);
+            Assert.Equal(FrameStatus.Incomplete, Frames.TryRead(ref partial, 100, out _, out _));
+        }
+
+        var split = Segments.OneBytePerSegment(frame);
+        Assert.Equal(FrameStatus.Complete, Frames.TryRead(ref split, 100, out var read, out _));
+        Assert.Equal(body, read.ToArray());
+        Assert.True(split.IsEmpty);
+
+        var tooLarge = new ReadOnlySequence<byte>(new byte[] { 0, 0, 1, 0 });
+        Assert.Equal(FrameStatus.TooLarge, Frames.TryRead(ref tooLarge, 255, out _, out var declared));
+        Assert.Equal(256, declared);
+        var zero = new ReadOnlySequence<byte>(new byte[] { 0, 0, 0, 0 });
+        Assert.Equal(FrameStatus.Invalid, Frames.TryRead(ref zero, 255, out _, out _));
+        var negative = new ReadOnlySequence<byte>(new byte[] { 0xff, 0, 0, 0 });
+        Assert.Equal(FrameStatus.Invalid, Frames.TryRead(ref negative, 255, out _, out _));
+    }
+
+    [Theory]
+    [InlineData(new byte[] { 0xc1 })] // never used
+    [InlineData(new byte[] { 0x92, 0x01 })] // array of 2 with 1 element
+    [InlineData(new byte[] { 0x81, 0x01, 0x02 })] // map with an integer key
+    [InlineData(new byte[] { 0xdd, 0x7f, 0xff, 0xff, 0xff })] // array claiming 2^31 elements
+    [InlineData(new byte[] { 0xc6, 0x7f, 0xff, 0xff, 0xff, 0x00 })] // bin claiming 2 GiB
+    [InlineData(new byte[] { 0x01, 0x02 })] // trailing bytes
+    public void Malformed_messagepack_is_an_invalid_data_error(byte[] body)
+    {
+        Assert.Throws<InvalidDataException>(() => MessagePackValues.ReadWhole(new ReadOnlySequence<byte>(body)));
+    }
+
+    [Fact]
+    public void Deep_nesting_is_refused_without_overflowing_the_stack()
+    {
+        var deep = Enumerable.Repeat((byte)0x91, 100_000).Append((byte)0x01).ToArray();
+        Assert.Throws<InvalidDataException>(() => MessagePackValues.ReadWhole(new ReadOnlySequence<byte>(deep)));
+    }
+}
