@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Collections.Concurrent;
 using System.IO.Pipelines;
 using System.Net.Sockets;
+using System.Threading.Channels;
 using Infra.Core.Framing;
 using MessagePack;
 
@@ -60,7 +61,8 @@ public sealed class QueueClient : IAsyncDisposable
     private readonly Socket _socket;
     private readonly NetworkStream _stream;
     private readonly PipeReader _input;
-    private readonly SemaphoreSlim _writeLock = new(1, 1);
+    private readonly Channel<byte[]> _requests = Channel.CreateUnbounded<byte[]>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly Task _writer;
     private readonly ConcurrentDictionary<long, TaskCompletionSource<Dictionary<string, object?>>> _pending = new();
     private readonly Task _reader;
     private long _nextId;
@@ -72,6 +74,7 @@ public sealed class QueueClient : IAsyncDisposable
         _stream = new NetworkStream(socket, ownsSocket: true);
         _input = PipeReader.Create(_stream);
         _reader = Task.Run(ReadLoopAsync);
+        _writer = Task.Run(WriteLoopAsync);
     }
 
     public bool IsConnected => _lost is null;
@@ -216,28 +219,51 @@ public sealed class QueueClient : IAsyncDisposable
         writer.Write(op);
         WriteValue(ref writer, args);
         writer.Flush();
-        var frame = new ArrayBufferWriter<byte>(buffer.WrittenCount + Frames.HeaderSize);
-        Frames.Write(frame, buffer.WrittenSpan);
-        await _writeLock.WaitAsync();
+        var frame = new byte[buffer.WrittenCount + Frames.HeaderSize];
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(frame, buffer.WrittenCount);
+        buffer.WrittenSpan.CopyTo(frame.AsSpan(Frames.HeaderSize));
+        if (_lost is { } lost || !_requests.Writer.TryWrite(frame))
+        {
+            _pending.TryRemove(id, out _);
+            throw new QueueException("connection to the broker is lost", _lost ?? new ObjectDisposedException(nameof(QueueClient)));
+        }
+
+        return await answer.Task;
+    }
+
+    /// <summary>Sends requests in order; whatever was queued meanwhile goes out in one write.</summary>
+    private async Task WriteLoopAsync()
+    {
+        var reader = _requests.Reader;
+        var batch = new byte[64 * 1024];
         try
         {
-            if (_lost is { } lost)
+            while (await reader.WaitToReadAsync())
             {
-                throw new QueueException("connection to the broker is lost", lost);
-            }
+                var length = 0;
+                while (reader.TryPeek(out var next) && (length == 0 || length + next.Length <= batch.Length))
+                {
+                    reader.TryRead(out _);
+                    if (next.Length > batch.Length)
+                    {
+                        await _stream.WriteAsync(next);
+                        continue;
+                    }
 
-            await _stream.WriteAsync(frame.WrittenMemory);
+                    next.CopyTo(batch, length);
+                    length += next.Length;
+                }
+
+                if (length > 0)
+                {
+                    await _stream.WriteAsync(batch.AsMemory(0, length));
+                }
+            }
         }
         catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException)
         {
             Fail(ex);
         }
-        finally
-        {
-            _writeLock.Release();
-        }
-
-        return await answer.Task;
     }
 
     private static void WriteValue(ref MessagePackWriter writer, object? value)
@@ -361,6 +387,7 @@ public sealed class QueueClient : IAsyncDisposable
     private void Fail(Exception reason)
     {
         _lost ??= reason;
+        _requests.Writer.TryComplete();
         foreach (var id in _pending.Keys)
         {
             if (_pending.TryRemove(id, out var waiter))
@@ -386,12 +413,11 @@ public sealed class QueueClient : IAsyncDisposable
         try
         {
             await _reader;
+            await _writer;
         }
         catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException)
         {
             // Closed.
         }
-
-        _writeLock.Dispose();
     }
 }

@@ -52,7 +52,7 @@ internal sealed partial class SegmentLog : IAsyncDisposable
     private int _pendingLength;
     private List<PendingBatch> _pendingBatches = [];
     private List<PendingBatch> _spareBatches = [];
-    private TaskCompletionSource _cycle = NewSignal();
+    private TaskCompletionSource _cycle = new();
     private TaskCompletionSource _dataArrived = NewSignal();
     private long _nextOffset;
     private long _committedEnd;
@@ -665,7 +665,7 @@ internal sealed partial class SegmentLog : IAsyncDisposable
                     (_pending, _spare) = (_spare, _pending);
                     (_pendingBatches, _spareBatches) = (_spareBatches, _pendingBatches);
                     _pendingLength = 0;
-                    _cycle = NewSignal();
+                    _cycle = new TaskCompletionSource();
                 }
             }
 
@@ -693,7 +693,9 @@ internal sealed partial class SegmentLog : IAsyncDisposable
                 batches.Clear();
             }
 
-            cycle.TrySetResult();
+            // The appends of this cycle continue on one pool thread, one after the other (their answers are
+            // queued to each connection's writer); the flusher goes straight on to the next cycle.
+            ThreadPool.UnsafeQueueUserWorkItem(static state => state.TrySetResult(), cycle, preferLocal: false);
             data?.TrySetResult();
             MaybeWriteRecoveryPoint(closing);
             if (closing)
