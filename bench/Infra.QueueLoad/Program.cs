@@ -20,9 +20,10 @@ var seconds = double.Parse(options.GetValueOrDefault("seconds", "10"), CultureIn
 var size = int.Parse(options.GetValueOrDefault("size", "100"), CultureInfo.InvariantCulture);
 var phase = options.GetValueOrDefault("phase", "produce");
 var topic = options.GetValueOrDefault("topic", "bench");
+var fetchMax = int.Parse(options.GetValueOrDefault("fetch-max", "500"), CultureInfo.InvariantCulture);
 var connections = Math.Max(1, Math.Min(producers, int.Parse(options.GetValueOrDefault("connections", "16"), CultureInfo.InvariantCulture)));
 
-IBroker broker = target == "nats" ? await NatsBroker.ConnectAsync(host, port, topic, connections) : await OurBroker.ConnectAsync(host, port, topic, connections);
+IBroker broker = target == "nats" ? await NatsBroker.ConnectAsync(host, port, topic, connections) : await OurBroker.ConnectAsync(host, port, topic, connections, fetchMax);
 await using (broker)
 {
     switch (phase)
@@ -108,13 +109,13 @@ internal interface IBroker : IAsyncDisposable
     Task<long> ConsumeAllAsync();
 }
 
-internal sealed class OurBroker(QueueClient[] clients, QueueClient reader, string topic) : IBroker
+internal sealed class OurBroker(QueueClient[] clients, QueueClient reader, string topic, int fetchMax) : IBroker
 {
-    public static async Task<IBroker> ConnectAsync(string host, int port, string topic, int connections)
+    public static async Task<IBroker> ConnectAsync(string host, int port, string topic, int connections, int fetchMax)
     {
         var clients = await Task.WhenAll(Enumerable.Range(0, connections).Select(_ => QueueClient.ConnectAsync(host, port)));
         await clients[0].CreateTopicAsync(topic, 1);
-        return new OurBroker(clients, await QueueClient.ConnectAsync(host, port), topic);
+        return new OurBroker(clients, await QueueClient.ConnectAsync(host, port), topic, fetchMax);
     }
 
     public Task ProduceAsync(int producer, byte[] payload) => clients[producer % clients.Length].ProduceAsync(topic, payload, partition: 0);
@@ -126,7 +127,7 @@ internal sealed class OurBroker(QueueClient[] clients, QueueClient reader, strin
         var offset = ends[0];
         while (!stop.IsCancellationRequested)
         {
-            var batch = await reader.FetchAsync(topic, 0, offset, max: 5000, wait: TimeSpan.FromMilliseconds(200), maxBytes: 4 << 20);
+            var batch = await reader.FetchAsync(topic, 0, offset, max: fetchMax, wait: TimeSpan.FromMilliseconds(200), maxBytes: 4 << 20);
             var now = DateTime.UtcNow.Ticks;
             foreach (var m in batch)
             {

@@ -183,7 +183,8 @@ internal sealed class FaultyFileSystem : ILogFileSystem
         lock (_lock)
         {
             var file = _names[path];
-            file.Data.RemoveRange((int)length, file.Data.Count - (int)length);
+            file.Data.RemoveRange((int)Math.Min(length, file.Data.Count), file.Data.Count - (int)Math.Min(length, file.Data.Count));
+            file.Allocated = length;
             file.Synced = [.. file.Data];
         }
     }
@@ -199,11 +200,26 @@ internal sealed class FaultyFileSystem : ILogFileSystem
         }
     }
 
+    /// <summary>Zeros <paramref name="count"/> bytes from <paramref name="position"/> (a write that reached the disk only in part).</summary>
+    public void Zero(string path, long position, int count)
+    {
+        lock (_lock)
+        {
+            var file = _names[path];
+            for (var i = position; i < Math.Min(position + count, file.Data.Count); i++)
+            {
+                file.Data[(int)i] = 0;
+            }
+
+            file.Synced = [.. file.Data];
+        }
+    }
+
     public long Length(string path)
     {
         lock (_lock)
         {
-            return _names[path].Data.Count;
+            return _names[path].Length;
         }
     }
 
@@ -221,6 +237,11 @@ internal sealed class FaultyFileSystem : ILogFileSystem
 
         public List<byte> Data { get; } = [];
 
+        /// <summary>Reserved length (fallocate): reads past the data up to here are zeros.</summary>
+        public long Allocated { get; set; }
+
+        public long Length => Math.Max(Data.Count, Allocated);
+
         public byte[] Synced { get; set; } = [];
 
         public DateTimeOffset LastWrite { get; set; } = now;
@@ -231,7 +252,7 @@ internal sealed class FaultyFileSystem : ILogFileSystem
 
         public MemFile CopyFor(FaultyFileSystem fs, bool durableOnly)
         {
-            var copy = new MemFile(fs, Path, LastWrite);
+            var copy = new MemFile(fs, Path, LastWrite) { Allocated = Allocated };
             copy.Data.AddRange(durableOnly ? Synced : Data);
             copy.Synced = [.. copy.Data];
             return copy;
@@ -248,7 +269,7 @@ internal sealed class FaultyFileSystem : ILogFileSystem
             {
                 lock (fs._lock)
                 {
-                    return file.Data.Count;
+                    return file.Length;
                 }
             }
         }
@@ -284,10 +305,10 @@ internal sealed class FaultyFileSystem : ILogFileSystem
             ObjectDisposedException.ThrowIf(_disposed, this);
             lock (fs._lock)
             {
-                var count = (int)Math.Max(0, Math.Min(buffer.Length, file.Data.Count - position));
+                var count = (int)Math.Max(0, Math.Min(buffer.Length, file.Length - position));
                 for (var i = 0; i < count; i++)
                 {
-                    buffer[i] = file.Data[(int)position + i];
+                    buffer[i] = position + i < file.Data.Count ? file.Data[(int)position + i] : (byte)0;
                 }
 
                 return count;
@@ -318,6 +339,17 @@ internal sealed class FaultyFileSystem : ILogFileSystem
                 {
                     file.Data.RemoveRange((int)length, file.Data.Count - (int)length);
                 }
+
+                file.Allocated = length;
+            }
+        }
+
+        public bool Allocate(long length)
+        {
+            lock (fs._lock)
+            {
+                file.Allocated = Math.Max(file.Allocated, length);
+                return true;
             }
         }
 

@@ -19,7 +19,7 @@ public sealed class GroupTests
     }
 
     private TopicRegistry Registry(FaultyFileSystem? fs = null) =>
-        new(fs ?? _fs, "/data", new LogSettings { RecoveryPointInterval = TimeSpan.FromDays(1) }, _time, NullLogger.Instance);
+        new(fs ?? _fs, "/data", new LogSettings { RecoveryPointInterval = TimeSpan.FromDays(1), SegmentBytes = 64 << 10 }, _time, NullLogger.Instance);
 
     private static async Task ProduceAsync(Topic topic, int partition, params string[] payloads)
     {

@@ -16,6 +16,7 @@ public sealed class SegmentLogTests
         IndexIntervalBytes = 256,
         RecoveryPointInterval = TimeSpan.FromDays(1),
         SegmentAge = TimeSpan.Zero,
+        Preallocate = false, // byte positions in these tests are file lengths; see the preallocation test
     };
 
     private static SegmentLog Open(FaultyFileSystem fs, LogSettings? settings = null, ILogger? logger = null, TimeProvider? time = null) =>
@@ -429,6 +430,46 @@ public sealed class SegmentLogTests
         Assert.True(fs.Syncs > syncs);
         await using var reopened = Open(fs.Crash(machine: true));
         Assert.Equal(["m"], ReadAll(reopened));
+    }
+
+    [Fact]
+    public async Task Preallocated_segments_recover_their_data_and_are_cut_when_they_roll()
+    {
+        var fs = new FaultyFileSystem();
+        var settings = Settings(segmentBytes: 500) with { Preallocate = true };
+        var log = Open(fs, settings);
+        Assert.Equal(500, fs.Length(Last(fs))); // reserved up front
+        for (var i = 0; i < 30; i++)
+        {
+            await AppendAsync(log, $"m{i}");
+        }
+
+        // Every segment but the active one was cut to its data when it rolled.
+        var segments = fs.Files().Where(f => f.EndsWith(".log", StringComparison.Ordinal)).ToList();
+        Assert.True(segments.Count > 2);
+        Assert.All(segments.SkipLast(1), f => Assert.True(fs.Length(f) < 500));
+        Assert.Equal(500, fs.Length(segments[^1]));
+
+        // A machine crash: the zero reserve after the data is the end of the log, nothing is dropped.
+        var logger = new ListLogger();
+        var after = fs.Crash(machine: true);
+        await using (var reopened = Open(after, settings, logger))
+        {
+            Assert.Equal(Enumerable.Range(0, 30).Select(i => $"m{i}"), ReadAll(reopened));
+            Assert.DoesNotContain(logger.Lines, l => l.Contains("dropped", StringComparison.Ordinal));
+            Assert.Equal(30, await AppendAsync(reopened, "m30"));
+        }
+
+        // The last batch reached the disk only in part (the rest of it still zeros): cut back to the one before.
+        var torn = fs.Crash(machine: true); // the state before the reopen above wrote m30 and a recovery point
+        var last = Last(torn);
+        var batch = 34 + 8 + 4 + 2 + 4 + 3; // header + one record with a 3-byte payload
+        var dataEnd = torn.ReadAll(last)!.AsSpan().LastIndexOfAnyExcept((byte)0) + 1;
+        torn.Zero(last, dataEnd - (batch / 2), batch);
+        var tornLogger = new ListLogger();
+        await using var recovered = Open(torn, settings, tornLogger);
+        Assert.Equal(Enumerable.Range(0, 29).Select(i => $"m{i}"), ReadAll(recovered));
+        Assert.Contains(tornLogger.Lines, l => l.Contains("corrupt tail dropped", StringComparison.Ordinal));
     }
 
     [Fact]

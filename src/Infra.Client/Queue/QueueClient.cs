@@ -48,6 +48,12 @@ public sealed record QueueDelivery(string DeliveryId, int DeliveryCount, QueueMe
 /// <summary>Where a produce went.</summary>
 public readonly record struct ProduceAck(int Partition, long Offset, bool Duplicate);
 
+/// <summary>A topic's partitions: first offset still stored and committed end of each.</summary>
+public sealed record TopicMetadata(int Partitions, long[] Starts, long[] Ends)
+{
+    public void Deconstruct(out int partitions, out long[] ends) => (partitions, ends) = (Partitions, Ends);
+}
+
 /// <summary>A stream-group member's current assignment.</summary>
 public sealed record StreamMembership(string MemberId, int Generation, IReadOnlyList<int> Partitions);
 
@@ -98,11 +104,14 @@ public sealed class QueueClient : IAsyncDisposable
     public async Task<bool> CreateTopicAsync(string name, int partitions) =>
         (bool)(await SendAsync("create_topic", new() { ["name"] = name, ["partitions"] = partitions }))["created"]!;
 
-    /// <summary>Partition count and the committed end offset of each partition.</summary>
-    public async Task<(int Partitions, long[] Ends)> MetadataAsync(string topic)
+    /// <summary>Partition count, and the first and committed end offsets of each partition.</summary>
+    public async Task<TopicMetadata> MetadataAsync(string topic)
     {
         var result = await SendAsync("metadata", new() { ["topic"] = topic });
-        return ((int)(long)result["partitions"]!, [.. ((List<object?>)result["ends"]!).Select(e => (long)e!)]);
+        return new TopicMetadata(
+            (int)(long)result["partitions"]!,
+            [.. ((List<object?>)result["starts"]!).Select(e => (long)e!)],
+            [.. ((List<object?>)result["ends"]!).Select(e => (long)e!)]);
     }
 
     /// <summary>Appends messages as one batch and returns when the broker acknowledged them.</summary>

@@ -45,10 +45,20 @@ internal interface ILogFile : IDisposable
     /// <summary>Reads up to <c>buffer.Length</c> bytes; fewer only at the end of the file.</summary>
     int Read(long position, Span<byte> buffer);
 
-    /// <summary>fsync: everything written so far is on stable storage when this returns.</summary>
+    /// <summary>
+    /// fdatasync: everything written so far, and the file size, are on stable storage when this returns
+    /// (metadata not needed to read the data back, such as the modification time, may lag).
+    /// </summary>
     void Sync();
 
     void Truncate(long length);
+
+    /// <summary>
+    /// Reserves space so the file is <paramref name="length"/> bytes, zero-filled past its data
+    /// (fallocate). Appends into reserved space do not change the file size, so each fdatasync has
+    /// less to write. False when the file system cannot reserve (the log works without).
+    /// </summary>
+    bool Allocate(long length);
 }
 
 /// <summary>The real disk: positional I/O on <see cref="SafeFileHandle"/>, fsync via <see cref="RandomAccess.FlushToDisk"/>.</summary>
@@ -136,6 +146,13 @@ internal sealed partial class DiskFileSystem : ILogFileSystem
     [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
     private static partial int Close(int fd);
 
+    [LibraryImport("libc", EntryPoint = "fdatasync", SetLastError = true)]
+    private static partial int FileDataSync(int fd);
+
+    /// <summary>Returns 0 or an errno (it does not set errno).</summary>
+    [LibraryImport("libc", EntryPoint = "posix_fallocate64")]
+    private static partial int PosixFallocate(int fd, long offset, long length);
+
     private sealed class DiskFile(SafeFileHandle handle) : ILogFile
     {
         public long Length => RandomAccess.GetLength(handle);
@@ -159,9 +176,49 @@ internal sealed partial class DiskFileSystem : ILogFileSystem
             return total;
         }
 
-        public void Sync() => RandomAccess.FlushToDisk(handle);
+        public void Sync()
+        {
+            var added = false;
+            try
+            {
+                handle.DangerousAddRef(ref added);
+                if (FileDataSync((int)handle.DangerousGetHandle()) != 0)
+                {
+                    throw new IOException($"fdatasync failed: errno {Marshal.GetLastPInvokeError()}");
+                }
+            }
+            finally
+            {
+                if (added)
+                {
+                    handle.DangerousRelease();
+                }
+            }
+        }
 
         public void Truncate(long length) => RandomAccess.SetLength(handle, length);
+
+        public bool Allocate(long length)
+        {
+            if (RandomAccess.GetLength(handle) >= length)
+            {
+                return true;
+            }
+
+            var added = false;
+            try
+            {
+                handle.DangerousAddRef(ref added);
+                return PosixFallocate((int)handle.DangerousGetHandle(), 0, length) == 0;
+            }
+            finally
+            {
+                if (added)
+                {
+                    handle.DangerousRelease();
+                }
+            }
+        }
 
         public void Dispose() => handle.Dispose();
     }

@@ -34,6 +34,12 @@ internal sealed record LogSettings
 
     public int IndexIntervalBytes { get; init; } = 4096;
 
+    /// <summary>
+    /// Reserve each new segment's space up front (fallocate, zero-filled), so appends do not grow the
+    /// file and each fdatasync writes the data only. A segment is cut to its data when it rolls.
+    /// </summary>
+    public bool Preallocate { get; init; } = true;
+
     /// <summary>Appended bytes not yet written and fsync'd beyond which appends answer Busy.</summary>
     public int MaxPendingBytes { get; init; } = 32 << 20;
 

@@ -45,6 +45,9 @@ internal enum BatchCheck
 
     /// <summary>The bytes are not a batch: bad length, magic, count or checksum.</summary>
     Corrupt,
+
+    /// <summary>Zeros where the next batch would start: the end of the data in a preallocated segment.</summary>
+    End,
 }
 
 /// <summary>

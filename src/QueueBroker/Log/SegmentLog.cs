@@ -158,6 +158,12 @@ internal sealed partial class SegmentLog : IAsyncDisposable
                 }
 
                 segments.Add(Segment.Create(fs, directory, 0, settings.IndexIntervalBytes, time.GetUtcNow()));
+                if (settings.Preallocate)
+                {
+                    segments[0].File.Allocate(settings.SegmentBytes);
+                    segments[0].File.Sync();
+                }
+
                 fs.SyncDirectory(directory);
                 return new SegmentLog(fs, directory, settings, time, logger, segments, producers, 0);
             }
@@ -267,6 +273,18 @@ internal sealed partial class SegmentLog : IAsyncDisposable
             }
 
             expected = next;
+            if (outcome == BatchCheck.End)
+            {
+                // The zero-filled reserve of a preallocated segment: the data ends here.
+                if (i < bases.Count - 1)
+                {
+                    segment.File.Truncate(position);
+                    segment.File.Sync();
+                }
+
+                outcome = BatchCheck.Valid;
+            }
+
             if (outcome == BatchCheck.Valid)
             {
                 continue;
@@ -304,6 +322,11 @@ internal sealed partial class SegmentLog : IAsyncDisposable
         }
 
         // What recovery kept may only have reached the page cache before the crash: make it durable.
+        if (settings.Preallocate)
+        {
+            segments[^1].File.Allocate(settings.SegmentBytes);
+        }
+
         segments[^1].File.Sync();
         return expected;
     }
@@ -316,6 +339,12 @@ internal sealed partial class SegmentLog : IAsyncDisposable
                 segment.Track(header.BaseOffset, header.Count, at, header.TotalSize);
                 return true;
             });
+        if (outcome == BatchCheck.End)
+        {
+            segment.Size = end;
+            return;
+        }
+
         if (outcome != BatchCheck.Valid || end != to)
         {
             throw Corrupt(Path.GetDirectoryName(segment.LogPath) ?? "", $"{Path.GetFileName(segment.LogPath)} is damaged at byte {end}, before the recovery point");
@@ -341,6 +370,11 @@ internal sealed partial class SegmentLog : IAsyncDisposable
                 while (at < chunk.Length)
                 {
                     var rest = chunk[at..];
+                    if (rest.Length >= 4 && BinaryPrimitives.ReadInt32BigEndian(rest) == 0)
+                    {
+                        return (position + at, BatchCheck.End);
+                    }
+
                     var check = verify ? RecordBatch.Check(rest, maxBatchBytes, out var header) : RecordBatch.ReadHeader(rest, maxBatchBytes, out header);
                     if (check == BatchCheck.Corrupt)
                     {
@@ -777,9 +811,22 @@ internal sealed partial class SegmentLog : IAsyncDisposable
 
     private Segment Roll(Segment active, long baseOffset, DateTimeOffset now)
     {
-        // The old segment is durable before the new one exists, so recovery never sees a hole.
+        // The old segment is durable, and cut to its data, before the new one exists: recovery never
+        // sees a hole, and a segment that is not the last has no reserve.
         SyncActive(active);
+        if (_settings.Preallocate)
+        {
+            active.File.Truncate(active.Size);
+            active.File.Sync();
+        }
+
         var segment = Segment.Create(_fs, _directory, baseOffset, _settings.IndexIntervalBytes, now);
+        if (_settings.Preallocate)
+        {
+            segment.File.Allocate(_settings.SegmentBytes);
+            segment.File.Sync();
+        }
+
         _fs.SyncDirectory(_directory);
         lock (_lock)
         {
