@@ -30,7 +30,7 @@ public class LogAppendBenchmarks
     public void Setup()
     {
         _dir = Path.Combine("/var/tmp", "infra-logbench-" + Guid.NewGuid().ToString("N")[..8]);
-        _log = SegmentLog.Open(DiskFileSystem.Instance, Path.Combine(_dir, "ours"), new LogSettings(), TimeProvider.System, NullLogger.Instance);
+        _log = SegmentLog.Open(DiskFileSystem.Instance, Path.Combine(_dir, "ours"), new Infra.QueueBroker.Log.LogSettings(), TimeProvider.System, NullLogger.Instance);
         _device = Devices.CreateLogDevice(Path.Combine(_dir, "faster", "log"));
         _faster = new FasterLog(new FasterLogSettings { LogDevice = _device, AutoCommit = true });
     }
