@@ -390,6 +390,98 @@ public sealed class QueueBrokerTests : IDisposable
         }
     }
 
+    [Fact]
+    public async Task Sigterm_finishes_cleanly_and_a_restart_needs_no_recovery_scan()
+    {
+        await using (var broker = await QueueBrokerProcess.StartAsync(_dataDir))
+        {
+            await using var client = await broker.ConnectAsync();
+            await client.CreateTopicAsync("t", 2);
+            for (var i = 0; i < 50; i++)
+            {
+                await client.ProduceAsync("t", Encoding.UTF8.GetBytes($"m{i}"));
+            }
+
+            broker.Process.Terminate();
+            Assert.Equal(0, await broker.Process.WaitForExitAsync(TimeSpan.FromSeconds(30)));
+            Assert.Contains("every partition log written, fsync'd and closed", broker.Process.Output, StringComparison.Ordinal);
+        }
+
+        Assert.True(File.Exists(Path.Combine(_dataDir, "t", "0", "recovery-point")));
+        await using var restarted = await QueueBrokerProcess.StartAsync(_dataDir);
+        await using var reader = await restarted.ConnectAsync();
+        Assert.Equal(50, (await ReadPartitionAsync(reader, "t", 0)).Count + (await ReadPartitionAsync(reader, "t", 1)).Count);
+        Assert.DoesNotContain("dropped", restarted.Process.Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_connection_over_its_in_flight_bytes_gets_busy_and_recovers()
+    {
+        await using var broker = await QueueBrokerProcess.StartAsync(_dataDir, "--max-inflight-bytes", "8k");
+        await using var client = await broker.ConnectAsync();
+        await client.CreateTopicAsync("big", 1);
+        var payload = new byte[3000];
+        var results = await Task.WhenAll(Enumerable.Range(0, 64).Select(async _ =>
+        {
+            try
+            {
+                await client.ProduceAsync("big", payload);
+                return "ok";
+            }
+            catch (QueueException ex)
+            {
+                return ex.Code;
+            }
+        }));
+        Assert.Contains("Busy", results);
+        Assert.Contains("ok", results);
+        Assert.All(results, r => Assert.True(r is "ok" or "Busy", r));
+        var last = await client.ProduceAsync("big", payload); // fine again once the others are answered
+        Assert.Equal(results.Count(r => r == "ok"), last.Offset); // nothing refused was appended
+    }
+
+    [Fact]
+    public async Task Stream_consumers_share_the_partitions_and_resume_from_their_commits()
+    {
+        await using var broker = await QueueBrokerProcess.StartAsync(_dataDir, "--session-timeout", "2s");
+        await using (var admin = await broker.ConnectAsync())
+        {
+            await admin.CreateTopicAsync("events", 4);
+            await using var producer = await QueueProducer.CreateAsync("127.0.0.1", broker.Port, "events");
+            await Task.WhenAll(Enumerable.Range(0, 200).Select(i => producer.SendAsync(Encoding.UTF8.GetBytes($"e{i}"), key: Encoding.UTF8.GetBytes($"k{i}"))));
+        }
+
+        var options = new StreamConsumerOptions { SessionTimeout = TimeSpan.FromSeconds(2), HeartbeatInterval = TimeSpan.FromMilliseconds(100) };
+        var seen = new ConcurrentDictionary<string, int>();
+        await using (var first = await StreamConsumer.CreateAsync("127.0.0.1", broker.Port, "events", "readers", options))
+        {
+            await using var second = await StreamConsumer.CreateAsync("127.0.0.1", broker.Port, "events", "readers", options);
+            var deadline = DateTime.UtcNow.AddSeconds(20);
+            while ((first.Partitions.Count != 2 || second.Partitions.Count != 2) && DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(50);
+            }
+
+            Assert.Equal(2, first.Partitions.Count);
+            Assert.Empty(first.Partitions.Intersect(second.Partitions));
+            foreach (var consumer in new[] { first, second })
+            {
+                var messages = await consumer.PollAsync(TimeSpan.FromMilliseconds(200));
+                foreach (var message in messages)
+                {
+                    seen.AddOrUpdate(Encoding.UTF8.GetString(message.Payload), 1, (_, n) => n + 1);
+                }
+
+                await consumer.CommitAsync();
+            }
+        }
+
+        Assert.Equal(200, seen.Count);
+        await using var resumed = await StreamConsumer.CreateAsync("127.0.0.1", broker.Port, "events", "readers", options);
+        Assert.Equal(4, resumed.Partitions.Count);
+        Assert.Empty(await resumed.PollAsync(TimeSpan.FromMilliseconds(200))); // everything was committed
+    }
+
     private static async Task SendFrameAsync(NetworkStream stream, byte[] body)
     {
         var frame = new byte[4 + body.Length];
