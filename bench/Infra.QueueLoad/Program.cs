@@ -21,6 +21,7 @@ var size = int.Parse(options.GetValueOrDefault("size", "100"), CultureInfo.Invar
 var phase = options.GetValueOrDefault("phase", "produce");
 var topic = options.GetValueOrDefault("topic", "bench");
 var fetchMax = int.Parse(options.GetValueOrDefault("fetch-max", "500"), CultureInfo.InvariantCulture);
+OurBroker.FetchWaitMs = int.Parse(options.GetValueOrDefault("fetch-wait-ms", "200"), CultureInfo.InvariantCulture);
 var connections = Math.Max(1, Math.Min(producers, int.Parse(options.GetValueOrDefault("connections", "16"), CultureInfo.InvariantCulture)));
 
 IBroker broker = target == "nats" ? await NatsBroker.ConnectAsync(host, port, topic, connections) : await OurBroker.ConnectAsync(host, port, topic, connections, fetchMax);
@@ -30,8 +31,19 @@ await using (broker)
     {
         case "produce":
             {
-                var (count, latencies, elapsed) = await ProduceAsync(broker, producers, TimeSpan.FromSeconds(seconds), size, stampTime: false);
-                Console.WriteLine(Line("produce", target, producers, count / elapsed.TotalSeconds, latencies));
+                var stamp = options.ContainsKey("stamp");
+                var (count, latencies, elapsed) = await ProduceAsync(broker, producers, TimeSpan.FromSeconds(seconds), size, stampTime: stamp);
+                Console.WriteLine(Line(stamp ? "produce-stamped" : "produce", target, producers, count / elapsed.TotalSeconds, latencies));
+                break;
+            }
+
+        case "tail":
+            {
+                // The consumer side of end-to-end latency, in its own process (as a consumer would be):
+                // reads new messages for the given seconds while another process produces stamped ones.
+                using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(seconds));
+                var latencies = await broker.ConsumeLatenciesAsync(stop.Token);
+                Console.WriteLine(Line("e2e", target, producers, latencies.Count / seconds, latencies));
                 break;
             }
 
@@ -111,6 +123,8 @@ internal interface IBroker : IAsyncDisposable
 
 internal sealed class OurBroker(QueueClient[] clients, QueueClient reader, string topic, int fetchMax) : IBroker
 {
+    public static int FetchWaitMs { get; set; } = 200;
+
     public static async Task<IBroker> ConnectAsync(string host, int port, string topic, int connections, int fetchMax)
     {
         var clients = await Task.WhenAll(Enumerable.Range(0, connections).Select(_ => QueueClient.ConnectAsync(host, port)));
@@ -127,7 +141,7 @@ internal sealed class OurBroker(QueueClient[] clients, QueueClient reader, strin
         var offset = ends[0];
         while (!stop.IsCancellationRequested)
         {
-            var batch = await reader.FetchAsync(topic, 0, offset, max: fetchMax, wait: TimeSpan.FromMilliseconds(200), maxBytes: 4 << 20);
+            var batch = await reader.FetchAsync(topic, 0, offset, max: fetchMax, wait: TimeSpan.FromMilliseconds(FetchWaitMs), maxBytes: 4 << 20);
             var now = DateTime.UtcNow.Ticks;
             foreach (var m in batch)
             {

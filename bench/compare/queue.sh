@@ -5,10 +5,14 @@
 #
 #   produce: N concurrent producers, each with one acknowledged 100-byte message in flight, for S s
 #            (N = 1, 64, 256); rate = acknowledged messages/s, p50/p99 produce latency
-#   e2e:     64 producers while one consumer reads the new messages: produce→consume latency
+#   e2e:     64 producers (one process) while one consumer (another process) reads the new messages:
+#            produce→consume latency of every message
 #   consume: read back everything the 64-producer run wrote
 #
 #   bash bench/compare/queue.sh [runs=3] [seconds=10]
+#
+# CONNECTIONS=n (default 4): the producers share n connections, for both brokers (round robin). Both
+# do better on few connections; 64 producers on 64 connections is in bench/RESULTS.md too.
 #
 # Note: JetStream acknowledges a publish after writing it, before fsync (its sync_interval defaults
 # to 2 minutes); ours acknowledges after fsync. Needs nats-server (installed from Debian when
@@ -66,7 +70,8 @@ start_nats() {
 
 stop_server() { kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; }
 
-load() { dotnet "$LOAD" "$@"; }
+CONNECTIONS=${CONNECTIONS:-4}
+load() { dotnet "$LOAD" --connections "$CONNECTIONS" "$@"; }
 
 RESULTS="$WORK/results.txt"
 for run in $(seq 1 "$RUNS"); do
@@ -81,13 +86,18 @@ for run in $(seq 1 "$RUNS"); do
       stop_server
     done
     if [[ $target == ours ]]; then start_ours; else start_nats; fi
-    load --target $target --port $port --phase e2e --producers 64 --seconds "$SECONDS_EACH" | tee -a "$RESULTS"
+    load --target $target --port $port --phase produce --producers 1 --seconds 0.2 --topic e2e >/dev/null # creates the topic/stream
+    load --target $target --port $port --phase tail --producers 64 --seconds $((SECONDS_EACH + 2)) --topic e2e | tee -a "$RESULTS" &
+    tail_pid=$!
+    sleep 1
+    load --target $target --port $port --phase produce --stamp --producers 64 --seconds "$SECONDS_EACH" --topic e2e >/dev/null
+    wait $tail_pid
     stop_server
   done
 done
 
 echo
-echo "medians over $RUNS runs ($(nproc) cores, $(df -T "$WORK" | awk 'NR==2{print $2}') on $(df "$WORK" | awk 'NR==2{print $1}'))"
+echo "medians over $RUNS runs, producers on $CONNECTIONS connections ($(nproc) cores, $(df -T "$WORK" | awk 'NR==2{print $2}') on $(df "$WORK" | awk 'NR==2{print $1}'))"
 python3 - "$RESULTS" <<'PY'
 import sys, statistics, collections
 rows = collections.defaultdict(list)

@@ -69,7 +69,7 @@ public sealed class QueueClient : IAsyncDisposable
     private readonly PipeReader _input;
     private readonly Channel<byte[]> _requests = Channel.CreateUnbounded<byte[]>(new UnboundedChannelOptions { SingleReader = true });
     private readonly Task _writer;
-    private readonly ConcurrentDictionary<long, TaskCompletionSource<Dictionary<string, object?>>> _pending = new();
+    private readonly ConcurrentDictionary<long, TaskCompletionSource<byte[]>> _pending = new();
     private readonly Task _reader;
     private long _nextId;
     private volatile Exception? _lost;
@@ -145,7 +145,7 @@ public sealed class QueueClient : IAsyncDisposable
     /// <summary>Stream read of one partition from <paramref name="offset"/>, waiting up to <paramref name="wait"/> for data.</summary>
     public async Task<List<QueueMessage>> FetchAsync(string topic, int partition, long offset, int max = 500, TimeSpan wait = default, int maxBytes = 1 << 20)
     {
-        var result = await SendAsync("fetch", new()
+        var body = await SendRawAsync("fetch", new()
         {
             ["topic"] = topic,
             ["partition"] = partition,
@@ -154,23 +154,69 @@ public sealed class QueueClient : IAsyncDisposable
             ["maxBytes"] = maxBytes,
             ["waitMs"] = (int)wait.TotalMilliseconds,
         });
-        return [.. ((List<object?>)result["messages"]!).Select(item =>
+        var reader = new MessagePackReader(body);
+        var messages = new List<QueueMessage>();
+        for (var fields = reader.ReadMapHeader(); fields > 0; fields--)
         {
-            var m = (List<object?>)item!;
-            return ToMessage(partition, (long)m[0]!, (long)m[1]!, m[2], m[3], m[4]);
-        })];
+            if (reader.ReadString() != "messages")
+            {
+                reader.Skip();
+                continue;
+            }
+
+            for (var count = reader.ReadArrayHeader(); count > 0; count--)
+            {
+                reader.ReadArrayHeader();
+                var at = reader.ReadInt64();
+                var timestamp = reader.ReadInt64();
+                messages.Add(ReadMessage(ref reader, partition, at, timestamp));
+            }
+        }
+
+        return messages;
     }
 
     /// <summary>Queue mode: up to <paramref name="max"/> deliveries, waiting up to <paramref name="wait"/> for the first.</summary>
     public async Task<List<QueueDelivery>> QueueFetchAsync(string topic, string group, int max = 100, TimeSpan wait = default)
     {
-        var result = await SendAsync("queue_fetch", new() { ["topic"] = topic, ["group"] = group, ["max"] = max, ["waitMs"] = (int)wait.TotalMilliseconds });
-        return [.. ((List<object?>)result["deliveries"]!).Select(item =>
+        var body = await SendRawAsync("queue_fetch", new() { ["topic"] = topic, ["group"] = group, ["max"] = max, ["waitMs"] = (int)wait.TotalMilliseconds });
+        var reader = new MessagePackReader(body);
+        var deliveries = new List<QueueDelivery>();
+        for (var fields = reader.ReadMapHeader(); fields > 0; fields--)
         {
-            var d = (List<object?>)item!;
-            var partition = (int)(long)d[0]!;
-            return new QueueDelivery((string)d[2]!, (int)(long)d[3]!, ToMessage(partition, (long)d[1]!, 0, d[4], d[5], d[6]));
-        })];
+            if (reader.ReadString() != "deliveries")
+            {
+                reader.Skip();
+                continue;
+            }
+
+            for (var count = reader.ReadArrayHeader(); count > 0; count--)
+            {
+                reader.ReadArrayHeader();
+                var partition = reader.ReadInt32();
+                var offset = reader.ReadInt64();
+                var id = reader.ReadString()!;
+                var deliveryCount = reader.ReadInt32();
+                deliveries.Add(new QueueDelivery(id, deliveryCount, ReadMessage(ref reader, partition, offset, 0)));
+            }
+        }
+
+        return deliveries;
+    }
+
+    /// <summary>[…, key (bin or nil), headers (map of string to bin), payload (bin)] after the fields already read.</summary>
+    private static QueueMessage ReadMessage(ref MessagePackReader reader, int partition, long offset, long timestamp)
+    {
+        var key = reader.TryReadNil() ? null : reader.ReadBytes()?.ToArray();
+        var headerCount = reader.ReadMapHeader();
+        var headers = new Dictionary<string, byte[]>(headerCount, StringComparer.Ordinal);
+        for (var h = 0; h < headerCount; h++)
+        {
+            headers[reader.ReadString()!] = reader.ReadBytes()?.ToArray() ?? [];
+        }
+
+        var payload = reader.ReadBytes()?.ToArray() ?? [];
+        return new QueueMessage(partition, offset, timestamp, key, headers, payload);
     }
 
     /// <summary>Acks deliveries; returns how many were acked (the others were unknown or stale, e.g. already redelivered).</summary>
@@ -210,16 +256,25 @@ public sealed class QueueClient : IAsyncDisposable
     private static StreamMembership ToMembership(Dictionary<string, object?> result) =>
         new((string)result["memberId"]!, (int)(long)result["generation"]!, [.. ((List<object?>)result["partitions"]!).Select(p => (int)(long)p!)]);
 
-    private static QueueMessage ToMessage(int partition, long offset, long timestamp, object? key, object? headers, object? payload) =>
-        new(partition, offset, timestamp, key as byte[],
-            (headers as Dictionary<string, object?>)?.ToDictionary(h => h.Key, h => h.Value as byte[] ?? []) ?? [],
-            payload as byte[] ?? []);
-
     /// <summary>Sends one request and waits for its answer; a broker error becomes a <see cref="QueueException"/>.</summary>
     public async Task<Dictionary<string, object?>> SendAsync(string op, Dictionary<string, object?> args)
     {
+        var body = await SendRawAsync(op, args);
+        try
+        {
+            return MessagePackValues.ReadWhole(new ReadOnlySequence<byte>(body)) as Dictionary<string, object?> ?? [];
+        }
+        catch (InvalidDataException ex)
+        {
+            throw new QueueException("BadAnswer", "the broker's answer is not a map: " + ex.Message);
+        }
+    }
+
+    /// <summary>Sends one request; the answer's result (MessagePack) when it is "ok".</summary>
+    private async Task<byte[]> SendRawAsync(string op, Dictionary<string, object?> args)
+    {
         var id = Interlocked.Increment(ref _nextId);
-        var answer = new TaskCompletionSource<Dictionary<string, object?>>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var answer = new TaskCompletionSource<byte[]>(TaskCreationOptions.RunContinuationsAsynchronously);
         _pending[id] = answer;
         var buffer = new ArrayBufferWriter<byte>(256);
         var writer = new MessagePackWriter(buffer);
@@ -352,7 +407,7 @@ public sealed class QueueClient : IAsyncDisposable
                         throw new InvalidDataException("the broker sent a bad frame length");
                     }
 
-                    Dispatch(MessagePackValues.ReadWhole(body));
+                    Dispatch(body);
                 }
 
                 _input.AdvanceTo(buffer.Start, buffer.End);
@@ -368,28 +423,56 @@ public sealed class QueueClient : IAsyncDisposable
         }
     }
 
-    private void Dispatch(object? answer)
+    private void Dispatch(ReadOnlySequence<byte> body)
     {
-        if (answer is not List<object?> { Count: 3 } parts || parts[0] is not long id || parts[1] is not string status)
+        long id;
+        string? status;
+        ReadOnlySequence<byte> rest;
+        try
         {
-            throw new InvalidDataException("the broker sent an answer that is not [id, status, body]");
+            var reader = new MessagePackReader(body);
+            if (reader.ReadArrayHeader() != 3)
+            {
+                throw new InvalidDataException("the broker sent an answer that is not [id, status, body]");
+            }
+
+            id = reader.ReadInt64();
+            status = reader.ReadString();
+            rest = body.Slice(reader.Position);
+        }
+        catch (Exception ex) when (ex is MessagePackSerializationException or EndOfStreamException or OverflowException)
+        {
+            throw new InvalidDataException("the broker sent an unreadable answer: " + ex.Message, ex);
         }
 
         if (id == 0 && status != "ok")
         {
-            throw new IOException($"the broker closed the connection: {status}: {parts[2]}");
+            throw new IOException($"the broker closed the connection: {status}: {Message(rest)}");
         }
 
         if (_pending.TryRemove(id, out var waiter))
         {
             if (status == "ok")
             {
-                waiter.TrySetResult(parts[2] as Dictionary<string, object?> ?? []);
+                waiter.TrySetResult(rest.ToArray());
             }
             else
             {
-                waiter.TrySetException(new QueueException(status, parts[2] as string ?? ""));
+                waiter.TrySetException(new QueueException(status ?? "Internal", Message(rest)));
             }
+        }
+    }
+
+    private static string Message(ReadOnlySequence<byte> rest)
+    {
+        try
+        {
+            var reader = new MessagePackReader(rest);
+            return reader.ReadString() ?? "";
+        }
+        catch (Exception ex) when (ex is MessagePackSerializationException or EndOfStreamException)
+        {
+            return "(unreadable message)";
         }
     }
 
