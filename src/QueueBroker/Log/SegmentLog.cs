@@ -82,7 +82,9 @@ internal sealed partial class SegmentLog : IAsyncDisposable
         _recoveryPoint = _synced;
         _lastSyncTimestamp = time.GetTimestamp();
         _lastRecoveryPointTimestamp = _lastSyncTimestamp;
-        _flusher = Task.Run(FlushLoopAsync);
+        // Its own thread: the flusher blocks in write and fdatasync most of the time, which on a
+        // thread-pool thread would take a worker from the request continuations.
+        _flusher = Task.Factory.StartNew(FlushLoop, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
     }
 
     public string Directory => _directory;
@@ -672,12 +674,12 @@ internal sealed partial class SegmentLog : IAsyncDisposable
         return doomed.Count;
     }
 
-    private async Task FlushLoopAsync()
+    private void FlushLoop()
     {
         var wait = _settings.Fsync == FsyncMode.Interval ? _settings.FsyncInterval : Timeout.InfiniteTimeSpan;
         while (true)
         {
-            await _signal.WaitAsync(wait).ConfigureAwait(false);
+            _signal.Wait(wait);
             Volatile.Write(ref _signalled, 0);
             byte[] buffer;
             List<PendingBatch> batches;
