@@ -20,7 +20,7 @@ var seconds = double.Parse(options.GetValueOrDefault("seconds", "10"), CultureIn
 var size = int.Parse(options.GetValueOrDefault("size", "100"), CultureInfo.InvariantCulture);
 var phase = options.GetValueOrDefault("phase", "produce");
 var topic = options.GetValueOrDefault("topic", "bench");
-var fetchMax = int.Parse(options.GetValueOrDefault("fetch-max", "500"), CultureInfo.InvariantCulture);
+var fetchMax = int.Parse(options.GetValueOrDefault("fetch-max", "5000"), CultureInfo.InvariantCulture);
 OurBroker.FetchWaitMs = int.Parse(options.GetValueOrDefault("fetch-wait-ms", "200"), CultureInfo.InvariantCulture);
 var connections = Math.Max(1, Math.Min(producers, int.Parse(options.GetValueOrDefault("connections", "16"), CultureInfo.InvariantCulture)));
 
