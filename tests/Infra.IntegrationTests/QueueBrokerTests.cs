@@ -51,9 +51,10 @@ public sealed class QueueBrokerTests : IDisposable
 
             using var stop = new CancellationTokenSource();
             var ackedThisRound = 0;
+            var clients = await Task.WhenAll(Enumerable.Range(0, 16).Select(_ => broker.ConnectAsync())); // all connected before the kill
             var producers = Enumerable.Range(0, 16).Select(p => Task.Run(async () =>
             {
-                await using var client = await broker.ConnectAsync();
+                await using var client = clients[p];
                 for (var n = 0; !stop.IsCancellationRequested; n++)
                 {
                     var payload = $"r{round}-p{p}-n{n}";

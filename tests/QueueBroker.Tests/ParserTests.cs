@@ -112,3 +112,78 @@ public sealed class ParserTests
         Assert.Throws<InvalidDataException>(() => MessagePackValues.ReadWhole(new ReadOnlySequence<byte>(deep)));
     }
 }
+
+public sealed class ProduceParserTests
+{
+    private static ReadOnlySequence<byte> Encode(Action<MessagePack.MessagePackWriter> build)
+    {
+        var buffer = new ArrayBufferWriter<byte>();
+        var writer = new MessagePack.MessagePackWriter(buffer);
+        build(writer);
+        return new ReadOnlySequence<byte>(buffer.WrittenMemory);
+    }
+
+    private static ReadOnlySequence<byte> Produce(bool extraField = false, bool truncate = false)
+    {
+        var body = Encode(w =>
+        {
+            w.WriteArrayHeader(3);
+            w.Write(9L);
+            w.Write("produce");
+            w.WriteMapHeader(extraField ? 5 : 4);
+            w.Write("topic");
+            w.Write("t");
+            w.Write("partition");
+            w.Write(2);
+            w.Write("producerId");
+            w.Write(77L);
+            if (extraField)
+            {
+                w.Write("surprise");
+                w.Write(1);
+            }
+
+            w.Write("messages");
+            w.WriteArrayHeader(2);
+            w.WriteArrayHeader(3);
+            w.Write("key"u8);
+            w.WriteMapHeader(1);
+            w.Write("h");
+            w.Write("v");
+            w.Write("payload"u8);
+            w.WriteArrayHeader(3);
+            w.WriteNil();
+            w.WriteNil();
+            w.Write("second");
+            w.Flush();
+        });
+        return truncate ? body.Slice(0, body.Length - 3) : body;
+    }
+
+    [Fact]
+    public void A_well_formed_produce_is_read_in_one_pass()
+    {
+        Assert.True(Protocol.ProduceParser.TryParse(Produce(), out var id, out var request));
+        Assert.Equal(9, id);
+        Assert.Equal(("t", 2, 77L, -1), (request!.Topic, request.Partition, request.ProducerId, request.Sequence));
+        Assert.Equal(2, request.Messages.Count);
+        Assert.Equal("key", Encoding.UTF8.GetString(request.Messages[0].Key!));
+        Assert.Equal("v", Encoding.UTF8.GetString(request.Messages[0].Headers[0].Value));
+        Assert.Null(request.Messages[1].Key);
+        Assert.Equal("second", Encoding.UTF8.GetString(request.Messages[1].Payload.Span));
+    }
+
+    [Fact]
+    public void Anything_unexpected_is_left_to_the_generic_parser()
+    {
+        Assert.False(Protocol.ProduceParser.TryParse(Produce(extraField: true), out _, out _));
+        var truncated = Produce(truncate: true);
+        for (var cut = 0; cut < truncated.Length; cut++)
+        {
+            Assert.False(Protocol.ProduceParser.TryParse(truncated.Slice(0, cut), out _, out _));
+        }
+
+        Assert.False(Protocol.ProduceParser.TryParse(new ReadOnlySequence<byte>([0x93, 0x01, 0xa4, (byte)'p', (byte)'i', (byte)'n', (byte)'g', 0x80]), out _, out _));
+        Assert.False(Protocol.ProduceParser.TryParse(new ReadOnlySequence<byte>([0xc1]), out _, out _));
+    }
+}

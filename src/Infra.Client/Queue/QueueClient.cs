@@ -119,24 +119,58 @@ public sealed class QueueClient : IAsyncDisposable
         int? partition = null, long producerId = -1, int sequence = -1)
     {
         ArgumentNullException.ThrowIfNull(messages);
-        var args = new Dictionary<string, object?>
+
+        // The hot path: written straight to MessagePack, no argument dictionary.
+        var body = await SendEncodedAsync("produce", (ref MessagePackWriter w) =>
         {
-            ["topic"] = topic,
-            ["messages"] = messages.Select(m => (object?)new object?[] { m.Key, m.Headers, m.Payload }).ToList(),
-        };
-        if (partition is { } p)
+            w.WriteMapHeader(2 + (partition is null ? 0 : 1) + (producerId >= 0 ? 2 : 0));
+            w.Write("topic");
+            w.Write(topic);
+            if (partition is { } p)
+            {
+                w.Write("partition");
+                w.Write(p);
+            }
+
+            if (producerId >= 0)
+            {
+                w.Write("producerId");
+                w.Write(producerId);
+                w.Write("sequence");
+                w.Write(sequence);
+            }
+
+            w.Write("messages");
+            w.WriteArrayHeader(messages.Count);
+            foreach (var (key, headers, payload) in messages)
+            {
+                WriteValue(ref w, new object?[] { key, headers, payload });
+            }
+        });
+        var reader = new MessagePackReader(body);
+        int partitionOut = 0;
+        long offset = 0;
+        var duplicate = false;
+        for (var fields = reader.ReadMapHeader(); fields > 0; fields--)
         {
-            args["partition"] = p;
+            switch (reader.ReadString())
+            {
+                case "partition":
+                    partitionOut = reader.ReadInt32();
+                    break;
+                case "offset":
+                    offset = reader.ReadInt64();
+                    break;
+                case "duplicate":
+                    duplicate = reader.ReadBoolean();
+                    break;
+                default:
+                    reader.Skip();
+                    break;
+            }
         }
 
-        if (producerId >= 0)
-        {
-            args["producerId"] = producerId;
-            args["sequence"] = sequence;
-        }
-
-        var result = await SendAsync("produce", args);
-        return new ProduceAck((int)(long)result["partition"]!, (long)result["offset"]!, (bool)result["duplicate"]!);
+        return new ProduceAck(partitionOut, offset, duplicate);
     }
 
     public Task<ProduceAck> ProduceAsync(string topic, ReadOnlyMemory<byte> payload, byte[]? key = null, int? partition = null) =>
@@ -271,7 +305,12 @@ public sealed class QueueClient : IAsyncDisposable
     }
 
     /// <summary>Sends one request; the answer's result (MessagePack) when it is "ok".</summary>
-    private async Task<byte[]> SendRawAsync(string op, Dictionary<string, object?> args)
+    private delegate void ArgsWriter(ref MessagePackWriter writer);
+
+    private Task<byte[]> SendRawAsync(string op, Dictionary<string, object?> args) =>
+        SendEncodedAsync(op, (ref MessagePackWriter w) => WriteValue(ref w, args));
+
+    private async Task<byte[]> SendEncodedAsync(string op, ArgsWriter args)
     {
         var id = Interlocked.Increment(ref _nextId);
         var answer = new TaskCompletionSource<byte[]>(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -281,7 +320,7 @@ public sealed class QueueClient : IAsyncDisposable
         writer.WriteArrayHeader(3);
         writer.Write(id);
         writer.Write(op);
-        WriteValue(ref writer, args);
+        args(ref writer);
         writer.Flush();
         var frame = new byte[buffer.WrittenCount + Frames.HeaderSize];
         System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(frame, buffer.WrittenCount);

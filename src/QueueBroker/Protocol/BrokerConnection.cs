@@ -99,9 +99,26 @@ internal sealed partial class BrokerConnection : IDisposable
                         await _inFlight.WaitAsync();
                     }
 
-                    var request = Parse(body, out var id, out var error);
-                    running.RemoveAll(t => t.IsCompleted);
-                    running.Add(request is null ? WriteErrorThenReleaseAsync(id, error!) : HandleAsync(id, request.Value.Op, request.Value.Args, body.Length));
+                    Task task;
+                    if (ProduceParser.TryParse(body, out var produceId, out var produce))
+                    {
+                        task = HandleAsync(produceId, "produce", Fields.Empty, produce, body.Length);
+                    }
+                    else
+                    {
+                        var request = Parse(body, out var id, out var error);
+                        task = request is null ? WriteErrorThenReleaseAsync(id, error!) : HandleAsync(id, request.Value.Op, request.Value.Args, null, body.Length);
+                    }
+
+                    if (!task.IsCompleted)
+                    {
+                        running.Add(task);
+                    }
+
+                    if (running.Count > 256)
+                    {
+                        running.RemoveAll(t => t.IsCompleted);
+                    }
                 }
 
                 input.AdvanceTo(buffer.Start, buffer.End);
@@ -202,7 +219,7 @@ internal sealed partial class BrokerConnection : IDisposable
     }
 
     /// <summary>Runs inline on the read loop up to its first wait (for a produce: the append), then concurrently.</summary>
-    private async Task HandleAsync(long id, string op, Fields args, long size)
+    private async Task HandleAsync(long id, string op, Fields args, ProduceRequest? produce, long size)
     {
         var counted = 0L;
         try
@@ -216,7 +233,7 @@ internal sealed partial class BrokerConnection : IDisposable
                 }
             }
 
-            await ExecuteAsync(id, op, args);
+            await ExecuteAsync(id, op, args, produce);
         }
         catch (BrokerException ex)
         {
@@ -243,7 +260,7 @@ internal sealed partial class BrokerConnection : IDisposable
         }
     }
 
-    private async Task ExecuteAsync(long id, string op, Fields args)
+    private async Task ExecuteAsync(long id, string op, Fields args, ProduceRequest? produce)
     {
         switch (op)
         {
@@ -289,15 +306,8 @@ internal sealed partial class BrokerConnection : IDisposable
 
             case "produce":
                 {
-                    var items = args.List("messages");
-                    if (items.Count == 0)
-                    {
-                        throw new BrokerException(ErrorCode.BadRequest, "field 'messages' must not be empty");
-                    }
-
-                    var messages = items.Select(Fields.Message).ToList();
-                    var result = await _broker.ProduceAsync(args.Text("topic"), args.OptionalInt("partition", 0, int.MaxValue), messages,
-                        args.OptionalNumber("producerId") ?? -1, args.OptionalInt("sequence", 0, int.MaxValue) ?? -1);
+                    produce ??= ProduceFromFields(args);
+                    var result = await _broker.ProduceAsync(produce.Topic, produce.Partition, produce.Messages, produce.ProducerId, produce.Sequence);
                     await WriteOkAsync(id, (ref MessagePackWriter w) =>
                     {
                         w.WriteMapHeader(4);
@@ -427,6 +437,19 @@ internal sealed partial class BrokerConnection : IDisposable
             default:
                 throw new BrokerException(ErrorCode.BadRequest, $"unknown op '{(op.Length > 40 ? op[..40] : op)}'");
         }
+    }
+
+    /// <summary>A produce the fast parser passed on: read field by field, each wrong field a BadRequest naming it.</summary>
+    private static ProduceRequest ProduceFromFields(Fields args)
+    {
+        var items = args.List("messages");
+        if (items.Count == 0)
+        {
+            throw new BrokerException(ErrorCode.BadRequest, "field 'messages' must not be empty");
+        }
+
+        return new ProduceRequest(args.Text("topic"), args.OptionalInt("partition", 0, int.MaxValue),
+            args.OptionalNumber("producerId") ?? -1, args.OptionalInt("sequence", 0, int.MaxValue) ?? -1, [.. items.Select(Fields.Message)]);
     }
 
     private static void WriteMessageBody(ref MessagePackWriter w, StoredMessage m)
