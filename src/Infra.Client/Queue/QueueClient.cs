@@ -305,26 +305,15 @@ public sealed class QueueClient : IAsyncDisposable
     }
 
     /// <summary>Sends one request; the answer's result (MessagePack) when it is "ok".</summary>
-    private delegate void ArgsWriter(ref MessagePackWriter writer);
-
     private Task<byte[]> SendRawAsync(string op, Dictionary<string, object?> args) =>
         SendEncodedAsync(op, (ref MessagePackWriter w) => WriteValue(ref w, args));
 
-    private async Task<byte[]> SendEncodedAsync(string op, ArgsWriter args)
+    private async Task<byte[]> SendEncodedAsync(string op, MessagePackBody args)
     {
         var id = Interlocked.Increment(ref _nextId);
         var answer = new TaskCompletionSource<byte[]>(TaskCreationOptions.RunContinuationsAsynchronously);
         _pending[id] = answer;
-        var buffer = new ArrayBufferWriter<byte>(256);
-        var writer = new MessagePackWriter(buffer);
-        writer.WriteArrayHeader(3);
-        writer.Write(id);
-        writer.Write(op);
-        args(ref writer);
-        writer.Flush();
-        var frame = new byte[buffer.WrittenCount + Frames.HeaderSize];
-        System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(frame, buffer.WrittenCount);
-        buffer.WrittenSpan.CopyTo(frame.AsSpan(Frames.HeaderSize));
+        var frame = Frames.Build(id, op, args);
         if (_lost is { } lost || !_requests.Writer.TryWrite(frame))
         {
             _pending.TryRemove(id, out _);

@@ -1,7 +1,11 @@
 using System.Buffers;
 using System.Buffers.Binary;
+using MessagePack;
 
 namespace Infra.Core.Framing;
+
+/// <summary>Writes the last element of a message (a request's args, an answer's result).</summary>
+public delegate void MessagePackBody(ref MessagePackWriter writer);
 
 public enum FrameStatus
 {
@@ -57,6 +61,26 @@ public static class Frames
         body = buffer.Slice(HeaderSize, declared);
         buffer = buffer.Slice(HeaderSize + declared);
         return FrameStatus.Complete;
+    }
+
+    /// <summary>
+    /// The whole frame of <c>[id, tag, body]</c> — a request (tag = op) or an answer (tag = status) —
+    /// length prefix included, ready to send.
+    /// </summary>
+    public static byte[] Build(long id, string tag, MessagePackBody body)
+    {
+        ArgumentNullException.ThrowIfNull(body);
+        var buffer = new ArrayBufferWriter<byte>(256);
+        var writer = new MessagePackWriter(buffer);
+        writer.WriteArrayHeader(3);
+        writer.Write(id);
+        writer.Write(tag);
+        body(ref writer);
+        writer.Flush();
+        var frame = new byte[HeaderSize + buffer.WrittenCount];
+        BinaryPrimitives.WriteInt32BigEndian(frame, buffer.WrittenCount);
+        buffer.WrittenSpan.CopyTo(frame.AsSpan(HeaderSize));
+        return frame;
     }
 
     /// <summary>Writes the length prefix and <paramref name="body"/>.</summary>

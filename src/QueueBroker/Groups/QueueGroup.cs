@@ -113,8 +113,7 @@ internal sealed partial class QueueGroup : IAsyncDisposable
     /// <summary>Opens (or creates) the group and recovers its state, finishing interrupted dead-letter moves.</summary>
     public static async Task<QueueGroup> OpenAsync(string name, Topic topic, TopicRegistry topics, ILogFileSystem fs, QueueSettings settings, TimeProvider time, ILogger logger)
     {
-        var logSettings = topics.Settings with { SegmentBytes = 4L << 20, RetentionBytes = -1, RetentionAge = TimeSpan.Zero, SegmentAge = TimeSpan.Zero };
-        var state = SegmentLog.Open(fs, StateDirectory(topic, name), logSettings, time, logger);
+        var state = SegmentLog.Open(fs, StateDirectory(topic, name), topics.Settings.ForGroupState(), time, logger);
         var group = new QueueGroup(name, topic, topics, state, settings, time, logger);
         try
         {

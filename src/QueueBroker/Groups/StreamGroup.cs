@@ -52,7 +52,7 @@ internal sealed partial class StreamGroup : IAsyncDisposable
         _owner = new string?[topic.Partitions.Count];
         _committed = [.. Enumerable.Repeat(-1L, topic.Partitions.Count)];
         _offsets = SegmentLog.Open(fs, Path.Combine(topic.Directory, "groups", "stream-" + name),
-            settings with { SegmentBytes = 4L << 20, RetentionBytes = -1, RetentionAge = TimeSpan.Zero, SegmentAge = TimeSpan.Zero }, time, logger);
+            settings.ForGroupState(), time, logger);
         Replay();
         var sweep = TimeSpan.FromMilliseconds(Math.Clamp(sessionTimeout.TotalMilliseconds / 4, 10, 1000));
         _sweeper = time.CreateTimer(_ => Sweep(), null, sweep, sweep);

@@ -46,6 +46,12 @@ internal sealed record LogSettings
     /// <summary>Largest batch recovery accepts as plausible (a bigger length field is corruption).</summary>
     public int MaxBatchBytes { get; init; } = 64 << 20;
 
+    /// <summary>
+    /// For a consumer group's own state log: the same durability, small segments (compaction drops
+    /// whole ones) and no retention or age roll (its records are only dropped by compaction).
+    /// </summary>
+    public LogSettings ForGroupState() => this with { SegmentBytes = 4L << 20, RetentionBytes = -1, RetentionAge = TimeSpan.Zero, SegmentAge = TimeSpan.Zero };
+
     /// <summary>How often the recovery point (where a restart starts scanning) moves forward.</summary>
     public TimeSpan RecoveryPointInterval { get; init; } = TimeSpan.FromSeconds(5);
 }

@@ -473,26 +473,14 @@ internal sealed partial class BrokerConnection : IDisposable
         w.Write(m.Payload);
     }
 
-    private delegate void BodyWriter(ref MessagePackWriter writer);
-
-    private Task WriteOkAsync(long id, BodyWriter body) => WriteAsync(id, "ok", body);
+    private Task WriteOkAsync(long id, MessagePackBody body) => WriteAsync(id, "ok", body);
 
     private Task WriteErrorAsync(long id, ErrorCode code, string message) =>
         WriteAsync(id, code.ToString(), (ref MessagePackWriter w) => w.Write(message));
 
-    private Task WriteAsync(long id, string status, BodyWriter body)
+    private Task WriteAsync(long id, string status, MessagePackBody body)
     {
-        var buffer = new ArrayBufferWriter<byte>(256);
-        var writer = new MessagePackWriter(buffer);
-        writer.WriteArrayHeader(3);
-        writer.Write(id);
-        writer.Write(status);
-        body(ref writer);
-        writer.Flush();
-        var frame = new byte[Frames.HeaderSize + buffer.WrittenCount];
-        System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(frame, buffer.WrittenCount);
-        buffer.WrittenSpan.CopyTo(frame.AsSpan(Frames.HeaderSize));
-        _answers.Writer.TryWrite(frame);
+        _answers.Writer.TryWrite(Frames.Build(id, status, body));
         return Task.CompletedTask;
     }
 
