@@ -709,8 +709,9 @@ internal sealed partial class SegmentLog : IAsyncDisposable
             {
                 Persist(buffer, batches, closing);
             }
-            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or ObjectDisposedException or NotSupportedException)
+            catch (Exception ex)
             {
+                // Whatever went wrong while writing, the bytes' fate is unknown: the log stops (never retries).
                 StopWith(ex);
                 cycle.TrySetException(new BrokerException(ErrorCode.PartitionFailed, $"partition log {_directory} is stopped: {ex.Message}"));
                 return;
@@ -853,7 +854,7 @@ internal sealed partial class SegmentLog : IAsyncDisposable
             _recoveryPoint = _synced;
             _lastRecoveryPointTimestamp = _time.GetTimestamp();
         }
-        catch (IOException ex)
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
             // The old recovery point stays valid (it only means a longer scan); the data is durable.
             LogRecoveryPointFailed(_logger, _directory, ex.Message);
