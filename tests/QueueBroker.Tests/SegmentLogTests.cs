@@ -473,6 +473,34 @@ public sealed class SegmentLogTests
     }
 
     [Fact]
+    public async Task Never_mode_acknowledges_without_fsync_and_syncs_at_a_clean_close()
+    {
+        var fs = new FaultyFileSystem();
+        var log = Open(fs, Settings() with { Fsync = FsyncMode.Never });
+        var syncs = fs.Syncs;
+        for (var i = 0; i < 10; i++)
+        {
+            await AppendAsync(log, $"m{i}");
+        }
+
+        Assert.Equal(syncs, fs.Syncs); // acknowledged after write(2) only
+        await using (var afterProcessCrash = Open(fs.Crash(machine: false)))
+        {
+            Assert.Equal(10, ReadAll(afterProcessCrash).Count); // the page cache survives a process crash
+        }
+
+        await using (var afterPowerLoss = Open(fs.Crash(machine: true)))
+        {
+            Assert.Empty(ReadAll(afterPowerLoss)); // a power loss takes what was never fsync'd
+        }
+
+        await log.DisposeAsync();
+        Assert.True(fs.Syncs > syncs);
+        await using var afterClose = Open(fs.Crash(machine: true));
+        Assert.Equal(10, ReadAll(afterClose).Count);
+    }
+
+    [Fact]
     public async Task A_lost_index_is_rebuilt_from_the_log()
     {
         var fs = new FaultyFileSystem();
