@@ -26,7 +26,7 @@ internal sealed partial class Broker : IAsyncDisposable
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
     private readonly ConcurrentDictionary<(string Topic, string Group), Lazy<Task<QueueGroup>>> _queueGroups = new();
-    private readonly ConcurrentDictionary<(string Topic, string Group), StreamGroup> _streamGroups = new();
+    private readonly ConcurrentDictionary<(string Topic, string Group), Lazy<StreamGroup>> _streamGroups = new();
     private readonly Counter<long> _produced;
     private readonly Counter<long> _producedBytes;
     private readonly Counter<long> _consumed;
@@ -199,7 +199,18 @@ internal sealed partial class Broker : IAsyncDisposable
             throw new BrokerException(ErrorCode.BadRequest, $"group '{group}' of '{topicName}' is a queue group");
         }
 
-        return _streamGroups.GetOrAdd((topic.Name, group), key => new StreamGroup(key.Group, topic, _fs, Topics.Settings, _options.SessionTimeout, _time, _logger));
+        // Lazy: two first joins at once must not open the group's offset log twice.
+        var lazy = _streamGroups.GetOrAdd((topic.Name, group), key => new Lazy<StreamGroup>(() =>
+            new StreamGroup(key.Group, topic, _fs, Topics.Settings, _options.SessionTimeout, _time, _logger)));
+        try
+        {
+            return lazy.Value;
+        }
+        catch
+        {
+            _streamGroups.TryRemove(new KeyValuePair<(string, string), Lazy<StreamGroup>>((topic.Name, group), lazy));
+            throw;
+        }
     }
 
     private void Consumed(string topic, IEnumerable<StoredMessage> messages)
@@ -232,9 +243,14 @@ internal sealed partial class Broker : IAsyncDisposable
             }
         }
 
-        foreach (var ((topic, group), stream) in _streamGroups)
+        foreach (var ((topic, group), lazy) in _streamGroups)
         {
-            foreach (var info in stream.Describe().Partitions)
+            if (!lazy.IsValueCreated)
+            {
+                continue;
+            }
+
+            foreach (var info in lazy.Value.Describe().Partitions)
             {
                 yield return new Measurement<long>(info.Lag, new("topic", topic), new("group", group), new("partition", info.Partition));
             }
@@ -281,9 +297,12 @@ internal sealed partial class Broker : IAsyncDisposable
             }
         }
 
-        foreach (var stream in _streamGroups.Values)
+        foreach (var lazy in _streamGroups.Values)
         {
-            await stream.DisposeAsync();
+            if (lazy.IsValueCreated)
+            {
+                await lazy.Value.DisposeAsync();
+            }
         }
 
         await Topics.DisposeAsync();
