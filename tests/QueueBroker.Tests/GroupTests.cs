@@ -150,6 +150,26 @@ public sealed class GroupTests
     }
 
     [Fact]
+    public async Task A_partition_found_corrupt_stops_alone_and_the_group_goes_on_with_the_others()
+    {
+        await using (var registry = Registry())
+        {
+            var topic = registry.Create("jobs", 2).Topic;
+            await ProduceAsync(topic, 0, "a0", "a1");
+            await ProduceAsync(topic, 1, "b0", "b1");
+        }
+
+        var after = _fs.Crash(machine: true);
+        var segment = after.Files().First(f => f.StartsWith("/data/jobs/0/", StringComparison.Ordinal) && f.EndsWith(".log", StringComparison.Ordinal));
+        after.FlipBit(segment, 40); // before the recovery point: found only when read
+        await using var reopened = Registry(after);
+        await using var group = await QueueGroup.OpenAsync("g", reopened.Get("jobs"), reopened, after, new QueueSettings(), _time, NullLogger.Instance);
+        var deliveries = await group.FetchAsync(10, TimeSpan.Zero, default);
+        Assert.Equal(["b0", "b1"], deliveries.Select(Text));
+        Assert.False(reopened.Get("jobs").Partitions[0].IsAvailable);
+    }
+
+    [Fact]
     public async Task Stream_group_rebalances_revoke_before_assign_and_expire_silent_members()
     {
         await using var registry = Registry();

@@ -368,7 +368,17 @@ internal sealed partial class QueueGroup : IAsyncDisposable
                         continue;
                     }
 
-                    var message = log.Read(offset, 1, 1);
+                    List<StoredMessage> message;
+                    try
+                    {
+                        message = log.Read(offset, 1, 1);
+                    }
+                    catch (BrokerException ex) when (ex.Code == ErrorCode.PartitionFailed)
+                    {
+                        cursor.Ready.Enqueue(offset, (now + 1000, offset)); // the partition just stopped; the others go on
+                        break;
+                    }
+
                     if (message.Count == 1)
                     {
                         deliveries.Add(new Delivery(p, message[0], count + 1));
@@ -383,7 +393,17 @@ internal sealed partial class QueueGroup : IAsyncDisposable
 
                 if (deliveries.Count < max && cursor.Next < log.CommittedEnd)
                 {
-                    foreach (var message in log.Read(cursor.Next, max - deliveries.Count, 4 << 20))
+                    List<StoredMessage> fresh;
+                    try
+                    {
+                        fresh = log.Read(cursor.Next, max - deliveries.Count, 4 << 20);
+                    }
+                    catch (BrokerException ex) when (ex.Code == ErrorCode.PartitionFailed)
+                    {
+                        continue; // the partition just stopped (logged by its log); the others go on
+                    }
+
+                    foreach (var message in fresh)
                     {
                         deliveries.Add(new Delivery(p, message, 1));
                         cursor.Next = message.Offset + 1;
