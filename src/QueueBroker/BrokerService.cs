@@ -91,7 +91,8 @@ internal static class BrokerServiceCollectionExtensions
         services.AddAdminEndpoint(sp =>
         {
             var options = sp.GetRequiredService<BrokerOptions>();
-            return new AdminEndpointOptions(options.Http, options.AdminToken);
+            // A message travels over HTTP as the whole body: allow the message size (and JSON bodies of 1 MiB).
+            return new AdminEndpointOptions(options.Http, options.AdminToken, Math.Max(options.MaxMessageBytes, 1 << 20));
         });
         return services;
     }

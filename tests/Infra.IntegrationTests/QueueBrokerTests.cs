@@ -296,6 +296,24 @@ public sealed class QueueBrokerTests : IDisposable
     }
 
     [Fact]
+    public async Task Http_takes_messages_up_to_the_configured_size()
+    {
+        await using var broker = await QueueBrokerProcess.StartAsync(_dataDir, "--max-message-size", "2mb");
+        Assert.Equal(201, (await broker.PostJsonAsync("/topics", new { name = "blobs", partitions = 1 })).Status);
+        using (var big = new ByteArrayContent(new byte[(3 << 20) / 2]))
+        {
+            using var ok = await broker.Http.PostAsync("/topics/blobs/messages", big);
+            Assert.Equal(200, (int)ok.StatusCode);
+        }
+
+        using var tooBig = new ByteArrayContent(new byte[(2 << 20) + 1]);
+        using var refused = await broker.Http.PostAsync("/topics/blobs/messages", tooBig);
+        Assert.Equal(413, (int)refused.StatusCode);
+        await using var client = await broker.ConnectAsync();
+        Assert.Equal(1, (await client.MetadataAsync("blobs")).Ends[0]);
+    }
+
+    [Fact]
     public async Task Malformed_oversized_and_truncated_frames_get_typed_errors_and_the_broker_stays_up()
     {
         await using var broker = await QueueBrokerProcess.StartAsync(_dataDir, "--max-frame-size", "64k", "--max-message-size", "32k");

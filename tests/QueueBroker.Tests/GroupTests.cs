@@ -170,6 +170,35 @@ public sealed class GroupTests
     }
 
     [Fact]
+    public async Task Snapshots_taken_on_the_fetch_and_ack_paths_rebuild_the_same_state()
+    {
+        var settings = new QueueSettings { MaxDeliveries = 10, CompactAfterBytes = 64 };
+        await using (var registry = Registry())
+        {
+            var topic = registry.Create("jobs", 1).Topic;
+            await ProduceAsync(topic, 0, [.. Enumerable.Range(0, 20).Select(i => $"m{i}")]);
+            var group = await QueueGroup.OpenAsync("g", topic, registry, _fs, settings, _time, NullLogger.Instance);
+            List<Delivery> last = [];
+            for (var round = 0; round < 3; round++)
+            {
+                last = await group.FetchAsync(20, TimeSpan.Zero, default); // a snapshot after each (64 bytes is soon passed)
+                Assert.Equal(20, last.Count);
+                _time.Advance(TimeSpan.FromSeconds(31));
+            }
+
+            last = await group.FetchAsync(20, TimeSpan.Zero, default);
+            Assert.Equal(5, (await group.AckAsync([.. last.Take(5).Select(d => d.DeliveryId)])).Acked);
+        }
+
+        var after = _fs.Crash(machine: true);
+        await using var reopened = Registry(after);
+        await using var again = await QueueGroup.OpenAsync("g", reopened.Get("jobs"), reopened, after, settings, _time, NullLogger.Instance);
+        var back = await again.FetchAsync(20, TimeSpan.Zero, default);
+        Assert.Equal(Enumerable.Range(5, 15).Select(i => (long)i), back.Select(d => d.Message.Offset));
+        Assert.All(back, d => Assert.Equal(5, d.DeliveryCount));
+    }
+
+    [Fact]
     public async Task Stream_group_rebalances_revoke_before_assign_and_expire_silent_members()
     {
         await using var registry = Registry();

@@ -15,8 +15,8 @@ using Microsoft.Extensions.Logging;
 
 namespace Infra.Core.Admin;
 
-/// <summary>Where the admin endpoint listens and what guards it.</summary>
-public sealed record AdminEndpointOptions(IPEndPoint EndPoint, string? Token);
+/// <summary>Where the admin endpoint listens, what guards it, and the largest request body it reads (1 MiB unless a service needs more).</summary>
+public sealed record AdminEndpointOptions(IPEndPoint EndPoint, string? Token, long MaxRequestBodyBytes = 1 << 20);
 
 /// <summary>Routes a service adds to its admin endpoint.</summary>
 public interface IAdminRoutes
@@ -72,7 +72,7 @@ public sealed partial class AdminServer : IHostedService, IAsyncDisposable
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.AddServerHeader = false;
-            kestrel.Limits.MaxRequestBodySize = 1 << 20;
+            kestrel.Limits.MaxRequestBodySize = _options.MaxRequestBodyBytes;
             kestrel.Listen(_options.EndPoint);
         });
 

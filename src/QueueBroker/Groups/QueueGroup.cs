@@ -296,6 +296,7 @@ internal sealed partial class QueueGroup : IAsyncDisposable
             if (deliveries.Count > 0)
             {
                 await durable!;
+                await CompactIfDueAsync(); // a group that only fetches (and lets deliveries expire) grows its state too
                 return deliveries;
             }
 
