@@ -45,7 +45,7 @@ internal static class BrokerCommandLine
               --config FILE                  JSON file with the same keys (DataDir, Fsync, ...)
 
             Log
-              --segment-bytes SIZE           roll segments at this size (64mb)
+              --segment-bytes SIZE           roll segments at this size (64mb; reserved on disk up front)
               --segment-age DURATION         roll a non-empty segment this old (1h; 0 = never)
               --retention-bytes SIZE         per partition, delete oldest segments beyond (-1 = no limit)
               --retention-age DURATION       delete segments last written longer ago (7d; 0 = keep)
