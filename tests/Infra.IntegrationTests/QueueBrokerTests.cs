@@ -412,7 +412,7 @@ public sealed class QueueBrokerTests : IDisposable
     [Fact]
     public async Task Sigterm_finishes_cleanly_and_a_restart_needs_no_recovery_scan()
     {
-        await using (var broker = await QueueBrokerProcess.StartAsync(_dataDir))
+        await using (var broker = await QueueBrokerProcess.StartAsync(_dataDir, "--shutdown-timeout", "120s"))
         {
             await using var client = await broker.ConnectAsync();
             await client.CreateTopicAsync("t", 2);
@@ -421,8 +421,15 @@ public sealed class QueueBrokerTests : IDisposable
                 await client.ProduceAsync("t", Encoding.UTF8.GetBytes($"m{i}"));
             }
 
+            // A consumer long-polling an empty group must not hold the shutdown for its whole wait.
+            await using var poller = await broker.ConnectAsync();
+            await client.QueueFetchAsync("t", "g", max: 100);
+            var longPoll = poller.QueueFetchAsync("t", "g", max: 10, wait: TimeSpan.FromSeconds(100));
+            await Task.Delay(200);
             broker.Process.Terminate();
-            Assert.Equal(0, await broker.Process.WaitForExitAsync(TimeSpan.FromSeconds(30)));
+            Assert.Equal(0, await broker.Process.WaitForExitAsync(TimeSpan.FromSeconds(60)));
+            var error = await Assert.ThrowsAsync<QueueException>(() => longPoll);
+            Assert.True(error.Code is "ShuttingDown" or "ConnectionLost", error.Code);
             Assert.Contains("every partition log written, fsync'd and closed", broker.Process.Output, StringComparison.Ordinal);
         }
 

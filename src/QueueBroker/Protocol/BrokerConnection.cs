@@ -128,6 +128,9 @@ internal sealed partial class BrokerConnection : IDisposable
                 }
             }
 
+            // Reading is over (the client left, or the broker is stopping): long polls end now instead of
+            // holding the connection for their full wait; appends in flight still finish and are answered.
+            await _closed.CancelAsync();
             await Task.WhenAll(running);
         }
         finally
@@ -242,7 +245,12 @@ internal sealed partial class BrokerConnection : IDisposable
         }
         catch (OperationCanceledException)
         {
-            // The connection closed while the request waited.
+            if (_connection.ClosingRequested.IsCancellationRequested)
+            {
+                await WriteErrorAsync(id, ErrorCode.ShuttingDown, "the broker is shutting down");
+            }
+
+            // Otherwise the client left while the request waited: nobody to answer.
         }
         catch (Exception ex) when (ex is IOException or ObjectDisposedException)
         {
