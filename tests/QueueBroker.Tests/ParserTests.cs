@@ -187,3 +187,31 @@ public sealed class ProduceParserTests
         Assert.False(Protocol.ProduceParser.TryParse(new ReadOnlySequence<byte>([0xc1]), out _, out _));
     }
 }
+
+public sealed class ProducerTableTests
+{
+    [Fact]
+    public void Past_its_limit_the_table_forgets_the_least_recently_used_producers()
+    {
+        var table = new ProducerTable(maxProducers: 10);
+        for (var id = 0; id < 10; id++)
+        {
+            table.Record(id, 0, 1, id, Task.CompletedTask);
+        }
+
+        table.Record(0, 1, 1, 100, Task.CompletedTask); // producer 0 is used again: now the most recent
+        table.Record(10, 0, 1, 101, Task.CompletedTask); // over the limit: producer 1 (least recent) goes
+        Assert.Equal(10, table.Count);
+        Assert.Equal(SequenceCheck.Accept, table.Check(1, 5, 1, out _, out _, out _)); // forgotten: accepted as new
+        Assert.Equal(SequenceCheck.Duplicate, table.Check(0, 1, 1, out var offset, out _, out _));
+        Assert.Equal(100, offset);
+        Assert.Equal(SequenceCheck.OutOfOrder, table.Check(2, 7, 1, out _, out _, out _)); // still known
+
+        for (var id = 1000; id < 1000 + 100_000; id++)
+        {
+            table.Record(id, 0, 1, id, Task.CompletedTask); // a client inventing ids
+        }
+
+        Assert.True(table.Count <= 10);
+    }
+}

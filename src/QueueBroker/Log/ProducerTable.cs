@@ -18,11 +18,18 @@ internal enum SequenceCheck
 /// <summary>
 /// Idempotent-produce state of one partition: per producer id, the last sequence appended and the
 /// last few batches (so a retry gets its original offset back). Kafka keeps five; so do we.
+/// At most <see cref="MaxProducers"/> producer ids are kept: past that, the tenth least recently used
+/// are forgotten (as Kafka expires idle producer ids), so a client inventing ids cannot grow memory or
+/// the recovery point without bound. A forgotten producer's next batch is accepted as from a new one.
 /// </summary>
-internal sealed class ProducerTable
+internal sealed class ProducerTable(int maxProducers = ProducerTable.DefaultMaxProducers)
 {
     public const int Remembered = 5;
+    public const int DefaultMaxProducers = 10_000;
     private readonly Dictionary<long, State> _states = [];
+    private long _clock;
+
+    public int MaxProducers { get; } = maxProducers;
 
     public int Count => _states.Count;
 
@@ -59,10 +66,16 @@ internal sealed class ProducerTable
     {
         if (!_states.TryGetValue(producerId, out var state))
         {
+            if (_states.Count >= MaxProducers)
+            {
+                ForgetLeastRecentlyUsed();
+            }
+
             state = new State();
             _states[producerId] = state;
         }
 
+        state.LastUsed = ++_clock;
         state.LastSequence = baseSequence + count - 1;
         state.Recent.Enqueue(new Batch(baseSequence, count, baseOffset, durable));
         while (state.Recent.Count > Remembered)
@@ -81,12 +94,21 @@ internal sealed class ProducerTable
         }
     }
 
+    private void ForgetLeastRecentlyUsed()
+    {
+        var forget = Math.Max(1, MaxProducers / 10);
+        foreach (var id in _states.OrderBy(kv => kv.Value.LastUsed).Take(forget).Select(kv => kv.Key).ToList())
+        {
+            _states.Remove(id);
+        }
+    }
+
     public ProducerTable Clone()
     {
-        var copy = new ProducerTable();
+        var copy = new ProducerTable(MaxProducers) { _clock = _clock };
         foreach (var (id, state) in _states)
         {
-            var clone = new State { LastSequence = state.LastSequence };
+            var clone = new State { LastSequence = state.LastSequence, LastUsed = state.LastUsed };
             foreach (var batch in state.Recent)
             {
                 clone.Recent.Enqueue(batch with { Durable = Task.CompletedTask });
@@ -101,6 +123,8 @@ internal sealed class ProducerTable
     private sealed class State
     {
         public int LastSequence { get; set; }
+
+        public long LastUsed { get; set; }
 
         public Queue<Batch> Recent { get; } = new();
     }
