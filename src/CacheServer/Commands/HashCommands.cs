@@ -183,13 +183,11 @@ internal static class HashCommands
                     return;
                 }
 
-                if ((delta > 0 && current > long.MaxValue - delta) || (delta < 0 && current < long.MinValue - delta))
+                if (!StringCommands.TryIncrement(ref c, current, delta, out var result))
                 {
-                    c.Reply.Error(Errors.Overflow);
                     return;
                 }
 
-                var result = current + delta;
                 Span<byte> digits = stackalloc byte[20];
                 value.Set(c.Arg(2), digits[..RespNumbers.Format(result, digits)]);
                 c.Reply.Integer(result);
@@ -215,10 +213,8 @@ internal static class HashCommands
                     return;
                 }
 
-                var result = current + delta;
-                if (double.IsNaN(result) || double.IsInfinity(result))
+                if (!StringCommands.TryIncrement(ref c, current, delta, out var result))
                 {
-                    c.Reply.Error(Errors.NaNOrInfinity);
                     return;
                 }
 

@@ -197,9 +197,8 @@ internal static class StringCommands
             var hash = c.Store.HashOf(key);
             var shard = c.Store.ShardFor(hash);
             var index = shard.Find(key, hash, c.Now, Lookup.Write);
-            if (!shard.Reserve(ExtraCost(shard, index, key.Length, c.Arg(i + 1).Length), index))
+            if (!ReserveOrOom(ref c, shard, index, key.Length, c.Arg(i + 1).Length))
             {
-                c.Reply.Error(Errors.Oom);
                 return;
             }
         }
@@ -255,35 +254,27 @@ internal static class StringCommands
         var shard = c.Store.ShardFor(hash);
         lock (shard.Lock)
         {
-            var index = shard.Find(key, hash, c.Now, Lookup.Write);
-            long current = 0;
-            if (index >= 0)
+            if (!TryFindString(ref c, shard, key, hash, Lookup.Write, out var index))
             {
-                if (shard.KindOf(index) == ValueKind.Hash)
-                {
-                    c.Reply.Error(Errors.WrongType);
-                    return;
-                }
-
-                if (!RespNumbers.TryParseLong(shard.StringOf(index), out current))
-                {
-                    c.Reply.Error(Errors.NotInteger);
-                    return;
-                }
-            }
-
-            if ((delta > 0 && current > long.MaxValue - delta) || (delta < 0 && current < long.MinValue - delta))
-            {
-                c.Reply.Error(Errors.Overflow);
                 return;
             }
 
-            var result = current + delta;
+            long current = 0;
+            if (index >= 0 && !RespNumbers.TryParseLong(shard.StringOf(index), out current))
+            {
+                c.Reply.Error(Errors.NotInteger);
+                return;
+            }
+
+            if (!TryIncrement(ref c, current, delta, out var result))
+            {
+                return;
+            }
+
             Span<byte> digits = stackalloc byte[20];
             var text = digits[..RespNumbers.Format(result, digits)];
-            if (!shard.Reserve(ExtraCost(shard, index, key.Length, text.Length), index))
+            if (!ReserveOrOom(ref c, shard, index, key.Length, text.Length))
             {
-                c.Reply.Error(Errors.Oom);
                 return;
             }
 
@@ -305,34 +296,26 @@ internal static class StringCommands
         var shard = c.Store.ShardFor(hash);
         lock (shard.Lock)
         {
-            var index = shard.Find(key, hash, c.Now, Lookup.Write);
-            double current = 0;
-            if (index >= 0)
+            if (!TryFindString(ref c, shard, key, hash, Lookup.Write, out var index))
             {
-                if (shard.KindOf(index) == ValueKind.Hash)
-                {
-                    c.Reply.Error(Errors.WrongType);
-                    return;
-                }
-
-                if (!RespNumbers.TryParseDouble(shard.StringOf(index), out current))
-                {
-                    c.Reply.Error(Errors.NotFloat);
-                    return;
-                }
+                return;
             }
 
-            var result = current + delta;
-            if (double.IsNaN(result) || double.IsInfinity(result))
+            double current = 0;
+            if (index >= 0 && !RespNumbers.TryParseDouble(shard.StringOf(index), out current))
             {
-                c.Reply.Error(Errors.NaNOrInfinity);
+                c.Reply.Error(Errors.NotFloat);
+                return;
+            }
+
+            if (!TryIncrement(ref c, current, delta, out var result))
+            {
                 return;
             }
 
             var text = Encoding.ASCII.GetBytes(RespWriter.FormatDouble(result));
-            if (!shard.Reserve(ExtraCost(shard, index, key.Length, text.Length), index))
+            if (!ReserveOrOom(ref c, shard, index, key.Length, text.Length))
             {
-                c.Reply.Error(Errors.Oom);
                 return;
             }
 
@@ -349,10 +332,8 @@ internal static class StringCommands
         var shard = c.Store.ShardFor(hash);
         lock (shard.Lock)
         {
-            var index = shard.Find(key, hash, c.Now, Lookup.Write);
-            if (index >= 0 && shard.KindOf(index) == ValueKind.Hash)
+            if (!TryFindString(ref c, shard, key, hash, Lookup.Write, out var index))
             {
-                c.Reply.Error(Errors.WrongType);
                 return;
             }
 
@@ -363,9 +344,8 @@ internal static class StringCommands
                 return;
             }
 
-            if (!shard.Reserve(ExtraCost(shard, index, key.Length, (int)length), index))
+            if (!ReserveOrOom(ref c, shard, index, key.Length, (int)length))
             {
-                c.Reply.Error(Errors.Oom);
                 return;
             }
 
@@ -393,10 +373,8 @@ internal static class StringCommands
         var shard = c.Store.ShardFor(hash);
         lock (shard.Lock)
         {
-            var index = shard.Find(key, hash, c.Now, Lookup.Read);
-            if (index >= 0 && shard.KindOf(index) == ValueKind.Hash)
+            if (!TryFindString(ref c, shard, key, hash, Lookup.Read, out var index))
             {
-                c.Reply.Error(Errors.WrongType);
                 return;
             }
 
@@ -417,10 +395,8 @@ internal static class StringCommands
         var shard = c.Store.ShardFor(hash);
         lock (shard.Lock)
         {
-            var index = shard.Find(key, hash, c.Now, Lookup.Read);
-            if (index >= 0 && shard.KindOf(index) == ValueKind.Hash)
+            if (!TryFindString(ref c, shard, key, hash, Lookup.Read, out var index))
             {
-                c.Reply.Error(Errors.WrongType);
                 return;
             }
 
@@ -467,10 +443,8 @@ internal static class StringCommands
         var shard = c.Store.ShardFor(hash);
         lock (shard.Lock)
         {
-            var index = shard.Find(key, hash, c.Now, Lookup.Write);
-            if (index >= 0 && shard.KindOf(index) == ValueKind.Hash)
+            if (!TryFindString(ref c, shard, key, hash, Lookup.Write, out var index))
             {
-                c.Reply.Error(Errors.WrongType);
                 return;
             }
 
@@ -495,9 +469,8 @@ internal static class StringCommands
                 return;
             }
 
-            if (!shard.Reserve(ExtraCost(shard, index, key.Length, (int)length), index))
+            if (!ReserveOrOom(ref c, shard, index, key.Length, (int)length))
             {
-                c.Reply.Error(Errors.Oom);
                 return;
             }
 
@@ -617,9 +590,8 @@ internal static class StringCommands
                 return;
             }
 
-            if (!shard.Reserve(ExtraCost(shard, index, key.Length, value.Length), index))
+            if (!ReserveOrOom(ref c, shard, index, key.Length, value.Length))
             {
-                c.Reply.Error(Errors.Oom);
                 return;
             }
 
@@ -647,6 +619,57 @@ internal static class StringCommands
     /// The entry of a string key being read (GET, GETDEL, GETEX), or -1 after answering nil (no such
     /// key) or WRONGTYPE (a hash). Caller holds the shard's lock.
     /// </summary>
+    /// <summary>current + delta; false, with Redis's overflow error sent, when it leaves the 64-bit range (INCRBY, HINCRBY).</summary>
+    internal static bool TryIncrement(ref CommandContext c, long current, long delta, out long result)
+    {
+        result = current + delta;
+        if ((delta > 0 && current > long.MaxValue - delta) || (delta < 0 && current < long.MinValue - delta))
+        {
+            c.Reply.Error(Errors.Overflow);
+            return false;
+        }
+
+        return true;
+    }
+
+    /// <summary>current + delta; false, with Redis's NaN-or-infinity error sent, when the sum is not finite (INCRBYFLOAT, HINCRBYFLOAT).</summary>
+    internal static bool TryIncrement(ref CommandContext c, double current, double delta, out double result)
+    {
+        result = current + delta;
+        if (double.IsNaN(result) || double.IsInfinity(result))
+        {
+            c.Reply.Error(Errors.NaNOrInfinity);
+            return false;
+        }
+
+        return true;
+    }
+
+    /// <summary>Makes room for the new value (evicting by policy); false, with Redis's OOM error sent, when it cannot.</summary>
+    private static bool ReserveOrOom(ref CommandContext c, CacheShard shard, int index, int keyLength, int valueLength)
+    {
+        if (shard.Reserve(ExtraCost(shard, index, keyLength, valueLength), index))
+        {
+            return true;
+        }
+
+        c.Reply.Error(Errors.Oom);
+        return false;
+    }
+
+    /// <summary>Finds a key that must hold a string (or be missing: index -1); false, with WRONGTYPE sent, when it holds a hash.</summary>
+    private static bool TryFindString(ref CommandContext c, CacheShard shard, ReadOnlySpan<byte> key, int hash, Lookup lookup, out int index)
+    {
+        index = shard.Find(key, hash, c.Now, lookup);
+        if (index >= 0 && shard.KindOf(index) == ValueKind.Hash)
+        {
+            c.Reply.Error(Errors.WrongType);
+            return false;
+        }
+
+        return true;
+    }
+
     private static int FindStringForReply(ref CommandContext c, CacheShard shard, ReadOnlySpan<byte> key, int hash)
     {
         var index = shard.Find(key, hash, c.Now, Lookup.Read);
