@@ -45,7 +45,7 @@ public class LogAppendBenchmarks
     }
 
     [Benchmark(Baseline = true, OperationsPerInvoke = Appends)]
-    public Task SegmentLogGroupCommit() => Run(async () => await _log!.Append([new LogMessage(null, [], Payload, 0)]).Durable);
+    public Task SegmentLogGroupCommit() => Run(async () => await _log!.Append([new LogMessage(null, [], Payload)]).Durable);
 
     [Benchmark(OperationsPerInvoke = Appends)]
     public Task FasterLogCommitPerAppend() => Run(async () => await _faster!.EnqueueAndWaitForCommitAsync(Payload));

@@ -7,9 +7,6 @@ using Microsoft.Extensions.Logging;
 
 namespace Infra.QueueBroker;
 
-/// <summary>A message as a producer hands it over (before it has an offset).</summary>
-internal sealed record ProduceMessage(byte[]? Key, IReadOnlyList<MessageHeader> Headers, ReadOnlyMemory<byte> Payload);
-
 /// <summary>Where a produced batch went.</summary>
 internal readonly record struct ProduceResult(int Partition, long BaseOffset, int Count, bool Duplicate);
 
@@ -81,7 +78,7 @@ internal sealed partial class Broker : IAsyncDisposable
     /// Appends <paramref name="messages"/> as one batch to one partition (given, or chosen by the first
     /// message's key, or round robin) and returns once acknowledged.
     /// </summary>
-    public async Task<ProduceResult> ProduceAsync(string topicName, int? partition, IReadOnlyList<ProduceMessage> messages, long producerId = -1, int sequence = -1)
+    public async Task<ProduceResult> ProduceAsync(string topicName, int? partition, IReadOnlyList<LogMessage> messages, long producerId = -1, int sequence = -1)
     {
         if (messages.Count == 0)
         {
@@ -91,13 +88,20 @@ internal sealed partial class Broker : IAsyncDisposable
         long bytes = 0;
         foreach (var message in messages)
         {
-            var size = message.Payload.Length + (message.Key?.Length ?? 0) + message.Headers.Sum(h => h.Name.Length + h.Value.Length);
+            long size = message.Payload.Length + (message.Key?.Length ?? 0);
+            var badName = false;
+            foreach (var header in message.Headers)
+            {
+                size += header.Name.Length + header.Value.Length;
+                badName |= header.Name.Length is 0 or > 1024;
+            }
+
             if (size > _options.MaxMessageBytes)
             {
                 throw new BrokerException(ErrorCode.TooLarge, $"message of {size} bytes is over the {_options.MaxMessageBytes}-byte limit");
             }
 
-            if (message.Headers.Count > RecordBatch.MaxHeaders || message.Headers.Any(h => h.Name.Length is 0 or > 1024))
+            if (message.Headers.Count > RecordBatch.MaxHeaders || badName)
             {
                 throw new BrokerException(ErrorCode.BadRequest, $"at most {RecordBatch.MaxHeaders} headers with names of 1-1024 characters");
             }
@@ -113,8 +117,7 @@ internal sealed partial class Broker : IAsyncDisposable
         var topic = Topics.Get(topicName);
         var target = partition ?? topic.PartitionFor(messages[0].Key, messages[0].Key is not null);
         var log = topic.Partition(target).Log;
-        var now = _time.GetUtcNow().ToUnixTimeMilliseconds();
-        var result = log.Append([.. messages.Select(m => new LogMessage(m.Key, m.Headers, m.Payload, now))], producerId, sequence);
+        var result = log.Append(messages, producerId, sequence, _time.GetUtcNow().ToUnixTimeMilliseconds());
         await result.Durable;
         if (!result.Duplicate)
         {

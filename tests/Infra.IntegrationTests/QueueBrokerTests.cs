@@ -289,8 +289,7 @@ public sealed class QueueBrokerTests : IDisposable
         using var badJson = new StringContent("{not json");
         using var bad = await broker.Http.PostAsync("/topics/web/ack", badJson);
         Assert.Equal(400, (int)bad.StatusCode);
-        using var huge = new ByteArrayContent(new byte[(1 << 20) + 1]);
-        using var tooBig = await broker.Http.PostAsync("/topics/web/messages", huge);
+        using var tooBig = await PostRefusedBodyAsync(broker, "/topics/web/messages", (1 << 20) + 1);
         Assert.Equal(413, (int)tooBig.StatusCode);
         Assert.Equal(400, (int)(await broker.Http.GetAsync("/topics/web/messages?group=g&max=abc")).StatusCode);
     }
@@ -306,8 +305,7 @@ public sealed class QueueBrokerTests : IDisposable
             Assert.Equal(200, (int)ok.StatusCode);
         }
 
-        using var tooBig = new ByteArrayContent(new byte[(2 << 20) + 1]);
-        using var refused = await broker.Http.PostAsync("/topics/blobs/messages", tooBig);
+        using var refused = await PostRefusedBodyAsync(broker, "/topics/blobs/messages", (2 << 20) + 1);
         Assert.Equal(413, (int)refused.StatusCode);
         await using var client = await broker.ConnectAsync();
         Assert.Equal(1, (await client.MetadataAsync("blobs")).Ends[0]);
@@ -506,6 +504,18 @@ public sealed class QueueBrokerTests : IDisposable
         await using var resumed = await StreamConsumer.CreateAsync("127.0.0.1", broker.Port, "events", "readers", options);
         Assert.Equal(4, resumed.Partitions.Count);
         Assert.Empty(await resumed.PollAsync(TimeSpan.FromMilliseconds(200))); // everything was committed
+    }
+
+    /// <summary>
+    /// POSTs a body the broker refuses by its Content-Length. With "Expect: 100-continue" (as curl sends
+    /// for large bodies) the answer comes before the body is sent; without it the broker's early 413 and
+    /// close can race the upload and the client sees a broken pipe instead of the answer.
+    /// </summary>
+    private static async Task<HttpResponseMessage> PostRefusedBodyAsync(QueueBrokerProcess broker, string path, int size)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Post, path) { Content = new ByteArrayContent(new byte[size]) };
+        request.Headers.ExpectContinue = true;
+        return await broker.Http.SendAsync(request);
     }
 
     private static async Task SendFrameAsync(NetworkStream stream, byte[] body)

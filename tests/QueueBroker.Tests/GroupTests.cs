@@ -25,7 +25,7 @@ public sealed class GroupTests
     {
         foreach (var payload in payloads)
         {
-            await topic.Partition(partition).Log.Append([new LogMessage(null, [], Encoding.UTF8.GetBytes(payload), 0)]).Durable;
+            await topic.Partition(partition).Log.Append([new LogMessage(null, [], Encoding.UTF8.GetBytes(payload))]).Durable;
         }
     }
 

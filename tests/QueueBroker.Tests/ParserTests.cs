@@ -12,9 +12,9 @@ public sealed class ParserTests
 {
     private static byte[] Batch(params string[] payloads)
     {
-        var messages = payloads.Select(p => new LogMessage(Encoding.UTF8.GetBytes("k"), [new MessageHeader("h", [1, 2])], Encoding.UTF8.GetBytes(p), 5)).ToList();
+        var messages = payloads.Select(p => new LogMessage(Encoding.UTF8.GetBytes("k"), [new MessageHeader("h", [1, 2])], Encoding.UTF8.GetBytes(p))).ToList();
         var bytes = new byte[RecordBatch.Measure(messages)];
-        RecordBatch.Write(bytes, 10, 3, 7, messages);
+        RecordBatch.Write(bytes, 10, 3, 7, 5, messages);
         return bytes;
     }
 

@@ -23,7 +23,7 @@ public sealed class SegmentLogTests
         SegmentLog.Open(fs, Dir, settings ?? Settings(), time ?? TimeProvider.System, logger ?? NullLogger.Instance);
 
     private static LogMessage Message(string payload, string? key = null, params (string, string)[] headers) =>
-        new(key is null ? null : Encoding.UTF8.GetBytes(key), [.. headers.Select(h => new MessageHeader(h.Item1, Encoding.UTF8.GetBytes(h.Item2)))], Encoding.UTF8.GetBytes(payload), 1_700_000_000_000);
+        new(key is null ? null : Encoding.UTF8.GetBytes(key), [.. headers.Select(h => new MessageHeader(h.Item1, Encoding.UTF8.GetBytes(h.Item2)))], Encoding.UTF8.GetBytes(payload));
 
     private static async Task<long> AppendAsync(SegmentLog log, string payload)
     {

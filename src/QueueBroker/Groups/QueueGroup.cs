@@ -634,7 +634,7 @@ internal sealed partial class QueueGroup : IAsyncDisposable
                             new(Headers.Offset, Encoding.UTF8.GetBytes(offset.ToString(CultureInfo.InvariantCulture))),
                             new(Headers.Deliveries, Encoding.UTF8.GetBytes(count.ToString(CultureInfo.InvariantCulture))),
                         ];
-                        await target.Append([new LogMessage(message.Key, headers, message.Payload, message.Timestamp)]).Durable;
+                        await target.Append([new LogMessage(message.Key, headers, message.Payload)], timestamp: message.Timestamp).Durable;
                         Interlocked.Increment(ref _deadLettered);
                         LogDeadLettered(_logger, _topic.Name, p, offset, Name, count);
                     }
@@ -700,7 +700,7 @@ internal sealed partial class QueueGroup : IAsyncDisposable
     private Task AppendState(byte[] record)
     {
         _bytesSinceSnapshot += record.Length;
-        return _state.Append([new LogMessage(null, [], record, 0)]).Durable;
+        return _state.Append([new LogMessage(null, [], record)]).Durable;
     }
 
     private async Task CompactIfDueAsync()
@@ -757,7 +757,7 @@ internal sealed partial class QueueGroup : IAsyncDisposable
             }
 
             _bytesSinceSnapshot = 0;
-            var appended = _state.Append([new LogMessage(null, [], record.ToArray(), 0)]);
+            var appended = _state.Append([new LogMessage(null, [], record.ToArray())]);
             durable = appended.Durable;
             snapshotOffset = appended.BaseOffset;
         }

@@ -211,7 +211,7 @@ internal sealed partial class StreamGroup : IAsyncDisposable
             record[0] = CommitRecord;
             BinaryPrimitives.WriteInt32BigEndian(record.AsSpan(1), partition);
             BinaryPrimitives.WriteInt64BigEndian(record.AsSpan(5), offset);
-            durable = _offsets.Append([new LogMessage(null, [], record, 0)]).Durable;
+            durable = _offsets.Append([new LogMessage(null, [], record)]).Durable;
             _committed[partition] = offset;
             _commitsSinceSnapshot++;
         }
@@ -236,7 +236,7 @@ internal sealed partial class StreamGroup : IAsyncDisposable
                 BinaryPrimitives.WriteInt64BigEndian(record.AsSpan(1 + (8 * p)), _committed[p]);
             }
 
-            appended = _offsets.Append([new LogMessage(null, [], record, 0)]);
+            appended = _offsets.Append([new LogMessage(null, [], record)]);
         }
 
         await appended.Durable;

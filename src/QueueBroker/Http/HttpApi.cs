@@ -117,7 +117,7 @@ internal sealed class HttpApi(Broker broker) : IAdminRoutes
         var headers = context.Request.Headers.ContentType.ToString() is { Length: > 0 } type
             ? new List<MessageHeader> { new("content-type", Encoding.UTF8.GetBytes(type)) }
             : [];
-        var result = await broker.ProduceAsync(topic, partition, [new ProduceMessage(key, headers, payload)]);
+        var result = await broker.ProduceAsync(topic, partition, [new LogMessage(key, headers, payload)]);
         await context.Response.WriteAsJsonAsync(new { partition = result.Partition, offset = result.BaseOffset }, Json);
     }
 

@@ -7,8 +7,8 @@ namespace Infra.QueueBroker.Log;
 /// <summary>A message header: a name and opaque bytes.</summary>
 internal readonly record struct MessageHeader(string Name, byte[] Value);
 
-/// <summary>A message to append: optional key and headers, the payload, the producer's timestamp (Unix ms).</summary>
-internal sealed record LogMessage(byte[]? Key, IReadOnlyList<MessageHeader> Headers, ReadOnlyMemory<byte> Payload, long Timestamp);
+/// <summary>A message to append (or as a producer sends it): optional key and headers, the payload.</summary>
+internal sealed record LogMessage(byte[]? Key, IReadOnlyList<MessageHeader> Headers, ReadOnlyMemory<byte> Payload);
 
 /// <summary>A message read back from the log.</summary>
 internal sealed record StoredMessage(long Offset, long Timestamp, byte[]? Key, MessageHeader[] Headers, byte[] Payload)
@@ -85,8 +85,8 @@ internal static class RecordBatch
         return size > int.MaxValue - 64 ? throw new ArgumentException("batch larger than 2 GiB") : (int)size;
     }
 
-    /// <summary>Writes the batch into <paramref name="destination"/> (exactly <see cref="Measure"/> bytes).</summary>
-    public static void Write(Span<byte> destination, long baseOffset, long producerId, int baseSequence, IReadOnlyList<LogMessage> messages)
+    /// <summary>Writes the batch into <paramref name="destination"/> (exactly <see cref="Measure"/> bytes); every record gets <paramref name="timestamp"/> (Unix ms).</summary>
+    public static void Write(Span<byte> destination, long baseOffset, long producerId, int baseSequence, long timestamp, IReadOnlyList<LogMessage> messages)
     {
         BinaryPrimitives.WriteInt32BigEndian(destination, destination.Length - 4);
         destination[8] = Magic;
@@ -98,7 +98,7 @@ internal static class RecordBatch
         var at = HeaderSize;
         foreach (var message in messages)
         {
-            BinaryPrimitives.WriteInt64BigEndian(destination[at..], message.Timestamp);
+            BinaryPrimitives.WriteInt64BigEndian(destination[at..], timestamp);
             at += 8;
             if (message.Key is null)
             {

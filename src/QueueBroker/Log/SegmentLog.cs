@@ -431,11 +431,11 @@ internal sealed partial class SegmentLog : IAsyncDisposable
     }
 
     /// <summary>
-    /// Appends <paramref name="messages"/> as one batch. The offsets are assigned now; the returned task
+    /// Appends <paramref name="messages"/> as one batch stamped <paramref name="timestamp"/> (Unix ms). The offsets are assigned now; the returned task
     /// completes when the batch is acknowledged (durable under Always, written under Interval/Never).
     /// With a producer id, a retried batch is recognised and answered with its first offset instead.
     /// </summary>
-    public AppendResult Append(IReadOnlyList<LogMessage> messages, long producerId = -1, int baseSequence = -1)
+    public AppendResult Append(IReadOnlyList<LogMessage> messages, long producerId = -1, int baseSequence = -1, long timestamp = 0)
     {
         if (messages.Count == 0)
         {
@@ -478,7 +478,7 @@ internal sealed partial class SegmentLog : IAsyncDisposable
             }
 
             var baseOffset = _nextOffset;
-            RecordBatch.Write(_pending.AsSpan(_pendingLength, size), baseOffset, producerId, baseSequence, messages);
+            RecordBatch.Write(_pending.AsSpan(_pendingLength, size), baseOffset, producerId, baseSequence, timestamp, messages);
             _pendingBatches.Add(new PendingBatch(baseOffset, messages.Count, _pendingLength, size, producerId, baseSequence));
             _pendingLength += size;
             _nextOffset += messages.Count;

@@ -56,7 +56,7 @@ internal sealed class Fields(Dictionary<string, object?> map)
     private object? Get(string name) => map.GetValueOrDefault(name);
 
     /// <summary>A message as [key (bin or nil), headers (map of string to bin/string, or nil), payload (bin)].</summary>
-    public static ProduceMessage Message(object? item)
+    public static LogMessage Message(object? item)
     {
         if (item is not List<object?> { Count: 3 } parts)
         {
@@ -87,7 +87,7 @@ internal sealed class Fields(Dictionary<string, object?> map)
             string s => Encoding.UTF8.GetBytes(s),
             _ => throw new BrokerException(ErrorCode.BadRequest, "message payload must be bytes"),
         };
-        return new ProduceMessage(key, headers, payload);
+        return new LogMessage(key, headers, payload);
     }
 
     private static BrokerException Missing(string name) => new(ErrorCode.BadRequest, $"field '{name}' is required");

@@ -6,7 +6,7 @@ using MessagePack;
 namespace Infra.QueueBroker.Protocol;
 
 /// <summary>A produce request read straight from its frame.</summary>
-internal sealed record ProduceRequest(string Topic, int? Partition, long ProducerId, int Sequence, List<ProduceMessage> Messages);
+internal sealed record ProduceRequest(string Topic, int? Partition, long ProducerId, int Sequence, List<LogMessage> Messages);
 
 /// <summary>
 /// The hot path of the protocol: a well-formed <c>[id, "produce", {topic, partition?, producerId?,
@@ -39,7 +39,7 @@ internal static class ProduceParser
             int? partition = null;
             long producerId = -1;
             var sequence = -1;
-            List<ProduceMessage>? messages = null;
+            List<LogMessage>? messages = null;
             for (var fields = reader.ReadMapHeader(); fields > 0; fields--)
             {
                 if (reader.NextMessagePackType != MessagePackType.String)
@@ -123,7 +123,7 @@ internal static class ProduceParser
         return true;
     }
 
-    private static bool TryMessages(ref MessagePackReader reader, out List<ProduceMessage>? messages)
+    private static bool TryMessages(ref MessagePackReader reader, out List<LogMessage>? messages)
     {
         messages = null;
         if (reader.NextMessagePackType != MessagePackType.Array)
@@ -132,7 +132,7 @@ internal static class ProduceParser
         }
 
         var count = reader.ReadArrayHeader();
-        var list = new List<ProduceMessage>(Math.Min(count, 1024));
+        var list = new List<LogMessage>(Math.Min(count, 1024));
         for (var i = 0; i < count; i++)
         {
             if (reader.NextMessagePackType != MessagePackType.Array || reader.ReadArrayHeader() != 3
@@ -171,7 +171,7 @@ internal static class ProduceParser
                 return false;
             }
 
-            list.Add(new ProduceMessage(key, headers, payload));
+            list.Add(new LogMessage(key, headers, payload));
         }
 
         messages = list;
