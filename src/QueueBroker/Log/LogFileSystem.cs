@@ -99,26 +99,7 @@ internal sealed partial class DiskFileSystem : ILogFileSystem
         }
     }
 
-    public void SyncDirectory(string path)
-    {
-        var fd = OpenDirectory(path, 0 /* O_RDONLY */);
-        if (fd < 0)
-        {
-            throw new IOException($"open({path}) for fsync failed: errno {Marshal.GetLastPInvokeError()}");
-        }
-
-        try
-        {
-            if (Fsync(fd) != 0)
-            {
-                throw new IOException($"fsync({path}) failed: errno {Marshal.GetLastPInvokeError()}");
-            }
-        }
-        finally
-        {
-            _ = Close(fd);
-        }
-    }
+    public void SyncDirectory(string path) => Infra.Core.Storage.DirectorySync.Sync(path);
 
     public void WriteAtomically(string path, ReadOnlySpan<byte> data)
     {
@@ -136,15 +117,6 @@ internal sealed partial class DiskFileSystem : ILogFileSystem
     public byte[]? ReadAll(string path) => File.Exists(path) ? File.ReadAllBytes(path) : null;
 
     public DateTimeOffset LastWriteTime(string path) => File.GetLastWriteTimeUtc(path);
-
-    [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    private static partial int OpenDirectory(string path, int flags);
-
-    [LibraryImport("libc", EntryPoint = "fsync", SetLastError = true)]
-    private static partial int Fsync(int fd);
-
-    [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
-    private static partial int Close(int fd);
 
     [LibraryImport("libc", EntryPoint = "fdatasync", SetLastError = true)]
     private static partial int FileDataSync(int fd);

@@ -1,0 +1,474 @@
+using System.Text.Json;
+using Infra.Core.Admin;
+using Infra.DataNode.Storage;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+
+namespace Infra.DataNode.Api;
+
+/// <summary>
+/// The HTTP/JSON API, in the spirit of rqlite, on the admin endpoint:
+/// <c>POST /execute</c>, <c>POST /query</c>, <c>GET /status</c>, <c>GET /checksum</c>,
+/// <c>POST /promote</c>, <c>POST /follow</c>, <c>DELETE /replicas/{id}</c>.
+/// Values: null, numbers (integers stay integers), strings, booleans (1/0) and blobs as
+/// <c>{"base64": "…"}</c>. Errors are <c>{"error", "code"}</c>: 400 bad request or SQL, 409 not master
+/// or stale epoch, 503 behind, not replicated, busy or unavailable.
+/// </summary>
+internal sealed class HttpApi(Node node) : IAdminRoutes
+{
+    private static readonly JsonDocumentOptions DocumentOptions = new() { MaxDepth = 16 };
+    private static readonly JsonWriterOptions WriterOptions = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
+    public void Map(IEndpointRouteBuilder routes)
+    {
+        routes.MapPost("/execute", context => Guard(context, ExecuteAsync));
+        routes.MapPost("/query", context => Guard(context, QueryAsync));
+        routes.MapGet("/status", context => Guard(context, StatusAsync));
+        routes.MapGet("/checksum", context => Guard(context, ChecksumAsync));
+        routes.MapPost("/promote", context => Guard(context, PromoteAsync));
+        routes.MapPost("/follow", context => Guard(context, FollowAsync));
+        routes.MapDelete("/replicas/{id}", context => Guard(context, ForgetAsync));
+    }
+
+    private async Task Guard(HttpContext context, Func<HttpContext, Task> handler)
+    {
+        try
+        {
+            await handler(context);
+        }
+        catch (NodeException ex)
+        {
+            await ErrorAsync(context, ex.Code, ex.Message);
+        }
+        catch (BadHttpRequestException ex)
+        {
+            node.CountError(NodeErrorCode.BadRequest);
+            await ErrorAsync(context, NodeErrorCode.BadRequest, ex.Message, ex.StatusCode);
+        }
+        catch (JsonException ex)
+        {
+            node.CountError(NodeErrorCode.BadRequest);
+            await ErrorAsync(context, NodeErrorCode.BadRequest, "the body is not valid JSON: " + ex.Message);
+        }
+        catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
+        {
+            // The client went away.
+        }
+    }
+
+    private static Task ErrorAsync(HttpContext context, NodeErrorCode code, string message, int? status = null)
+    {
+        if (context.Response.HasStarted)
+        {
+            return Task.CompletedTask;
+        }
+
+        context.Response.StatusCode = status ?? NodeException.HttpStatus(code);
+        if (code is NodeErrorCode.Busy or NodeErrorCode.Behind or NodeErrorCode.Unavailable)
+        {
+            context.Response.Headers.RetryAfter = "1";
+        }
+
+        return WriteJsonAsync(context, w =>
+        {
+            w.WriteStartObject();
+            w.WriteString("error", message);
+            w.WriteString("code", code.ToString());
+            w.WriteEndObject();
+        });
+    }
+
+    private async Task ExecuteAsync(HttpContext context)
+    {
+        using var body = await ReadJsonAsync(context);
+        var root = body.RootElement;
+        JsonElement statements;
+        long? epoch = null;
+        if (root.ValueKind == JsonValueKind.Array)
+        {
+            statements = root;
+        }
+        else if (root.ValueKind == JsonValueKind.Object && root.TryGetProperty("statements", out statements) && statements.ValueKind == JsonValueKind.Array)
+        {
+            if (root.TryGetProperty("epoch", out var e))
+            {
+                epoch = e.TryGetInt64(out var value) && value >= 0 ? value : throw Bad("\"epoch\" must be a non-negative integer");
+            }
+        }
+        else
+        {
+            throw Bad("expected {\"statements\": [[\"SQL\", param, ...], ...]}");
+        }
+
+        var count = statements.GetArrayLength();
+        if (count == 0)
+        {
+            throw Bad("\"statements\" is empty");
+        }
+
+        if (count > node.Options.MaxStatements)
+        {
+            throw Bad($"{count} statements in one request; the limit is {node.Options.MaxStatements}");
+        }
+
+        var list = new List<SqlStatement>(count);
+        var index = 0;
+        foreach (var statement in statements.EnumerateArray())
+        {
+            index++;
+            list.Add(ParseStatement(statement, index));
+        }
+
+        var answer = await node.ExecuteAsync(new WriteCommand(list, epoch), context.RequestAborted);
+        await WriteJsonAsync(context, w =>
+        {
+            w.WriteStartObject();
+            w.WriteStartArray("results");
+            foreach (var result in answer.Results)
+            {
+                w.WriteStartObject();
+                w.WriteNumber("rowsAffected", result.RowsAffected);
+                w.WriteNumber("lastInsertId", result.LastInsertId);
+                w.WriteEndObject();
+            }
+
+            w.WriteEndArray();
+            w.WriteNumber("lsn", answer.Lsn);
+            w.WriteNumber("epoch", answer.Epoch);
+            w.WriteEndObject();
+        });
+    }
+
+    private SqlStatement ParseStatement(JsonElement statement, int index)
+    {
+        string? sql;
+        var parameters = new List<object?>();
+        if (statement.ValueKind == JsonValueKind.String)
+        {
+            sql = statement.GetString();
+        }
+        else if (statement.ValueKind == JsonValueKind.Array && statement.GetArrayLength() > 0 && statement[0].ValueKind == JsonValueKind.String)
+        {
+            sql = statement[0].GetString();
+            var position = 0;
+            foreach (var value in statement.EnumerateArray().Skip(1))
+            {
+                position++;
+                parameters.Add(ToSqlValue(value, $"statement {index}, parameter {position}"));
+            }
+        }
+        else
+        {
+            throw Bad($"statement {index} is not \"SQL\" or [\"SQL\", param, ...]");
+        }
+
+        if (string.IsNullOrWhiteSpace(sql))
+        {
+            throw Bad($"statement {index} has no SQL");
+        }
+
+        if (sql.Length > node.Options.MaxSqlBytes)
+        {
+            throw Bad($"statement {index} is {sql.Length} characters; the limit is {node.Options.MaxSqlBytes}");
+        }
+
+        return new SqlStatement(sql, parameters);
+    }
+
+    private static object? ToSqlValue(JsonElement value, string where) => value.ValueKind switch
+    {
+        JsonValueKind.Null => null,
+        JsonValueKind.Number => value.TryGetInt64(out var l) ? l : value.GetDouble(),
+        JsonValueKind.String => value.GetString(),
+        JsonValueKind.True => 1L,
+        JsonValueKind.False => 0L,
+        JsonValueKind.Object when value.TryGetProperty("base64", out var b64) && b64.ValueKind == JsonValueKind.String && CountProperties(value) == 1 =>
+            TryBase64(b64.GetString()!) ?? throw Bad($"{where}: \"base64\" is not valid base64"),
+        _ => throw Bad($"{where} is not a SQL value: use null, a number, a string, true/false or {{\"base64\": \"...\"}} (values are bound as parameters, never spliced into SQL)"),
+    };
+
+    private static int CountProperties(JsonElement element) => element.EnumerateObject().Count();
+
+    private static byte[]? TryBase64(string text)
+    {
+        var buffer = new byte[text.Length * 3 / 4 + 3];
+        return Convert.TryFromBase64String(text, buffer, out var written) ? buffer[..written] : null;
+    }
+
+    private async Task QueryAsync(HttpContext context)
+    {
+        using var body = await ReadJsonAsync(context);
+        var root = body.RootElement;
+        if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("sql", out var sqlElement) || sqlElement.ValueKind != JsonValueKind.String)
+        {
+            throw Bad("expected {\"sql\": \"SELECT ...\", \"params\": [...], \"minLsn\": n}");
+        }
+
+        var sql = sqlElement.GetString()!;
+        if (sql.Length > node.Options.MaxSqlBytes)
+        {
+            throw Bad($"the query is {sql.Length} characters; the limit is {node.Options.MaxSqlBytes}");
+        }
+
+        var parameters = new List<object?>();
+        if (root.TryGetProperty("params", out var p) && p.ValueKind != JsonValueKind.Null)
+        {
+            if (p.ValueKind != JsonValueKind.Array)
+            {
+                throw Bad("\"params\" must be an array");
+            }
+
+            var position = 0;
+            foreach (var value in p.EnumerateArray())
+            {
+                parameters.Add(ToSqlValue(value, $"parameter {++position}"));
+            }
+        }
+
+        long? minLsn = null;
+        if (root.TryGetProperty("minLsn", out var m) && m.ValueKind != JsonValueKind.Null)
+        {
+            minLsn = m.TryGetInt64(out var value) && value >= 0 ? value : throw Bad("\"minLsn\" must be a non-negative integer");
+        }
+
+        TimeSpan? wait = null;
+        if (root.TryGetProperty("timeoutMs", out var t) && t.ValueKind != JsonValueKind.Null)
+        {
+            wait = t.TryGetInt32(out var ms) && ms is >= 0 and <= 600_000 ? TimeSpan.FromMilliseconds(ms) : throw Bad("\"timeoutMs\" must be 0..600000");
+        }
+
+        var result = await node.QueryAsync(sql, parameters, minLsn, wait, context.RequestAborted);
+        await WriteJsonAsync(context, w =>
+        {
+            w.WriteStartObject();
+            w.WriteStartArray("columns");
+            foreach (var column in result.Columns)
+            {
+                w.WriteStringValue(column);
+            }
+
+            w.WriteEndArray();
+            w.WriteStartArray("rows");
+            foreach (var row in result.Rows)
+            {
+                w.WriteStartArray();
+                foreach (var value in row)
+                {
+                    WriteValue(w, value);
+                }
+
+                w.WriteEndArray();
+            }
+
+            w.WriteEndArray();
+            w.WriteNumber("lsn", result.Lsn);
+            w.WriteEndObject();
+        });
+    }
+
+    private static void WriteValue(Utf8JsonWriter w, object? value)
+    {
+        switch (value)
+        {
+            case null:
+                w.WriteNullValue();
+                break;
+            case long l:
+                w.WriteNumberValue(l);
+                break;
+            case double d when double.IsFinite(d):
+                w.WriteNumberValue(d);
+                break;
+            case double d:
+                w.WriteStringValue(d.ToString(System.Globalization.CultureInfo.InvariantCulture));
+                break;
+            case string s:
+                w.WriteStringValue(s);
+                break;
+            case byte[] b:
+                w.WriteStartObject();
+                w.WriteBase64String("base64", b);
+                w.WriteEndObject();
+                break;
+        }
+    }
+
+    private Task StatusAsync(HttpContext context)
+    {
+        var db = node.Db;
+        var follower = node.Follower;
+        var replicas = node.Hub.Replicas.Select(r => (r, lag: node.Hub.LagMs(r))).ToList();
+        return WriteJsonAsync(context, w =>
+        {
+            w.WriteStartObject();
+            w.WriteString("nodeId", db.NodeId);
+            w.WriteString("role", node.Role == NodeRole.Master ? "master" : "replica");
+            w.WriteNumber("epoch", db.Epoch);
+            w.WriteNumber("lsn", db.Lsn);
+            w.WriteNumber("appliedLsn", db.Lsn);
+            if (node.FencedBy > 0)
+            {
+                w.WriteNumber("fencedBy", node.FencedBy);
+            }
+
+            w.WriteStartObject("sync");
+            w.WriteString("mode", node.Options.Sync == SyncMode.SemiSync ? "semi-sync" : "async");
+            w.WriteBoolean("waiting", node.Hub.SemiSyncRequired);
+            w.WriteNumber("replicas", node.Options.SyncReplicas);
+            w.WriteNumber("timeoutMs", (long)node.Options.SyncTimeout.TotalMilliseconds);
+            w.WriteEndObject();
+            if (node.Role == NodeRole.Replica)
+            {
+                w.WriteString("master", node.Master);
+                if (follower is not null)
+                {
+                    w.WriteBoolean("connected", follower.Connected);
+                    w.WriteNumber("masterLsn", follower.MasterLsn);
+                    w.WriteNumber("lagEntries", Math.Max(0, follower.MasterLsn - db.Lsn));
+                    if (follower.Diverged is { } diverged)
+                    {
+                        w.WriteString("diverged", diverged);
+                    }
+
+                    if (follower.LastError is { } error)
+                    {
+                        w.WriteString("lastError", error);
+                    }
+                }
+            }
+
+            w.WriteStartArray("registered");
+            foreach (var id in node.Role == NodeRole.Master ? node.Hub.Registered : db.RegisteredReplicas)
+            {
+                w.WriteStringValue(id);
+            }
+
+            w.WriteEndArray();
+            w.WriteStartArray("replicas");
+            foreach (var (r, lag) in replicas)
+            {
+                w.WriteStartObject();
+                w.WriteString("id", r.Id);
+                w.WriteString("address", r.Address);
+                w.WriteBoolean("connected", r.Connected);
+                w.WriteNumber("ackedLsn", Interlocked.Read(ref r.AckedLsn));
+                w.WriteNumber("lagEntries", Math.Max(0, db.Lsn - Interlocked.Read(ref r.AckedLsn)));
+                w.WriteNumber("lagMs", lag);
+                w.WriteEndObject();
+            }
+
+            w.WriteEndArray();
+            w.WriteEndObject();
+        });
+    }
+
+    private Task ChecksumAsync(HttpContext context)
+    {
+        var (checksum, lsn, tables) = node.Db.Checksum();
+        return WriteJsonAsync(context, w =>
+        {
+            w.WriteStartObject();
+            w.WriteString("checksum", checksum);
+            w.WriteNumber("lsn", lsn);
+            w.WriteStartObject("tables");
+            foreach (var (name, rows) in tables)
+            {
+                w.WriteNumber(name, rows);
+            }
+
+            w.WriteEndObject();
+            w.WriteEndObject();
+        });
+    }
+
+    private async Task PromoteAsync(HttpContext context)
+    {
+        using var body = await ReadJsonAsync(context);
+        if (body.RootElement.ValueKind != JsonValueKind.Object || !body.RootElement.TryGetProperty("epoch", out var e) || !e.TryGetInt64(out var epoch) || epoch <= 0)
+        {
+            throw Bad("expected {\"epoch\": n} with n above the node's epoch");
+        }
+
+        await node.PromoteAsync(epoch);
+        await RoleAsync(context);
+    }
+
+    private async Task FollowAsync(HttpContext context)
+    {
+        using var body = await ReadJsonAsync(context);
+        var root = body.RootElement;
+        if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("master", out var m) || m.ValueKind != JsonValueKind.String)
+        {
+            throw Bad("expected {\"master\": \"host:port\", \"epoch\": n?, \"reclone\": false?}");
+        }
+
+        var master = m.GetString()!;
+        try
+        {
+            Replication.Follower.SplitAddress(master);
+        }
+        catch (FormatException ex)
+        {
+            throw Bad(ex.Message);
+        }
+
+        long? epoch = root.TryGetProperty("epoch", out var e) && e.ValueKind != JsonValueKind.Null
+            ? (e.TryGetInt64(out var value) && value >= 0 ? value : throw Bad("\"epoch\" must be a non-negative integer"))
+            : null;
+        var reclone = root.TryGetProperty("reclone", out var r) && r.ValueKind == JsonValueKind.True;
+        await node.FollowAsync(master, epoch, reclone);
+        await RoleAsync(context);
+    }
+
+    private async Task ForgetAsync(HttpContext context)
+    {
+        var id = (string)context.Request.RouteValues["id"]!;
+        if (!await node.Hub.ForgetAsync(id))
+        {
+            context.Response.StatusCode = StatusCodes.Status404NotFound;
+        }
+
+        await WriteJsonAsync(context, w =>
+        {
+            w.WriteStartObject();
+            w.WriteStartArray("registered");
+            foreach (var r in node.Hub.Registered)
+            {
+                w.WriteStringValue(r);
+            }
+
+            w.WriteEndArray();
+            w.WriteEndObject();
+        });
+    }
+
+    private Task RoleAsync(HttpContext context) => WriteJsonAsync(context, w =>
+    {
+        w.WriteStartObject();
+        w.WriteString("role", node.Role == NodeRole.Master ? "master" : "replica");
+        w.WriteNumber("epoch", node.Db.Epoch);
+        w.WriteNumber("lsn", node.Db.Lsn);
+        w.WriteEndObject();
+    });
+
+    private static async Task<JsonDocument> ReadJsonAsync(HttpContext context)
+    {
+        if (context.Request.ContentLength == 0)
+        {
+            throw Bad("the body is empty; expected JSON");
+        }
+
+        return await JsonDocument.ParseAsync(context.Request.Body, DocumentOptions, context.RequestAborted);
+    }
+
+    private static async Task WriteJsonAsync(HttpContext context, Action<Utf8JsonWriter> write)
+    {
+        context.Response.ContentType = "application/json";
+        await using var writer = new Utf8JsonWriter(context.Response.BodyWriter, WriterOptions);
+        write(writer);
+        await writer.FlushAsync(context.RequestAborted);
+    }
+
+    private static NodeException Bad(string message) => new(NodeErrorCode.BadRequest, message);
+}

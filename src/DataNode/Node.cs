@@ -1,0 +1,456 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+using Infra.DataNode.Replication;
+using Infra.DataNode.Storage;
+using Microsoft.Extensions.Logging;
+
+namespace Infra.DataNode;
+
+internal enum NodeRole
+{
+    Master,
+    Replica,
+}
+
+/// <summary>The answer to a write: per-statement results, the LSN to present for read-your-writes, and the epoch.</summary>
+internal sealed record WriteAnswer(StatementResult[] Results, long Lsn, long Epoch);
+
+/// <summary>
+/// A data node: its database, its role and epoch, the writer thread that owns the write connection
+/// (group commit on the master, batched apply on a replica), the replication hub (master side) and
+/// follower (replica side), and the waits for read-your-writes and semi-sync.
+/// </summary>
+internal sealed partial class Node : IAsyncDisposable
+{
+    public const string MeterName = "Infra.DataNode";
+
+    private readonly BlockingCollection<Job> _jobs = new(new ConcurrentQueue<Job>());
+    private readonly Thread _writerThread;
+    private readonly ILogger _logger;
+    private readonly ILoggerFactory _loggerFactory;
+    private readonly TimeProvider _time;
+    private readonly Counter<long> _writes;
+    private readonly Counter<long> _reads;
+    private readonly Counter<long> _errors;
+    private readonly Counter<long> _applied;
+    private readonly Histogram<double> _commitSeconds;
+    private readonly Lock _roleLock = new();
+    private int _pendingWrites;
+    private volatile NodeRole _role;
+    private string? _master;
+    private long _fencedBy;
+    private Follower? _follower;
+    private bool _disposed;
+
+    public Node(NodeOptions options, TimeProvider time, IMeterFactory meterFactory, ILoggerFactory loggerFactory)
+    {
+        Options = options;
+        _time = time;
+        _loggerFactory = loggerFactory;
+        _logger = loggerFactory.CreateLogger<Node>();
+        Db = NodeDatabase.Open(options.DataDir, options.DatabaseSettings, time);
+        Applied = new ProgressWaiters(Db.Lsn);
+        Hub = new ReplicationHub(this, loggerFactory.CreateLogger<ReplicationHub>());
+        var meter = meterFactory.Create(MeterName);
+        _writes = meter.CreateCounter<long>("infra.datanode.writes", description: "Write requests acknowledged");
+        _reads = meter.CreateCounter<long>("infra.datanode.reads", description: "Queries answered");
+        _errors = meter.CreateCounter<long>("infra.datanode.errors", description: "Requests refused, by error code");
+        _applied = meter.CreateCounter<long>("infra.datanode.replication.applied", description: "Replicated entries applied (replica)");
+        _commitSeconds = meter.CreateHistogram("infra.datanode.commit.duration", "s", "Time from a write's arrival to its acknowledgement (commit and, under semi-sync, replica confirmation)",
+            advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 5] });
+        meter.CreateObservableGauge("infra.datanode.lsn", () => Db.Lsn, description: "Last LSN committed (master) or applied (replica)");
+        meter.CreateObservableGauge("infra.datanode.epoch", () => Db.Epoch, description: "The node's epoch");
+        meter.CreateObservableGauge("infra.datanode.replication.lag.entries", Hub.ObserveLagEntries, description: "Entries committed on the master and not yet confirmed, per replica");
+        meter.CreateObservableGauge("infra.datanode.replication.lag.ms", Hub.ObserveLagMs, "ms", "Age of the oldest entry not yet confirmed, per replica");
+
+        _writerThread = new Thread(WriterLoop) { IsBackground = true, Name = "datanode-writer" };
+        _writerThread.Start();
+
+        var role = options.Role;
+        var epoch = Math.Max(Db.Epoch, role == NodeRole.Master ? 1 : 0);
+        var stored = role == NodeRole.Master ? "master" : "replica";
+        if (epoch != Db.Epoch || Db.StoredRole != stored)
+        {
+            if (Db.StoredRole.Length > 0 && Db.StoredRole != stored)
+            {
+                LogRoleChanged(_logger, Db.StoredRole, stored, Db.Epoch);
+            }
+
+            Db.SetEpochAndRole(epoch, stored);
+        }
+
+        _role = role;
+        _master = options.Master;
+        Hub.LoadRegistry(Db.RegisteredReplicas);
+        if (role == NodeRole.Replica && options.Master is { } master)
+        {
+            StartFollower(master, reclone: false);
+        }
+    }
+
+    public NodeOptions Options { get; }
+
+    public NodeDatabase Db { get; }
+
+    public ReplicationHub Hub { get; }
+
+    /// <summary>The LSN applied (replica) or committed (master), with waits for read-your-writes and for senders.</summary>
+    public ProgressWaiters Applied { get; }
+
+    public NodeRole Role => _role;
+
+    public string? Master => _master;
+
+    public long FencedBy => Interlocked.Read(ref _fencedBy);
+
+    public string? Diverged => _follower?.Diverged;
+
+    public Follower? Follower => _follower;
+
+    public TimeProvider Time => _time;
+
+    // ---------------------------------------------------------------- writes
+
+    public async Task<WriteAnswer> ExecuteAsync(WriteCommand command, CancellationToken cancellationToken)
+    {
+        var started = Stopwatch.GetTimestamp();
+        try
+        {
+            CheckWritable();
+            if (Interlocked.Increment(ref _pendingWrites) > Options.MaxPendingWrites)
+            {
+                throw new NodeException(NodeErrorCode.Busy, $"{Options.MaxPendingWrites} writes are already waiting; retry");
+            }
+
+            WriteOutcome outcome;
+            try
+            {
+                var job = new WriteJob(command);
+                Enqueue(job);
+                outcome = await job.Done.Task;
+            }
+            finally
+            {
+                Interlocked.Decrement(ref _pendingWrites);
+            }
+
+            if (outcome.Error is { } error)
+            {
+                throw error;
+            }
+
+            if (outcome.Entry is not null && Hub.SemiSyncRequired)
+            {
+                var needed = Options.SyncReplicas;
+                if (!await Hub.WaitReplicatedAsync(outcome.Lsn, Options.SyncTimeout, cancellationToken))
+                {
+                    throw new NodeException(NodeErrorCode.NotReplicated,
+                        $"not replicated: entry {outcome.Lsn} is committed on the master but {needed} replica(s) did not confirm it within {Options.SyncTimeout.TotalMilliseconds:0} ms; " +
+                        "it may or may not survive a failover");
+                }
+            }
+
+            _writes.Add(1);
+            _commitSeconds.Record(Stopwatch.GetElapsedTime(started).TotalSeconds);
+            return new WriteAnswer(outcome.Results!, outcome.Lsn, Db.Epoch);
+        }
+        catch (NodeException ex)
+        {
+            CountError(ex.Code);
+            throw;
+        }
+    }
+
+    private void CheckWritable()
+    {
+        if (_role != NodeRole.Master)
+        {
+            throw new NodeException(NodeErrorCode.NotMaster, _master is null ? "this node is a replica; writes go to the master" : $"this node is a replica; writes go to the master at {_master}");
+        }
+
+        if (FencedBy is > 0 and var newer)
+        {
+            throw new NodeException(NodeErrorCode.StaleEpoch, $"epoch {newer} exists; this master's epoch {Db.Epoch} is stale and takes no writes");
+        }
+    }
+
+    // ---------------------------------------------------------------- reads
+
+    public async Task<QueryResult> QueryAsync(string sql, IReadOnlyList<object?> parameters, long? minLsn, TimeSpan? wait, CancellationToken cancellationToken)
+    {
+        try
+        {
+            if (minLsn is { } min && Db.Lsn < min)
+            {
+                var timeout = wait ?? Options.ReadWaitTimeout;
+                if (!await Applied.WaitAsync(min, timeout, cancellationToken))
+                {
+                    throw new NodeException(NodeErrorCode.Behind, $"behind: this node has applied LSN {Db.Lsn}, the read needs {min} (waited {timeout.TotalMilliseconds:0} ms)");
+                }
+            }
+
+            var result = Db.Query(sql, parameters);
+            _reads.Add(1);
+            return result;
+        }
+        catch (NodeException ex)
+        {
+            CountError(ex.Code);
+            throw;
+        }
+    }
+
+    public void CountError(NodeErrorCode code) => _errors.Add(1, new KeyValuePair<string, object?>("code", code.ToString()));
+
+    // ---------------------------------------------------------------- roles
+
+    /// <summary>
+    /// Makes this node the master of <paramref name="epoch"/> (above the current one). A replica first
+    /// stops following and applies everything it received.
+    /// </summary>
+    public async Task PromoteAsync(long epoch)
+    {
+        if (epoch <= Db.Epoch)
+        {
+            throw new NodeException(NodeErrorCode.StaleEpoch, $"promotion needs an epoch above the current {Db.Epoch}; {epoch} is not");
+        }
+
+        if (Diverged is { } diverged)
+        {
+            throw new NodeException(NodeErrorCode.Unavailable, $"this replica diverged ({diverged}); re-clone it (POST /follow with \"reclone\": true) before promoting it");
+        }
+
+        await StopFollowerAsync();
+        await RunOnWriterAsync(db =>
+        {
+            db.SetEpochAndRole(epoch, "master");
+            db.SetRegisteredReplicas([.. db.RegisteredReplicas.Where(id => id != db.NodeId)]);
+            return 0;
+        });
+        lock (_roleLock)
+        {
+            _role = NodeRole.Master;
+            _master = null;
+            Interlocked.Exchange(ref _fencedBy, 0);
+        }
+
+        Hub.LoadRegistry(Db.RegisteredReplicas);
+        LogPromoted(_logger, epoch, Db.Lsn);
+    }
+
+    /// <summary>Makes this node a replica of <paramref name="master"/> (a master steps down; a replica is repointed).</summary>
+    public async Task FollowAsync(string master, long? epoch, bool reclone)
+    {
+        if (epoch is { } e && e < Db.Epoch)
+        {
+            throw new NodeException(NodeErrorCode.StaleEpoch, $"epoch {e} is older than this node's {Db.Epoch}");
+        }
+
+        await StopFollowerAsync();
+        await RunOnWriterAsync(db =>
+        {
+            db.SetEpochAndRole(Math.Max(epoch ?? 0, db.Epoch), "replica");
+            return 0;
+        });
+        lock (_roleLock)
+        {
+            _role = NodeRole.Replica;
+            _master = master;
+        }
+
+        Hub.DisconnectAll();
+        StartFollower(master, reclone);
+        LogFollowing(_logger, master, Db.Epoch);
+    }
+
+    /// <summary>A replica told us of a newer epoch: this master is stale and stops taking writes.</summary>
+    public void Fence(long newerEpoch)
+    {
+        if (newerEpoch > Db.Epoch && Interlocked.Exchange(ref _fencedBy, newerEpoch) != newerEpoch)
+        {
+            LogFenced(_logger, Db.Epoch, newerEpoch);
+        }
+    }
+
+    private void StartFollower(string master, bool reclone)
+    {
+        var follower = new Follower(this, master, reclone, _loggerFactory.CreateLogger<Follower>());
+        _follower = follower;
+        follower.Start();
+    }
+
+    private async Task StopFollowerAsync()
+    {
+        if (_follower is { } follower)
+        {
+            await follower.StopAsync();
+            follower.Dispose();
+        }
+    }
+
+    public void OnApplied(int entries)
+    {
+        _applied.Add(entries);
+        Applied.Advance(Db.Lsn);
+    }
+
+    // ---------------------------------------------------------------- the writer thread
+
+    /// <summary>Runs <paramref name="work"/> on the writer thread (the only one that uses the write connection).</summary>
+    public Task<T> RunOnWriterAsync<T>(Func<NodeDatabase, T> work)
+    {
+        var job = new FuncJob(db => work(db));
+        Enqueue(job);
+        return job.Done.Task.ContinueWith(t => (T)t.Result!, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+    }
+
+    private void Enqueue(Job job)
+    {
+        try
+        {
+            _jobs.Add(job);
+        }
+        catch (InvalidOperationException)
+        {
+            job.Fail(new NodeException(NodeErrorCode.Unavailable, "the node is shutting down"));
+        }
+    }
+
+    private void WriterLoop()
+    {
+        var group = new List<WriteJob>();
+        foreach (var job in _jobs.GetConsumingEnumerable())
+        {
+            Job? next = job;
+            while (next is not null)
+            {
+                var current = next;
+                next = null;
+                if (current is WriteJob write)
+                {
+                    group.Add(write);
+                    while (group.Count < Options.MaxGroupSize && _jobs.TryTake(out var more))
+                    {
+                        if (more is WriteJob w)
+                        {
+                            group.Add(w);
+                        }
+                        else
+                        {
+                            next = more;
+                            break;
+                        }
+                    }
+
+                    RunGroup(group);
+                    group.Clear();
+                }
+                else if (current is FuncJob func)
+                {
+                    try
+                    {
+                        func.Done.TrySetResult(func.Work(Db));
+                    }
+                    catch (Exception ex)
+                    {
+                        func.Done.TrySetException(ex);
+                    }
+                }
+            }
+        }
+    }
+
+    private void RunGroup(List<WriteJob> group)
+    {
+        NodeException? refused = null;
+        try
+        {
+            CheckWritable();
+        }
+        catch (NodeException ex)
+        {
+            refused = ex;
+        }
+
+        if (refused is not null)
+        {
+            group.ForEach(j => j.Fail(refused));
+            return;
+        }
+
+        WriteOutcome[] outcomes;
+        try
+        {
+            outcomes = Db.ExecuteGroup([.. group.Select(j => j.Command)]);
+        }
+        catch (Exception ex)
+        {
+            LogWriteFailed(_logger, ex);
+            var failure = new NodeException(NodeErrorCode.Unavailable, "the write failed: " + ex.Message);
+            group.ForEach(j => j.Fail(failure));
+            return;
+        }
+
+        Applied.Advance(Db.Lsn);
+        for (var i = 0; i < group.Count; i++)
+        {
+            group[i].Done.TrySetResult(outcomes[i]);
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        await StopFollowerAsync();
+        Hub.DisconnectAll();
+        Applied.ReleaseAll();
+        _jobs.CompleteAdding();
+        _writerThread.Join(TimeSpan.FromSeconds(30));
+        Db.Dispose();
+        _jobs.Dispose();
+    }
+
+    private abstract class Job
+    {
+        public abstract void Fail(Exception error);
+    }
+
+    private sealed class WriteJob(WriteCommand command) : Job
+    {
+        public WriteCommand Command { get; } = command;
+
+        public TaskCompletionSource<WriteOutcome> Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public override void Fail(Exception error) => Done.TrySetException(error);
+    }
+
+    private sealed class FuncJob(Func<NodeDatabase, object?> work) : Job
+    {
+        public Func<NodeDatabase, object?> Work { get; } = work;
+
+        public TaskCompletionSource<object?> Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public override void Fail(Exception error) => Done.TrySetException(error);
+    }
+
+    [LoggerMessage(EventId = 600, Level = LogLevel.Warning, Message = "The stored role was {Stored}; starting as {Role} (epoch {Epoch}) as the command line says")]
+    private static partial void LogRoleChanged(ILogger logger, string stored, string role, long epoch);
+
+    [LoggerMessage(EventId = 601, Level = LogLevel.Warning, Message = "Promoted to master of epoch {Epoch} at LSN {Lsn}")]
+    private static partial void LogPromoted(ILogger logger, long epoch, long lsn);
+
+    [LoggerMessage(EventId = 602, Level = LogLevel.Warning, Message = "Following the master at {Master} (epoch {Epoch})")]
+    private static partial void LogFollowing(ILogger logger, string master, long epoch);
+
+    [LoggerMessage(EventId = 603, Level = LogLevel.Error, Message = "Fenced: this master is at epoch {Epoch} but epoch {Newer} exists; writes are refused")]
+    private static partial void LogFenced(ILogger logger, long epoch, long newer);
+
+    [LoggerMessage(EventId = 604, Level = LogLevel.Error, Message = "A write group failed")]
+    private static partial void LogWriteFailed(ILogger logger, Exception exception);
+}

@@ -1,0 +1,154 @@
+using System.Net;
+using Infra.Core.Configuration;
+using Infra.DataNode.Storage;
+
+namespace Infra.DataNode;
+
+internal enum SyncMode
+{
+    /// <summary>Acknowledge after K replicas confirm (once any replica is registered).</summary>
+    SemiSync,
+
+    /// <summary>Acknowledge after the master's own commit.</summary>
+    Async,
+}
+
+/// <summary>Settings of a data node.</summary>
+internal sealed class NodeOptions : ServiceOptions
+{
+    /// <summary>Replication (MessagePack frames): replicas connect here.</summary>
+    public IPEndPoint Listen { get; set; } = new(IPAddress.Loopback, 7600);
+
+    /// <summary>HTTP/JSON API, /healthz and /metrics.</summary>
+    public IPEndPoint Http { get; set; } = new(IPAddress.Loopback, 7601);
+
+    public string DataDir { get; set; } = "./data/node";
+
+    public NodeRole Role { get; set; } = NodeRole.Master;
+
+    /// <summary>The master's replication address (host:port), for a replica.</summary>
+    public string? Master { get; set; }
+
+    public SyncMode Sync { get; set; } = SyncMode.SemiSync;
+
+    public int SyncReplicas { get; set; } = 1;
+
+    public TimeSpan SyncTimeout { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>How long a read with minLsn waits for this node to catch up before answering "behind".</summary>
+    public TimeSpan ReadWaitTimeout { get; set; } = TimeSpan.FromSeconds(2);
+
+    public string Synchronous { get; set; } = "FULL";
+
+    public long LogRetention { get; set; } = 100_000;
+
+    public int MaxStatements { get; set; } = 1000;
+
+    public int MaxSqlBytes { get; set; } = 1 << 20;
+
+    public int MaxRequestBytes { get; set; } = 16 << 20;
+
+    public int MaxResultRows { get; set; } = 100_000;
+
+    public int MaxPendingWrites { get; set; } = 10_000;
+
+    public int MaxGroupSize { get; set; } = 256;
+
+    public int MaxReplicationFrameBytes => MaxRequestBytes * 2 + (4 << 20);
+
+    public string? AdminToken { get; set; }
+
+    public int MaxConnections { get; set; } = 1000;
+
+    public TimeSpan ShutdownTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    public DatabaseSettings DatabaseSettings => new()
+    {
+        Synchronous = Synchronous,
+        LogRetention = LogRetention,
+        MaxResultRows = MaxResultRows,
+    };
+
+    public override void Bind(ConfigReader reader)
+    {
+        ArgumentNullException.ThrowIfNull(reader);
+        Listen = reader.ListenEndPoint("Listen", "127.0.0.1:7600");
+        Http = reader.ListenEndPoint("Http", "127.0.0.1:7601");
+        DataDir = reader.Text("DataDir", DataDir) is { Length: > 0 } dir ? dir : DataDir;
+        switch (reader.Text("Role", "master")?.Trim().ToLowerInvariant())
+        {
+            case "master":
+                Role = NodeRole.Master;
+                break;
+            case "replica":
+                Role = NodeRole.Replica;
+                break;
+            case var other:
+                reader.Problems.Add($"Role: '{other}' is not master or replica");
+                break;
+        }
+
+        Master = reader.Text("Master", null) is { Length: > 0 } master ? master.Trim() : null;
+        if (Master is not null)
+        {
+            try
+            {
+                Replication.Follower.SplitAddress(Master);
+            }
+            catch (FormatException ex)
+            {
+                reader.Problems.Add("Master: " + ex.Message);
+            }
+        }
+
+        switch (reader.Text("Sync", "semi-sync")?.Trim().ToLowerInvariant())
+        {
+            case "semi-sync" or "semisync":
+                Sync = SyncMode.SemiSync;
+                break;
+            case "async":
+                Sync = SyncMode.Async;
+                break;
+            case var other:
+                reader.Problems.Add($"Sync: '{other}' is not semi-sync or async");
+                break;
+        }
+
+        SyncReplicas = reader.Number("SyncReplicas", SyncReplicas, 1, 64);
+        SyncTimeout = reader.Duration("SyncTimeout", SyncTimeout, TimeSpan.FromMilliseconds(1), TimeSpan.FromMinutes(10));
+        ReadWaitTimeout = reader.Duration("ReadWaitTimeout", ReadWaitTimeout, TimeSpan.Zero, TimeSpan.FromMinutes(10));
+        switch (reader.Text("Synchronous", "full")?.Trim().ToUpperInvariant())
+        {
+            case var s and ("FULL" or "NORMAL" or "EXTRA"):
+                Synchronous = s;
+                break;
+            case var other:
+                reader.Problems.Add($"Synchronous: '{other}' is not full, normal or extra");
+                break;
+        }
+
+        LogRetention = reader.Size("LogRetention", LogRetention, 1, long.MaxValue / 4);
+        MaxStatements = reader.Number("MaxStatements", MaxStatements, 1, 1_000_000);
+        MaxSqlBytes = (int)reader.Size("MaxSqlBytes", MaxSqlBytes, 16, 64L << 20);
+        MaxRequestBytes = (int)reader.Size("MaxRequestBytes", MaxRequestBytes, 1024, 256L << 20);
+        MaxResultRows = reader.Number("MaxResultRows", MaxResultRows, 1, 100_000_000);
+        MaxPendingWrites = reader.Number("MaxPendingWrites", MaxPendingWrites, 1, 1_000_000);
+        MaxGroupSize = reader.Number("MaxGroupSize", MaxGroupSize, 1, 100_000);
+        AdminToken = reader.Text("AdminToken", null) is { Length: > 0 } token ? token : null;
+        MaxConnections = reader.Number("MaxConnections", MaxConnections, 1, 1_000_000);
+        ShutdownTimeout = reader.Duration("ShutdownTimeout", ShutdownTimeout, TimeSpan.Zero, TimeSpan.FromHours(1));
+    }
+
+    protected override IEnumerable<string> CheckConsistency()
+    {
+        if (Listen.Port != 0 && Listen.Equals(Http))
+        {
+            yield return $"Http: {Http} is the same endpoint as Listen";
+        }
+
+        if (Role == NodeRole.Master && Master is not null)
+        {
+            yield return "Master: a master does not follow another node (drop --master, or use --role replica)";
+        }
+    }
+}

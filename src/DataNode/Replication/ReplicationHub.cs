@@ -1,0 +1,464 @@
+using System.Collections.Concurrent;
+using System.Diagnostics.Metrics;
+using Infra.Core.Networking;
+using Infra.Core.Storage;
+using Infra.DataNode.Storage;
+using MessagePack;
+using Microsoft.Extensions.Logging;
+
+namespace Infra.DataNode.Replication;
+
+/// <summary>What the master knows of one replica.</summary>
+internal sealed class ReplicaState(string id)
+{
+    public string Id { get; } = id;
+
+    public string Address { get; set; } = "";
+
+    /// <summary>The last LSN the replica confirmed it has durably applied.</summary>
+    public long AckedLsn;
+
+    public bool Connected { get; set; }
+
+    public long LastSeenMs { get; set; }
+
+    public CancellationTokenSource? Session { get; set; }
+}
+
+/// <summary>
+/// The master side of replication: accepts replica connections on <c>--listen</c>, decides per
+/// replica whether it streams, truncates a divergent tail or re-clones, pushes committed entries,
+/// and counts confirmations for semi-sync. Every replica that ever connected is registered durably:
+/// semi-sync counts on it until it is forgotten (<c>DELETE /replicas/{id}</c>).
+/// </summary>
+internal sealed partial class ReplicationHub(Node node, ILogger logger) : IConnectionHandler
+{
+    private const int MaxBatchEntries = 512;
+    private const int ChunkBytes = 1 << 20;
+
+    private readonly ConcurrentDictionary<string, ReplicaState> _replicas = new(StringComparer.Ordinal);
+    private readonly ProgressWaiters _replicated = new();
+    private readonly Lock _registryLock = new();
+    private HashSet<string> _registered = new(StringComparer.Ordinal);
+
+    public IReadOnlyCollection<ReplicaState> Replicas => [.. _replicas.Values.OrderBy(r => r.Id, StringComparer.Ordinal)];
+
+    public IReadOnlyCollection<string> Registered
+    {
+        get
+        {
+            lock (_registryLock)
+            {
+                return [.. _registered.Order(StringComparer.Ordinal)];
+            }
+        }
+    }
+
+    /// <summary>Semi-sync waits when it is the mode and some replica is registered.</summary>
+    public bool SemiSyncRequired
+    {
+        get
+        {
+            if (node.Options.Sync != SyncMode.SemiSync)
+            {
+                return false;
+            }
+
+            lock (_registryLock)
+            {
+                return _registered.Count > 0;
+            }
+        }
+    }
+
+    public void LoadRegistry(IReadOnlyList<string> ids)
+    {
+        lock (_registryLock)
+        {
+            _registered = new HashSet<string>(ids, StringComparer.Ordinal);
+        }
+
+        Recompute(reset: true);
+    }
+
+    public Task<bool> WaitReplicatedAsync(long lsn, TimeSpan timeout, CancellationToken cancellationToken) => _replicated.WaitAsync(lsn, timeout, cancellationToken);
+
+    /// <summary>Removes a replica from the registry (it no longer counts for semi-sync).</summary>
+    public async Task<bool> ForgetAsync(string id)
+    {
+        bool removed;
+        lock (_registryLock)
+        {
+            removed = _registered.Remove(id);
+        }
+
+        if (removed)
+        {
+            var ids = Registered.ToList();
+            await node.RunOnWriterAsync(db =>
+            {
+                db.SetRegisteredReplicas(ids);
+                return 0;
+            });
+            if (_replicas.TryRemove(id, out var state))
+            {
+                state.Session?.Cancel();
+            }
+
+            Recompute(reset: true);
+        }
+
+        return removed;
+    }
+
+    public void DisconnectAll()
+    {
+        foreach (var state in _replicas.Values)
+        {
+            state.Session?.Cancel();
+        }
+    }
+
+    private void Recompute(bool reset = false)
+    {
+        List<long> acked;
+        int needed = node.Options.SyncReplicas;
+        lock (_registryLock)
+        {
+            acked = [.. _registered.Select(id => _replicas.TryGetValue(id, out var r) ? Interlocked.Read(ref r.AckedLsn) : 0)];
+        }
+
+        acked.Sort((a, b) => b.CompareTo(a));
+        var confirmed = acked.Count >= needed ? acked[needed - 1] : 0;
+        if (reset)
+        {
+            _replicated.Reset(confirmed);
+        }
+        else
+        {
+            _replicated.Advance(confirmed);
+        }
+    }
+
+    public IEnumerable<Measurement<long>> ObserveLagEntries()
+    {
+        var lsn = node.Db.Lsn;
+        return _replicas.Values.Select(r => new Measurement<long>(Math.Max(0, lsn - Interlocked.Read(ref r.AckedLsn)), new KeyValuePair<string, object?>("replica", r.Id)));
+    }
+
+    public IEnumerable<Measurement<long>> ObserveLagMs() =>
+        _replicas.Values.Select(r => new Measurement<long>(LagMs(r), new KeyValuePair<string, object?>("replica", r.Id)));
+
+    /// <summary>How long the oldest entry the replica has not confirmed has been committed (0 when caught up).</summary>
+    public long LagMs(ReplicaState replica)
+    {
+        var acked = Interlocked.Read(ref replica.AckedLsn);
+        if (acked >= node.Db.Lsn)
+        {
+            return 0;
+        }
+
+        var committed = node.Db.ReadLog(acked + 1, 1) is [var first, ..] ? first.CommittedMs : 0;
+        return committed == 0 ? 0 : Math.Max(0, node.Time.GetUtcNow().ToUnixTimeMilliseconds() - committed);
+    }
+
+    public async Task OnConnectedAsync(ConnectionContext connection)
+    {
+        using var frames = new FrameConnection(connection.Input, connection.Output, node.Options.MaxReplicationFrameBytes);
+        var closing = connection.ClosingRequested;
+        Frame? first;
+        using (var helloTimeout = CancellationTokenSource.CreateLinkedTokenSource(closing))
+        {
+            helloTimeout.CancelAfter(TimeSpan.FromSeconds(10));
+            try
+            {
+                first = await frames.ReadAsync(helloTimeout.Token);
+            }
+            catch (Exception ex) when (ex is OperationCanceledException or InvalidDataException)
+            {
+                return;
+            }
+        }
+
+        if (first is not { Tag: Tags.Hello } hello)
+        {
+            await SendErrorAsync(frames, NodeErrorCode.BadRequest, "a replica starts with hello", closing);
+            return;
+        }
+
+        string id;
+        long epoch, lastLsn, lastEpoch;
+        bool wantClone;
+        string address;
+        try
+        {
+            var body = hello.Body();
+            if (body.ReadArrayHeader() != 6)
+            {
+                throw new InvalidDataException("hello is [nodeId, epoch, lastLsn, lastEpoch, wantClone, address]");
+            }
+
+            id = body.ReadString() ?? throw new InvalidDataException("hello without a node id");
+            epoch = body.ReadInt64();
+            lastLsn = body.ReadInt64();
+            lastEpoch = body.ReadInt64();
+            wantClone = body.ReadBoolean();
+            address = body.ReadString() ?? "";
+        }
+        catch (Exception ex) when (ex is InvalidDataException or MessagePackSerializationException or EndOfStreamException)
+        {
+            await SendErrorAsync(frames, NodeErrorCode.BadRequest, "malformed hello: " + ex.Message, closing);
+            return;
+        }
+
+        if (node.Role != NodeRole.Master)
+        {
+            await SendErrorAsync(frames, NodeErrorCode.NotMaster, node.Master is { } m ? $"not the master; the master is {m}" : "not the master", closing);
+            return;
+        }
+
+        var myEpoch = node.Db.Epoch;
+        if (epoch > myEpoch)
+        {
+            node.Fence(epoch);
+            await SendErrorAsync(frames, NodeErrorCode.StaleEpoch, $"this master is at epoch {myEpoch}; the replica has seen epoch {epoch}", closing);
+            return;
+        }
+
+        if (id == node.Db.NodeId)
+        {
+            await SendErrorAsync(frames, NodeErrorCode.BadRequest, "a node cannot replicate from itself", closing);
+            return;
+        }
+
+        try
+        {
+            var fork = await node.RunOnWriterAsync(db => db.ForkPoint(lastEpoch, lastLsn));
+            var oldest = node.Db.OldestLogLsn();
+            var masterLsn = node.Db.Lsn;
+            var truncated = lastLsn < masterLsn && (oldest == 0 || oldest > lastLsn + 1);
+            if (fork < lastLsn && !wantClone)
+            {
+                LogTruncate(logger, id, lastLsn, lastEpoch, fork);
+                await frames.SendAsync(Tags.Truncate, (ref MessagePackWriter w) =>
+                {
+                    w.WriteArrayHeader(2);
+                    w.Write(myEpoch);
+                    w.Write(fork);
+                }, closing);
+                return;
+            }
+
+            if (wantClone || truncated)
+            {
+                await SendSnapshotAsync(frames, id, closing);
+                return;
+            }
+
+            await StreamAsync(connection, frames, id, address, lastLsn, myEpoch);
+        }
+        catch (Exception ex) when (ex is IOException or OperationCanceledException or InvalidDataException or ObjectDisposedException)
+        {
+            // The replica went away or sent garbage; it reconnects.
+        }
+    }
+
+    private async Task StreamAsync(ConnectionContext connection, FrameConnection frames, string id, string address, long lastLsn, long epoch)
+    {
+        await RegisterAsync(id);
+        var state = _replicas.GetOrAdd(id, static i => new ReplicaState(i));
+        state.Session?.Cancel();
+        using var session = CancellationTokenSource.CreateLinkedTokenSource(connection.ClosingRequested);
+        state.Session = session;
+        state.Address = address;
+        state.Connected = true;
+        state.LastSeenMs = node.Time.GetUtcNow().ToUnixTimeMilliseconds();
+        Interlocked.Exchange(ref state.AckedLsn, lastLsn);
+        Recompute();
+        LogReplicaConnected(logger, id, address, lastLsn);
+        var token = session.Token;
+        var registered = Registered.ToArray();
+        await frames.SendAsync(Tags.Stream, (ref MessagePackWriter w) =>
+        {
+            w.WriteArrayHeader(4);
+            w.Write(epoch);
+            w.Write(lastLsn + 1);
+            w.Write(node.Db.Lsn);
+            w.WriteArrayHeader(registered.Length);
+            foreach (var r in registered)
+            {
+                w.Write(r);
+            }
+        }, token);
+
+        var acks = ReadAcksAsync(frames, state, session);
+        try
+        {
+            var next = lastLsn + 1;
+            while (!token.IsCancellationRequested && node.Role == NodeRole.Master && node.Db.Epoch == epoch)
+            {
+                if (node.Db.Lsn < next)
+                {
+                    if (!await node.Applied.WaitAsync(next, TimeSpan.FromSeconds(1), token))
+                    {
+                        await frames.SendAsync(Tags.Heartbeat, (ref MessagePackWriter w) =>
+                        {
+                            w.WriteArrayHeader(2);
+                            w.Write(node.Db.Lsn);
+                            w.Write(epoch);
+                        }, token);
+                    }
+
+                    continue;
+                }
+
+                var batch = node.Db.ReadLog(next, MaxBatchEntries);
+                if (batch.Count == 0 || batch[0].Lsn != next)
+                {
+                    // Trimmed under the replica's feet: it re-clones on reconnect.
+                    break;
+                }
+
+                var masterLsn = node.Db.Lsn;
+                await frames.SendAsync(Tags.Entries, (ref MessagePackWriter w) =>
+                {
+                    w.WriteArrayHeader(2);
+                    w.Write(masterLsn);
+                    w.WriteArrayHeader(batch.Count);
+                    foreach (var entry in batch)
+                    {
+                        FrameConnection.WriteEntry(ref w, entry);
+                    }
+                }, token);
+                next = batch[^1].Lsn + 1;
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // Disconnected, replaced by a newer session, or shutting down.
+        }
+        finally
+        {
+            await session.CancelAsync();
+            await acks;
+            state.Connected = false;
+            LogReplicaDisconnected(logger, id, Interlocked.Read(ref state.AckedLsn));
+        }
+    }
+
+    private async Task ReadAcksAsync(FrameConnection frames, ReplicaState state, CancellationTokenSource session)
+    {
+        try
+        {
+            while (await frames.ReadAsync(session.Token) is { } frame)
+            {
+                if (frame.Tag != Tags.Ack)
+                {
+                    break;
+                }
+
+                var body = frame.Body();
+                body.ReadArrayHeader();
+                var lsn = body.ReadInt64();
+                state.LastSeenMs = node.Time.GetUtcNow().ToUnixTimeMilliseconds();
+                if (lsn > Interlocked.Read(ref state.AckedLsn))
+                {
+                    Interlocked.Exchange(ref state.AckedLsn, lsn);
+                    Recompute();
+                }
+            }
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidDataException or MessagePackSerializationException or EndOfStreamException)
+        {
+            // Ends the session below.
+        }
+
+        await session.CancelAsync();
+    }
+
+    private async Task RegisterAsync(string id)
+    {
+        bool added;
+        lock (_registryLock)
+        {
+            added = _registered.Add(id);
+        }
+
+        if (added)
+        {
+            var ids = Registered.ToList();
+            await node.RunOnWriterAsync(db =>
+            {
+                db.SetRegisteredReplicas(ids);
+                return 0;
+            });
+            LogRegistered(logger, id);
+        }
+    }
+
+    private async Task SendSnapshotAsync(FrameConnection frames, string id, CancellationToken token)
+    {
+        var file = Path.Combine(node.Options.DataDir, $"snapshot-{Guid.NewGuid():N}.tmp");
+        try
+        {
+            var lsn = node.Db.BackupTo(file);
+            var length = new FileInfo(file).Length;
+            LogSnapshot(logger, id, lsn, length);
+            var epoch = node.Db.Epoch;
+            await frames.SendAsync(Tags.Snapshot, (ref MessagePackWriter w) =>
+            {
+                w.WriteArrayHeader(3);
+                w.Write(epoch);
+                w.Write(lsn);
+                w.Write(length);
+            }, token);
+            var crc = uint.MaxValue;
+            var buffer = new byte[ChunkBytes];
+            await using (var stream = File.OpenRead(file))
+            {
+                int read;
+                while ((read = await stream.ReadAsync(buffer, token)) > 0)
+                {
+                    var chunk = buffer.AsMemory(0, read);
+                    crc = Crc32C.Append(crc, chunk.Span);
+                    await frames.SendAsync(Tags.Chunk, (ref MessagePackWriter w) => w.Write(chunk.Span), token);
+                }
+            }
+
+            var final = ~crc;
+            await frames.SendAsync(Tags.End, (ref MessagePackWriter w) =>
+            {
+                w.WriteArrayHeader(2);
+                w.Write(length);
+                w.Write(final);
+            }, token);
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
+
+    private static Task SendErrorAsync(FrameConnection frames, NodeErrorCode code, string message, CancellationToken token) =>
+        frames.SendAsync(Tags.Error, (ref MessagePackWriter w) =>
+        {
+            w.WriteArrayHeader(2);
+            w.Write(code.ToString());
+            w.Write(message);
+        }, token).AsTask();
+
+    [LoggerMessage(EventId = 620, Level = LogLevel.Information, Message = "Replica {Id} ({Address}) streaming from LSN {Lsn}")]
+    private static partial void LogReplicaConnected(ILogger logger, string id, string address, long lsn);
+
+    [LoggerMessage(EventId = 621, Level = LogLevel.Information, Message = "Replica {Id} disconnected at LSN {Lsn}")]
+    private static partial void LogReplicaDisconnected(ILogger logger, string id, long lsn);
+
+    [LoggerMessage(EventId = 622, Level = LogLevel.Warning, Message = "Replica {Id} ends at LSN {Lsn} of epoch {Epoch}, past the fork point {Fork}: told to discard its tail")]
+    private static partial void LogTruncate(ILogger logger, string id, long lsn, long epoch, long fork);
+
+    [LoggerMessage(EventId = 623, Level = LogLevel.Information, Message = "Sending replica {Id} a snapshot at LSN {Lsn} ({Bytes} bytes)")]
+    private static partial void LogSnapshot(ILogger logger, string id, long lsn, long bytes);
+
+    [LoggerMessage(EventId = 624, Level = LogLevel.Information, Message = "Replica {Id} registered: semi-sync counts on it until it is forgotten")]
+    private static partial void LogRegistered(ILogger logger, string id);
+}

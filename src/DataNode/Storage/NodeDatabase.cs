@@ -1,0 +1,893 @@
+using System.Security.Cryptography;
+using System.Text;
+using Infra.Core.Storage;
+using Microsoft.Data.Sqlite;
+using SQLitePCL;
+
+namespace Infra.DataNode.Storage;
+
+/// <summary>One statement of a write request: SQL and its positional parameters.</summary>
+internal sealed record SqlStatement(string Sql, IReadOnlyList<object?> Parameters);
+
+/// <summary>A write request: statements run in one transaction; <see cref="Epoch"/>, when given, must be the node's.</summary>
+internal sealed record WriteCommand(IReadOnlyList<SqlStatement> Statements, long? Epoch = null);
+
+internal readonly record struct StatementResult(long RowsAffected, long LastInsertId);
+
+/// <summary>The outcome of one write: results and the LSN of its entry (the last LSN when it changed nothing), or the error.</summary>
+internal sealed record WriteOutcome(StatementResult[]? Results, long Lsn, LogRecord? Entry, NodeException? Error);
+
+internal sealed record QueryResult(string[] Columns, List<object?[]> Rows, long Lsn);
+
+/// <summary>A replicated entry could not be applied: this copy differs from the master's.</summary>
+internal sealed class DivergedException(long lsn, string message) : Exception($"entry {lsn}: {message}")
+{
+    public long Lsn { get; } = lsn;
+}
+
+internal sealed record DatabaseSettings
+{
+    /// <summary>SQLite's synchronous setting: FULL (default; fsync at every commit) or NORMAL.</summary>
+    public string Synchronous { get; init; } = "FULL";
+
+    public int ReadConnections { get; init; } = Math.Max(2, Environment.ProcessorCount * 2);
+
+    /// <summary>Entries kept in the replication log; replicas further behind re-clone.</summary>
+    public long LogRetention { get; init; } = 100_000;
+
+    public int MaxResultRows { get; init; } = 100_000;
+}
+
+/// <summary>
+/// A node's SQLite database: the user's tables plus the node's own — <c>_infra_meta</c> (node id, role,
+/// epoch, last LSN), <c>_infra_log</c> (the replication log: every committed write as (lsn, epoch,
+/// changeset parts), written in the same transaction as the rows) and <c>_infra_epochs</c> (where each
+/// epoch began, to find fork points). Write methods run on one thread (the node's writer); queries
+/// run on a pool of read-only connections.
+/// </summary>
+internal sealed class NodeDatabase : IDisposable
+{
+    public const string FileName = "node.db";
+
+    private const string Schema = """
+        CREATE TABLE IF NOT EXISTS _infra_meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS _infra_log(lsn INTEGER PRIMARY KEY, epoch INTEGER NOT NULL, crc INTEGER NOT NULL, entry BLOB NOT NULL, committed_ms INTEGER NOT NULL);
+        CREATE TABLE IF NOT EXISTS _infra_epochs(epoch INTEGER PRIMARY KEY, start_lsn INTEGER NOT NULL);
+        """;
+
+    private const string NoPrimaryKey = """
+        SELECT m.name FROM sqlite_schema m
+        WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite\_%' ESCAPE '\' AND m.name NOT LIKE '\_infra\_%' ESCAPE '\'
+          AND NOT EXISTS (SELECT 1 FROM pragma_table_info(m.name) p WHERE p.pk > 0)
+        LIMIT 1
+        """;
+
+    private readonly DatabaseSettings _settings;
+    private readonly TimeProvider _time;
+    private readonly ReaderWriterLockSlim _swap = new(LockRecursionPolicy.NoRecursion);
+    private readonly Lock _poolLock = new();
+    private readonly Stack<SqlRunner> _readers = new();
+    private readonly SemaphoreSlim _readSlots;
+    private SqlRunner _writer = null!;
+    private long _lsn;
+    private long _epoch;
+    private long _historyEpoch;
+    private int _generation;
+    private long _commitsSinceTrim;
+
+    private NodeDatabase(string directory, DatabaseSettings settings, TimeProvider time)
+    {
+        Directory = directory;
+        _settings = settings;
+        _time = time;
+        _readSlots = new SemaphoreSlim(settings.ReadConnections, settings.ReadConnections);
+    }
+
+    public string Directory { get; }
+
+    public string Path => System.IO.Path.Combine(Directory, FileName);
+
+    public string NodeId { get; private set; } = "";
+
+    /// <summary>The last LSN committed (master) or applied (replica).</summary>
+    public long Lsn => Volatile.Read(ref _lsn);
+
+    public long Epoch => Volatile.Read(ref _epoch);
+
+    /// <summary>Replica ids that semi-sync counts on (every replica that ever connected, until forgotten).</summary>
+    public IReadOnlyList<string> RegisteredReplicas { get; private set; } = [];
+
+    /// <summary>The role stored with the data (the last one the node had).</summary>
+    public string StoredRole { get; private set; } = "";
+
+    public static NodeDatabase Open(string directory, DatabaseSettings settings, TimeProvider time)
+    {
+        System.IO.Directory.CreateDirectory(directory);
+        var db = new NodeDatabase(directory, settings, time);
+        db.OpenWriter();
+        return db;
+    }
+
+    private void OpenWriter()
+    {
+        var connection = new SqliteConnection(new SqliteConnectionStringBuilder { DataSource = Path, Pooling = false }.ToString());
+        connection.Open();
+        _writer = new SqlRunner(connection, readOnly: false);
+        _writer.Exec($"PRAGMA journal_mode=WAL; PRAGMA synchronous={_settings.Synchronous}; PRAGMA foreign_keys=OFF; PRAGMA busy_timeout=10000;");
+        _writer.Exec(Schema);
+        NodeId = Meta("node_id") as string ?? "";
+        if (NodeId.Length == 0)
+        {
+            NodeId = Guid.NewGuid().ToString("N")[..12];
+            SetMeta("node_id", NodeId);
+        }
+
+        _lsn = Meta("lsn") as long? ?? 0;
+        _epoch = Meta("epoch") as long? ?? 0;
+        StoredRole = Meta("role") as string ?? "";
+        RegisteredReplicas = Meta("replicas") is string { Length: > 0 } ids ? ids.Split(',') : [];
+        _historyEpoch = ScalarLong("SELECT coalesce(max(epoch), 0) FROM _infra_epochs");
+        _generation++;
+    }
+
+    // ---------------------------------------------------------------- writes (writer thread)
+
+    /// <summary>
+    /// Runs each command in its own savepoint inside one transaction, then commits once (group commit:
+    /// one fsync for the whole group). A failing command is rolled back alone and gets its error; each
+    /// one that changed something gets the next LSN and a log entry written in the same transaction.
+    /// </summary>
+    public WriteOutcome[] ExecuteGroup(IReadOnlyList<WriteCommand> commands)
+    {
+        var outcomes = new WriteOutcome[commands.Count];
+        var next = _lsn;
+        var epoch = _epoch;
+        var nowMs = _time.GetUtcNow().ToUnixTimeMilliseconds();
+        _writer.Exec("BEGIN IMMEDIATE");
+        try
+        {
+            for (var i = 0; i < commands.Count; i++)
+            {
+                var command = commands[i];
+                if (command.Epoch is { } expected && expected != epoch)
+                {
+                    outcomes[i] = Failed(new NodeException(NodeErrorCode.StaleEpoch, $"the request is for epoch {expected}; this node is at epoch {epoch}"));
+                    continue;
+                }
+
+                _writer.Exec("SAVEPOINT w");
+                try
+                {
+                    var (results, parts) = Run(command);
+                    LogRecord? entry = null;
+                    if (parts.Count > 0)
+                    {
+                        entry = LogRecord.Create(next + 1, epoch, EntryCodec.Encode(parts), nowMs);
+                        InsertLog(entry);
+                        next++;
+                    }
+
+                    _writer.Exec("RELEASE w");
+                    outcomes[i] = new WriteOutcome(results, next, entry, null);
+                }
+                catch (NodeException ex)
+                {
+                    _writer.Exec("ROLLBACK TO w; RELEASE w");
+                    outcomes[i] = Failed(ex);
+                }
+            }
+
+            if (next != _lsn)
+            {
+                SetMeta("lsn", next);
+                TrimLogIfDue(next);
+            }
+
+            _writer.Exec("COMMIT");
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            TryRollback();
+            var failure = new NodeException(NodeErrorCode.Unavailable, "the commit failed: " + ex.Message);
+            return [.. commands.Select(_ => Failed(failure))];
+        }
+
+        Volatile.Write(ref _lsn, next);
+        return outcomes;
+    }
+
+    private WriteOutcome Failed(NodeException error) => new(null, _lsn, null, error);
+
+    private (StatementResult[] Results, List<EntryPart> Parts) Run(WriteCommand command)
+    {
+        var results = new StatementResult[command.Statements.Count];
+        var parts = new List<EntryPart>();
+        ChangeCapture? capture = null;
+        try
+        {
+            for (var i = 0; i < command.Statements.Count; i++)
+            {
+                var statement = command.Statements[i];
+                PreparedStatement prepared;
+                try
+                {
+                    prepared = _writer.Prepare(statement.Sql);
+                }
+                catch (NodeException ex)
+                {
+                    throw new NodeException(ex.Code, $"statement {i + 1}: {ex.Message}");
+                }
+
+                try
+                {
+                    if (prepared.IsDdl && capture is not null)
+                    {
+                        Flush(capture, parts);
+                        capture.Dispose();
+                        capture = null;
+                    }
+                    else if (!prepared.IsDdl)
+                    {
+                        capture ??= new ChangeCapture(_writer.NativeHandle);
+                    }
+
+                    _writer.Bind(prepared, statement.Parameters);
+                    var before = _writer.TotalChanges;
+                    _writer.RunToEnd(prepared);
+                    results[i] = new StatementResult(_writer.TotalChanges - before, _writer.LastInsertRowId);
+                    if (prepared.IsDdl)
+                    {
+                        _writer.ClearCache();
+                        if (ScalarText(NoPrimaryKey) is { } table)
+                        {
+                            throw new NodeException(NodeErrorCode.NotAllowed, $"table {table} has no PRIMARY KEY: replication identifies rows by primary key, so every table needs one");
+                        }
+
+                        parts.Add(new StatementPart(statement.Sql, statement.Parameters));
+                    }
+                }
+                catch (NodeException ex)
+                {
+                    throw new NodeException(ex.Code, $"statement {i + 1}: {ex.Message}");
+                }
+                finally
+                {
+                    SqlRunner.Release(prepared);
+                }
+            }
+
+            if (capture is not null)
+            {
+                Flush(capture, parts);
+            }
+
+            return (results, parts);
+        }
+        finally
+        {
+            capture?.Dispose();
+        }
+    }
+
+    private static void Flush(ChangeCapture capture, List<EntryPart> parts)
+    {
+        var changeset = capture.TakeChangeset();
+        if (changeset.Length > 0)
+        {
+            parts.Add(new ChangesetPart(changeset));
+        }
+    }
+
+    private void InsertLog(LogRecord entry)
+    {
+        Internal("INSERT INTO _infra_log(lsn, epoch, crc, entry, committed_ms) VALUES(?, ?, ?, ?, ?)",
+            entry.Lsn, entry.Epoch, (long)entry.Crc, entry.Body, entry.CommittedMs);
+        if (entry.Epoch > _historyEpoch)
+        {
+            Internal("INSERT OR REPLACE INTO _infra_epochs(epoch, start_lsn) VALUES(?, ?)", entry.Epoch, entry.Lsn);
+            _historyEpoch = entry.Epoch;
+        }
+    }
+
+    private void TrimLogIfDue(long lsn)
+    {
+        if (++_commitsSinceTrim < 256 && lsn % 4096 != 0)
+        {
+            return;
+        }
+
+        _commitsSinceTrim = 0;
+        var keepFrom = lsn - _settings.LogRetention + 1;
+        if (keepFrom > 1)
+        {
+            Internal("DELETE FROM _infra_log WHERE lsn < ?", keepFrom);
+        }
+    }
+
+    /// <summary>
+    /// Applies replicated entries in one transaction, each in its own savepoint, together with the
+    /// entries themselves and the new LSN (exactly once across restarts). A conflict commits what came
+    /// before it and throws <see cref="DivergedException"/>: the node must stop, never skip.
+    /// </summary>
+    public void ApplyEntries(IReadOnlyList<LogRecord> entries)
+    {
+        var applied = _lsn;
+        DivergedException? diverged = null;
+        _writer.Exec("BEGIN IMMEDIATE");
+        try
+        {
+            foreach (var entry in entries)
+            {
+                if (entry.Lsn != applied + 1)
+                {
+                    throw new InvalidDataException($"entry {entry.Lsn} arrived after {applied}: the stream skipped or repeated entries");
+                }
+
+                if (!entry.IsIntact)
+                {
+                    throw new InvalidDataException($"entry {entry.Lsn} fails its checksum");
+                }
+
+                _writer.Exec("SAVEPOINT a");
+                try
+                {
+                    foreach (var part in EntryCodec.Decode(entry.Body))
+                    {
+                        switch (part)
+                        {
+                            case ChangesetPart c:
+                                SessionNative.ApplyOrThrow(_writer.NativeHandle, c.Changeset);
+                                break;
+                            case StatementPart s:
+                                Internal(s.Sql, [.. s.Parameters]);
+                                _writer.ClearCache();
+                                break;
+                        }
+                    }
+
+                    InsertLog(entry);
+                    _writer.Exec("RELEASE a");
+                    applied = entry.Lsn;
+                }
+                catch (Exception ex) when (ex is ChangesetConflictException or SqliteException)
+                {
+                    _writer.Exec("ROLLBACK TO a; RELEASE a");
+                    diverged = new DivergedException(entry.Lsn, ex.Message);
+                    break;
+                }
+            }
+
+            if (applied != _lsn)
+            {
+                SetMeta("lsn", applied);
+                TrimLogIfDue(applied);
+            }
+
+            _writer.Exec("COMMIT");
+        }
+        catch
+        {
+            TryRollback();
+            throw;
+        }
+
+        Volatile.Write(ref _lsn, applied);
+        if (diverged is not null)
+        {
+            throw diverged;
+        }
+    }
+
+    public void SetRegisteredReplicas(IReadOnlyList<string> ids)
+    {
+        SetMeta("replicas", string.Join(',', ids));
+        RegisteredReplicas = [.. ids];
+    }
+
+    /// <summary>Stores a new epoch and role durably (promotion, demotion, learning a newer epoch).</summary>
+    public void SetEpochAndRole(long epoch, string role)
+    {
+        if (epoch < _epoch)
+        {
+            throw new InvalidOperationException($"epoch {epoch} is older than {_epoch}: epochs only grow");
+        }
+
+        _writer.Exec("BEGIN IMMEDIATE");
+        try
+        {
+            SetMeta("epoch", epoch);
+            SetMeta("role", role);
+            _writer.Exec("COMMIT");
+        }
+        catch
+        {
+            TryRollback();
+            throw;
+        }
+
+        Volatile.Write(ref _epoch, epoch);
+        StoredRole = role;
+    }
+
+    /// <summary>
+    /// The last LSN a node whose log ends at (<paramref name="lastEpoch"/>, <paramref name="lastLsn"/>)
+    /// shares with this one: entries after it on that node were never replicated here and must go.
+    /// </summary>
+    public long ForkPoint(long lastEpoch, long lastLsn)
+    {
+        var nextEpochStart = ScalarLong("SELECT coalesce(min(start_lsn), 0) FROM _infra_epochs WHERE epoch > ?", lastEpoch);
+        var fork = Math.Min(lastLsn, _lsn);
+        return nextEpochStart > 0 ? Math.Min(fork, nextEpochStart - 1) : fork;
+    }
+
+    /// <summary>The epoch of the entry at <paramref name="lsn"/> (0 when there is none).</summary>
+    public long EpochAt(long lsn) => lsn == 0 ? 0 : ScalarLong("SELECT coalesce((SELECT epoch FROM _infra_log WHERE lsn = ?), (SELECT max(epoch) FROM _infra_epochs WHERE start_lsn <= ?), 0)", lsn, lsn);
+
+    /// <summary>
+    /// Undoes every entry after <paramref name="fork"/> by applying their inverted changesets newest
+    /// first, in one transaction. False (nothing changed) when an entry holds DDL, which cannot be
+    /// inverted, or the undo conflicts: then the node must re-clone.
+    /// </summary>
+    public bool RollbackTo(long fork)
+    {
+        if (fork >= _lsn)
+        {
+            return true;
+        }
+
+        var tail = ReadLogInternal(fork + 1, int.MaxValue);
+        if (tail.Count != _lsn - fork)
+        {
+            return false;
+        }
+
+        var undo = new List<byte[]>();
+        foreach (var entry in tail.AsEnumerable().Reverse())
+        {
+            var parts = EntryCodec.Decode(entry.Body);
+            if (parts.Any(p => p is StatementPart))
+            {
+                return false;
+            }
+
+            undo.AddRange(parts.Cast<ChangesetPart>().Reverse().Select(p => SessionNative.InvertOrThrow(p.Changeset)));
+        }
+
+        _writer.Exec("BEGIN IMMEDIATE");
+        try
+        {
+            foreach (var changeset in undo)
+            {
+                SessionNative.ApplyOrThrow(_writer.NativeHandle, changeset);
+            }
+
+            Internal("DELETE FROM _infra_log WHERE lsn > ?", fork);
+            Internal("DELETE FROM _infra_epochs WHERE start_lsn > ?", fork);
+            SetMeta("lsn", fork);
+            _writer.Exec("COMMIT");
+        }
+        catch (ChangesetConflictException)
+        {
+            TryRollback();
+            return false;
+        }
+        catch
+        {
+            TryRollback();
+            throw;
+        }
+
+        Volatile.Write(ref _lsn, fork);
+        _historyEpoch = ScalarLong("SELECT coalesce(max(epoch), 0) FROM _infra_epochs");
+        return true;
+    }
+
+    private void TryRollback()
+    {
+        try
+        {
+            _writer.Exec("ROLLBACK");
+        }
+        catch (SqliteException)
+        {
+            // No transaction was open (SQLite already rolled it back).
+        }
+    }
+
+    // ---------------------------------------------------------------- reads (any thread)
+
+    /// <summary>Runs a read-only query; the LSN returned is the one the rows reflect.</summary>
+    public QueryResult Query(string sql, IReadOnlyList<object?> parameters) => WithReader(reader =>
+    {
+        reader.Exec("BEGIN");
+        try
+        {
+            var lsn = ReaderLsn(reader);
+            var prepared = reader.Prepare(sql);
+            try
+            {
+                reader.Bind(prepared, parameters);
+                var stmt = prepared.Handle;
+                var columns = new string[raw.sqlite3_column_count(stmt)];
+                for (var i = 0; i < columns.Length; i++)
+                {
+                    columns[i] = raw.sqlite3_column_name(stmt, i).utf8_to_string() ?? "";
+                }
+
+                var rows = new List<object?[]>();
+                while (reader.Step(prepared))
+                {
+                    if (rows.Count >= _settings.MaxResultRows)
+                    {
+                        throw new NodeException(NodeErrorCode.BadRequest, $"the result has more than {_settings.MaxResultRows} rows; use LIMIT");
+                    }
+
+                    var row = new object?[columns.Length];
+                    for (var i = 0; i < row.Length; i++)
+                    {
+                        row[i] = SqlRunner.Column(stmt, i);
+                    }
+
+                    rows.Add(row);
+                }
+
+                return new QueryResult(columns, rows, lsn);
+            }
+            finally
+            {
+                SqlRunner.Release(prepared);
+            }
+        }
+        finally
+        {
+            reader.Exec("COMMIT");
+        }
+    });
+
+    private static long ReaderLsn(SqlRunner reader)
+    {
+        using var stmt = PrepareInternal(reader, "SELECT value FROM _infra_meta WHERE key = 'lsn'");
+        return raw.sqlite3_step(stmt) == raw.SQLITE_ROW ? raw.sqlite3_column_int64(stmt, 0) : 0;
+    }
+
+    /// <summary>Entries from <paramref name="fromLsn"/> on, at most <paramref name="max"/>, read on a reader connection.</summary>
+    public List<LogRecord> ReadLog(long fromLsn, int max) => WithReader(reader => ReadLog(reader, fromLsn, max));
+
+    /// <summary>The oldest LSN still in the log (0 when the log is empty).</summary>
+    public long OldestLogLsn() => WithReader(reader =>
+    {
+        using var stmt = PrepareInternal(reader, "SELECT coalesce(min(lsn), 0) FROM _infra_log");
+        raw.sqlite3_step(stmt);
+        return raw.sqlite3_column_int64(stmt, 0);
+    });
+
+    private List<LogRecord> ReadLogInternal(long fromLsn, int max) => ReadLog(_writer, fromLsn, max);
+
+    private static List<LogRecord> ReadLog(SqlRunner runner, long fromLsn, int max)
+    {
+        using var stmt = PrepareInternal(runner, "SELECT lsn, epoch, crc, entry, committed_ms FROM _infra_log WHERE lsn >= ? ORDER BY lsn LIMIT ?");
+        raw.sqlite3_bind_int64(stmt, 1, fromLsn);
+        raw.sqlite3_bind_int64(stmt, 2, max);
+        var list = new List<LogRecord>();
+        while (raw.sqlite3_step(stmt) == raw.SQLITE_ROW)
+        {
+            list.Add(new LogRecord(raw.sqlite3_column_int64(stmt, 0), raw.sqlite3_column_int64(stmt, 1), (uint)raw.sqlite3_column_int64(stmt, 2),
+                raw.sqlite3_column_blob(stmt, 3).ToArray(), raw.sqlite3_column_int64(stmt, 4)));
+        }
+
+        return list;
+    }
+
+    /// <summary>
+    /// A deterministic SHA-256 of every user table — names, columns, and rows ordered by primary key —
+    /// read in one snapshot, with the LSN it reflects and the row count per table.
+    /// </summary>
+    public (string Checksum, long Lsn, SortedDictionary<string, long> Tables) Checksum() => WithReader(reader =>
+    {
+        reader.Exec("BEGIN");
+        try
+        {
+            var lsn = ReaderLsn(reader);
+            var tables = new List<string>();
+            using (var list = PrepareInternal(reader, "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE '\\_infra\\_%' ESCAPE '\\' ORDER BY name"))
+            {
+                while (raw.sqlite3_step(list) == raw.SQLITE_ROW)
+                {
+                    tables.Add(raw.sqlite3_column_text(list, 0).utf8_to_string());
+                }
+            }
+
+            using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+            var counts = new SortedDictionary<string, long>(StringComparer.Ordinal);
+            foreach (var table in tables)
+            {
+                var keys = new List<string>();
+                using (var info = PrepareInternal(reader, "SELECT name FROM pragma_table_info(?) WHERE pk > 0 ORDER BY pk"))
+                {
+                    raw.sqlite3_bind_text(info, 1, table);
+                    while (raw.sqlite3_step(info) == raw.SQLITE_ROW)
+                    {
+                        keys.Add(raw.sqlite3_column_text(info, 0).utf8_to_string());
+                    }
+                }
+
+                var order = keys.Count > 0 ? string.Join(", ", keys.Select(Quote)) : "rowid";
+                using var rows = PrepareInternal(reader, $"SELECT * FROM {Quote(table)} ORDER BY {order}");
+                HashText(hash, "table", table);
+                var n = raw.sqlite3_column_count(rows);
+                for (var i = 0; i < n; i++)
+                {
+                    HashText(hash, "column", raw.sqlite3_column_name(rows, i).utf8_to_string());
+                }
+
+                long count = 0;
+                while (raw.sqlite3_step(rows) == raw.SQLITE_ROW)
+                {
+                    count++;
+                    for (var i = 0; i < n; i++)
+                    {
+                        HashValue(hash, SqlRunner.Column(rows, i));
+                    }
+                }
+
+                counts[table] = count;
+            }
+
+            return (Convert.ToHexStringLower(hash.GetHashAndReset()), lsn, counts);
+        }
+        finally
+        {
+            reader.Exec("COMMIT");
+        }
+    });
+
+    private static string Quote(string name) => "\"" + name.Replace("\"", "\"\"", StringComparison.Ordinal) + "\"";
+
+    private static void HashText(IncrementalHash hash, string tag, string text)
+    {
+        hash.AppendData(Encoding.UTF8.GetBytes(tag));
+        HashValue(hash, text);
+    }
+
+    private static void HashValue(IncrementalHash hash, object? value)
+    {
+        Span<byte> header = stackalloc byte[9];
+        switch (value)
+        {
+            case null:
+                hash.AppendData([0]);
+                break;
+            case long l:
+                header[0] = 1;
+                BitConverter.TryWriteBytes(header[1..], l);
+                hash.AppendData(header);
+                break;
+            case double d:
+                header[0] = 2;
+                BitConverter.TryWriteBytes(header[1..], d);
+                hash.AppendData(header);
+                break;
+            case string s:
+                var bytes = Encoding.UTF8.GetBytes(s);
+                header[0] = 3;
+                BitConverter.TryWriteBytes(header[1..], (long)bytes.Length);
+                hash.AppendData(header);
+                hash.AppendData(bytes);
+                break;
+            case byte[] b:
+                header[0] = 4;
+                BitConverter.TryWriteBytes(header[1..], (long)b.Length);
+                hash.AppendData(header);
+                hash.AppendData(b);
+                break;
+        }
+    }
+
+    /// <summary>Writes a consistent copy of the whole database (SQLite's backup API) to <paramref name="file"/>.</summary>
+    public long BackupTo(string file) => WithReader(reader =>
+    {
+        File.Delete(file);
+        using (var destination = new SqliteConnection(new SqliteConnectionStringBuilder { DataSource = file, Pooling = false }.ToString()))
+        {
+            destination.Open();
+            reader.Connection.BackupDatabase(destination);
+        }
+
+        using var check = new SqliteConnection(new SqliteConnectionStringBuilder { DataSource = file, Pooling = false }.ToString());
+        check.Open();
+        using var command = check.CreateCommand();
+        command.CommandText = "SELECT value FROM _infra_meta WHERE key = 'lsn'";
+        return command.ExecuteScalar() is long lsn ? lsn : 0;
+    });
+
+    /// <summary>
+    /// Replaces the whole database with a snapshot file (re-clone): closes every connection, keeps this
+    /// node's id and the higher epoch, moves the snapshot into place atomically, and reopens.
+    /// </summary>
+    public void ReplaceWith(string snapshot, string role)
+    {
+        using (var connection = new SqliteConnection(new SqliteConnectionStringBuilder { DataSource = snapshot, Pooling = false }.ToString()))
+        {
+            connection.Open();
+            using var command = connection.CreateCommand();
+            command.CommandText = "INSERT OR REPLACE INTO _infra_meta(key, value) VALUES('node_id', $id), ('role', $role), ('replicas', ''), ('epoch', max($epoch, coalesce((SELECT value FROM _infra_meta WHERE key = 'epoch'), 0)))";
+            command.Parameters.AddWithValue("$id", NodeId);
+            command.Parameters.AddWithValue("$role", role);
+            command.Parameters.AddWithValue("$epoch", _epoch);
+            command.ExecuteNonQuery();
+        }
+
+        FsyncFile(snapshot);
+        _swap.EnterWriteLock();
+        try
+        {
+            CloseConnections();
+            File.Delete(Path + "-wal");
+            File.Delete(Path + "-shm");
+            File.Move(snapshot, Path, overwrite: true);
+            FsyncFile(Directory);
+            OpenWriter();
+        }
+        finally
+        {
+            _swap.ExitWriteLock();
+        }
+    }
+
+    private static void FsyncFile(string path)
+    {
+        if (System.IO.Directory.Exists(path))
+        {
+            DirectorySync.Sync(path);
+            return;
+        }
+
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite);
+        stream.Flush(flushToDisk: true);
+    }
+
+    private T WithReader<T>(Func<SqlRunner, T> work)
+    {
+        _readSlots.Wait();
+        _swap.EnterReadLock();
+        SqlRunner? reader = null;
+        try
+        {
+            var generation = _generation;
+            lock (_poolLock)
+            {
+                _readers.TryPop(out reader);
+            }
+
+            reader ??= OpenReader();
+            try
+            {
+                return work(reader);
+            }
+            finally
+            {
+                lock (_poolLock)
+                {
+                    if (generation == _generation)
+                    {
+                        _readers.Push(reader);
+                        reader = null;
+                    }
+                }
+
+                reader?.Dispose();
+            }
+        }
+        finally
+        {
+            _swap.ExitReadLock();
+            _readSlots.Release();
+        }
+    }
+
+    private SqlRunner OpenReader()
+    {
+        var connection = new SqliteConnection(new SqliteConnectionStringBuilder { DataSource = Path, Mode = SqliteOpenMode.ReadOnly, Pooling = false }.ToString());
+        connection.Open();
+        var runner = new SqlRunner(connection, readOnly: true);
+        runner.Exec("PRAGMA busy_timeout=10000;");
+        return runner;
+    }
+
+    // ---------------------------------------------------------------- internal SQL on the writer
+
+    private object? Meta(string key)
+    {
+        using var stmt = PrepareInternal(_writer, "SELECT value FROM _infra_meta WHERE key = ?");
+        raw.sqlite3_bind_text(stmt, 1, key);
+        return raw.sqlite3_step(stmt) == raw.SQLITE_ROW ? SqlRunner.Column(stmt, 0) : null;
+    }
+
+    private void SetMeta(string key, object value) => Internal("INSERT OR REPLACE INTO _infra_meta(key, value) VALUES(?, ?)", key, value);
+
+    private long ScalarLong(string sql, params object?[] args)
+    {
+        using var stmt = PrepareInternal(_writer, sql);
+        BindInternal(stmt, args);
+        return raw.sqlite3_step(stmt) == raw.SQLITE_ROW ? raw.sqlite3_column_int64(stmt, 0) : 0;
+    }
+
+    private string? ScalarText(string sql)
+    {
+        using var stmt = PrepareInternal(_writer, sql);
+        return raw.sqlite3_step(stmt) == raw.SQLITE_ROW ? raw.sqlite3_column_text(stmt, 0).utf8_to_string() : null;
+    }
+
+    private void Internal(string sql, params object?[] args)
+    {
+        using var stmt = PrepareInternal(_writer, sql);
+        BindInternal(stmt, args);
+        var rc = raw.sqlite3_step(stmt);
+        while (rc == raw.SQLITE_ROW)
+        {
+            rc = raw.sqlite3_step(stmt);
+        }
+
+        if (rc != raw.SQLITE_DONE)
+        {
+            throw new SqliteException($"{sql}: {_writer.Message()}", rc);
+        }
+    }
+
+    private static sqlite3_stmt PrepareInternal(SqlRunner runner, string sql)
+    {
+        var rc = raw.sqlite3_prepare_v2(runner.Db, sql, out var stmt);
+        if (rc != raw.SQLITE_OK)
+        {
+            stmt?.Dispose();
+            throw new SqliteException($"{sql}: {runner.Message()}", rc);
+        }
+
+        return stmt;
+    }
+
+    private static void BindInternal(sqlite3_stmt stmt, object?[] args)
+    {
+        for (var i = 0; i < args.Length; i++)
+        {
+            _ = args[i] switch
+            {
+                null => raw.sqlite3_bind_null(stmt, i + 1),
+                long l => raw.sqlite3_bind_int64(stmt, i + 1, l),
+                int n => raw.sqlite3_bind_int64(stmt, i + 1, n),
+                double d => raw.sqlite3_bind_double(stmt, i + 1, d),
+                string s => raw.sqlite3_bind_text(stmt, i + 1, s),
+                byte[] b => raw.sqlite3_bind_blob(stmt, i + 1, b),
+                var other => throw new ArgumentException($"not a SQL value: {other.GetType().Name}", nameof(args)),
+            };
+        }
+    }
+
+    private void CloseConnections()
+    {
+        lock (_poolLock)
+        {
+            _generation++;
+            while (_readers.TryPop(out var reader))
+            {
+                reader.Dispose();
+            }
+        }
+
+        _writer.Dispose();
+        SqliteConnection.ClearAllPools();
+    }
+
+    public void Dispose()
+    {
+        _swap.EnterWriteLock();
+        try
+        {
+            CloseConnections();
+        }
+        finally
+        {
+            _swap.ExitWriteLock();
+        }
+    }
+}

@@ -1,0 +1,170 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
+namespace Infra.DataNode.Storage;
+
+/// <summary>
+/// SQLite's session extension (compiled into the bundled <c>e_sqlite3</c>), reached through P/Invoke on
+/// the connection handle Microsoft.Data.Sqlite opened: change capture on the master, apply and invert
+/// on replicas.
+/// </summary>
+internal static unsafe partial class SessionNative
+{
+    private const string Library = "e_sqlite3";
+
+    public const int SqliteOk = 0;
+    public const int SqliteAbort = 4;
+
+    /// <summary>Conflict handler answer: stop, roll the whole apply back.</summary>
+    private const int ChangesetAbort = 2;
+
+    [LibraryImport(Library, EntryPoint = "sqlite3session_create", StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int Create(IntPtr db, string dbName, out IntPtr session);
+
+    [LibraryImport(Library, EntryPoint = "sqlite3session_attach")]
+    public static partial int Attach(IntPtr session, IntPtr tableOrNullForAll);
+
+    [LibraryImport(Library, EntryPoint = "sqlite3session_changeset")]
+    public static partial int Changeset(IntPtr session, out int size, out IntPtr changeset);
+
+    [LibraryImport(Library, EntryPoint = "sqlite3session_delete")]
+    public static partial void Delete(IntPtr session);
+
+    [LibraryImport(Library, EntryPoint = "sqlite3_free")]
+    public static partial void Free(IntPtr memory);
+
+    [LibraryImport(Library, EntryPoint = "sqlite3changeset_invert")]
+    private static partial int Invert(int size, byte* changeset, out int outSize, out IntPtr output);
+
+    [LibraryImport(Library, EntryPoint = "sqlite3changeset_apply")]
+    private static partial int Apply(
+        IntPtr db, int size, byte* changeset, IntPtr filter, delegate* unmanaged[Cdecl]<IntPtr, int, IntPtr, int> conflict, IntPtr context);
+
+    /// <summary>The conflict seen by the last apply on this thread (SQLITE_CHANGESET_DATA = 1 … FOREIGN_KEY = 5).</summary>
+    [ThreadStatic]
+    private static int _lastConflict;
+
+    /// <summary>
+    /// Applies <paramref name="changeset"/> on <paramref name="db"/> inside the caller's transaction. Any
+    /// conflict (a row missing, different, or in the way) aborts the whole changeset: on a replica it
+    /// means the copies have diverged, and skipping would hide it.
+    /// </summary>
+    public static void ApplyOrThrow(IntPtr db, ReadOnlySpan<byte> changeset)
+    {
+        _lastConflict = 0;
+        int rc;
+        fixed (byte* bytes = changeset)
+        {
+            rc = Apply(db, changeset.Length, bytes, IntPtr.Zero, &OnConflict, IntPtr.Zero);
+        }
+
+        if (rc == SqliteOk)
+        {
+            return;
+        }
+
+        if (rc == SqliteAbort && _lastConflict != 0)
+        {
+            throw new ChangesetConflictException(_lastConflict switch
+            {
+                1 => "a row to change has different values than the master had (SQLITE_CHANGESET_DATA)",
+                2 => "a row to change or delete does not exist (SQLITE_CHANGESET_NOTFOUND)",
+                3 => "a row to insert already exists (SQLITE_CHANGESET_CONFLICT)",
+                4 => "a change violates a constraint (SQLITE_CHANGESET_CONSTRAINT)",
+                _ => "a change violates a foreign key (SQLITE_CHANGESET_FOREIGN_KEY)",
+            });
+        }
+
+        throw new ChangesetConflictException($"sqlite3changeset_apply failed with code {rc}");
+    }
+
+    /// <summary>The changeset that undoes <paramref name="changeset"/>.</summary>
+    public static byte[] InvertOrThrow(ReadOnlySpan<byte> changeset)
+    {
+        int rc;
+        int size;
+        IntPtr output;
+        fixed (byte* bytes = changeset)
+        {
+            rc = Invert(changeset.Length, bytes, out size, out output);
+        }
+
+        if (rc != SqliteOk)
+        {
+            throw new ChangesetConflictException($"sqlite3changeset_invert failed with code {rc}");
+        }
+
+        try
+        {
+            return new ReadOnlySpan<byte>((void*)output, size).ToArray();
+        }
+        finally
+        {
+            Free(output);
+        }
+    }
+
+    [UnmanagedCallersOnly(CallConvs = [typeof(CallConvCdecl)])]
+    private static int OnConflict(IntPtr context, int conflictType, IntPtr iterator)
+    {
+        _lastConflict = conflictType;
+        return ChangesetAbort;
+    }
+}
+
+/// <summary>A changeset did not apply cleanly: the replica's data differs from the master's.</summary>
+internal sealed class ChangesetConflictException(string message) : Exception(message);
+
+/// <summary>
+/// Records every row change on one connection from creation until <see cref="TakeChangeset"/>: the
+/// net effect per primary key, with the values as they are in the database, so <c>random()</c> or
+/// <c>datetime('now')</c> replay as the same rows.
+/// </summary>
+internal sealed unsafe class ChangeCapture : IDisposable
+{
+    private IntPtr _session;
+
+    public ChangeCapture(IntPtr db)
+    {
+        var rc = SessionNative.Create(db, "main", out _session);
+        if (rc != SessionNative.SqliteOk)
+        {
+            throw new InvalidOperationException($"sqlite3session_create failed with code {rc}");
+        }
+
+        rc = SessionNative.Attach(_session, IntPtr.Zero);
+        if (rc != SessionNative.SqliteOk)
+        {
+            Dispose();
+            throw new InvalidOperationException($"sqlite3session_attach failed with code {rc}");
+        }
+    }
+
+    /// <summary>The changes so far (empty when nothing changed).</summary>
+    public byte[] TakeChangeset()
+    {
+        var rc = SessionNative.Changeset(_session, out var size, out var changeset);
+        if (rc != SessionNative.SqliteOk)
+        {
+            throw new InvalidOperationException($"sqlite3session_changeset failed with code {rc}");
+        }
+
+        try
+        {
+            return size == 0 ? [] : new ReadOnlySpan<byte>((void*)changeset, size).ToArray();
+        }
+        finally
+        {
+            SessionNative.Free(changeset);
+        }
+    }
+
+    public void Dispose()
+    {
+        if (_session != IntPtr.Zero)
+        {
+            SessionNative.Delete(_session);
+            _session = IntPtr.Zero;
+        }
+    }
+}

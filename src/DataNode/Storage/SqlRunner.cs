@@ -1,0 +1,291 @@
+using Microsoft.Data.Sqlite;
+using SQLitePCL;
+
+namespace Infra.DataNode.Storage;
+
+/// <summary>What a prepared user statement does, as the authorizer saw it.</summary>
+internal sealed record PreparedStatement(sqlite3_stmt Handle, bool IsDdl, int ParameterCount);
+
+/// <summary>
+/// One connection's statement runner: prepares user SQL under an authorizer that refuses what would
+/// break replication or the node's own transactions, caches prepared statements, binds positional
+/// parameters and runs them. Used by one thread at a time.
+/// </summary>
+internal sealed class SqlRunner : IDisposable
+{
+    public const int MaxCachedStatements = 128;
+
+    // sqlite3.h authorizer action codes.
+    private const int CreateIndex = 1, CreateTable = 2, CreateView = 8, Delete = 9, DropIndex = 10, DropTable = 11, DropView = 17;
+    private const int Insert = 18, Pragma = 19, Transaction = 22, Update = 23, Attach = 24, Detach = 25, AlterTable = 26, Reindex = 27;
+    private const int Analyze = 28, Savepoint = 32;
+    private const int SqliteOk = 0, SqliteDeny = 1;
+
+    private static readonly HashSet<string> ReadPragmas = new(StringComparer.OrdinalIgnoreCase)
+    {
+        "table_info", "table_xinfo", "table_list", "index_list", "index_info", "index_xinfo", "foreign_key_list", "data_version",
+    };
+
+    private readonly Dictionary<string, PreparedStatement> _cache = new(StringComparer.Ordinal);
+    private readonly bool _readOnly;
+    private bool _userMode;
+    private bool _sawDdl;
+    private string? _denied;
+
+    public SqlRunner(SqliteConnection connection, bool readOnly)
+    {
+        Connection = connection;
+        Db = connection.Handle ?? throw new InvalidOperationException("the connection is not open");
+        _readOnly = readOnly;
+        raw.sqlite3_set_authorizer(Db, Authorize, null);
+    }
+
+    public SqliteConnection Connection { get; }
+
+    public sqlite3 Db { get; }
+
+    public IntPtr NativeHandle => Db.DangerousGetHandle();
+
+    /// <summary>Runs internal SQL (no parameters, no rows wanted), outside the user rules.</summary>
+    public void Exec(string sql)
+    {
+        var rc = raw.sqlite3_exec(Db, sql, null, null, out var message);
+        if (rc != raw.SQLITE_OK)
+        {
+            throw new SqliteException($"{sql}: {message ?? raw.sqlite3_errstr(rc).utf8_to_string()}", rc);
+        }
+    }
+
+    /// <summary>Prepares a user statement (cached), under the user rules.</summary>
+    public PreparedStatement Prepare(string sql)
+    {
+        if (_cache.TryGetValue(sql, out var cached))
+        {
+            return cached;
+        }
+
+        _userMode = true;
+        _sawDdl = false;
+        _denied = null;
+        int rc;
+        sqlite3_stmt stmt;
+        string? tail;
+        try
+        {
+            rc = raw.sqlite3_prepare_v2(Db, sql, out stmt, out tail);
+        }
+        finally
+        {
+            _userMode = false;
+        }
+
+        if (rc != raw.SQLITE_OK)
+        {
+            stmt?.Dispose();
+            if (_denied is not null)
+            {
+                throw new NodeException(NodeErrorCode.NotAllowed, _denied);
+            }
+
+            throw new NodeException(NodeErrorCode.SqlError, Message());
+        }
+
+        if (stmt is null || stmt.IsInvalid)
+        {
+            throw new NodeException(NodeErrorCode.BadRequest, "the SQL holds no statement");
+        }
+
+        if (!string.IsNullOrWhiteSpace(tail) && HasStatement(tail))
+        {
+            stmt.Dispose();
+            throw new NodeException(NodeErrorCode.BadRequest, "one statement per entry: put each statement in its own [sql, params...] entry");
+        }
+
+        var prepared = new PreparedStatement(stmt, _sawDdl, raw.sqlite3_bind_parameter_count(stmt));
+        if (!prepared.IsDdl)
+        {
+            if (_cache.Count >= MaxCachedStatements)
+            {
+                ClearCache();
+            }
+
+            _cache[sql] = prepared;
+        }
+
+        return prepared;
+    }
+
+    private bool HasStatement(string tail)
+    {
+        _userMode = true;
+        try
+        {
+            var rc = raw.sqlite3_prepare_v2(Db, tail, out var next, out _);
+            using (next)
+            {
+                return rc != raw.SQLITE_OK || (next is not null && !next.IsInvalid);
+            }
+        }
+        finally
+        {
+            _userMode = false;
+        }
+    }
+
+    /// <summary>Releases a statement that is not cached (DDL); cached ones are reset for reuse.</summary>
+    public static void Release(PreparedStatement statement)
+    {
+        if (statement.IsDdl)
+        {
+            statement.Handle.Dispose();
+        }
+        else
+        {
+            raw.sqlite3_reset(statement.Handle);
+            raw.sqlite3_clear_bindings(statement.Handle);
+        }
+    }
+
+    public void Bind(PreparedStatement statement, IReadOnlyList<object?> parameters)
+    {
+        if (parameters.Count != statement.ParameterCount)
+        {
+            throw new NodeException(NodeErrorCode.BadRequest, $"the statement has {statement.ParameterCount} parameters but {parameters.Count} values were given");
+        }
+
+        var stmt = statement.Handle;
+        for (var i = 0; i < parameters.Count; i++)
+        {
+            var rc = parameters[i] switch
+            {
+                null => raw.sqlite3_bind_null(stmt, i + 1),
+                long l => raw.sqlite3_bind_int64(stmt, i + 1, l),
+                double d => raw.sqlite3_bind_double(stmt, i + 1, d),
+                string s => raw.sqlite3_bind_text(stmt, i + 1, s),
+                byte[] b => raw.sqlite3_bind_blob(stmt, i + 1, b),
+                var other => throw new NodeException(NodeErrorCode.BadRequest, $"parameter {i + 1} is not a SQL value ({other.GetType().Name})"),
+            };
+            if (rc != raw.SQLITE_OK)
+            {
+                throw new NodeException(NodeErrorCode.BadRequest, $"parameter {i + 1}: {Message()}");
+            }
+        }
+    }
+
+    // The rules apply when a statement is prepared. SQLite re-prepares a cached statement after a schema
+    // change (the same SQL, so the same verdict), and the session extension runs its own PRAGMAs while
+    // a statement steps: neither is user SQL, so stepping runs outside the rules.
+
+    /// <summary>Steps a write statement to its end (rows it returns are not kept).</summary>
+    public void RunToEnd(PreparedStatement statement)
+    {
+        _denied = null;
+        int rc;
+        while ((rc = raw.sqlite3_step(statement.Handle)) == raw.SQLITE_ROW)
+        {
+        }
+
+        if (rc != raw.SQLITE_DONE)
+        {
+            throw StepError(rc);
+        }
+    }
+
+    /// <summary>Steps to the next row; false at the end.</summary>
+    public bool Step(PreparedStatement statement)
+    {
+        _denied = null;
+        var rc = raw.sqlite3_step(statement.Handle);
+        return rc == raw.SQLITE_ROW || (rc == raw.SQLITE_DONE ? false : throw StepError(rc));
+    }
+
+    public static object? Column(sqlite3_stmt stmt, int i) => raw.sqlite3_column_type(stmt, i) switch
+    {
+        raw.SQLITE_INTEGER => raw.sqlite3_column_int64(stmt, i),
+        raw.SQLITE_FLOAT => raw.sqlite3_column_double(stmt, i),
+        raw.SQLITE_TEXT => raw.sqlite3_column_text(stmt, i).utf8_to_string(),
+        raw.SQLITE_BLOB => raw.sqlite3_column_blob(stmt, i).ToArray(),
+        _ => null,
+    };
+
+    private NodeException StepError(int rc)
+    {
+        if (_denied is not null)
+        {
+            return new NodeException(NodeErrorCode.NotAllowed, _denied);
+        }
+
+        var extended = raw.sqlite3_extended_errcode(Db);
+        return (rc & 0xff) is raw.SQLITE_IOERR or raw.SQLITE_FULL or raw.SQLITE_CORRUPT or raw.SQLITE_NOMEM
+            ? new NodeException(NodeErrorCode.Unavailable, $"storage error: {Message()} (code {extended})")
+            : new NodeException(NodeErrorCode.SqlError, Message());
+    }
+
+    public string Message() => raw.sqlite3_errmsg(Db).utf8_to_string() ?? "unknown SQLite error";
+
+    public long TotalChanges => raw.sqlite3_total_changes(Db);
+
+    public long LastInsertRowId => raw.sqlite3_last_insert_rowid(Db);
+
+    private int Authorize(object userData, int action, string param0, string param1, string dbName, string trigger)
+    {
+        if (!_userMode)
+        {
+            return SqliteOk;
+        }
+
+        string? refusal = action switch
+        {
+            Transaction or Savepoint => "transaction control is not allowed: each request already runs in one transaction",
+            Attach or Detach => "ATTACH and DETACH are not allowed",
+            Pragma when _readOnly && ReadPragmas.Contains(param0) => null,
+            Pragma => $"PRAGMA {param0} is not allowed",
+            CreateIndex or CreateTable or CreateView or DropIndex or DropTable or DropView or AlterTable or Reindex or Analyze
+                when _readOnly => "schema changes go to /execute on the master",
+            CreateTable or DropTable or AlterTable when IsInternal(param0) => $"{param0} belongs to the node",
+            CreateIndex or DropIndex when IsInternal(param1) => $"{param1} belongs to the node",
+            CreateIndex or CreateTable or CreateView or DropIndex or DropTable or DropView or AlterTable or Reindex or Analyze => MarkDdl(),
+            Insert or Update or Delete when _readOnly && !IsSchema(param0) => "reads cannot change data: send writes to /execute on the master",
+            Insert or Update or Delete when IsInternal(param0) => $"{param0} belongs to the node",
+            Insert or Update or Delete => null,
+            20 or 21 or 31 or 33 => null, // READ, SELECT, FUNCTION, RECURSIVE
+            3 or 4 or 5 or 6 or 12 or 13 or 14 or 15 => "temporary tables, views and triggers are not allowed (they are not replicated)",
+            7 or 16 => "triggers are not allowed: their effects are replicated as row changes and would apply twice",
+            29 or 30 => "virtual tables are not allowed",
+            _ => $"SQL action {action} is not allowed",
+        };
+        if (refusal is null)
+        {
+            return SqliteOk;
+        }
+
+        _denied ??= refusal;
+        return SqliteDeny;
+    }
+
+    private string? MarkDdl()
+    {
+        _sawDdl = true;
+        return null;
+    }
+
+    private static bool IsInternal(string? table) => table is not null && table.StartsWith("_infra_", StringComparison.OrdinalIgnoreCase);
+
+    private static bool IsSchema(string? table) => table is not null && table.StartsWith("sqlite_", StringComparison.OrdinalIgnoreCase);
+
+    public void ClearCache()
+    {
+        foreach (var statement in _cache.Values)
+        {
+            statement.Handle.Dispose();
+        }
+
+        _cache.Clear();
+    }
+
+    public void Dispose()
+    {
+        ClearCache();
+        Connection.Dispose();
+    }
+}

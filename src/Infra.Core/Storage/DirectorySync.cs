@@ -1,0 +1,40 @@
+using System.Runtime.InteropServices;
+
+namespace Infra.Core.Storage;
+
+/// <summary>
+/// fsync of a directory, so a file created, renamed or deleted in it survives a machine crash (the
+/// name lives in the directory, not the file). .NET has no API for it; this goes to libc.
+/// </summary>
+public static partial class DirectorySync
+{
+    public static void Sync(string path)
+    {
+        var fd = Open(path, 0 /* O_RDONLY */);
+        if (fd < 0)
+        {
+            throw new IOException($"open({path}) for fsync failed: errno {Marshal.GetLastPInvokeError()}");
+        }
+
+        try
+        {
+            if (Fsync(fd) != 0)
+            {
+                throw new IOException($"fsync({path}) failed: errno {Marshal.GetLastPInvokeError()}");
+            }
+        }
+        finally
+        {
+            _ = Close(fd);
+        }
+    }
+
+    [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int Open(string path, int flags);
+
+    [LibraryImport("libc", EntryPoint = "fsync", SetLastError = true)]
+    private static partial int Fsync(int fd);
+
+    [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
+    private static partial int Close(int fd);
+}
