@@ -40,7 +40,7 @@ internal sealed partial class Node : IAsyncDisposable
     private volatile NodeRole _role;
     private string? _master;
     private long _fencedBy;
-    private Follower? _follower;
+    private volatile Follower? _follower;
     private bool _disposed;
 
     public Node(NodeOptions options, TimeProvider time, IMeterFactory meterFactory, ILoggerFactory loggerFactory)
@@ -282,7 +282,7 @@ internal sealed partial class Node : IAsyncDisposable
 
     private async Task StopFollowerAsync()
     {
-        if (_follower is { } follower)
+        if (Interlocked.Exchange(ref _follower, null) is { } follower)
         {
             await follower.StopAsync();
             follower.Dispose();

@@ -55,6 +55,12 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
         {
             // The client went away.
         }
+        catch (Exception ex) when (ex is InvalidOperationException or IOException or Microsoft.Data.Sqlite.SqliteException)
+        {
+            // A bug or a storage failure: the request gets a JSON 500, the process goes on.
+            node.CountError(NodeErrorCode.Unavailable);
+            await ErrorAsync(context, NodeErrorCode.Unavailable, "internal error: " + ex.Message, StatusCodes.Status500InternalServerError);
+        }
     }
 
     private static Task ErrorAsync(HttpContext context, NodeErrorCode code, string message, int? status = null)
@@ -93,7 +99,7 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
         {
             if (root.TryGetProperty("epoch", out var e))
             {
-                epoch = e.TryGetInt64(out var value) && value >= 0 ? value : throw Bad("\"epoch\" must be a non-negative integer");
+                epoch = IsInteger(e) && e.TryGetInt64(out var value) && value >= 0 ? value : throw Bad("\"epoch\" must be a non-negative integer");
             }
         }
         else
@@ -179,7 +185,7 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
     private static object? ToSqlValue(JsonElement value, string where) => value.ValueKind switch
     {
         JsonValueKind.Null => null,
-        JsonValueKind.Number => value.TryGetInt64(out var l) ? l : value.GetDouble(),
+        JsonValueKind.Number => IsInteger(value) && value.TryGetInt64(out var l) ? l : value.GetDouble(),
         JsonValueKind.String => value.GetString(),
         JsonValueKind.True => 1L,
         JsonValueKind.False => 0L,
@@ -187,6 +193,8 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
             TryBase64(b64.GetString()!) ?? throw Bad($"{where}: \"base64\" is not valid base64"),
         _ => throw Bad($"{where} is not a SQL value: use null, a number, a string, true/false or {{\"base64\": \"...\"}} (values are bound as parameters, never spliced into SQL)"),
     };
+
+    private static bool IsInteger(JsonElement element) => element.ValueKind == JsonValueKind.Number;
 
     private static int CountProperties(JsonElement element) => element.EnumerateObject().Count();
 
@@ -229,13 +237,13 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
         long? minLsn = null;
         if (root.TryGetProperty("minLsn", out var m) && m.ValueKind != JsonValueKind.Null)
         {
-            minLsn = m.TryGetInt64(out var value) && value >= 0 ? value : throw Bad("\"minLsn\" must be a non-negative integer");
+            minLsn = IsInteger(m) && m.TryGetInt64(out var value) && value >= 0 ? value : throw Bad("\"minLsn\" must be a non-negative integer");
         }
 
         TimeSpan? wait = null;
         if (root.TryGetProperty("timeoutMs", out var t) && t.ValueKind != JsonValueKind.Null)
         {
-            wait = t.TryGetInt32(out var ms) && ms is >= 0 and <= 600_000 ? TimeSpan.FromMilliseconds(ms) : throw Bad("\"timeoutMs\" must be 0..600000");
+            wait = t.ValueKind == JsonValueKind.Number && t.TryGetInt32(out var ms) && ms is >= 0 and <= 600_000 ? TimeSpan.FromMilliseconds(ms) : throw Bad("\"timeoutMs\" must be 0..600000");
         }
 
         var result = await node.QueryAsync(sql, parameters, minLsn, wait, context.RequestAborted);
@@ -385,7 +393,7 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
     private async Task PromoteAsync(HttpContext context)
     {
         using var body = await ReadJsonAsync(context);
-        if (body.RootElement.ValueKind != JsonValueKind.Object || !body.RootElement.TryGetProperty("epoch", out var e) || !e.TryGetInt64(out var epoch) || epoch <= 0)
+        if (body.RootElement.ValueKind != JsonValueKind.Object || !body.RootElement.TryGetProperty("epoch", out var e) || !IsInteger(e) || !e.TryGetInt64(out var epoch) || epoch <= 0)
         {
             throw Bad("expected {\"epoch\": n} with n above the node's epoch");
         }
@@ -414,7 +422,7 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
         }
 
         long? epoch = root.TryGetProperty("epoch", out var e) && e.ValueKind != JsonValueKind.Null
-            ? (e.TryGetInt64(out var value) && value >= 0 ? value : throw Bad("\"epoch\" must be a non-negative integer"))
+            ? (IsInteger(e) && e.TryGetInt64(out var value) && value >= 0 ? value : throw Bad("\"epoch\" must be a non-negative integer"))
             : null;
         var reclone = root.TryGetProperty("reclone", out var r) && r.ValueKind == JsonValueKind.True;
         await node.FollowAsync(master, epoch, reclone);

@@ -102,7 +102,7 @@ internal sealed partial class ReplicationHub(Node node, ILogger logger) : IConne
             });
             if (_replicas.TryRemove(id, out var state))
             {
-                state.Session?.Cancel();
+                CancelSession(state);
             }
 
             Recompute(reset: true);
@@ -115,7 +115,22 @@ internal sealed partial class ReplicationHub(Node node, ILogger logger) : IConne
     {
         foreach (var state in _replicas.Values)
         {
-            state.Session?.Cancel();
+            CancelSession(state);
+        }
+    }
+
+    private static void CancelSession(ReplicaState state)
+    {
+        lock (state)
+        {
+            try
+            {
+                state.Session?.Cancel();
+            }
+            catch (ObjectDisposedException)
+            {
+                // That session already ended.
+            }
         }
     }
 
@@ -257,9 +272,10 @@ internal sealed partial class ReplicationHub(Node node, ILogger logger) : IConne
 
             await StreamAsync(connection, frames, id, address, lastLsn, myEpoch);
         }
-        catch (Exception ex) when (ex is IOException or OperationCanceledException or InvalidDataException or ObjectDisposedException)
+        catch (Exception ex) when (ex is IOException or OperationCanceledException or InvalidDataException or ObjectDisposedException or MessagePackSerializationException)
         {
             // The replica went away or sent garbage; it reconnects.
+            LogSessionEnded(logger, id, ex.Message);
         }
     }
 
@@ -267,9 +283,13 @@ internal sealed partial class ReplicationHub(Node node, ILogger logger) : IConne
     {
         await RegisterAsync(id);
         var state = _replicas.GetOrAdd(id, static i => new ReplicaState(i));
-        state.Session?.Cancel();
+        CancelSession(state);
         using var session = CancellationTokenSource.CreateLinkedTokenSource(connection.ClosingRequested);
-        state.Session = session;
+        lock (state)
+        {
+            state.Session = session;
+        }
+
         state.Address = address;
         state.Connected = true;
         state.LastSeenMs = node.Time.GetUtcNow().ToUnixTimeMilliseconds();
@@ -341,7 +361,15 @@ internal sealed partial class ReplicationHub(Node node, ILogger logger) : IConne
         {
             await session.CancelAsync();
             await acks;
-            state.Connected = false;
+            lock (state)
+            {
+                if (ReferenceEquals(state.Session, session))
+                {
+                    state.Session = null;
+                    state.Connected = false;
+                }
+            }
+
             LogReplicaDisconnected(logger, id, Interlocked.Read(ref state.AckedLsn));
         }
     }
@@ -458,6 +486,9 @@ internal sealed partial class ReplicationHub(Node node, ILogger logger) : IConne
 
     [LoggerMessage(EventId = 623, Level = LogLevel.Information, Message = "Sending replica {Id} a snapshot at LSN {Lsn} ({Bytes} bytes)")]
     private static partial void LogSnapshot(ILogger logger, string id, long lsn, long bytes);
+
+    [LoggerMessage(EventId = 625, Level = LogLevel.Debug, Message = "Replication session with {Id} ended: {Reason}")]
+    private static partial void LogSessionEnded(ILogger logger, string id, string reason);
 
     [LoggerMessage(EventId = 624, Level = LogLevel.Information, Message = "Replica {Id} registered: semi-sync counts on it until it is forgotten")]
     private static partial void LogRegistered(ILogger logger, string id);

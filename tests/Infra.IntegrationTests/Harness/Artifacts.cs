@@ -35,6 +35,8 @@ internal static class Artifacts
 
     public static string QueueBroker => Built("src/QueueBroker", "Infra.QueueBroker.dll");
 
+    public static string DataNode => Built("src/DataNode", "Infra.DataNode.dll");
+
     public static string TestBackend => Built("tests/Infra.TestBackend", "Infra.TestBackend.dll");
 
     private static string Built(string project, string assembly)

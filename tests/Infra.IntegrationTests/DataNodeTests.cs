@@ -1,0 +1,290 @@
+using System.Collections.Concurrent;
+using System.Text.Json;
+using Infra.IntegrationTests.Harness;
+
+namespace Infra.IntegrationTests;
+
+/// <summary>Data nodes as real processes: replication, catch-up, re-clone, failover with SIGKILL, fencing, bad input.</summary>
+public sealed class DataNodeTests : IDisposable
+{
+    private readonly List<string> _dirs = [];
+
+    private string NewDir()
+    {
+        var dir = DataNodeProcess.NewDataDir();
+        _dirs.Add(dir);
+        return dir;
+    }
+
+    public void Dispose()
+    {
+        foreach (var dir in _dirs.Where(Directory.Exists))
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    private static async Task CreateTableAsync(DataNodeProcess master)
+    {
+        var (status, body) = await master.ExecuteAsync(["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, r INTEGER, at TEXT)"]);
+        Assert.True(status == 200, body.ToString());
+    }
+
+    private static async Task ConvergedAsync(DataNodeProcess master, params DataNodeProcess[] replicas)
+    {
+        foreach (var replica in replicas)
+        {
+            await Eventually.HoldsAsync(async () => await replica.LsnAsync() == await master.LsnAsync(), "the replica catches up", TimeSpan.FromSeconds(30));
+            Assert.Equal(await master.ChecksumAsync(), await replica.ChecksumAsync());
+        }
+    }
+
+    [Fact]
+    public async Task Replica_serves_reads_with_read_your_writes_and_refuses_writes()
+    {
+        await using var master = await DataNodeProcess.StartAsync(NewDir(), "--role", "master");
+        await using var replica = await DataNodeProcess.StartAsync(NewDir(), "--role", "replica", "--master", master.ReplicationAddress);
+        await CreateTableAsync(master);
+        var (status, body) = await master.ExecuteAsync(["INSERT INTO t(id, v, r, at) VALUES(?, ?, random(), datetime('now'))", 1, "one"]);
+        Assert.Equal(200, status);
+        var lsn = body.GetProperty("lsn").GetInt64();
+        Assert.Equal(1, body.GetProperty("epoch").GetInt64());
+
+        // Semi-sync: the write was acknowledged only after the replica had it, so a read at its LSN answers at once.
+        var (readStatus, read) = await replica.PostAsync("/query", new { sql = "SELECT v, r FROM t WHERE id = ?", @params = new object[] { 1 }, minLsn = lsn, timeoutMs = 0 });
+        Assert.Equal(200, readStatus);
+        Assert.Equal("one", read.GetProperty("rows")[0][0].GetString());
+        Assert.True(read.GetProperty("lsn").GetInt64() >= lsn);
+        var masterRow = await master.QueryAsync("SELECT r FROM t WHERE id = 1");
+        Assert.Equal(masterRow.GetProperty("rows")[0][0].GetInt64(), read.GetProperty("rows")[0][1].GetInt64());
+
+        var (behind, behindBody) = await replica.PostAsync("/query", new { sql = "SELECT 1", minLsn = lsn + 100, timeoutMs = 50 });
+        Assert.Equal(503, behind);
+        Assert.Equal("Behind", behindBody.GetProperty("code").GetString());
+
+        var (refused, refusedBody) = await replica.ExecuteAsync(["INSERT INTO t(id) VALUES(2)"]);
+        Assert.Equal(409, refused);
+        Assert.Equal("NotMaster", refusedBody.GetProperty("code").GetString());
+        Assert.Contains(master.ReplicationAddress, refusedBody.GetProperty("error").GetString(), StringComparison.Ordinal);
+
+        var status2 = await master.StatusAsync();
+        Assert.Equal("master", status2.GetProperty("role").GetString());
+        Assert.Single(status2.GetProperty("replicas").EnumerateArray());
+        await ConvergedAsync(master, replica);
+    }
+
+    [Fact]
+    public async Task Semi_sync_without_a_confirming_replica_fails_clearly_instead_of_degrading()
+    {
+        await using var master = await DataNodeProcess.StartAsync(NewDir(), "--role", "master", "--sync-timeout", "300ms");
+        var replicaDir = NewDir();
+        var replica = await DataNodeProcess.StartAsync(replicaDir, "--role", "replica", "--master", master.ReplicationAddress);
+        await CreateTableAsync(master);
+        await replica.DisposeAsync(); // SIGKILL
+        var (status, body) = await master.ExecuteAsync(["INSERT INTO t(id) VALUES(1)"]);
+        Assert.Equal(503, status);
+        Assert.Equal("NotReplicated", body.GetProperty("code").GetString());
+        Assert.Contains("not replicated", body.GetProperty("error").GetString(), StringComparison.Ordinal);
+
+        // The replica comes back, catches up (including the unconfirmed entry) and writes are acknowledged again.
+        await using var back = await DataNodeProcess.StartAsync(replicaDir, "--role", "replica", "--master", master.ReplicationAddress);
+        await Eventually.HoldsAsync(async () => (await master.ExecuteAsync(["INSERT OR REPLACE INTO t(id) VALUES(2)"])).Status == 200, "writes are confirmed again");
+        await ConvergedAsync(master, back);
+    }
+
+    [Fact]
+    public async Task Replica_catches_up_after_a_restart()
+    {
+        await using var master = await DataNodeProcess.StartAsync(NewDir(), "--role", "master", "--sync", "async");
+        var replicaDir = NewDir();
+        var replica = await DataNodeProcess.StartAsync(replicaDir, "--role", "replica", "--master", master.ReplicationAddress);
+        await CreateTableAsync(master);
+        for (var i = 0; i < 20; i++)
+        {
+            Assert.Equal(200, (await master.ExecuteAsync(["INSERT INTO t(id, v) VALUES(?, ?)", i, $"v{i}"])).Status);
+        }
+
+        await ConvergedAsync(master, replica);
+        await replica.DisposeAsync();
+        for (var i = 20; i < 50; i++)
+        {
+            Assert.Equal(200, (await master.ExecuteAsync(["INSERT INTO t(id, v) VALUES(?, ?)", i, $"v{i}"], ["UPDATE t SET v = v || '!' WHERE id = ?", i - 20])).Status);
+        }
+
+        await using var restarted = await DataNodeProcess.StartAsync(replicaDir, "--role", "replica", "--master", master.ReplicationAddress);
+        await ConvergedAsync(master, restarted);
+        Assert.Equal(50, (await restarted.QueryAsync("SELECT count(*) FROM t")).GetProperty("rows")[0][0].GetInt64());
+    }
+
+    [Fact]
+    public async Task Replica_behind_a_truncated_log_re_clones_from_a_snapshot_then_streams()
+    {
+        await using var master = await DataNodeProcess.StartAsync(NewDir(), "--role", "master", "--sync", "async", "--log-retention", "5");
+        await CreateTableAsync(master);
+        for (var i = 0; i < 300; i++)
+        {
+            Assert.Equal(200, (await master.ExecuteAsync(["INSERT INTO t(id, v) VALUES(?, randomblob(64))", i])).Status);
+        }
+
+        await using var replica = await DataNodeProcess.StartAsync(NewDir(), "--role", "replica", "--master", master.ReplicationAddress);
+        await ConvergedAsync(master, replica);
+        Assert.Contains("snapshot", master.Process.Output, StringComparison.Ordinal);
+        Assert.Contains("Re-cloned", replica.Process.Output, StringComparison.Ordinal);
+        Assert.Equal(200, (await master.ExecuteAsync(["DELETE FROM t WHERE id < ?", 100])).Status);
+        await ConvergedAsync(master, replica);
+    }
+
+    [Fact]
+    public async Task Sigkill_master_under_a_write_flood_promote_the_most_advanced_replica_nothing_acknowledged_is_lost()
+    {
+        var masterDir = NewDir();
+        var master = await DataNodeProcess.StartAsync(masterDir, "--role", "master", "--sync-timeout", "2s");
+        await using var b = await DataNodeProcess.StartAsync(NewDir(), "--role", "replica", "--master", master.ReplicationAddress);
+        await using var c = await DataNodeProcess.StartAsync(NewDir(), "--role", "replica", "--master", master.ReplicationAddress);
+        await CreateTableAsync(master);
+        await Eventually.HoldsAsync(async () => (await master.StatusAsync()).GetProperty("replicas").GetArrayLength() == 2, "both replicas connected");
+
+        var acked = new ConcurrentBag<long>();
+        using var stop = new CancellationTokenSource();
+        var nextId = 0L;
+        var writers = Enumerable.Range(0, 8).Select(_ => Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                var id = Interlocked.Increment(ref nextId);
+                try
+                {
+                    var (status, _) = await master.ExecuteAsync(["INSERT INTO t(id, v, r, at) VALUES(?, ?, random(), datetime('now'))", id, $"row {id}"]);
+                    if (status == 200)
+                    {
+                        acked.Add(id);
+                    }
+                }
+                catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException or JsonException)
+                {
+                    return;
+                }
+            }
+        })).ToArray();
+
+        await Eventually.HoldsAsync(() => acked.Count >= 200, "writes are flowing", TimeSpan.FromSeconds(30));
+        master.Process.Kill();
+        await stop.CancelAsync();
+        await Task.WhenAll(writers);
+        await master.DisposeAsync();
+
+        // Promote the replica that applied the most; repoint the other.
+        var bLsn = await b.LsnAsync();
+        var cLsn = await c.LsnAsync();
+        var (winner, other) = bLsn >= cLsn ? (b, c) : (c, b);
+        var (promoted, promotedBody) = await winner.PostAsync("/promote", new { epoch = 2 });
+        Assert.True(promoted == 200, promotedBody.ToString());
+        Assert.Equal(200, (await other.PostAsync("/follow", new { master = winner.ReplicationAddress, epoch = 2 })).Status);
+
+        var rows = (await winner.QueryAsync("SELECT id FROM t")).GetProperty("rows").EnumerateArray().Select(r => r[0].GetInt64()).ToHashSet();
+        var lost = acked.Where(id => !rows.Contains(id)).ToList();
+        Assert.True(lost.Count == 0, $"{lost.Count} acknowledged writes lost, e.g. {string.Join(", ", lost.Take(5))}");
+
+        // The new master takes writes in epoch 2 (the other replica confirms them); stale epochs are refused.
+        var (written, writtenBody) = await winner.PostAsync("/execute", new { statements = new[] { new object[] { "INSERT INTO t(id, v) VALUES(?, ?)", -1, "after failover" } }, epoch = 2 });
+        Assert.True(written == 200, writtenBody.ToString());
+        Assert.Equal(2, writtenBody.GetProperty("epoch").GetInt64());
+        var (stale, staleBody) = await winner.PostAsync("/execute", new { statements = new[] { new object[] { "INSERT INTO t(id) VALUES(-2)" } }, epoch = 1 });
+        Assert.Equal(409, stale);
+        Assert.Equal("StaleEpoch", staleBody.GetProperty("code").GetString());
+        Assert.Equal(409, (await winner.PostAsync("/promote", new { epoch = 2 })).Status);
+        await ConvergedAsync(winner, other);
+
+        // The old master comes back as a replica: it discards what it had past the fork point and converges.
+        await using var old = await DataNodeProcess.StartAsync(masterDir, "--role", "replica", "--master", winner.ReplicationAddress);
+        await ConvergedAsync(winner, old, other);
+        Assert.Equal(2, (await old.StatusAsync()).GetProperty("epoch").GetInt64());
+        Assert.Equal(409, (await old.ExecuteAsync(["INSERT INTO t(id) VALUES(-3)"])).Status);
+    }
+
+    [Fact]
+    public async Task An_old_master_restarted_as_master_is_fenced_by_a_replica_of_the_newer_epoch()
+    {
+        var aDir = NewDir();
+        var a = await DataNodeProcess.StartAsync(aDir, "--role", "master", "--sync", "async");
+        await using var b = await DataNodeProcess.StartAsync(NewDir(), "--role", "replica", "--master", a.ReplicationAddress);
+        await CreateTableAsync(a);
+        await ConvergedAsync(a, b);
+        await a.DisposeAsync();
+        Assert.Equal(200, (await b.PostAsync("/promote", new { epoch = 2 })).Status);
+
+        // a restarts believing it is master of epoch 1; pointing b's knowledge at it fences it.
+        await using var stale = await DataNodeProcess.StartAsync(aDir, "--role", "master", "--sync", "async");
+        Assert.Equal(200, (await b.PostAsync("/follow", new { master = stale.ReplicationAddress })).Status);
+        await Eventually.HoldsAsync(async () => (await stale.ExecuteAsync(["INSERT INTO t(id) VALUES(1)"])).Status == 409, "the stale master refuses writes");
+        var status = await stale.StatusAsync();
+        Assert.Equal(2, status.GetProperty("fencedBy").GetInt64());
+        Assert.Equal(2, (await b.StatusAsync()).GetProperty("epoch").GetInt64());
+    }
+
+    [Fact]
+    public async Task Malformed_hostile_and_oversized_requests_get_clear_errors_and_change_nothing()
+    {
+        await using var node = await DataNodeProcess.StartAsync(NewDir(), "--role", "master", "--max-request-size", "64kb", "--max-statements", "10", "--max-sql-size", "1kb");
+        await CreateTableAsync(node);
+        Assert.Equal(200, (await node.ExecuteAsync(["INSERT INTO t(id, v) VALUES(1, 'keep')"])).Status);
+        var before = await node.ChecksumAsync();
+        string[] bodies =
+        [
+            "", "{", "not json", "[]", "{}", "{\"statements\": 5}", "{\"statements\": []}", "{\"statements\": [[]]}", "{\"statements\": [[1, 2]]}",
+            "{\"statements\": [[\"INSERT INTO t(id, v) VALUES(?, ?)\", 2, {\"a\": 1}]]}",
+            "{\"statements\": [[\"INSERT INTO t(id, v) VALUES(?, ?)\", 2, [1, 2]]]}",
+            "{\"statements\": [[\"INSERT INTO t(id, v) VALUES(?, ?)\", 2, {\"base64\": \"***\"}]]}",
+            "{\"statements\": [[\"INSERT INTO t(id, v) VALUES(?, ?)\", 2]]}",
+            "{\"statements\": [[\"INSERT INTO t(id) VALUES(2); DROP TABLE t\"]]}",
+            "{\"statements\": [[\"DROP TABLE t\"], [\"SELEC oops\"]]}",
+            "{\"statements\": [[\"INSERT INTO t(id) VALUES(2)\"]], \"epoch\": \"x\"}",
+            "{\"statements\": [" + string.Join(",", Enumerable.Repeat("[\"INSERT INTO t(id) VALUES(NULL)\"]", 11)) + "]}",
+            "{\"statements\": [[\"INSERT INTO t(id, v) VALUES(3, '" + new string('x', 2000) + "')\"]]}",
+            "{\"statements\": [[\"BEGIN\"]]}",
+            "{\"statements\": [[\"ATTACH '/tmp/x.db' AS x\"]]}",
+            new string('[', 100_000),
+            "{\"statements\": [[\"INSERT INTO t(id, v) VALUES(4, ?)\", \"" + new string('y', 100_000) + "\"]]}",
+        ];
+        foreach (var body in bodies)
+        {
+            var (status, answer) = await node.PostRawAsync("/execute", body);
+            Assert.True(status is 400 or 413, $"{body[..Math.Min(body.Length, 80)]}: {status}");
+            if (answer.ValueKind == JsonValueKind.Object)
+            {
+                Assert.False(string.IsNullOrEmpty(answer.GetProperty("error").GetString()));
+            }
+        }
+
+        string[] queries = ["{}", "{\"sql\": 1}", "{\"sql\": \"DELETE FROM t\"}", "{\"sql\": \"SELECT * FROM nowhere\"}", "{\"sql\": \"SELECT ?\", \"params\": 1}", "{\"sql\": \"SELECT 1\", \"minLsn\": -1}"];
+        foreach (var body in queries)
+        {
+            Assert.Equal(400, (await node.PostRawAsync("/query", body)).Status);
+        }
+
+        Assert.Equal(400, (await node.PostRawAsync("/promote", "{\"epoch\": \"two\"}")).Status);
+        Assert.Equal(409, (await node.PostAsync("/promote", new { epoch = 1 })).Status);
+        Assert.Equal(400, (await node.PostAsync("/follow", new { master = "nowhere" })).Status);
+        Assert.Equal(before, await node.ChecksumAsync());
+        Assert.False(node.Process.HasExited);
+        Assert.Equal(200, (await node.ExecuteAsync(["INSERT INTO t(id, v) VALUES(?, ?)", 5, new { base64 = "AAEC" }])).Status);
+        var blob = (await node.QueryAsync("SELECT v FROM t WHERE id = 5")).GetProperty("rows")[0][0];
+        Assert.Equal("AAEC", blob.GetProperty("base64").GetString());
+    }
+
+    [Fact]
+    public async Task Sigterm_stops_cleanly_and_the_data_survives()
+    {
+        var dir = NewDir();
+        var node = await DataNodeProcess.StartAsync(dir, "--role", "master");
+        await CreateTableAsync(node);
+        Assert.Equal(200, (await node.ExecuteAsync(["INSERT INTO t(id, v) VALUES(1, 'x')"])).Status);
+        var checksum = await node.ChecksumAsync();
+        node.Process.Terminate();
+        Assert.Equal(0, await node.Process.WaitForExitAsync(TimeSpan.FromSeconds(30)));
+        await node.DisposeAsync();
+        await using var again = await DataNodeProcess.StartAsync(dir, "--role", "master");
+        Assert.Equal(checksum, await again.ChecksumAsync());
+        Assert.Equal(2, await again.LsnAsync());
+    }
+}
