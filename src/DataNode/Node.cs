@@ -35,6 +35,7 @@ internal sealed partial class Node : IAsyncDisposable
     private readonly Counter<long> _errors;
     private readonly Counter<long> _applied;
     private readonly Histogram<double> _commitSeconds;
+    private readonly Histogram<int> _groupSize;
     private readonly Lock _roleLock = new();
     private int _pendingWrites;
     private volatile NodeRole _role;
@@ -59,6 +60,8 @@ internal sealed partial class Node : IAsyncDisposable
         _applied = meter.CreateCounter<long>("infra.datanode.replication.applied", description: "Replicated entries applied (replica)");
         _commitSeconds = meter.CreateHistogram("infra.datanode.commit.duration", "s", "Time from a write's arrival to its acknowledgement (commit and, under semi-sync, replica confirmation)",
             advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 5] });
+        _groupSize = meter.CreateHistogram("infra.datanode.commit.group_size", description: "Write requests committed together (one fsync)",
+            advice: new InstrumentAdvice<int> { HistogramBucketBoundaries = [1, 2, 4, 8, 16, 32, 64, 128, 256] });
         meter.CreateObservableGauge("infra.datanode.lsn", () => Db.Lsn, description: "Last LSN committed (master) or applied (replica)");
         meter.CreateObservableGauge("infra.datanode.epoch", () => Db.Epoch, description: "The node's epoch");
         meter.CreateObservableGauge("infra.datanode.replication.lag.entries", Hub.ObserveLagEntries, description: "Entries committed on the master and not yet confirmed, per replica");
@@ -379,6 +382,7 @@ internal sealed partial class Node : IAsyncDisposable
             return;
         }
 
+        _groupSize.Record(group.Count);
         WriteOutcome[] outcomes;
         try
         {

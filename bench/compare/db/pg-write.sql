@@ -1,0 +1,1 @@
+INSERT INTO kv(v) VALUES (repeat('x', 100));
