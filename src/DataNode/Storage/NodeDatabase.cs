@@ -68,6 +68,7 @@ internal sealed class NodeDatabase : IDisposable
     private readonly Lock _poolLock = new();
     private readonly Stack<SqlRunner> _readers = new();
     private readonly SemaphoreSlim _readSlots;
+    private readonly Dictionary<string, sqlite3_stmt> _writerStatements = new(StringComparer.Ordinal);
     private SqlRunner _writer = null!;
     private long _lsn;
     private long _epoch;
@@ -143,7 +144,7 @@ internal sealed class NodeDatabase : IDisposable
         var next = _lsn;
         var epoch = _epoch;
         var nowMs = _time.GetUtcNow().ToUnixTimeMilliseconds();
-        _writer.Exec("BEGIN IMMEDIATE");
+        Internal("BEGIN IMMEDIATE");
         try
         {
             for (var i = 0; i < commands.Count; i++)
@@ -155,7 +156,7 @@ internal sealed class NodeDatabase : IDisposable
                     continue;
                 }
 
-                _writer.Exec("SAVEPOINT w");
+                Internal("SAVEPOINT w");
                 try
                 {
                     var (results, parts) = Run(command);
@@ -167,7 +168,7 @@ internal sealed class NodeDatabase : IDisposable
                         next++;
                     }
 
-                    _writer.Exec("RELEASE w");
+                    Internal("RELEASE w");
                     outcomes[i] = new WriteOutcome(results, next, entry, null);
                 }
                 catch (NodeException ex)
@@ -183,7 +184,7 @@ internal sealed class NodeDatabase : IDisposable
                 TrimLogIfDue(next);
             }
 
-            _writer.Exec("COMMIT");
+            Internal("COMMIT");
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {
@@ -313,7 +314,7 @@ internal sealed class NodeDatabase : IDisposable
     {
         var applied = _lsn;
         DivergedException? diverged = null;
-        _writer.Exec("BEGIN IMMEDIATE");
+        Internal("BEGIN IMMEDIATE");
         try
         {
             foreach (var entry in entries)
@@ -328,7 +329,7 @@ internal sealed class NodeDatabase : IDisposable
                     throw new InvalidDataException($"entry {entry.Lsn} fails its checksum");
                 }
 
-                _writer.Exec("SAVEPOINT a");
+                Internal("SAVEPOINT a");
                 try
                 {
                     foreach (var part in EntryCodec.Decode(entry.Body))
@@ -339,14 +340,14 @@ internal sealed class NodeDatabase : IDisposable
                                 SessionNative.ApplyOrThrow(_writer.NativeHandle, c.Changeset);
                                 break;
                             case StatementPart s:
-                                Internal(s.Sql, [.. s.Parameters]);
+                                InternalOnce(s.Sql, [.. s.Parameters]);
                                 _writer.ClearCache();
                                 break;
                         }
                     }
 
                     InsertLog(entry);
-                    _writer.Exec("RELEASE a");
+                    Internal("RELEASE a");
                     applied = entry.Lsn;
                 }
                 catch (Exception ex) when (ex is ChangesetConflictException or SqliteException)
@@ -363,7 +364,7 @@ internal sealed class NodeDatabase : IDisposable
                 TrimLogIfDue(applied);
             }
 
-            _writer.Exec("COMMIT");
+            Internal("COMMIT");
         }
         catch
         {
@@ -818,9 +819,35 @@ internal sealed class NodeDatabase : IDisposable
         return raw.sqlite3_step(stmt) == raw.SQLITE_ROW ? raw.sqlite3_column_text(stmt, 0).utf8_to_string() : null;
     }
 
+    /// <summary>Runs one of the node's own statements on the writer, prepared once and kept (they run for every request).</summary>
     private void Internal(string sql, params object?[] args)
     {
+        if (!_writerStatements.TryGetValue(sql, out var stmt))
+        {
+            stmt = PrepareInternal(_writer, sql);
+            _writerStatements[sql] = stmt;
+        }
+
+        try
+        {
+            Step(stmt, sql, args);
+        }
+        finally
+        {
+            raw.sqlite3_reset(stmt);
+            raw.sqlite3_clear_bindings(stmt);
+        }
+    }
+
+    /// <summary>Runs a statement once (replicated DDL), not kept.</summary>
+    private void InternalOnce(string sql, params object?[] args)
+    {
         using var stmt = PrepareInternal(_writer, sql);
+        Step(stmt, sql, args);
+    }
+
+    private void Step(sqlite3_stmt stmt, string sql, object?[] args)
+    {
         BindInternal(stmt, args);
         var rc = raw.sqlite3_step(stmt);
         while (rc == raw.SQLITE_ROW)
@@ -865,6 +892,12 @@ internal sealed class NodeDatabase : IDisposable
 
     private void CloseConnections()
     {
+        foreach (var stmt in _writerStatements.Values)
+        {
+            stmt.Dispose();
+        }
+
+        _writerStatements.Clear();
         lock (_poolLock)
         {
             _generation++;
