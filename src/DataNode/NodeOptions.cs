@@ -89,16 +89,9 @@ internal sealed class NodeOptions : ServiceOptions
         }
 
         Master = reader.Text("Master", null) is { Length: > 0 } master ? master.Trim() : null;
-        if (Master is not null)
+        if (Master is not null && !OptionValues.TryParseHostPort(Master, out _, out _))
         {
-            try
-            {
-                Replication.Follower.SplitAddress(Master);
-            }
-            catch (FormatException ex)
-            {
-                reader.Problems.Add("Master: " + ex.Message);
-            }
+            reader.Problems.Add($"Master: '{Master}' is not host:port");
         }
 
         switch (reader.Text("Sync", "semi-sync")?.Trim().ToLowerInvariant())

@@ -151,4 +151,27 @@ public class OptionValuesTests
         Assert.Contains(parsed.Problems, p => p.Contains("--listen needs a value", StringComparison.Ordinal));
         Assert.True(Flags.Parse(["--help"]).HelpRequested);
     }
+
+    [Theory]
+    [InlineData("127.0.0.1:7600", "127.0.0.1", 7600)]
+    [InlineData(" db-a.internal:1 ", "db-a.internal", 1)]
+    [InlineData("[::1]:65535", "::1", 65535)]
+    public void Host_and_port_for_connecting_parse(string text, string host, int port)
+    {
+        Assert.True(OptionValues.TryParseHostPort(text, out var h, out var p));
+        Assert.Equal((host, port), (h, p));
+    }
+
+    [Theory]
+    [InlineData(null)]
+    [InlineData("")]
+    [InlineData("nowhere")]
+    [InlineData(":7600")]
+    [InlineData("host:")]
+    [InlineData("host:0")]
+    [InlineData("host:65536")]
+    [InlineData("host:-1")]
+    [InlineData("host:76x")]
+    [InlineData("[]:80")]
+    public void Malformed_host_and_port_is_refused(string? text) => Assert.False(OptionValues.TryParseHostPort(text, out _, out _));
 }

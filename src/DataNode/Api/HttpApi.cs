@@ -412,13 +412,9 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
         }
 
         var master = m.GetString()!;
-        try
+        if (!Infra.Core.Configuration.OptionValues.TryParseHostPort(master, out _, out _))
         {
-            Replication.Follower.SplitAddress(master);
-        }
-        catch (FormatException ex)
-        {
-            throw Bad(ex.Message);
+            throw Bad($"'{master}' is not host:port");
         }
 
         long? epoch = root.TryGetProperty("epoch", out var e) && e.ValueKind != JsonValueKind.Null

@@ -1,6 +1,7 @@
 using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
+using Infra.Core.Configuration;
 using Infra.Core.Storage;
 using Infra.DataNode.Storage;
 using MessagePack;
@@ -103,7 +104,11 @@ internal sealed partial class Follower(Node node, string master, bool reclone, I
         using (var connectTimeout = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token))
         {
             connectTimeout.CancelAfter(TimeSpan.FromSeconds(5));
-            var (host, port) = SplitAddress(MasterAddress);
+            if (!OptionValues.TryParseHostPort(MasterAddress, out var host, out var port))
+            {
+                throw new IOException($"'{MasterAddress}' is not host:port");
+            }
+
             if (IPAddress.TryParse(host, out var ip))
             {
                 await socket.ConnectAsync(new IPEndPoint(ip, port), connectTimeout.Token);
@@ -380,17 +385,6 @@ internal sealed partial class Follower(Node node, string master, bool reclone, I
         {
             throw new TimeoutException($"nothing from the master at {MasterAddress} for {timeout.TotalSeconds:0} s");
         }
-    }
-
-    public static (string Host, int Port) SplitAddress(string address)
-    {
-        var colon = address.LastIndexOf(':');
-        if (colon <= 0 || !int.TryParse(address.AsSpan(colon + 1), out var port) || port is <= 0 or > 65535)
-        {
-            throw new FormatException($"'{address}' is not host:port");
-        }
-
-        return (address[..colon].Trim('[', ']'), port);
     }
 
     [LoggerMessage(EventId = 640, Level = LogLevel.Information, Message = "Streaming from the master at {Master} from LSN {Lsn} (epoch {Epoch})")]

@@ -40,6 +40,7 @@ internal sealed partial class ReplicationHub(Node node, ILogger logger) : IConne
     private readonly ProgressWaiters _replicated = new();
     private readonly Lock _registryLock = new();
     private HashSet<string> _registered = new(StringComparer.Ordinal);
+    private volatile int _registeredCount;
 
     public IReadOnlyCollection<ReplicaState> Replicas => [.. _replicas.Values.OrderBy(r => r.Id, StringComparer.Ordinal)];
 
@@ -55,27 +56,14 @@ internal sealed partial class ReplicationHub(Node node, ILogger logger) : IConne
     }
 
     /// <summary>Semi-sync waits when it is the mode and some replica is registered.</summary>
-    public bool SemiSyncRequired
-    {
-        get
-        {
-            if (node.Options.Sync != SyncMode.SemiSync)
-            {
-                return false;
-            }
-
-            lock (_registryLock)
-            {
-                return _registered.Count > 0;
-            }
-        }
-    }
+    public bool SemiSyncRequired => node.Options.Sync == SyncMode.SemiSync && _registeredCount > 0;
 
     public void LoadRegistry(IReadOnlyList<string> ids)
     {
         lock (_registryLock)
         {
             _registered = new HashSet<string>(ids, StringComparer.Ordinal);
+            _registeredCount = _registered.Count;
         }
 
         Recompute(reset: true);
@@ -90,6 +78,7 @@ internal sealed partial class ReplicationHub(Node node, ILogger logger) : IConne
         lock (_registryLock)
         {
             removed = _registered.Remove(id);
+            _registeredCount = _registered.Count;
         }
 
         if (removed)
@@ -410,6 +399,7 @@ internal sealed partial class ReplicationHub(Node node, ILogger logger) : IConne
         lock (_registryLock)
         {
             added = _registered.Add(id);
+            _registeredCount = _registered.Count;
         }
 
         if (added)

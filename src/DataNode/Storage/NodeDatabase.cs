@@ -68,7 +68,6 @@ internal sealed class NodeDatabase : IDisposable
     private readonly Lock _poolLock = new();
     private readonly Stack<SqlRunner> _readers = new();
     private readonly SemaphoreSlim _readSlots;
-    private readonly Dictionary<string, sqlite3_stmt> _writerStatements = new(StringComparer.Ordinal);
     private SqlRunner _writer = null!;
     private long _lsn;
     private long _epoch;
@@ -127,7 +126,7 @@ internal sealed class NodeDatabase : IDisposable
         _epoch = Meta("epoch") as long? ?? 0;
         StoredRole = Meta("role") as string ?? "";
         RegisteredReplicas = Meta("replicas") is string { Length: > 0 } ids ? ids.Split(',') : [];
-        _historyEpoch = ScalarLong("SELECT coalesce(max(epoch), 0) FROM _infra_epochs");
+        _historyEpoch = _writer.ScalarLong("SELECT coalesce(max(epoch), 0) FROM _infra_epochs");
         _generation++;
     }
 
@@ -144,7 +143,7 @@ internal sealed class NodeDatabase : IDisposable
         var next = _lsn;
         var epoch = _epoch;
         var nowMs = _time.GetUtcNow().ToUnixTimeMilliseconds();
-        Internal("BEGIN IMMEDIATE");
+        _writer.Run("BEGIN IMMEDIATE");
         try
         {
             for (var i = 0; i < commands.Count; i++)
@@ -156,7 +155,7 @@ internal sealed class NodeDatabase : IDisposable
                     continue;
                 }
 
-                Internal("SAVEPOINT w");
+                _writer.Run("SAVEPOINT w");
                 try
                 {
                     var (results, parts) = Run(command);
@@ -168,7 +167,7 @@ internal sealed class NodeDatabase : IDisposable
                         next++;
                     }
 
-                    Internal("RELEASE w");
+                    _writer.Run("RELEASE w");
                     outcomes[i] = new WriteOutcome(results, next, entry, null);
                 }
                 catch (NodeException ex)
@@ -184,7 +183,7 @@ internal sealed class NodeDatabase : IDisposable
                 TrimLogIfDue(next);
             }
 
-            Internal("COMMIT");
+            _writer.Run("COMMIT");
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {
@@ -281,11 +280,11 @@ internal sealed class NodeDatabase : IDisposable
 
     private void InsertLog(LogRecord entry)
     {
-        Internal("INSERT INTO _infra_log(lsn, epoch, crc, entry, committed_ms) VALUES(?, ?, ?, ?, ?)",
+        _writer.Run("INSERT INTO _infra_log(lsn, epoch, crc, entry, committed_ms) VALUES(?, ?, ?, ?, ?)",
             entry.Lsn, entry.Epoch, (long)entry.Crc, entry.Body, entry.CommittedMs);
         if (entry.Epoch > _historyEpoch)
         {
-            Internal("INSERT OR REPLACE INTO _infra_epochs(epoch, start_lsn) VALUES(?, ?)", entry.Epoch, entry.Lsn);
+            _writer.Run("INSERT OR REPLACE INTO _infra_epochs(epoch, start_lsn) VALUES(?, ?)", entry.Epoch, entry.Lsn);
             _historyEpoch = entry.Epoch;
         }
     }
@@ -301,7 +300,7 @@ internal sealed class NodeDatabase : IDisposable
         var keepFrom = lsn - _settings.LogRetention + 1;
         if (keepFrom > 1)
         {
-            Internal("DELETE FROM _infra_log WHERE lsn < ?", keepFrom);
+            _writer.Run("DELETE FROM _infra_log WHERE lsn < ?", keepFrom);
         }
     }
 
@@ -314,7 +313,7 @@ internal sealed class NodeDatabase : IDisposable
     {
         var applied = _lsn;
         DivergedException? diverged = null;
-        Internal("BEGIN IMMEDIATE");
+        _writer.Run("BEGIN IMMEDIATE");
         try
         {
             foreach (var entry in entries)
@@ -329,7 +328,7 @@ internal sealed class NodeDatabase : IDisposable
                     throw new InvalidDataException($"entry {entry.Lsn} fails its checksum");
                 }
 
-                Internal("SAVEPOINT a");
+                _writer.Run("SAVEPOINT a");
                 try
                 {
                     foreach (var part in EntryCodec.Decode(entry.Body))
@@ -347,7 +346,7 @@ internal sealed class NodeDatabase : IDisposable
                     }
 
                     InsertLog(entry);
-                    Internal("RELEASE a");
+                    _writer.Run("RELEASE a");
                     applied = entry.Lsn;
                 }
                 catch (Exception ex) when (ex is ChangesetConflictException or SqliteException)
@@ -364,7 +363,7 @@ internal sealed class NodeDatabase : IDisposable
                 TrimLogIfDue(applied);
             }
 
-            Internal("COMMIT");
+            _writer.Run("COMMIT");
         }
         catch
         {
@@ -416,13 +415,13 @@ internal sealed class NodeDatabase : IDisposable
     /// </summary>
     public long ForkPoint(long lastEpoch, long lastLsn)
     {
-        var nextEpochStart = ScalarLong("SELECT coalesce(min(start_lsn), 0) FROM _infra_epochs WHERE epoch > ?", lastEpoch);
+        var nextEpochStart = _writer.ScalarLong("SELECT coalesce(min(start_lsn), 0) FROM _infra_epochs WHERE epoch > ?", lastEpoch);
         var fork = Math.Min(lastLsn, _lsn);
         return nextEpochStart > 0 ? Math.Min(fork, nextEpochStart - 1) : fork;
     }
 
     /// <summary>The epoch of the entry at <paramref name="lsn"/> (0 when there is none).</summary>
-    public long EpochAt(long lsn) => lsn == 0 ? 0 : ScalarLong("SELECT coalesce((SELECT epoch FROM _infra_log WHERE lsn = ?), (SELECT max(epoch) FROM _infra_epochs WHERE start_lsn <= ?), 0)", lsn, lsn);
+    public long EpochAt(long lsn) => lsn == 0 ? 0 : _writer.ScalarLong("SELECT coalesce((SELECT epoch FROM _infra_log WHERE lsn = ?), (SELECT max(epoch) FROM _infra_epochs WHERE start_lsn <= ?), 0)", lsn, lsn);
 
     /// <summary>
     /// Undoes every entry after <paramref name="fork"/> by applying their inverted changesets newest
@@ -462,8 +461,8 @@ internal sealed class NodeDatabase : IDisposable
                 SessionNative.ApplyOrThrow(_writer.NativeHandle, changeset);
             }
 
-            Internal("DELETE FROM _infra_log WHERE lsn > ?", fork);
-            Internal("DELETE FROM _infra_epochs WHERE start_lsn > ?", fork);
+            _writer.Run("DELETE FROM _infra_log WHERE lsn > ?", fork);
+            _writer.Run("DELETE FROM _infra_epochs WHERE start_lsn > ?", fork);
             SetMeta("lsn", fork);
             _writer.Exec("COMMIT");
         }
@@ -479,7 +478,7 @@ internal sealed class NodeDatabase : IDisposable
         }
 
         Volatile.Write(ref _lsn, fork);
-        _historyEpoch = ScalarLong("SELECT coalesce(max(epoch), 0) FROM _infra_epochs");
+        _historyEpoch = _writer.ScalarLong("SELECT coalesce(max(epoch), 0) FROM _infra_epochs");
         return true;
     }
 
@@ -498,148 +497,140 @@ internal sealed class NodeDatabase : IDisposable
     // ---------------------------------------------------------------- reads (any thread)
 
     /// <summary>Runs a read-only query; the LSN returned is the one the rows reflect.</summary>
-    public QueryResult Query(string sql, IReadOnlyList<object?> parameters) => WithReader(reader =>
+    public QueryResult Query(string sql, IReadOnlyList<object?> parameters) => WithSnapshot((reader, lsn) =>
     {
-        reader.Exec("BEGIN");
+        var prepared = reader.Prepare(sql);
         try
         {
-            var lsn = ReaderLsn(reader);
-            var prepared = reader.Prepare(sql);
-            try
+            reader.Bind(prepared, parameters);
+            var stmt = prepared.Handle;
+            var columns = new string[raw.sqlite3_column_count(stmt)];
+            for (var i = 0; i < columns.Length; i++)
             {
-                reader.Bind(prepared, parameters);
-                var stmt = prepared.Handle;
-                var columns = new string[raw.sqlite3_column_count(stmt)];
-                for (var i = 0; i < columns.Length; i++)
+                columns[i] = raw.sqlite3_column_name(stmt, i).utf8_to_string() ?? "";
+            }
+
+            var rows = new List<object?[]>();
+            while (reader.Step(prepared))
+            {
+                if (rows.Count >= _settings.MaxResultRows)
                 {
-                    columns[i] = raw.sqlite3_column_name(stmt, i).utf8_to_string() ?? "";
+                    throw new NodeException(NodeErrorCode.BadRequest, $"the result has more than {_settings.MaxResultRows} rows; use LIMIT");
                 }
 
-                var rows = new List<object?[]>();
-                while (reader.Step(prepared))
+                var row = new object?[columns.Length];
+                for (var i = 0; i < row.Length; i++)
                 {
-                    if (rows.Count >= _settings.MaxResultRows)
-                    {
-                        throw new NodeException(NodeErrorCode.BadRequest, $"the result has more than {_settings.MaxResultRows} rows; use LIMIT");
-                    }
-
-                    var row = new object?[columns.Length];
-                    for (var i = 0; i < row.Length; i++)
-                    {
-                        row[i] = SqlRunner.Column(stmt, i);
-                    }
-
-                    rows.Add(row);
+                    row[i] = SqlRunner.Column(stmt, i);
                 }
 
-                return new QueryResult(columns, rows, lsn);
+                rows.Add(row);
             }
-            finally
-            {
-                SqlRunner.Release(prepared);
-            }
+
+            return new QueryResult(columns, rows, lsn);
         }
         finally
         {
-            reader.Exec("COMMIT");
+            SqlRunner.Release(prepared);
         }
     });
 
-    private static long ReaderLsn(SqlRunner reader)
+    /// <summary>Runs <paramref name="work"/> on a reader inside one read transaction, with the LSN that snapshot reflects.</summary>
+    private T WithSnapshot<T>(Func<SqlRunner, long, T> work) => WithReader(reader =>
     {
-        using var stmt = PrepareInternal(reader, "SELECT value FROM _infra_meta WHERE key = 'lsn'");
-        return raw.sqlite3_step(stmt) == raw.SQLITE_ROW ? raw.sqlite3_column_int64(stmt, 0) : 0;
-    }
+        reader.Run("BEGIN");
+        try
+        {
+            return work(reader, reader.ScalarLong("SELECT value FROM _infra_meta WHERE key = 'lsn'"));
+        }
+        finally
+        {
+            reader.Run("COMMIT");
+        }
+    });
 
     /// <summary>Entries from <paramref name="fromLsn"/> on, at most <paramref name="max"/>, read on a reader connection.</summary>
     public List<LogRecord> ReadLog(long fromLsn, int max) => WithReader(reader => ReadLog(reader, fromLsn, max));
 
     /// <summary>The oldest LSN still in the log (0 when the log is empty).</summary>
-    public long OldestLogLsn() => WithReader(reader =>
-    {
-        using var stmt = PrepareInternal(reader, "SELECT coalesce(min(lsn), 0) FROM _infra_log");
-        raw.sqlite3_step(stmt);
-        return raw.sqlite3_column_int64(stmt, 0);
-    });
+    public long OldestLogLsn() => WithReader(reader => reader.ScalarLong("SELECT coalesce(min(lsn), 0) FROM _infra_log"));
 
     private List<LogRecord> ReadLogInternal(long fromLsn, int max) => ReadLog(_writer, fromLsn, max);
 
     private static List<LogRecord> ReadLog(SqlRunner runner, long fromLsn, int max)
     {
-        using var stmt = PrepareInternal(runner, "SELECT lsn, epoch, crc, entry, committed_ms FROM _infra_log WHERE lsn >= ? ORDER BY lsn LIMIT ?");
-        raw.sqlite3_bind_int64(stmt, 1, fromLsn);
-        raw.sqlite3_bind_int64(stmt, 2, max);
-        var list = new List<LogRecord>();
-        while (raw.sqlite3_step(stmt) == raw.SQLITE_ROW)
+        var stmt = runner.Internal("SELECT lsn, epoch, crc, entry, committed_ms FROM _infra_log WHERE lsn >= ? ORDER BY lsn LIMIT ?");
+        try
         {
-            list.Add(new LogRecord(raw.sqlite3_column_int64(stmt, 0), raw.sqlite3_column_int64(stmt, 1), (uint)raw.sqlite3_column_int64(stmt, 2),
-                raw.sqlite3_column_blob(stmt, 3).ToArray(), raw.sqlite3_column_int64(stmt, 4)));
-        }
+            raw.sqlite3_bind_int64(stmt, 1, fromLsn);
+            raw.sqlite3_bind_int64(stmt, 2, max);
+            var list = new List<LogRecord>();
+            while (raw.sqlite3_step(stmt) == raw.SQLITE_ROW)
+            {
+                list.Add(new LogRecord(raw.sqlite3_column_int64(stmt, 0), raw.sqlite3_column_int64(stmt, 1), (uint)raw.sqlite3_column_int64(stmt, 2),
+                    raw.sqlite3_column_blob(stmt, 3).ToArray(), raw.sqlite3_column_int64(stmt, 4)));
+            }
 
-        return list;
+            return list;
+        }
+        finally
+        {
+            SqlRunner.Reset(stmt);
+        }
     }
 
     /// <summary>
     /// A deterministic SHA-256 of every user table — names, columns, and rows ordered by primary key —
     /// read in one snapshot, with the LSN it reflects and the row count per table.
     /// </summary>
-    public (string Checksum, long Lsn, SortedDictionary<string, long> Tables) Checksum() => WithReader(reader =>
+    public (string Checksum, long Lsn, SortedDictionary<string, long> Tables) Checksum() => WithSnapshot((reader, lsn) =>
     {
-        reader.Exec("BEGIN");
-        try
+        var tables = new List<string>();
+        using (var list = PrepareInternal(reader, "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE '\\_infra\\_%' ESCAPE '\\' ORDER BY name"))
         {
-            var lsn = ReaderLsn(reader);
-            var tables = new List<string>();
-            using (var list = PrepareInternal(reader, "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE '\\_infra\\_%' ESCAPE '\\' ORDER BY name"))
+            while (raw.sqlite3_step(list) == raw.SQLITE_ROW)
             {
-                while (raw.sqlite3_step(list) == raw.SQLITE_ROW)
+                tables.Add(raw.sqlite3_column_text(list, 0).utf8_to_string());
+            }
+        }
+
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        var counts = new SortedDictionary<string, long>(StringComparer.Ordinal);
+        foreach (var table in tables)
+        {
+            var keys = new List<string>();
+            using (var info = PrepareInternal(reader, "SELECT name FROM pragma_table_info(?) WHERE pk > 0 ORDER BY pk"))
+            {
+                raw.sqlite3_bind_text(info, 1, table);
+                while (raw.sqlite3_step(info) == raw.SQLITE_ROW)
                 {
-                    tables.Add(raw.sqlite3_column_text(list, 0).utf8_to_string());
+                    keys.Add(raw.sqlite3_column_text(info, 0).utf8_to_string());
                 }
             }
 
-            using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-            var counts = new SortedDictionary<string, long>(StringComparer.Ordinal);
-            foreach (var table in tables)
+            var order = keys.Count > 0 ? string.Join(", ", keys.Select(Quote)) : "rowid";
+            using var rows = PrepareInternal(reader, $"SELECT * FROM {Quote(table)} ORDER BY {order}");
+            HashText(hash, "table", table);
+            var n = raw.sqlite3_column_count(rows);
+            for (var i = 0; i < n; i++)
             {
-                var keys = new List<string>();
-                using (var info = PrepareInternal(reader, "SELECT name FROM pragma_table_info(?) WHERE pk > 0 ORDER BY pk"))
-                {
-                    raw.sqlite3_bind_text(info, 1, table);
-                    while (raw.sqlite3_step(info) == raw.SQLITE_ROW)
-                    {
-                        keys.Add(raw.sqlite3_column_text(info, 0).utf8_to_string());
-                    }
-                }
+                HashText(hash, "column", raw.sqlite3_column_name(rows, i).utf8_to_string());
+            }
 
-                var order = keys.Count > 0 ? string.Join(", ", keys.Select(Quote)) : "rowid";
-                using var rows = PrepareInternal(reader, $"SELECT * FROM {Quote(table)} ORDER BY {order}");
-                HashText(hash, "table", table);
-                var n = raw.sqlite3_column_count(rows);
+            long count = 0;
+            while (raw.sqlite3_step(rows) == raw.SQLITE_ROW)
+            {
+                count++;
                 for (var i = 0; i < n; i++)
                 {
-                    HashText(hash, "column", raw.sqlite3_column_name(rows, i).utf8_to_string());
+                    HashValue(hash, SqlRunner.Column(rows, i));
                 }
-
-                long count = 0;
-                while (raw.sqlite3_step(rows) == raw.SQLITE_ROW)
-                {
-                    count++;
-                    for (var i = 0; i < n; i++)
-                    {
-                        HashValue(hash, SqlRunner.Column(rows, i));
-                    }
-                }
-
-                counts[table] = count;
             }
 
-            return (Convert.ToHexStringLower(hash.GetHashAndReset()), lsn, counts);
+            counts[table] = count;
         }
-        finally
-        {
-            reader.Exec("COMMIT");
-        }
+
+        return (Convert.ToHexStringLower(hash.GetHashAndReset()), lsn, counts);
     });
 
     private static string Quote(string name) => "\"" + name.Replace("\"", "\"\"", StringComparison.Ordinal) + "\"";
@@ -804,14 +795,7 @@ internal sealed class NodeDatabase : IDisposable
         return raw.sqlite3_step(stmt) == raw.SQLITE_ROW ? SqlRunner.Column(stmt, 0) : null;
     }
 
-    private void SetMeta(string key, object value) => Internal("INSERT OR REPLACE INTO _infra_meta(key, value) VALUES(?, ?)", key, value);
-
-    private long ScalarLong(string sql, params object?[] args)
-    {
-        using var stmt = PrepareInternal(_writer, sql);
-        BindInternal(stmt, args);
-        return raw.sqlite3_step(stmt) == raw.SQLITE_ROW ? raw.sqlite3_column_int64(stmt, 0) : 0;
-    }
+    private void SetMeta(string key, object value) => _writer.Run("INSERT OR REPLACE INTO _infra_meta(key, value) VALUES(?, ?)", key, value);
 
     private string? ScalarText(string sql)
     {
@@ -819,46 +803,12 @@ internal sealed class NodeDatabase : IDisposable
         return raw.sqlite3_step(stmt) == raw.SQLITE_ROW ? raw.sqlite3_column_text(stmt, 0).utf8_to_string() : null;
     }
 
-    /// <summary>Runs one of the node's own statements on the writer, prepared once and kept (they run for every request).</summary>
-    private void Internal(string sql, params object?[] args)
-    {
-        if (!_writerStatements.TryGetValue(sql, out var stmt))
-        {
-            stmt = PrepareInternal(_writer, sql);
-            _writerStatements[sql] = stmt;
-        }
-
-        try
-        {
-            Step(stmt, sql, args);
-        }
-        finally
-        {
-            raw.sqlite3_reset(stmt);
-            raw.sqlite3_clear_bindings(stmt);
-        }
-    }
-
     /// <summary>Runs a statement once (replicated DDL), not kept.</summary>
     private void InternalOnce(string sql, params object?[] args)
     {
         using var stmt = PrepareInternal(_writer, sql);
-        Step(stmt, sql, args);
-    }
-
-    private void Step(sqlite3_stmt stmt, string sql, object?[] args)
-    {
-        BindInternal(stmt, args);
-        var rc = raw.sqlite3_step(stmt);
-        while (rc == raw.SQLITE_ROW)
-        {
-            rc = raw.sqlite3_step(stmt);
-        }
-
-        if (rc != raw.SQLITE_DONE)
-        {
-            throw new SqliteException($"{sql}: {_writer.Message()}", rc);
-        }
+        SqlRunner.BindAll(stmt, args);
+        _writer.StepToEnd(stmt, sql);
     }
 
     private static sqlite3_stmt PrepareInternal(SqlRunner runner, string sql)
@@ -873,31 +823,8 @@ internal sealed class NodeDatabase : IDisposable
         return stmt;
     }
 
-    private static void BindInternal(sqlite3_stmt stmt, object?[] args)
-    {
-        for (var i = 0; i < args.Length; i++)
-        {
-            _ = args[i] switch
-            {
-                null => raw.sqlite3_bind_null(stmt, i + 1),
-                long l => raw.sqlite3_bind_int64(stmt, i + 1, l),
-                int n => raw.sqlite3_bind_int64(stmt, i + 1, n),
-                double d => raw.sqlite3_bind_double(stmt, i + 1, d),
-                string s => raw.sqlite3_bind_text(stmt, i + 1, s),
-                byte[] b => raw.sqlite3_bind_blob(stmt, i + 1, b),
-                var other => throw new ArgumentException($"not a SQL value: {other.GetType().Name}", nameof(args)),
-            };
-        }
-    }
-
     private void CloseConnections()
     {
-        foreach (var stmt in _writerStatements.Values)
-        {
-            stmt.Dispose();
-        }
-
-        _writerStatements.Clear();
         lock (_poolLock)
         {
             _generation++;

@@ -27,6 +27,7 @@ internal sealed class SqlRunner : IDisposable
     };
 
     private readonly Dictionary<string, PreparedStatement> _cache = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, sqlite3_stmt> _internal = new(StringComparer.Ordinal);
     private readonly bool _readOnly;
     private bool _userMode;
     private bool _sawDdl;
@@ -55,6 +56,103 @@ internal sealed class SqlRunner : IDisposable
             throw new SqliteException($"{sql}: {message ?? raw.sqlite3_errstr(rc).utf8_to_string()}", rc);
         }
     }
+
+    /// <summary>
+    /// One of the node's own statements (transaction control, the log, meta), prepared once per
+    /// connection outside the user rules: they run for every request. Reset it after use
+    /// (<see cref="Reset"/>); SQLite re-prepares it by itself after a schema change.
+    /// </summary>
+    public sqlite3_stmt Internal(string sql)
+    {
+        if (!_internal.TryGetValue(sql, out var stmt))
+        {
+            var rc = raw.sqlite3_prepare_v2(Db, sql, out stmt);
+            if (rc != raw.SQLITE_OK)
+            {
+                stmt?.Dispose();
+                throw new SqliteException($"{sql}: {Message()}", rc);
+            }
+
+            _internal[sql] = stmt;
+        }
+
+        return stmt;
+    }
+
+    public static void Reset(sqlite3_stmt stmt)
+    {
+        raw.sqlite3_reset(stmt);
+        raw.sqlite3_clear_bindings(stmt);
+    }
+
+    /// <summary>Runs one of the node's own statements to its end.</summary>
+    public void Run(string sql, params object?[] args)
+    {
+        var stmt = Internal(sql);
+        try
+        {
+            BindAll(stmt, args);
+            StepToEnd(stmt, sql);
+        }
+        finally
+        {
+            Reset(stmt);
+        }
+    }
+
+    /// <summary>The first column of the first row of one of the node's own queries (0 when there is none).</summary>
+    public long ScalarLong(string sql, params object?[] args)
+    {
+        var stmt = Internal(sql);
+        try
+        {
+            BindAll(stmt, args);
+            return raw.sqlite3_step(stmt) == raw.SQLITE_ROW ? raw.sqlite3_column_int64(stmt, 0) : 0;
+        }
+        finally
+        {
+            Reset(stmt);
+        }
+    }
+
+    /// <summary>Steps a statement (rows are not kept) and throws on anything but SQLITE_DONE.</summary>
+    public void StepToEnd(sqlite3_stmt stmt, string sql)
+    {
+        var rc = raw.sqlite3_step(stmt);
+        while (rc == raw.SQLITE_ROW)
+        {
+            rc = raw.sqlite3_step(stmt);
+        }
+
+        if (rc != raw.SQLITE_DONE)
+        {
+            throw new SqliteException($"{sql}: {Message()}", rc);
+        }
+    }
+
+    /// <summary>Binds node-internal values (they are always SQL values).</summary>
+    public static void BindAll(sqlite3_stmt stmt, object?[] args)
+    {
+        for (var i = 0; i < args.Length; i++)
+        {
+            if (BindValue(stmt, i + 1, args[i]) is null)
+            {
+                throw new ArgumentException($"not a SQL value: {args[i]!.GetType().Name}", nameof(args));
+            }
+        }
+    }
+
+    /// <summary>Binds one value; null when it is not a SQL value (null, long, int, double, string, byte[]).</summary>
+    public static int? BindValue(sqlite3_stmt stmt, int index, object? value) => value switch
+    {
+        null => raw.sqlite3_bind_null(stmt, index),
+        long l => raw.sqlite3_bind_int64(stmt, index, l),
+        int n => raw.sqlite3_bind_int64(stmt, index, n),
+        double d => raw.sqlite3_bind_double(stmt, index, d),
+        string s => raw.sqlite3_bind_text(stmt, index, s),
+        byte[] b => raw.sqlite3_bind_blob(stmt, index, b),
+        _ => null,
+    };
 
     /// <summary>Prepares a user statement (cached), under the user rules.</summary>
     public PreparedStatement Prepare(string sql)
@@ -156,15 +254,8 @@ internal sealed class SqlRunner : IDisposable
         var stmt = statement.Handle;
         for (var i = 0; i < parameters.Count; i++)
         {
-            var rc = parameters[i] switch
-            {
-                null => raw.sqlite3_bind_null(stmt, i + 1),
-                long l => raw.sqlite3_bind_int64(stmt, i + 1, l),
-                double d => raw.sqlite3_bind_double(stmt, i + 1, d),
-                string s => raw.sqlite3_bind_text(stmt, i + 1, s),
-                byte[] b => raw.sqlite3_bind_blob(stmt, i + 1, b),
-                var other => throw new NodeException(NodeErrorCode.BadRequest, $"parameter {i + 1} is not a SQL value ({other.GetType().Name})"),
-            };
+            var rc = BindValue(stmt, i + 1, parameters[i])
+                ?? throw new NodeException(NodeErrorCode.BadRequest, $"parameter {i + 1} is not a SQL value ({parameters[i]!.GetType().Name})");
             if (rc != raw.SQLITE_OK)
             {
                 throw new NodeException(NodeErrorCode.BadRequest, $"parameter {i + 1}: {Message()}");
@@ -286,6 +377,12 @@ internal sealed class SqlRunner : IDisposable
     public void Dispose()
     {
         ClearCache();
+        foreach (var stmt in _internal.Values)
+        {
+            stmt.Dispose();
+        }
+
+        _internal.Clear();
         Connection.Dispose();
     }
 }

@@ -153,6 +153,26 @@ public static class OptionValues
         return true;
     }
 
+    /// <summary>
+    /// Parses <c>host:port</c> for connecting: an IP address (IPv6 in brackets) or a host name, and a
+    /// port 1..65535.
+    /// </summary>
+    public static bool TryParseHostPort(string? text, out string host, out int port)
+    {
+        host = "";
+        port = 0;
+        var s = text?.Trim() ?? "";
+        var colon = s.LastIndexOf(':');
+        if (colon <= 0 || !int.TryParse(s.AsSpan(colon + 1), NumberStyles.None, CultureInfo.InvariantCulture, out port) || port is 0 or > 65535)
+        {
+            port = 0;
+            return false;
+        }
+
+        host = s[..colon].Trim('[', ']');
+        return host.Length > 0;
+    }
+
     /// <summary>Formats an endpoint as the URL a client would use, e.g. <c>http://127.0.0.1:8080</c>.</summary>
     public static string ToUrl(string scheme, IPEndPoint endPoint)
     {
