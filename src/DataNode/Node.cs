@@ -52,7 +52,7 @@ internal sealed partial class Node : IAsyncDisposable
         _logger = loggerFactory.CreateLogger<Node>();
         Db = NodeDatabase.Open(options.DataDir, options.DatabaseSettings, time);
         Applied = new ProgressWaiters(Db.Lsn);
-        Hub = new ReplicationHub(this, loggerFactory.CreateLogger<ReplicationHub>());
+        Hub = new ReplicationHub(this, loggerFactory.CreateLogger<ReplicationHub>(), new Api.NativeApi(this, loggerFactory.CreateLogger<Api.NativeApi>()));
         var meter = meterFactory.Create(MeterName);
         _writes = meter.CreateCounter<long>("infra.datanode.writes", description: "Write requests acknowledged");
         _reads = meter.CreateCounter<long>("infra.datanode.reads", description: "Queries answered");
@@ -214,9 +214,11 @@ internal sealed partial class Node : IAsyncDisposable
     /// </summary>
     public async Task PromoteAsync(long epoch)
     {
-        if (epoch <= Db.Epoch)
+        if (epoch < Db.Epoch || (epoch == Db.Epoch && Db.Vote != (epoch, Db.NodeId)))
         {
-            throw new NodeException(NodeErrorCode.StaleEpoch, $"promotion needs an epoch above the current {Db.Epoch}; {epoch} is not");
+            throw new NodeException(NodeErrorCode.StaleEpoch, epoch == Db.Epoch
+                ? $"epoch {epoch} is this node's already and was not claimed for it; promotion needs a newer epoch or a claim"
+                : $"promotion needs an epoch above the current {Db.Epoch}; {epoch} is not");
         }
 
         if (Diverged is { } diverged)
@@ -240,6 +242,34 @@ internal sealed partial class Node : IAsyncDisposable
 
         Hub.LoadRegistry(Db.RegisteredReplicas);
         LogPromoted(_logger, epoch, Db.Lsn);
+    }
+
+    /// <summary>
+    /// A router claims <paramref name="epoch"/> for the node <paramref name="leader"/> before promoting
+    /// it: this node joins the epoch as a replica (a master steps down) and votes for that leader only.
+    /// </summary>
+    public async Task<long> ClaimAsync(long epoch, string leader)
+    {
+        if (!await RunOnWriterAsync(db => db.Claim(epoch, leader)))
+        {
+            var (voted, votedFor) = Db.Vote;
+            throw new NodeException(NodeErrorCode.StaleEpoch, voted == epoch
+                ? $"epoch {epoch} is already claimed for {votedFor}"
+                : $"epoch {epoch} is not above this node's epoch {Db.Epoch}");
+        }
+
+        lock (_roleLock)
+        {
+            if (_role == NodeRole.Master)
+            {
+                _role = NodeRole.Replica;
+                _master = null;
+                LogSteppedDown(_logger, epoch);
+            }
+        }
+
+        Hub.DisconnectAll();
+        return Db.Lsn;
     }
 
     /// <summary>Makes this node a replica of <paramref name="master"/> (a master steps down; a replica is repointed).</summary>
@@ -454,6 +484,9 @@ internal sealed partial class Node : IAsyncDisposable
 
     [LoggerMessage(EventId = 603, Level = LogLevel.Error, Message = "Fenced: this master is at epoch {Epoch} but epoch {Newer} exists; writes are refused")]
     private static partial void LogFenced(ILogger logger, long epoch, long newer);
+
+    [LoggerMessage(EventId = 605, Level = LogLevel.Warning, Message = "Epoch {Epoch} was claimed for another node: this master steps down")]
+    private static partial void LogSteppedDown(ILogger logger, long epoch);
 
     [LoggerMessage(EventId = 604, Level = LogLevel.Error, Message = "A write group failed")]
     private static partial void LogWriteFailed(ILogger logger, Exception exception);

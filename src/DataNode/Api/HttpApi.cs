@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Infra.Core.Admin;
+using Infra.Core.Framing;
 using Infra.DataNode.Storage;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
@@ -10,7 +11,7 @@ namespace Infra.DataNode.Api;
 /// <summary>
 /// The HTTP/JSON API, in the spirit of rqlite, on the admin endpoint:
 /// <c>POST /execute</c>, <c>POST /query</c>, <c>GET /status</c>, <c>GET /checksum</c>,
-/// <c>POST /promote</c>, <c>POST /follow</c>, <c>DELETE /replicas/{id}</c>.
+/// <c>POST /promote</c>, <c>POST /follow</c>, <c>POST /claim</c>, <c>DELETE /replicas/{id}</c>.
 /// Values: null, numbers (integers stay integers), strings, booleans (1/0) and blobs as
 /// <c>{"base64": "…"}</c>. Errors are <c>{"error", "code"}</c>: 400 bad request or SQL, 409 not master
 /// or stale epoch, 503 behind, not replicated, busy or unavailable.
@@ -28,6 +29,7 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
         routes.MapGet("/checksum", context => Guard(context, ChecksumAsync));
         routes.MapPost("/promote", context => Guard(context, PromoteAsync));
         routes.MapPost("/follow", context => Guard(context, FollowAsync));
+        routes.MapPost("/claim", context => Guard(context, ClaimAsync));
         routes.MapDelete("/replicas/{id}", context => Guard(context, ForgetAsync));
     }
 
@@ -182,27 +184,19 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
         return new SqlStatement(sql, parameters);
     }
 
-    private static object? ToSqlValue(JsonElement value, string where) => value.ValueKind switch
+    private static object? ToSqlValue(JsonElement value, string where)
     {
-        JsonValueKind.Null => null,
-        JsonValueKind.Number => IsInteger(value) && value.TryGetInt64(out var l) ? l : value.GetDouble(),
-        JsonValueKind.String => value.GetString(),
-        JsonValueKind.True => 1L,
-        JsonValueKind.False => 0L,
-        JsonValueKind.Object when value.TryGetProperty("base64", out var b64) && b64.ValueKind == JsonValueKind.String && CountProperties(value) == 1 =>
-            TryBase64(b64.GetString()!) ?? throw Bad($"{where}: \"base64\" is not valid base64"),
-        _ => throw Bad($"{where} is not a SQL value: use null, a number, a string, true/false or {{\"base64\": \"...\"}} (values are bound as parameters, never spliced into SQL)"),
-    };
+        try
+        {
+            return SqlJson.ToSqlValue(value, where);
+        }
+        catch (FormatException ex)
+        {
+            throw Bad(ex.Message);
+        }
+    }
 
     private static bool IsInteger(JsonElement element) => element.ValueKind == JsonValueKind.Number;
-
-    private static int CountProperties(JsonElement element) => element.EnumerateObject().Count();
-
-    private static byte[]? TryBase64(string text)
-    {
-        var buffer = new byte[text.Length * 3 / 4 + 3];
-        return Convert.TryFromBase64String(text, buffer, out var written) ? buffer[..written] : null;
-    }
 
     private async Task QueryAsync(HttpContext context)
     {
@@ -263,7 +257,7 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
                 w.WriteStartArray();
                 foreach (var value in row)
                 {
-                    WriteValue(w, value);
+                    SqlJson.WriteValue(w, value);
                 }
 
                 w.WriteEndArray();
@@ -273,33 +267,6 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
             w.WriteNumber("lsn", result.Lsn);
             w.WriteEndObject();
         });
-    }
-
-    private static void WriteValue(Utf8JsonWriter w, object? value)
-    {
-        switch (value)
-        {
-            case null:
-                w.WriteNullValue();
-                break;
-            case long l:
-                w.WriteNumberValue(l);
-                break;
-            case double d when double.IsFinite(d):
-                w.WriteNumberValue(d);
-                break;
-            case double d:
-                w.WriteStringValue(d.ToString(System.Globalization.CultureInfo.InvariantCulture));
-                break;
-            case string s:
-                w.WriteStringValue(s);
-                break;
-            case byte[] b:
-                w.WriteStartObject();
-                w.WriteBase64String("base64", b);
-                w.WriteEndObject();
-                break;
-        }
     }
 
     private Task StatusAsync(HttpContext context)
@@ -422,6 +389,20 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
             : null;
         var reclone = root.TryGetProperty("reclone", out var r) && r.ValueKind == JsonValueKind.True;
         await node.FollowAsync(master, epoch, reclone);
+        await RoleAsync(context);
+    }
+
+    private async Task ClaimAsync(HttpContext context)
+    {
+        using var body = await ReadJsonAsync(context);
+        var root = body.RootElement;
+        if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("epoch", out var e) || !IsInteger(e) || !e.TryGetInt64(out var epoch) || epoch <= 0
+            || !root.TryGetProperty("leader", out var l) || l.ValueKind != JsonValueKind.String || l.GetString() is not { Length: > 0 } leader)
+        {
+            throw Bad("expected {\"epoch\": n, \"leader\": \"nodeId\"}");
+        }
+
+        await node.ClaimAsync(epoch, leader);
         await RoleAsync(context);
     }
 

@@ -26,12 +26,16 @@ internal static class Tags
     public const string Ack = "ack";
 }
 
-/// <summary>One received frame: its tag and the reader positioned at its body.</summary>
-internal readonly struct Frame(string tag, ReadOnlyMemory<byte> body)
+/// <summary>One received frame: its id (0 for replication, the request id for the client protocol), its tag and its body.</summary>
+internal readonly struct Frame(long id, string tag, ReadOnlyMemory<byte> body)
 {
+    public long Id { get; } = id;
+
     public string Tag { get; } = tag;
 
-    public MessagePackReader Body() => new(body);
+    public ReadOnlyMemory<byte> Bytes { get; } = body;
+
+    public MessagePackReader Body() => new(Bytes);
 }
 
 /// <summary>Frames over a pair of pipes; reads on one task, writes serialised by a lock.</summary>
@@ -96,19 +100,21 @@ internal sealed class FrameConnection(PipeReader input, PipeWriter output, int m
                 throw new InvalidDataException("a replication frame is not [id, tag, body]");
             }
 
-            reader.ReadInt64();
+            var id = reader.ReadInt64();
             var tag = reader.ReadString() ?? throw new InvalidDataException("a replication frame without a tag");
-            return new Frame(tag, bytes.AsMemory((int)reader.Consumed));
+            return new Frame(id, tag, bytes.AsMemory((int)reader.Consumed));
         }
-        catch (MessagePackSerializationException ex)
+        catch (Exception ex) when (ex is MessagePackSerializationException or EndOfStreamException or OverflowException)
         {
             throw new InvalidDataException("a replication frame is not valid MessagePack: " + ex.Message, ex);
         }
     }
 
-    public async ValueTask SendAsync(string tag, MessagePackBody body, CancellationToken cancellationToken)
+    public ValueTask SendAsync(string tag, MessagePackBody body, CancellationToken cancellationToken) => SendAsync(0, tag, body, cancellationToken);
+
+    public async ValueTask SendAsync(long id, string tag, MessagePackBody body, CancellationToken cancellationToken)
     {
-        var frame = Frames.Build(0, tag, body);
+        var frame = Frames.Build(id, tag, body);
         await _writeLock.WaitAsync(cancellationToken);
         try
         {

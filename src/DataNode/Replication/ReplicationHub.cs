@@ -31,7 +31,7 @@ internal sealed class ReplicaState(string id)
 /// and counts confirmations for semi-sync. Every replica that ever connected is registered durably:
 /// semi-sync counts on it until it is forgotten (<c>DELETE /replicas/{id}</c>).
 /// </summary>
-internal sealed partial class ReplicationHub(Node node, ILogger logger) : IConnectionHandler
+internal sealed partial class ReplicationHub(Node node, ILogger logger, Api.NativeApi clients) : IConnectionHandler
 {
     private const int MaxBatchEntries = 512;
     private const int ChunkBytes = 1 << 20;
@@ -184,9 +184,15 @@ internal sealed partial class ReplicationHub(Node node, ILogger logger) : IConne
             }
         }
 
-        if (first is not { Tag: Tags.Hello } hello)
+        if (first is not { } hello)
         {
-            await SendErrorAsync(frames, NodeErrorCode.BadRequest, "a replica starts with hello", closing);
+            return;
+        }
+
+        if (hello.Tag != Tags.Hello || hello.Id != 0)
+        {
+            // Not a replica: a client (the shard router, Infra.Client) speaking the request protocol.
+            await clients.RunAsync(frames, hello, closing);
             return;
         }
 

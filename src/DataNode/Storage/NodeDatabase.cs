@@ -384,6 +384,55 @@ internal sealed class NodeDatabase : IDisposable
         RegisteredReplicas = [.. ids];
     }
 
+    /// <summary>The epoch this node last voted in, and for which node (see <see cref="Claim"/>); (0, "") when none.</summary>
+    public (long Epoch, string Leader) Vote
+    {
+        get
+        {
+            var text = Meta("vote") as string ?? "";
+            var colon = text.IndexOf(':', StringComparison.Ordinal);
+            return colon > 0 && long.TryParse(text.AsSpan(0, colon), out var e) ? (e, text[(colon + 1)..]) : (0, "");
+        }
+    }
+
+    /// <summary>
+    /// A router claims <paramref name="epoch"/> for <paramref name="leader"/> (a node id) before a
+    /// promotion: the node moves to that epoch as a replica and remembers whom it voted for. A node
+    /// votes once per epoch, so two routers cannot both gather a majority for different leaders of the
+    /// same epoch. Returns false when the epoch is already taken by another leader (or is older).
+    /// </summary>
+    public bool Claim(long epoch, string leader)
+    {
+        var (voted, votedFor) = Vote;
+        if (epoch < _epoch || (epoch == voted && votedFor != leader) || (epoch == _epoch && voted != epoch))
+        {
+            return false;
+        }
+
+        if (epoch == voted)
+        {
+            return true;
+        }
+
+        _writer.Exec("BEGIN IMMEDIATE");
+        try
+        {
+            SetMeta("epoch", epoch);
+            SetMeta("role", "replica");
+            SetMeta("vote", $"{epoch}:{leader}");
+            _writer.Exec("COMMIT");
+        }
+        catch
+        {
+            TryRollback();
+            throw;
+        }
+
+        Volatile.Write(ref _epoch, epoch);
+        StoredRole = "replica";
+        return true;
+    }
+
     /// <summary>Stores a new epoch and role durably (promotion, demotion, learning a newer epoch).</summary>
     public void SetEpochAndRole(long epoch, string role)
     {

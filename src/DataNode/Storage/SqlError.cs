@@ -29,6 +29,9 @@ internal enum NodeErrorCode
 
     /// <summary>Too many requests are waiting (503, retry).</summary>
     Busy,
+
+    /// <summary>A state-changing request without the admin token the node requires (401).</summary>
+    Unauthorized,
 }
 
 /// <summary>A request failed with a code the client can act on.</summary>
@@ -40,6 +43,7 @@ internal sealed class NodeException(NodeErrorCode code, string message) : Except
     {
         NodeErrorCode.BadRequest or NodeErrorCode.SqlError or NodeErrorCode.NotAllowed => 400,
         NodeErrorCode.NotMaster or NodeErrorCode.StaleEpoch => 409,
+        NodeErrorCode.Unauthorized => 401,
         _ => 503,
     };
 }

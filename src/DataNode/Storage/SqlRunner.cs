@@ -1,3 +1,4 @@
+using Infra.Core.Placement;
 using Microsoft.Data.Sqlite;
 using SQLitePCL;
 
@@ -39,6 +40,12 @@ internal sealed class SqlRunner : IDisposable
         Db = connection.Handle ?? throw new InvalidOperationException("the connection is not open");
         _readOnly = readOnly;
         raw.sqlite3_set_authorizer(Db, Authorize, null);
+
+        // infra_slot(value, slots): the slot a shard-key value hashes to, as the router computes it,
+        // so a slot's rows can be selected when it moves to another shard.
+        connection.CreateFunction<object?, long, long?>("infra_slot", static (value, slots) =>
+            slots is < 1 or > 1 << 20 ? throw new ArgumentOutOfRangeException(nameof(slots), "infra_slot: slots must be 1..1048576")
+            : ShardKey.Slot(value, (int)slots) is var slot and >= 0 ? slot : null, isDeterministic: true);
     }
 
     public SqliteConnection Connection { get; }

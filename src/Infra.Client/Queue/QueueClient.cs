@@ -1,8 +1,5 @@
 using System.Buffers;
-using System.Collections.Concurrent;
-using System.IO.Pipelines;
-using System.Net.Sockets;
-using System.Threading.Channels;
+using Infra.Client.Rpc;
 using Infra.Core.Framing;
 using MessagePack;
 
@@ -64,42 +61,18 @@ public sealed record StreamMembership(string MemberId, int Generation, IReadOnly
 /// </summary>
 public sealed class QueueClient : IAsyncDisposable
 {
-    private readonly Socket _socket;
-    private readonly NetworkStream _stream;
-    private readonly PipeReader _input;
-    private readonly Channel<byte[]> _requests = Channel.CreateUnbounded<byte[]>(new UnboundedChannelOptions { SingleReader = true });
-    private readonly Task _writer;
-    private readonly ConcurrentDictionary<long, TaskCompletionSource<byte[]>> _pending = new();
-    private readonly Task _reader;
-    private long _nextId;
-    private volatile Exception? _lost;
+    private static readonly RpcErrors Errors = new("the broker", (code, message) => new QueueException(code, message), (message, cause) => new QueueException(message, cause));
+    private readonly FrameRpcClient _rpc;
 
-    private QueueClient(Socket socket)
+    private QueueClient(FrameRpcClient rpc)
     {
-        _socket = socket;
-        _stream = new NetworkStream(socket, ownsSocket: true);
-        _input = PipeReader.Create(_stream);
-        _reader = Task.Run(ReadLoopAsync);
-        _writer = Task.Run(WriteLoopAsync);
+        _rpc = rpc;
     }
 
-    public bool IsConnected => _lost is null;
+    public bool IsConnected => _rpc.IsConnected;
 
-    public static async Task<QueueClient> ConnectAsync(string host, int port, CancellationToken cancellationToken = default)
-    {
-        var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
-        try
-        {
-            await socket.ConnectAsync(host, port, cancellationToken);
-        }
-        catch
-        {
-            socket.Dispose();
-            throw;
-        }
-
-        return new QueueClient(socket);
-    }
+    public static async Task<QueueClient> ConnectAsync(string host, int port, CancellationToken cancellationToken = default) =>
+        new(await FrameRpcClient.ConnectAsync(host, port, Errors, cancellationToken));
 
     public async Task<bool> CreateTopicAsync(string name, int partitions) =>
         (bool)(await SendAsync("create_topic", new() { ["name"] = name, ["partitions"] = partitions }))["created"]!;
@@ -291,253 +264,15 @@ public sealed class QueueClient : IAsyncDisposable
         new((string)result["memberId"]!, (int)(long)result["generation"]!, [.. ((List<object?>)result["partitions"]!).Select(p => (int)(long)p!)]);
 
     /// <summary>Sends one request and waits for its answer; a broker error becomes a <see cref="QueueException"/>.</summary>
-    public async Task<Dictionary<string, object?>> SendAsync(string op, Dictionary<string, object?> args)
-    {
-        var body = await SendRawAsync(op, args);
-        try
-        {
-            return MessagePackValues.ReadWhole(new ReadOnlySequence<byte>(body)) as Dictionary<string, object?> ?? [];
-        }
-        catch (InvalidDataException ex)
-        {
-            throw new QueueException("BadAnswer", "the broker's answer is not a map: " + ex.Message);
-        }
-    }
+    public Task<Dictionary<string, object?>> SendAsync(string op, Dictionary<string, object?> args) => _rpc.CallAsync(op, args);
 
     /// <summary>Sends one request; the answer's result (MessagePack) when it is "ok".</summary>
     private Task<byte[]> SendRawAsync(string op, Dictionary<string, object?> args) =>
-        SendEncodedAsync(op, (ref MessagePackWriter w) => WriteValue(ref w, args));
+        _rpc.SendAsync(op, (ref MessagePackWriter w) => FrameRpcClient.WriteValue(ref w, args));
 
-    private async Task<byte[]> SendEncodedAsync(string op, MessagePackBody args)
-    {
-        var id = Interlocked.Increment(ref _nextId);
-        var answer = new TaskCompletionSource<byte[]>(TaskCreationOptions.RunContinuationsAsynchronously);
-        _pending[id] = answer;
-        var frame = Frames.Build(id, op, args);
-        if (_lost is { } lost || !_requests.Writer.TryWrite(frame))
-        {
-            _pending.TryRemove(id, out _);
-            throw new QueueException("connection to the broker is lost", _lost ?? new ObjectDisposedException(nameof(QueueClient)));
-        }
+    private Task<byte[]> SendEncodedAsync(string op, MessagePackBody args) => _rpc.SendAsync(op, args);
 
-        return await answer.Task;
-    }
+    private static void WriteValue(ref MessagePackWriter writer, object? value) => FrameRpcClient.WriteValue(ref writer, value);
 
-    /// <summary>Sends requests in order; whatever was queued meanwhile goes out in one write.</summary>
-    private async Task WriteLoopAsync()
-    {
-        var reader = _requests.Reader;
-        var batch = new byte[64 * 1024];
-        try
-        {
-            while (await reader.WaitToReadAsync())
-            {
-                var length = 0;
-                while (reader.TryPeek(out var next) && (length == 0 || length + next.Length <= batch.Length))
-                {
-                    reader.TryRead(out _);
-                    if (next.Length > batch.Length)
-                    {
-                        await _stream.WriteAsync(next);
-                        continue;
-                    }
-
-                    next.CopyTo(batch, length);
-                    length += next.Length;
-                }
-
-                if (length > 0)
-                {
-                    await _stream.WriteAsync(batch.AsMemory(0, length));
-                }
-            }
-        }
-        catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException)
-        {
-            Fail(ex);
-        }
-    }
-
-    private static void WriteValue(ref MessagePackWriter writer, object? value)
-    {
-        switch (value)
-        {
-            case null:
-                writer.WriteNil();
-                break;
-            case string s:
-                writer.Write(s);
-                break;
-            case bool b:
-                writer.Write(b);
-                break;
-            case int i:
-                writer.Write(i);
-                break;
-            case long l:
-                writer.Write(l);
-                break;
-            case byte[] bytes:
-                writer.Write(bytes);
-                break;
-            case ReadOnlyMemory<byte> memory:
-                writer.Write(memory.Span);
-                break;
-            case IReadOnlyDictionary<string, byte[]> headers:
-                writer.WriteMapHeader(headers.Count);
-                foreach (var (name, bytes) in headers)
-                {
-                    writer.Write(name);
-                    writer.Write(bytes);
-                }
-
-                break;
-            case Dictionary<string, object?> map:
-                writer.WriteMapHeader(map.Count);
-                foreach (var (name, item) in map)
-                {
-                    writer.Write(name);
-                    WriteValue(ref writer, item);
-                }
-
-                break;
-            case System.Collections.IList list:
-                writer.WriteArrayHeader(list.Count);
-                foreach (var item in list)
-                {
-                    WriteValue(ref writer, item);
-                }
-
-                break;
-            default:
-                throw new ArgumentException($"cannot send a {value.GetType().Name}");
-        }
-    }
-
-    private async Task ReadLoopAsync()
-    {
-        try
-        {
-            while (true)
-            {
-                var result = await _input.ReadAsync();
-                var buffer = result.Buffer;
-                while (true)
-                {
-                    var status = Frames.TryRead(ref buffer, int.MaxValue, out var body, out _);
-                    if (status == FrameStatus.Incomplete)
-                    {
-                        break;
-                    }
-
-                    if (status != FrameStatus.Complete)
-                    {
-                        throw new InvalidDataException("the broker sent a bad frame length");
-                    }
-
-                    Dispatch(body);
-                }
-
-                _input.AdvanceTo(buffer.Start, buffer.End);
-                if (result.IsCompleted)
-                {
-                    throw new IOException("the broker closed the connection");
-                }
-            }
-        }
-        catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException or InvalidDataException or InvalidOperationException)
-        {
-            Fail(ex);
-        }
-    }
-
-    private void Dispatch(ReadOnlySequence<byte> body)
-    {
-        long id;
-        string? status;
-        ReadOnlySequence<byte> rest;
-        try
-        {
-            var reader = new MessagePackReader(body);
-            if (reader.ReadArrayHeader() != 3)
-            {
-                throw new InvalidDataException("the broker sent an answer that is not [id, status, body]");
-            }
-
-            id = reader.ReadInt64();
-            status = reader.ReadString();
-            rest = body.Slice(reader.Position);
-        }
-        catch (Exception ex) when (ex is MessagePackSerializationException or EndOfStreamException or OverflowException)
-        {
-            throw new InvalidDataException("the broker sent an unreadable answer: " + ex.Message, ex);
-        }
-
-        if (id == 0 && status != "ok")
-        {
-            throw new IOException($"the broker closed the connection: {status}: {Message(rest)}");
-        }
-
-        if (_pending.TryRemove(id, out var waiter))
-        {
-            if (status == "ok")
-            {
-                waiter.TrySetResult(rest.ToArray());
-            }
-            else
-            {
-                waiter.TrySetException(new QueueException(status ?? "Internal", Message(rest)));
-            }
-        }
-    }
-
-    private static string Message(ReadOnlySequence<byte> rest)
-    {
-        try
-        {
-            var reader = new MessagePackReader(rest);
-            return reader.ReadString() ?? "";
-        }
-        catch (Exception ex) when (ex is MessagePackSerializationException or EndOfStreamException)
-        {
-            return "(unreadable message)";
-        }
-    }
-
-    private void Fail(Exception reason)
-    {
-        _lost ??= reason;
-        _requests.Writer.TryComplete();
-        foreach (var id in _pending.Keys)
-        {
-            if (_pending.TryRemove(id, out var waiter))
-            {
-                waiter.TrySetException(new QueueException("connection to the broker is lost: " + reason.Message, reason));
-            }
-        }
-    }
-
-    public async ValueTask DisposeAsync()
-    {
-        Fail(new ObjectDisposedException(nameof(QueueClient)));
-        try
-        {
-            _socket.Shutdown(SocketShutdown.Both);
-        }
-        catch (SocketException)
-        {
-            // Already closed by the other side.
-        }
-
-        await _stream.DisposeAsync();
-        try
-        {
-            await _reader;
-            await _writer;
-        }
-        catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException)
-        {
-            // Closed.
-        }
-    }
+    public ValueTask DisposeAsync() => _rpc.DisposeAsync();
 }

@@ -29,6 +29,23 @@ public static partial class DirectorySync
         }
     }
 
+    /// <summary>
+    /// Replaces <paramref name="path"/> with <paramref name="data"/> so that a crash leaves either the
+    /// old file or the new one, whole: write a temporary file, fsync it, rename it over, fsync the directory.
+    /// </summary>
+    public static void WriteFileAtomically(string path, ReadOnlySpan<byte> data)
+    {
+        var temp = path + ".tmp";
+        using (var handle = File.OpenHandle(temp, FileMode.Create, FileAccess.Write))
+        {
+            RandomAccess.Write(handle, data, 0);
+            RandomAccess.FlushToDisk(handle);
+        }
+
+        File.Move(temp, path, overwrite: true);
+        Sync(Path.GetDirectoryName(Path.GetFullPath(path)) ?? ".");
+    }
+
     [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     private static partial int Open(string path, int flags);
 

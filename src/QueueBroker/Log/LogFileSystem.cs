@@ -101,18 +101,7 @@ internal sealed partial class DiskFileSystem : ILogFileSystem
 
     public void SyncDirectory(string path) => Infra.Core.Storage.DirectorySync.Sync(path);
 
-    public void WriteAtomically(string path, ReadOnlySpan<byte> data)
-    {
-        var temp = path + ".tmp";
-        using (var handle = File.OpenHandle(temp, FileMode.Create, FileAccess.Write))
-        {
-            RandomAccess.Write(handle, data, 0);
-            RandomAccess.FlushToDisk(handle);
-        }
-
-        File.Move(temp, path, overwrite: true);
-        SyncDirectory(Path.GetDirectoryName(Path.GetFullPath(path)) ?? ".");
-    }
+    public void WriteAtomically(string path, ReadOnlySpan<byte> data) => Infra.Core.Storage.DirectorySync.WriteFileAtomically(path, data);
 
     public byte[]? ReadAll(string path) => File.Exists(path) ? File.ReadAllBytes(path) : null;
 

@@ -1,0 +1,409 @@
+using System.Buffers;
+using System.Security.Cryptography;
+using System.Text;
+using Infra.Core.Framing;
+using Infra.DataNode.Replication;
+using Infra.DataNode.Storage;
+using MessagePack;
+using Microsoft.Extensions.Logging;
+
+namespace Infra.DataNode.Api;
+
+/// <summary>
+/// The client protocol on <c>--listen</c>, beside replication (a connection whose first frame is not a
+/// replica's <c>hello</c> speaks this): length-prefixed MessagePack frames, a request is
+/// <c>[id, op, {args}]</c> with id &gt; 0, the answer <c>[id, "ok", {result}]</c> or
+/// <c>[id, "&lt;ErrorCode&gt;", "message"]</c>. Requests on one connection run concurrently and are
+/// answered as they finish. Ops: <c>execute</c> {statements: [[sql, params…]], epoch?} →
+/// {results: [[rowsAffected, lastInsertId]…], lsn, epoch}; <c>query</c> {sql, params?, minLsn?,
+/// timeoutMs?} → {columns, rows, lsn}; <c>status</c>; <c>checksum</c>; <c>promote</c> {epoch};
+/// <c>follow</c> {master, epoch?, reclone?}; <c>claim</c> {epoch, leader}; <c>ping</c>. State-changing
+/// ops carry <c>token</c> when the node has an admin token.
+/// </summary>
+internal sealed partial class NativeApi(Node node, ILogger logger)
+{
+    public const int MaxInFlightPerConnection = 256;
+
+    public async Task RunAsync(FrameConnection frames, Frame first, CancellationToken closing)
+    {
+        using var inFlight = new SemaphoreSlim(MaxInFlightPerConnection);
+        Frame? next = first;
+        try
+        {
+            while (next is { } frame)
+            {
+                if (frame.Id <= 0)
+                {
+                    await SendErrorAsync(frames, 0, NodeErrorCode.BadRequest, "a request id must be above 0", closing);
+                    break;
+                }
+
+                await inFlight.WaitAsync(closing);
+                _ = HandleAsync(frames, frame, inFlight, closing);
+                next = await frames.ReadAsync(closing);
+            }
+        }
+        catch (InvalidDataException ex)
+        {
+            LogBadFrame(logger, ex.Message);
+            node.CountError(NodeErrorCode.BadRequest);
+            await TrySendAsync(() => SendErrorAsync(frames, 0, NodeErrorCode.BadRequest, ex.Message, closing));
+        }
+        catch (Exception ex) when (ex is IOException or OperationCanceledException or ObjectDisposedException)
+        {
+            // The client went away or the node is stopping.
+        }
+
+        // Let the requests still running answer (or fail on the closed connection) before the pipes go.
+        for (var i = 0; i < MaxInFlightPerConnection; i++)
+        {
+            await inFlight.WaitAsync(CancellationToken.None);
+        }
+    }
+
+    private async Task HandleAsync(FrameConnection frames, Frame frame, SemaphoreSlim inFlight, CancellationToken closing)
+    {
+        try
+        {
+            await Task.Yield();
+            MessagePackBody answer;
+            try
+            {
+                var args = frame.Bytes.IsEmpty ? null : MessagePackValues.ReadWhole(new ReadOnlySequence<byte>(frame.Bytes));
+                var map = args switch
+                {
+                    Dictionary<string, object?> m => m,
+                    null => [],
+                    _ => throw Bad("the arguments are not a map"),
+                };
+                answer = await RunAsync(frame.Tag, map, closing);
+            }
+            catch (InvalidDataException ex)
+            {
+                throw Bad(ex.Message);
+            }
+
+            await frames.SendAsync(frame.Id, "ok", answer, closing);
+        }
+        catch (NodeException ex)
+        {
+            node.CountError(ex.Code);
+            await TrySendAsync(() => SendErrorAsync(frames, frame.Id, ex.Code, ex.Message, closing));
+        }
+        catch (Exception ex) when (ex is Microsoft.Data.Sqlite.SqliteException or InvalidOperationException)
+        {
+            LogFailed(logger, frame.Tag, ex);
+            node.CountError(NodeErrorCode.Unavailable);
+            await TrySendAsync(() => SendErrorAsync(frames, frame.Id, NodeErrorCode.Unavailable, "internal error: " + ex.Message, closing));
+        }
+        catch (Exception ex) when (ex is IOException or OperationCanceledException or ObjectDisposedException)
+        {
+            // The connection is gone; nothing to answer.
+        }
+        finally
+        {
+            inFlight.Release();
+        }
+    }
+
+    private static async Task TrySendAsync(Func<Task> send)
+    {
+        try
+        {
+            await send();
+        }
+        catch (Exception ex) when (ex is IOException or OperationCanceledException or ObjectDisposedException or InvalidOperationException)
+        {
+            // The connection is gone.
+        }
+    }
+
+    private async Task<MessagePackBody> RunAsync(string op, Dictionary<string, object?> args, CancellationToken cancellationToken)
+    {
+        switch (op)
+        {
+            case "ping":
+                return static (ref MessagePackWriter w) => w.WriteMapHeader(0);
+            case "execute":
+                {
+                    var statements = args.GetValueOrDefault("statements") as List<object?> ?? throw Bad("expected {statements: [[sql, params...], ...]}");
+                    if (statements.Count == 0)
+                    {
+                        throw Bad("\"statements\" is empty");
+                    }
+
+                    if (statements.Count > node.Options.MaxStatements)
+                    {
+                        throw Bad($"{statements.Count} statements in one request; the limit is {node.Options.MaxStatements}");
+                    }
+
+                    var list = new List<SqlStatement>(statements.Count);
+                    for (var i = 0; i < statements.Count; i++)
+                    {
+                        list.Add(ParseStatement(statements[i], i + 1));
+                    }
+
+                    var epoch = OptionalLong(args, "epoch");
+                    var answer = await node.ExecuteAsync(new WriteCommand(list, epoch), cancellationToken);
+                    return (ref MessagePackWriter w) =>
+                    {
+                        w.WriteMapHeader(3);
+                        w.Write("results");
+                        w.WriteArrayHeader(answer.Results.Length);
+                        foreach (var result in answer.Results)
+                        {
+                            w.WriteArrayHeader(2);
+                            w.Write(result.RowsAffected);
+                            w.Write(result.LastInsertId);
+                        }
+
+                        w.Write("lsn");
+                        w.Write(answer.Lsn);
+                        w.Write("epoch");
+                        w.Write(answer.Epoch);
+                    };
+                }
+
+            case "query":
+                {
+                    var sql = args.GetValueOrDefault("sql") as string ?? throw Bad("expected {sql: \"SELECT ...\", params: [...]}");
+                    CheckSql(sql, "the query");
+                    var parameters = new List<object?>();
+                    if (args.GetValueOrDefault("params") is { } p)
+                    {
+                        var values = p as List<object?> ?? throw Bad("\"params\" must be an array");
+                        for (var i = 0; i < values.Count; i++)
+                        {
+                            parameters.Add(ToSqlValue(values[i], $"parameter {i + 1}"));
+                        }
+                    }
+
+                    var minLsn = OptionalLong(args, "minLsn");
+                    var timeoutMs = OptionalLong(args, "timeoutMs");
+                    if (timeoutMs is > 600_000)
+                    {
+                        throw Bad("\"timeoutMs\" must be 0..600000");
+                    }
+
+                    var result = await node.QueryAsync(sql, parameters, minLsn, timeoutMs is { } ms ? TimeSpan.FromMilliseconds(ms) : null, cancellationToken);
+                    return (ref MessagePackWriter w) =>
+                    {
+                        w.WriteMapHeader(3);
+                        w.Write("columns");
+                        w.WriteArrayHeader(result.Columns.Length);
+                        foreach (var column in result.Columns)
+                        {
+                            w.Write(column);
+                        }
+
+                        w.Write("rows");
+                        w.WriteArrayHeader(result.Rows.Count);
+                        foreach (var row in result.Rows)
+                        {
+                            w.WriteArrayHeader(row.Length);
+                            foreach (var value in row)
+                            {
+                                WriteValue(ref w, value);
+                            }
+                        }
+
+                        w.Write("lsn");
+                        w.Write(result.Lsn);
+                    };
+                }
+
+            case "status":
+                return Status();
+            case "checksum":
+                {
+                    var (checksum, lsn, tables) = node.Db.Checksum();
+                    return (ref MessagePackWriter w) =>
+                    {
+                        w.WriteMapHeader(3);
+                        w.Write("checksum");
+                        w.Write(checksum);
+                        w.Write("lsn");
+                        w.Write(lsn);
+                        w.Write("tables");
+                        w.WriteMapHeader(tables.Count);
+                        foreach (var (name, rows) in tables)
+                        {
+                            w.Write(name);
+                            w.Write(rows);
+                        }
+                    };
+                }
+
+            case "promote":
+                CheckToken(args);
+                await node.PromoteAsync(RequiredLong(args, "epoch"));
+                return Status();
+            case "follow":
+                {
+                    CheckToken(args);
+                    var master = args.GetValueOrDefault("master") as string ?? throw Bad("expected {master: \"host:port\", epoch?, reclone?}");
+                    if (!Infra.Core.Configuration.OptionValues.TryParseHostPort(master, out _, out _))
+                    {
+                        throw Bad($"'{master}' is not host:port");
+                    }
+
+                    await node.FollowAsync(master, OptionalLong(args, "epoch"), args.GetValueOrDefault("reclone") is true);
+                    return Status();
+                }
+
+            case "claim":
+                {
+                    CheckToken(args);
+                    var leader = args.GetValueOrDefault("leader") as string is { Length: > 0 } l ? l : throw Bad("expected {epoch, leader: nodeId}");
+                    await node.ClaimAsync(RequiredLong(args, "epoch"), leader);
+                    return Status();
+                }
+
+            default:
+                throw Bad($"unknown op '{op}'");
+        }
+    }
+
+    /// <summary>{nodeId, role, epoch, lsn, master?, connected?, masterLsn?, diverged?, fencedBy?}.</summary>
+    private MessagePackBody Status()
+    {
+        var db = node.Db;
+        var replica = node.Role == NodeRole.Replica;
+        var follower = node.Follower;
+        var nodeId = db.NodeId;
+        var epoch = db.Epoch;
+        var lsn = db.Lsn;
+        var master = node.Master;
+        var diverged = follower?.Diverged;
+        var fencedBy = node.FencedBy;
+        var connected = follower?.Connected ?? false;
+        var masterLsn = follower?.MasterLsn ?? 0;
+        return (ref MessagePackWriter w) =>
+        {
+            w.WriteMapHeader(replica ? 9 : 5);
+            w.Write("nodeId");
+            w.Write(nodeId);
+            w.Write("role");
+            w.Write(replica ? "replica" : "master");
+            w.Write("epoch");
+            w.Write(epoch);
+            w.Write("lsn");
+            w.Write(lsn);
+            w.Write("fencedBy");
+            w.Write(fencedBy);
+            if (replica)
+            {
+                w.Write("master");
+                WriteValue(ref w, master);
+                w.Write("connected");
+                w.Write(connected);
+                w.Write("masterLsn");
+                w.Write(masterLsn);
+                w.Write("diverged");
+                WriteValue(ref w, diverged);
+            }
+        };
+    }
+
+    private void CheckToken(Dictionary<string, object?> args)
+    {
+        if (node.Options.AdminToken is not { } expected)
+        {
+            return;
+        }
+
+        var given = args.GetValueOrDefault("token") as string ?? "";
+        if (!CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(given), Encoding.UTF8.GetBytes(expected)))
+        {
+            throw new NodeException(NodeErrorCode.Unauthorized, "this node requires its admin token for promote, follow and claim");
+        }
+    }
+
+    private SqlStatement ParseStatement(object? statement, int index)
+    {
+        switch (statement)
+        {
+            case string sql:
+                CheckSql(sql, $"statement {index}");
+                return new SqlStatement(sql, []);
+            case List<object?> { Count: > 0 } list when list[0] is string sql:
+                CheckSql(sql, $"statement {index}");
+                var parameters = new List<object?>(list.Count - 1);
+                for (var i = 1; i < list.Count; i++)
+                {
+                    parameters.Add(ToSqlValue(list[i], $"statement {index}, parameter {i}"));
+                }
+
+                return new SqlStatement(sql, parameters);
+            default:
+                throw Bad($"statement {index} is not \"SQL\" or [\"SQL\", param, ...]");
+        }
+    }
+
+    private void CheckSql(string sql, string what)
+    {
+        if (string.IsNullOrWhiteSpace(sql))
+        {
+            throw Bad($"{what} has no SQL");
+        }
+
+        if (sql.Length > node.Options.MaxSqlBytes)
+        {
+            throw Bad($"{what} is {sql.Length} characters; the limit is {node.Options.MaxSqlBytes}");
+        }
+    }
+
+    private static object? ToSqlValue(object? value, string where) => value switch
+    {
+        null or long or double or string or byte[] => value,
+        bool b => b ? 1L : 0L,
+        ulong => throw Bad($"{where} is an integer beyond the 64-bit signed range"),
+        _ => throw Bad($"{where} is not a SQL value: use nil, an integer, a float, a string, a boolean or bytes"),
+    };
+
+    private static long? OptionalLong(Dictionary<string, object?> args, string name) => args.GetValueOrDefault(name) switch
+    {
+        null => null,
+        long l when l >= 0 => l,
+        _ => throw Bad($"\"{name}\" must be a non-negative integer"),
+    };
+
+    private static long RequiredLong(Dictionary<string, object?> args, string name) =>
+        OptionalLong(args, name) is { } value and > 0 ? value : throw Bad($"\"{name}\" must be an integer above 0");
+
+    public static void WriteValue(ref MessagePackWriter w, object? value)
+    {
+        switch (value)
+        {
+            case null:
+                w.WriteNil();
+                break;
+            case long l:
+                w.Write(l);
+                break;
+            case double d:
+                w.Write(d);
+                break;
+            case string s:
+                w.Write(s);
+                break;
+            case byte[] b:
+                w.Write(b);
+                break;
+            default:
+                w.Write(value.ToString());
+                break;
+        }
+    }
+
+    private static Task SendErrorAsync(FrameConnection frames, long id, NodeErrorCode code, string message, CancellationToken token) =>
+        frames.SendAsync(id, code.ToString(), (ref MessagePackWriter w) => w.Write(message), token).AsTask();
+
+    private static NodeException Bad(string message) => new(NodeErrorCode.BadRequest, message);
+
+    [LoggerMessage(EventId = 640, Level = LogLevel.Debug, Message = "A client sent a bad frame: {Reason}; closing the connection")]
+    private static partial void LogBadFrame(ILogger logger, string reason);
+
+    [LoggerMessage(EventId = 641, Level = LogLevel.Error, Message = "A client request ({Op}) failed inside the node")]
+    private static partial void LogFailed(ILogger logger, string op, Exception exception);
+}

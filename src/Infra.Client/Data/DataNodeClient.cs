@@ -1,0 +1,280 @@
+using System.Buffers;
+using Infra.Client.Rpc;
+using MessagePack;
+
+namespace Infra.Client.Data;
+
+/// <summary>A typed error from a data node or the shard router (<see cref="Code"/> is its error name, e.g. "NotMaster").</summary>
+public sealed class DataException : Exception
+{
+    public DataException(string code, string message)
+        : base($"{code}: {message}")
+    {
+        Code = code;
+        Reason = message;
+    }
+
+    public DataException()
+        : this("Internal", "data error")
+    {
+    }
+
+    public DataException(string message)
+        : this("Internal", message)
+    {
+    }
+
+    public DataException(string message, Exception innerException)
+        : base(message, innerException)
+    {
+        Code = "ConnectionLost";
+        Reason = message;
+    }
+
+    public string Code { get; }
+
+    /// <summary>The message without the code.</summary>
+    public string Reason { get; }
+
+    /// <summary>True when sending the same request again may succeed: a lost connection, Busy, Behind, Unavailable, a failover in progress.</summary>
+    public bool IsRetriable => Code is "ConnectionLost" or "Busy" or "Behind" or "Unavailable" or "FailingOver" or "NotMaster" or "StaleEpoch";
+}
+
+/// <summary>Rows a query returned, and the LSN of the snapshot they were read at.</summary>
+public sealed record QueryRows(IReadOnlyList<string> Columns, IReadOnlyList<object?[]> Rows, long Lsn);
+
+/// <summary>What one statement of a write did.</summary>
+public readonly record struct StatementOutcome(long RowsAffected, long LastInsertId);
+
+/// <summary>A committed write: per statement outcomes, its LSN (0 when nothing changed) and the node's epoch.</summary>
+public sealed record ExecuteOutcome(IReadOnlyList<StatementOutcome> Results, long Lsn, long Epoch);
+
+/// <summary>A data node's role and position.</summary>
+public sealed record DataNodeStatus(string NodeId, string Role, long Epoch, long Lsn, long FencedBy, string? Master, bool Connected, long MasterLsn, string? Diverged)
+{
+    public bool IsMaster => Role == "master";
+}
+
+/// <summary>
+/// One connection to a data node's <c>--listen</c> port, speaking its request protocol (MessagePack
+/// frames; many requests in flight). Values are null, long, double, string and byte[]. Thread-safe;
+/// after the connection is lost every call fails with <see cref="DataException"/> code "ConnectionLost".
+/// </summary>
+public sealed class DataNodeClient : IAsyncDisposable
+{
+    private static readonly RpcErrors Errors = new("the data node", (code, message) => new DataException(code, message), (message, cause) => new DataException(message, cause));
+    private readonly FrameRpcClient _rpc;
+
+    private DataNodeClient(FrameRpcClient rpc, string address)
+    {
+        _rpc = rpc;
+        Address = address;
+    }
+
+    public string Address { get; }
+
+    public bool IsConnected => _rpc.IsConnected;
+
+    /// <summary>Requests sent and not answered yet.</summary>
+    public int InFlight => _rpc.InFlight;
+
+    /// <summary>Connects to <c>host:port</c>.</summary>
+    public static async Task<DataNodeClient> ConnectAsync(string address, CancellationToken cancellationToken = default)
+    {
+        var (host, port) = SplitAddress(address);
+        return new DataNodeClient(await FrameRpcClient.ConnectAsync(host, port, Errors, cancellationToken), address);
+    }
+
+    public static (string Host, int Port) SplitAddress(string address)
+    {
+        ArgumentNullException.ThrowIfNull(address);
+        var colon = address.LastIndexOf(':');
+        if (colon <= 0 || !int.TryParse(address.AsSpan(colon + 1), out var port) || port is < 1 or > 65535)
+        {
+            throw new ArgumentException($"'{address}' is not host:port", nameof(address));
+        }
+
+        return (address[..colon].Trim('[', ']'), port);
+    }
+
+    /// <summary>Runs statements (each <c>[sql, params…]</c>) in one transaction on the master; <paramref name="epoch"/>, when given, must be the node's.</summary>
+    public async Task<ExecuteOutcome> ExecuteAsync(IReadOnlyList<object?[]> statements, long? epoch = null)
+    {
+        ArgumentNullException.ThrowIfNull(statements);
+        var body = await _rpc.SendAsync("execute", (ref MessagePackWriter w) =>
+        {
+            w.WriteMapHeader(epoch is null ? 1 : 2);
+            w.Write("statements");
+            w.WriteArrayHeader(statements.Count);
+            foreach (var statement in statements)
+            {
+                FrameRpcClient.WriteValue(ref w, statement);
+            }
+
+            if (epoch is { } e)
+            {
+                w.Write("epoch");
+                w.Write(e);
+            }
+        });
+        return ReadExecute(body);
+    }
+
+    internal static ExecuteOutcome ReadExecute(byte[] body)
+    {
+        var reader = new MessagePackReader(body);
+        var results = new List<StatementOutcome>();
+        long lsn = 0, epoch = 0;
+        for (var fields = reader.ReadMapHeader(); fields > 0; fields--)
+        {
+            switch (reader.ReadString())
+            {
+                case "results":
+                    for (var n = reader.ReadArrayHeader(); n > 0; n--)
+                    {
+                        reader.ReadArrayHeader();
+                        results.Add(new StatementOutcome(reader.ReadInt64(), reader.ReadInt64()));
+                    }
+
+                    break;
+                case "lsn":
+                    lsn = reader.ReadInt64();
+                    break;
+                case "epoch":
+                    epoch = reader.ReadInt64();
+                    break;
+                default:
+                    reader.Skip();
+                    break;
+            }
+        }
+
+        return new ExecuteOutcome(results, lsn, epoch);
+    }
+
+    /// <summary>A read; with <paramref name="minLsn"/> the node first waits (up to <paramref name="timeoutMs"/>) until it has applied that LSN.</summary>
+    public async Task<QueryRows> QueryAsync(string sql, IReadOnlyList<object?>? parameters = null, long? minLsn = null, int? timeoutMs = null)
+    {
+        var body = await _rpc.SendAsync("query", (ref MessagePackWriter w) =>
+        {
+            w.WriteMapHeader(2 + (minLsn is null ? 0 : 1) + (timeoutMs is null ? 0 : 1));
+            w.Write("sql");
+            w.Write(sql);
+            w.Write("params");
+            FrameRpcClient.WriteValue(ref w, parameters ?? []);
+            if (minLsn is { } m)
+            {
+                w.Write("minLsn");
+                w.Write(m);
+            }
+
+            if (timeoutMs is { } t)
+            {
+                w.Write("timeoutMs");
+                w.Write(t);
+            }
+        });
+        return ReadRows(body);
+    }
+
+    internal static QueryRows ReadRows(byte[] body)
+    {
+        var reader = new MessagePackReader(body);
+        var columns = new List<string>();
+        var rows = new List<object?[]>();
+        long lsn = 0;
+        for (var fields = reader.ReadMapHeader(); fields > 0; fields--)
+        {
+            switch (reader.ReadString())
+            {
+                case "columns":
+                    for (var n = reader.ReadArrayHeader(); n > 0; n--)
+                    {
+                        columns.Add(reader.ReadString() ?? "");
+                    }
+
+                    break;
+                case "rows":
+                    for (var n = reader.ReadArrayHeader(); n > 0; n--)
+                    {
+                        var row = new object?[reader.ReadArrayHeader()];
+                        for (var i = 0; i < row.Length; i++)
+                        {
+                            row[i] = ReadScalar(ref reader);
+                        }
+
+                        rows.Add(row);
+                    }
+
+                    break;
+                case "lsn":
+                    lsn = reader.ReadInt64();
+                    break;
+                default:
+                    reader.Skip();
+                    break;
+            }
+        }
+
+        return new QueryRows(columns, rows, lsn);
+    }
+
+    private static object? ReadScalar(ref MessagePackReader reader)
+    {
+        switch (reader.NextMessagePackType)
+        {
+            case MessagePackType.Nil:
+                reader.ReadNil();
+                return null;
+            case MessagePackType.Integer:
+                return reader.ReadInt64();
+            case MessagePackType.Float:
+                return reader.ReadDouble();
+            case MessagePackType.String:
+                return reader.ReadString();
+            case MessagePackType.Binary:
+                return reader.ReadBytes()?.ToArray();
+            case MessagePackType.Boolean:
+                return reader.ReadBoolean() ? 1L : 0L;
+            default:
+                throw new DataException("BadAnswer", $"a row value of type {reader.NextMessagePackType}");
+        }
+    }
+
+    public async Task<DataNodeStatus> StatusAsync() => ToStatus(await _rpc.CallAsync("status", []));
+
+    /// <summary>Makes the node master of <paramref name="epoch"/> (above its own, or claimed for it).</summary>
+    public async Task<DataNodeStatus> PromoteAsync(long epoch, string? token = null) =>
+        ToStatus(await _rpc.CallAsync("promote", new() { ["epoch"] = epoch, ["token"] = token }));
+
+    /// <summary>Makes the node a replica of <paramref name="master"/> (a data node's <c>--listen</c> address).</summary>
+    public async Task<DataNodeStatus> FollowAsync(string master, long? epoch = null, bool reclone = false, string? token = null) =>
+        ToStatus(await _rpc.CallAsync("follow", new() { ["master"] = master, ["epoch"] = epoch, ["reclone"] = reclone, ["token"] = token }));
+
+    /// <summary>Claims <paramref name="epoch"/> for the node <paramref name="leaderId"/>: the node joins it as a replica and votes for that leader only.</summary>
+    public async Task<DataNodeStatus> ClaimAsync(long epoch, string leaderId, string? token = null) =>
+        ToStatus(await _rpc.CallAsync("claim", new() { ["epoch"] = epoch, ["leader"] = leaderId, ["token"] = token }));
+
+    /// <summary>A digest of every user table's rows, the LSN it was taken at, and row counts.</summary>
+    public async Task<(string Checksum, long Lsn, IReadOnlyDictionary<string, long> Tables)> ChecksumAsync()
+    {
+        var answer = await _rpc.CallAsync("checksum", []);
+        var tables = (answer.GetValueOrDefault("tables") as Dictionary<string, object?> ?? []).ToDictionary(t => t.Key, t => t.Value is long l ? l : 0, StringComparer.Ordinal);
+        return ((string)answer["checksum"]!, (long)answer["lsn"]!, tables);
+    }
+
+    public Task PingAsync() => _rpc.CallAsync("ping", []);
+
+    private static DataNodeStatus ToStatus(Dictionary<string, object?> s) => new(
+        s.GetValueOrDefault("nodeId") as string ?? "",
+        s.GetValueOrDefault("role") as string ?? "",
+        s.GetValueOrDefault("epoch") as long? ?? 0,
+        s.GetValueOrDefault("lsn") as long? ?? 0,
+        s.GetValueOrDefault("fencedBy") as long? ?? 0,
+        s.GetValueOrDefault("master") as string,
+        s.GetValueOrDefault("connected") is true,
+        s.GetValueOrDefault("masterLsn") as long? ?? 0,
+        s.GetValueOrDefault("diverged") as string);
+
+    public ValueTask DisposeAsync() => _rpc.DisposeAsync();
+}

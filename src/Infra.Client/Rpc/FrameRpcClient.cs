@@ -1,0 +1,318 @@
+using System.Buffers;
+using System.Collections.Concurrent;
+using System.IO.Pipelines;
+using System.Net.Sockets;
+using System.Threading.Channels;
+using Infra.Core.Framing;
+using MessagePack;
+
+namespace Infra.Client.Rpc;
+
+/// <summary>How a client turns the server's answers into its own exceptions.</summary>
+/// <param name="Peer">What the server is called in messages ("the broker", "the data node").</param>
+/// <param name="Error">An error answer: (code, message) → exception.</param>
+/// <param name="Lost">The connection is gone: (message, cause) → exception.</param>
+internal sealed record RpcErrors(string Peer, Func<string, string, Exception> Error, Func<string, Exception, Exception> Lost);
+
+/// <summary>
+/// One connection speaking the Infra request protocol: length-prefixed MessagePack frames, a request
+/// <c>[id, op, args]</c>, an answer <c>[id, "ok", result]</c> or <c>[id, code, message]</c>; many
+/// requests in flight, answers matched by id, requests queued meanwhile sent in one write.
+/// Thread-safe. A lost connection fails every request in flight; create a new client to reconnect.
+/// </summary>
+internal sealed class FrameRpcClient : IAsyncDisposable
+{
+    private readonly Socket _socket;
+    private readonly NetworkStream _stream;
+    private readonly PipeReader _input;
+    private readonly RpcErrors _errors;
+    private readonly Channel<byte[]> _requests = Channel.CreateUnbounded<byte[]>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly ConcurrentDictionary<long, TaskCompletionSource<byte[]>> _pending = new();
+    private readonly Task _writer;
+    private readonly Task _reader;
+    private long _nextId;
+    private volatile Exception? _lost;
+
+    private FrameRpcClient(Socket socket, RpcErrors errors)
+    {
+        _socket = socket;
+        _errors = errors;
+        _stream = new NetworkStream(socket, ownsSocket: true);
+        _input = PipeReader.Create(_stream);
+        _reader = Task.Run(ReadLoopAsync);
+        _writer = Task.Run(WriteLoopAsync);
+    }
+
+    public bool IsConnected => _lost is null;
+
+    /// <summary>Requests sent and not answered yet.</summary>
+    public int InFlight => _pending.Count;
+
+    public static async Task<FrameRpcClient> ConnectAsync(string host, int port, RpcErrors errors, CancellationToken cancellationToken)
+    {
+        var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        try
+        {
+            await socket.ConnectAsync(host, port, cancellationToken);
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+
+        return new FrameRpcClient(socket, errors);
+    }
+
+    /// <summary>Sends one request; the answer's result (MessagePack) when it is "ok".</summary>
+    public async Task<byte[]> SendAsync(string op, MessagePackBody args)
+    {
+        var id = Interlocked.Increment(ref _nextId);
+        var answer = new TaskCompletionSource<byte[]>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _pending[id] = answer;
+        var frame = Frames.Build(id, op, args);
+        if (_lost is { } lost || !_requests.Writer.TryWrite(frame))
+        {
+            _pending.TryRemove(id, out _);
+            throw _errors.Lost($"connection to {_errors.Peer} is lost", _lost ?? new ObjectDisposedException(nameof(FrameRpcClient)));
+        }
+
+        return await answer.Task;
+    }
+
+    /// <summary>Sends one request with plain-object arguments and reads the result as plain objects (see <see cref="MessagePackValues"/>).</summary>
+    public async Task<Dictionary<string, object?>> CallAsync(string op, Dictionary<string, object?> args)
+    {
+        var body = await SendAsync(op, (ref MessagePackWriter w) => WriteValue(ref w, args));
+        try
+        {
+            return MessagePackValues.ReadWhole(new ReadOnlySequence<byte>(body)) as Dictionary<string, object?> ?? [];
+        }
+        catch (InvalidDataException ex)
+        {
+            throw _errors.Error("BadAnswer", $"the answer of {_errors.Peer} is not a map: {ex.Message}");
+        }
+    }
+
+    /// <summary>Writes plain objects: null, string, bool, int, long, double, bytes, maps of string keys, lists.</summary>
+    public static void WriteValue(ref MessagePackWriter writer, object? value)
+    {
+        switch (value)
+        {
+            case null:
+                writer.WriteNil();
+                break;
+            case string s:
+                writer.Write(s);
+                break;
+            case bool b:
+                writer.Write(b);
+                break;
+            case int i:
+                writer.Write(i);
+                break;
+            case long l:
+                writer.Write(l);
+                break;
+            case double d:
+                writer.Write(d);
+                break;
+            case byte[] bytes:
+                writer.Write(bytes);
+                break;
+            case ReadOnlyMemory<byte> memory:
+                writer.Write(memory.Span);
+                break;
+            case IReadOnlyDictionary<string, byte[]> headers:
+                writer.WriteMapHeader(headers.Count);
+                foreach (var (name, bytes) in headers)
+                {
+                    writer.Write(name);
+                    writer.Write(bytes);
+                }
+
+                break;
+            case IReadOnlyDictionary<string, object?> map:
+                writer.WriteMapHeader(map.Count);
+                foreach (var (name, item) in map)
+                {
+                    writer.Write(name);
+                    WriteValue(ref writer, item);
+                }
+
+                break;
+            case System.Collections.IList list:
+                writer.WriteArrayHeader(list.Count);
+                foreach (var item in list)
+                {
+                    WriteValue(ref writer, item);
+                }
+
+                break;
+            default:
+                throw new ArgumentException($"cannot send a {value.GetType().Name}");
+        }
+    }
+
+    /// <summary>Sends requests in order; whatever was queued meanwhile goes out in one write.</summary>
+    private async Task WriteLoopAsync()
+    {
+        var reader = _requests.Reader;
+        var batch = new byte[64 * 1024];
+        try
+        {
+            while (await reader.WaitToReadAsync())
+            {
+                var length = 0;
+                while (reader.TryPeek(out var next) && (length == 0 || length + next.Length <= batch.Length))
+                {
+                    reader.TryRead(out _);
+                    if (next.Length > batch.Length)
+                    {
+                        await _stream.WriteAsync(next);
+                        continue;
+                    }
+
+                    next.CopyTo(batch, length);
+                    length += next.Length;
+                }
+
+                if (length > 0)
+                {
+                    await _stream.WriteAsync(batch.AsMemory(0, length));
+                }
+            }
+        }
+        catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException)
+        {
+            Fail(ex);
+        }
+    }
+
+    private async Task ReadLoopAsync()
+    {
+        try
+        {
+            while (true)
+            {
+                var result = await _input.ReadAsync();
+                var buffer = result.Buffer;
+                while (true)
+                {
+                    var status = Frames.TryRead(ref buffer, int.MaxValue, out var body, out _);
+                    if (status == FrameStatus.Incomplete)
+                    {
+                        break;
+                    }
+
+                    if (status != FrameStatus.Complete)
+                    {
+                        throw new InvalidDataException($"{_errors.Peer} sent a bad frame length");
+                    }
+
+                    Dispatch(body);
+                }
+
+                _input.AdvanceTo(buffer.Start, buffer.End);
+                if (result.IsCompleted)
+                {
+                    throw new IOException($"{_errors.Peer} closed the connection");
+                }
+            }
+        }
+        catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException or InvalidDataException or InvalidOperationException)
+        {
+            Fail(ex);
+        }
+    }
+
+    private void Dispatch(ReadOnlySequence<byte> body)
+    {
+        long id;
+        string? status;
+        ReadOnlySequence<byte> rest;
+        try
+        {
+            var reader = new MessagePackReader(body);
+            if (reader.ReadArrayHeader() != 3)
+            {
+                throw new InvalidDataException($"{_errors.Peer} sent an answer that is not [id, status, body]");
+            }
+
+            id = reader.ReadInt64();
+            status = reader.ReadString();
+            rest = body.Slice(reader.Position);
+        }
+        catch (Exception ex) when (ex is MessagePackSerializationException or EndOfStreamException or OverflowException)
+        {
+            throw new InvalidDataException($"{_errors.Peer} sent an unreadable answer: {ex.Message}", ex);
+        }
+
+        if (id == 0 && status != "ok")
+        {
+            throw new IOException($"{_errors.Peer} closed the connection: {status}: {Message(rest)}");
+        }
+
+        if (_pending.TryRemove(id, out var waiter))
+        {
+            if (status == "ok")
+            {
+                waiter.TrySetResult(rest.ToArray());
+            }
+            else
+            {
+                waiter.TrySetException(_errors.Error(status ?? "Internal", Message(rest)));
+            }
+        }
+    }
+
+    private static string Message(ReadOnlySequence<byte> rest)
+    {
+        try
+        {
+            var reader = new MessagePackReader(rest);
+            return reader.ReadString() ?? "";
+        }
+        catch (Exception ex) when (ex is MessagePackSerializationException or EndOfStreamException)
+        {
+            return "(unreadable message)";
+        }
+    }
+
+    private void Fail(Exception reason)
+    {
+        _lost ??= reason;
+        _requests.Writer.TryComplete();
+        foreach (var id in _pending.Keys)
+        {
+            if (_pending.TryRemove(id, out var waiter))
+            {
+                waiter.TrySetException(_errors.Lost($"connection to {_errors.Peer} is lost: {reason.Message}", reason));
+            }
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        Fail(new ObjectDisposedException(nameof(FrameRpcClient)));
+        try
+        {
+            _socket.Shutdown(SocketShutdown.Both);
+        }
+        catch (SocketException)
+        {
+            // Already closed by the other side.
+        }
+
+        await _stream.DisposeAsync();
+        try
+        {
+            await _reader;
+            await _writer;
+        }
+        catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException)
+        {
+            // Closed.
+        }
+    }
+}

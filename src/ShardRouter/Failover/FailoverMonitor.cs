@@ -1,0 +1,302 @@
+using Infra.Client.Data;
+using Infra.ShardRouter.Placement;
+using Infra.ShardRouter.Routing;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace Infra.ShardRouter.Failover;
+
+/// <summary>
+/// Probes every data node each interval (<c>status</c>, with a timeout). Replicas that fail, diverge
+/// or lag beyond the bound leave the read rotation until they recover. A master that fails K probes
+/// in a row is replaced: the reachable replica with the highest applied LSN is chosen, epoch + 1 is
+/// claimed for it on the shard's replicas (each node votes once per epoch, so two routers cannot both
+/// win it), it is promoted, the others are repointed to it, and the map is updated. Nodes that come
+/// back on the wrong side (an old master, a replica following someone else) are told to follow the
+/// shard's master; a newer master found on a shard's node (another router's failover) is adopted.
+/// </summary>
+internal sealed partial class FailoverMonitor(Router router, TimeProvider time, ILogger<FailoverMonitor> logger) : BackgroundService
+{
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        var interval = router.Options.ProbeInterval;
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            var started = time.GetTimestamp();
+            try
+            {
+                await ProbeOnceAsync(stoppingToken);
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            {
+                break;
+            }
+            catch (Exception ex) when (ex is DataException or RouterException or IOException or InvalidOperationException)
+            {
+                LogProbeRoundFailed(logger, ex);
+            }
+
+            var left = interval - time.GetElapsedTime(started);
+            if (left > TimeSpan.Zero)
+            {
+                try
+                {
+                    await Task.Delay(left, time, stoppingToken);
+                }
+                catch (OperationCanceledException)
+                {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// <summary>One round: probe every node, then act per shard.</summary>
+    public async Task ProbeOnceAsync(CancellationToken cancellationToken)
+    {
+        var map = router.Map;
+        var addresses = map.Shards.SelectMany(s => s.Nodes).Distinct(StringComparer.OrdinalIgnoreCase).ToList();
+        await Task.WhenAll(addresses.Select(a => ProbeAsync(a, cancellationToken)));
+        foreach (var shard in map.Shards)
+        {
+            await CheckShardAsync(shard, cancellationToken);
+        }
+    }
+
+    private async Task ProbeAsync(string address, CancellationToken cancellationToken)
+    {
+        var health = router.Health.Node(address);
+        try
+        {
+            var status = await router.Pool[address].CallAsync(c => c.StatusAsync(), router.Options.ProbeTimeout, cancellationToken);
+            health.Status = status;
+            health.Up = true;
+            health.Failures = 0;
+            health.LastError = null;
+            health.LastOkMs = time.GetUtcNow().ToUnixTimeMilliseconds();
+        }
+        catch (DataException ex)
+        {
+            health.Up = false;
+            health.Failures++;
+            health.LastError = ex.Message;
+        }
+    }
+
+    private async Task CheckShardAsync(ShardInfo shard, CancellationToken cancellationToken)
+    {
+        var state = router.Health.Shard(shard.Id);
+        if (state.FailingOver)
+        {
+            return;
+        }
+
+        var now = time.GetUtcNow().ToUnixTimeMilliseconds();
+        var master = router.Health.Node(shard.Master);
+
+        // Another router (or an operator) may have moved the shard on: adopt a newer master.
+        if (shard.Nodes.Select(a => router.Health.Node(a)).FirstOrDefault(h => h.Up && h.Status is { IsMaster: true, FencedBy: 0 } s && s.Epoch > shard.Epoch) is { } newer)
+        {
+            await AdoptAsync(shard, newer.Address, newer.Status!.Epoch);
+            return;
+        }
+
+        var masterOk = master.Up && master.Status is { IsMaster: true } ms && ms.Epoch == shard.Epoch && ms.FencedBy == 0;
+        if (masterOk)
+        {
+            state.SampleMaster(now, master.Status!.Lsn, (long)router.Options.MaxReplicaLag.TotalMilliseconds * 4);
+        }
+        else if (master.Up)
+        {
+            // It answers but is not this epoch's master (stepped down, fenced): as good as failed.
+            master.Failures++;
+        }
+
+        foreach (var address in shard.Replicas)
+        {
+            var replica = router.Health.Node(address);
+            if (replica.Status is { } status && replica.Up)
+            {
+                replica.LagMs = state.LagMs(now, status.Lsn);
+                if (masterOk && NeedsRepointing(status, shard))
+                {
+                    await RepointAsync(shard, address, cancellationToken);
+                }
+            }
+        }
+
+        if (!masterOk && master.Failures >= router.Options.FailAfter)
+        {
+            await FailoverAsync(shard, cancellationToken);
+        }
+    }
+
+    /// <summary>
+    /// An old master back at an older epoch, or a replica that is not streaming and points at another
+    /// node (a connected one is left alone: its master may just be spelled differently).
+    /// </summary>
+    private static bool NeedsRepointing(DataNodeStatus status, ShardInfo shard) =>
+        status.Epoch <= shard.Epoch && (status.IsMaster || (!status.Connected && !string.Equals(status.Master, shard.Master, StringComparison.OrdinalIgnoreCase)));
+
+    private async Task RepointAsync(ShardInfo shard, string address, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await router.Pool[address].CallAsync(c => c.FollowAsync(shard.Master, shard.Epoch, token: router.Options.NodeToken), router.Options.RequestTimeout, cancellationToken);
+            LogRepointed(logger, shard.Id, address, shard.Master, shard.Epoch);
+        }
+        catch (DataException ex)
+        {
+            LogRepointFailed(logger, shard.Id, address, ex.Message);
+        }
+    }
+
+    private async Task AdoptAsync(ShardInfo shard, string address, long epoch)
+    {
+        await router.UpdateMapAsync(map => map.Find(shard.Id) is { } current && current.Epoch < epoch
+            ? map.WithShard(current with { Master = address, Replicas = [.. current.Nodes.Where(n => !string.Equals(n, address, StringComparison.OrdinalIgnoreCase))], Epoch = epoch })
+            : map);
+        router.Health.Shard(shard.Id).ResetSamples();
+        LogAdopted(logger, shard.Id, address, epoch);
+    }
+
+    /// <summary>Replaces the master of <paramref name="shard"/>; writes to it fail fast meanwhile.</summary>
+    public async Task<bool> FailoverAsync(ShardInfo shard, CancellationToken cancellationToken)
+    {
+        var state = router.Health.Shard(shard.Id);
+        if (!await state.FailoverLock.WaitAsync(0, cancellationToken))
+        {
+            return false;
+        }
+
+        state.FailingOver = true;
+        var started = time.GetTimestamp();
+        try
+        {
+            var current = router.Map.Find(shard.Id);
+            if (current is null || current.Epoch != shard.Epoch || current.Master != shard.Master)
+            {
+                return false;
+            }
+
+            // Where is every replica now?
+            var statuses = new List<(string Address, DataNodeStatus Status)>();
+            foreach (var address in shard.Replicas)
+            {
+                try
+                {
+                    var status = await router.Pool[address].CallAsync(c => c.StatusAsync(), router.Options.ProbeTimeout, cancellationToken);
+                    statuses.Add((address, status));
+                }
+                catch (DataException)
+                {
+                    // Unreachable: it cannot be promoted, nor vote.
+                }
+            }
+
+            var candidates = statuses.Where(s => s.Status.Diverged is null).OrderByDescending(s => s.Status.Lsn).ThenBy(s => s.Address, StringComparer.Ordinal).ToList();
+            if (candidates.Count == 0)
+            {
+                if (state.LastFailover?.StartsWith("no candidate", StringComparison.Ordinal) != true)
+                {
+                    LogNoCandidate(logger, shard.Id, shard.Master);
+                }
+
+                state.LastFailover = $"no candidate since {time.GetUtcNow():O}";
+                router.Metrics.Failovers.Add(1, new("shard", shard.Id), new("outcome", "no_candidate"));
+                return false;
+            }
+
+            var (chosen, chosenStatus) = candidates[0];
+            var epoch = Math.Max(shard.Epoch, statuses.Max(s => s.Status.Epoch)) + 1;
+
+            // Claim the epoch for the chosen node on the replicas: a majority must agree.
+            var votes = 0;
+            foreach (var (address, _) in statuses)
+            {
+                try
+                {
+                    await router.Pool[address].CallAsync(c => c.ClaimAsync(epoch, chosenStatus.NodeId, router.Options.NodeToken), router.Options.RequestTimeout, cancellationToken);
+                    votes++;
+                }
+                catch (DataException ex)
+                {
+                    LogClaimRefused(logger, shard.Id, address, epoch, ex.Message);
+                }
+            }
+
+            var needed = shard.Replicas.Count / 2 + 1;
+            if (votes < needed)
+            {
+                LogNoMajority(logger, shard.Id, epoch, votes, needed);
+                router.Metrics.Failovers.Add(1, new("shard", shard.Id), new("outcome", "no_majority"));
+                return false;
+            }
+
+            var promoted = await router.Pool[chosen].CallAsync(c => c.PromoteAsync(epoch, router.Options.NodeToken), router.Options.RequestTimeout, cancellationToken);
+            var others = shard.Replicas.Where(r => r != chosen).ToList();
+            await router.UpdateMapAsync(map => map.Find(shard.Id) is { } now
+                ? map.WithShard(now with { Master = chosen, Replicas = [.. others, shard.Master], Epoch = epoch })
+                : map);
+            state.ResetSamples();
+            router.Health.Node(chosen).Status = promoted;
+            state.Failovers++;
+            state.LastFailover = $"{time.GetUtcNow():O}: {shard.Master} -> {chosen} (epoch {epoch}, LSN {promoted.Lsn}) in {time.GetElapsedTime(started).TotalMilliseconds:0} ms";
+            router.Metrics.Failovers.Add(1, new("shard", shard.Id), new("outcome", "promoted"));
+            LogFailedOver(logger, shard.Id, shard.Master, chosen, epoch, promoted.Lsn, time.GetElapsedTime(started).TotalMilliseconds);
+
+            // The rest follow the new master (the old one is told when it comes back).
+            foreach (var address in others)
+            {
+                try
+                {
+                    await router.Pool[address].CallAsync(c => c.FollowAsync(chosen, epoch, token: router.Options.NodeToken), router.Options.RequestTimeout, cancellationToken);
+                }
+                catch (DataException ex)
+                {
+                    LogRepointFailed(logger, shard.Id, address, ex.Message);
+                }
+            }
+
+            return true;
+        }
+        catch (DataException ex)
+        {
+            LogFailoverFailed(logger, shard.Id, ex.Message);
+            router.Metrics.Failovers.Add(1, new("shard", shard.Id), new("outcome", "failed"));
+            return false;
+        }
+        finally
+        {
+            state.FailingOver = false;
+            state.FailoverLock.Release();
+        }
+    }
+
+    [LoggerMessage(EventId = 700, Level = LogLevel.Warning, Message = "A probe round failed")]
+    private static partial void LogProbeRoundFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(EventId = 701, Level = LogLevel.Warning, Message = "Shard {Shard}: failed over from {Old} to {New} (epoch {Epoch}, LSN {Lsn}) in {Ms:0} ms")]
+    private static partial void LogFailedOver(ILogger logger, string shard, string old, string @new, long epoch, long lsn, double ms);
+
+    [LoggerMessage(EventId = 702, Level = LogLevel.Error, Message = "Shard {Shard}: master {Master} is down and no replica can replace it")]
+    private static partial void LogNoCandidate(ILogger logger, string shard, string master);
+
+    [LoggerMessage(EventId = 703, Level = LogLevel.Warning, Message = "Shard {Shard}: {Node} refused the claim of epoch {Epoch}: {Reason}")]
+    private static partial void LogClaimRefused(ILogger logger, string shard, string node, long epoch, string reason);
+
+    [LoggerMessage(EventId = 704, Level = LogLevel.Error, Message = "Shard {Shard}: epoch {Epoch} got {Votes} of the {Needed} votes needed; not promoting")]
+    private static partial void LogNoMajority(ILogger logger, string shard, long epoch, int votes, int needed);
+
+    [LoggerMessage(EventId = 705, Level = LogLevel.Error, Message = "Shard {Shard}: failover failed: {Reason}")]
+    private static partial void LogFailoverFailed(ILogger logger, string shard, string reason);
+
+    [LoggerMessage(EventId = 706, Level = LogLevel.Information, Message = "Shard {Shard}: {Node} told to follow {Master} (epoch {Epoch})")]
+    private static partial void LogRepointed(ILogger logger, string shard, string node, string master, long epoch);
+
+    [LoggerMessage(EventId = 707, Level = LogLevel.Warning, Message = "Shard {Shard}: could not repoint {Node}: {Reason}")]
+    private static partial void LogRepointFailed(ILogger logger, string shard, string node, string reason);
+
+    [LoggerMessage(EventId = 708, Level = LogLevel.Warning, Message = "Shard {Shard}: adopted {Master} as master of epoch {Epoch} (found on the node)")]
+    private static partial void LogAdopted(ILogger logger, string shard, string master, long epoch);
+}

@@ -1,0 +1,48 @@
+using Infra.Core.Storage;
+
+namespace Infra.ShardRouter.Placement;
+
+/// <summary>
+/// Keeps the shard map in <c>shard-map.json</c> under the data directory, replaced atomically (temp
+/// file, fsync, rename, directory fsync). The stored map wins over the seed file: it carries
+/// failovers and slot moves the seed does not know.
+/// </summary>
+internal sealed class MapStore(string dataDir)
+{
+    public const string FileName = "shard-map.json";
+
+    public string Path { get; } = System.IO.Path.Combine(dataDir, FileName);
+
+    /// <summary>The stored map, else the seed file's, else an error.</summary>
+    public ShardMap Load(string? seedFile)
+    {
+        Directory.CreateDirectory(dataDir);
+        if (File.Exists(Path))
+        {
+            return Parse(Path);
+        }
+
+        if (seedFile is null)
+        {
+            throw new FormatException($"no stored map at {Path} and no --shards file");
+        }
+
+        var map = Parse(seedFile);
+        Save(map);
+        return map;
+    }
+
+    public void Save(ShardMap map) => DirectorySync.WriteFileAtomically(Path, map.ToJson());
+
+    private static ShardMap Parse(string file)
+    {
+        try
+        {
+            return ShardMap.Parse(File.ReadAllBytes(file));
+        }
+        catch (FormatException ex)
+        {
+            throw new FormatException($"{file}: {ex.Message}", ex);
+        }
+    }
+}

@@ -1,0 +1,319 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Infra.Client.Data;
+using Infra.ShardRouter.Routing;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace Infra.ShardRouter.Placement;
+
+/// <summary>
+/// Online resharding. Adding a shard gives it the schema of the others and queues the slots it wins
+/// under rendezvous hashing; removing one marks it draining and queues its slots. A background loop
+/// moves one slot at a time: with that slot's traffic and fan-outs held at their gates, it copies the
+/// slot's rows of every registered table (selected on the source with <c>infra_slot(shardKey, slots)</c>)
+/// to the destination, flips the slot in the map (persisted), deletes the rows from the source and
+/// opens the gates. Other slots are served throughout. A draining shard leaves the map once it owns nothing.
+/// </summary>
+internal sealed partial class Resharder(Router router, ILogger<Resharder> logger) : BackgroundService
+{
+    private readonly SemaphoreSlim _wake = new(0);
+    private readonly Lock _lock = new();
+    private string? _current;
+    private string? _lastError;
+    private int _moved;
+
+    /// <summary>Slots whose owner is not where rendezvous hashing wants them.</summary>
+    public int Pending
+    {
+        get
+        {
+            var map = router.Map;
+            var target = map.TargetOwners();
+            return Enumerable.Range(0, map.Slots).Count(s => map.Owners[s] != target[s]);
+        }
+    }
+
+    public async Task<int> AddShardAsync(ShardInfo shard)
+    {
+        if (router.Map.Find(shard.Id) is not null)
+        {
+            throw new RouterException("Conflict", $"shard {shard.Id} is already in the map", 409);
+        }
+
+        DataNodeStatus status;
+        try
+        {
+            status = await router.Pool[shard.Master].CallAsync(c => c.StatusAsync(), router.Options.RequestTimeout);
+        }
+        catch (DataException ex)
+        {
+            throw new RouterException("Unavailable", $"the new shard's master {shard.Master} does not answer: {ex.Reason}", 503, retriable: true);
+        }
+
+        if (!status.IsMaster)
+        {
+            throw RouterException.Bad($"{shard.Master} is a {status.Role}, not a master");
+        }
+
+        await CopySchemaAsync(shard with { Epoch = status.Epoch });
+        try
+        {
+            await router.UpdateMapAsync(map => map.WithShard(shard with { Epoch = status.Epoch }));
+        }
+        catch (FormatException ex)
+        {
+            throw RouterException.Bad(ex.Message);
+        }
+
+        _wake.Release();
+        return Pending;
+    }
+
+    public async Task<int> RemoveShardAsync(string id)
+    {
+        var shard = router.Map.Find(id) ?? throw new RouterException("NotFound", $"no shard {id}", 404);
+        try
+        {
+            await router.UpdateMapAsync(map => map.WithShard(shard with { Draining = true }));
+        }
+        catch (FormatException ex)
+        {
+            throw RouterException.Bad(ex.Message);
+        }
+
+        _wake.Release();
+        return Pending;
+    }
+
+    public void WriteStatus(Utf8JsonWriter w)
+    {
+        w.WriteStartObject("resharding");
+        w.WriteNumber("pendingSlots", Pending);
+        w.WriteNumber("movedSlots", Volatile.Read(ref _moved));
+        lock (_lock)
+        {
+            if (_current is not null)
+            {
+                w.WriteString("moving", _current);
+            }
+
+            if (_lastError is not null)
+            {
+                w.WriteString("lastError", _lastError);
+            }
+        }
+
+        w.WriteEndObject();
+    }
+
+    /// <summary>The new shard gets every table and index the first shard has (IF NOT EXISTS).</summary>
+    private async Task CopySchemaAsync(ShardInfo shard)
+    {
+        var source = router.Map.Shards[0];
+        QueryRows schema;
+        try
+        {
+            schema = await router.Pool[source.Master].CallAsync(c => c.QueryAsync(
+                "SELECT type, sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE '\\_infra%' ESCAPE '\\' AND name NOT LIKE 'sqlite%' ORDER BY CASE type WHEN 'table' THEN 0 WHEN 'index' THEN 1 ELSE 2 END, rowid"),
+                router.Options.RequestTimeout);
+        }
+        catch (DataException ex)
+        {
+            throw new RouterException("Unavailable", $"cannot read the schema of shard {source.Id}: {ex.Reason}", 503, retriable: true);
+        }
+
+        var statements = schema.Rows.Select(r => new object?[] { IfNotExists((string)r[1]!) }).ToList();
+        if (statements.Count > 0)
+        {
+            await router.WriteAsync(shard, statements, "ddl", CancellationToken.None);
+        }
+    }
+
+    private static string IfNotExists(string sql)
+    {
+        foreach (var prefix in new[] { "CREATE TABLE ", "CREATE UNIQUE INDEX ", "CREATE INDEX ", "CREATE VIEW " })
+        {
+            if (sql.StartsWith(prefix, StringComparison.OrdinalIgnoreCase) && !sql.AsSpan(prefix.Length).TrimStart().StartsWith("IF NOT EXISTS", StringComparison.OrdinalIgnoreCase))
+            {
+                return sql[..prefix.Length] + "IF NOT EXISTS " + sql[prefix.Length..];
+            }
+        }
+
+        return sql;
+    }
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            try
+            {
+                if (!await MoveNextAsync(stoppingToken))
+                {
+                    await _wake.WaitAsync(TimeSpan.FromSeconds(1), stoppingToken);
+                }
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            {
+                break;
+            }
+            catch (Exception ex) when (ex is RouterException or DataException or InvalidOperationException)
+            {
+                lock (_lock)
+                {
+                    _lastError = ex.Message;
+                }
+
+                LogMoveFailed(logger, ex.Message);
+                try
+                {
+                    await Task.Delay(TimeSpan.FromSeconds(1), stoppingToken);
+                }
+                catch (OperationCanceledException)
+                {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// <summary>Moves one misplaced slot; false when there is none (and drops drained shards).</summary>
+    public async Task<bool> MoveNextAsync(CancellationToken cancellationToken)
+    {
+        var map = router.Map;
+        var target = map.TargetOwners();
+        var slot = Enumerable.Range(0, map.Slots).FirstOrDefault(s => map.Owners[s] != target[s], -1);
+        if (slot < 0)
+        {
+            foreach (var drained in map.Shards.Where(s => s.Draining).ToList())
+            {
+                await router.UpdateMapAsync(m => m.Without(drained.Id));
+                LogRemoved(logger, drained.Id);
+            }
+
+            lock (_lock)
+            {
+                _current = null;
+            }
+
+            return false;
+        }
+
+        await MoveAsync(slot, map.Shards[map.Owners[slot]].Id, map.Shards[target[slot]].Id, cancellationToken);
+        return true;
+    }
+
+    private async Task MoveAsync(int slot, string fromId, string toId, CancellationToken cancellationToken)
+    {
+        lock (_lock)
+        {
+            _current = $"slot {slot}: {fromId} -> {toId}";
+        }
+
+        var started = Stopwatch.GetTimestamp();
+        var gate = router.SlotGate(slot);
+        await gate.CloseAsync(cancellationToken);
+        var fanOutsClosed = false;
+        try
+        {
+            await router.FanOutGate.CloseAsync(cancellationToken);
+            fanOutsClosed = true;
+            var map = router.Map;
+            var from = map.Find(fromId)!;
+            var to = map.Find(toId)!;
+            long rows = 0;
+            try
+            {
+                foreach (var table in map.Tables)
+                {
+                    rows += await CopyAsync(table, slot, map.Slots, from, to, cancellationToken);
+                }
+            }
+            catch
+            {
+                // Leave nothing behind on the destination: it does not own the slot.
+                await DeleteSlotAsync(to, map, slot);
+                throw;
+            }
+
+            await router.UpdateMapAsync(m => m.WithOwner(slot, toId));
+            await DeleteSlotAsync(from, map, slot);
+            Interlocked.Increment(ref _moved);
+            router.Metrics.SlotMoves.Add(1);
+            router.Metrics.RowsMoved.Add(rows);
+            if (rows > 0)
+            {
+                LogMoved(logger, slot, fromId, toId, rows, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+            }
+            else
+            {
+                LogMovedEmpty(logger, slot, fromId, toId);
+            }
+        }
+        finally
+        {
+            if (fanOutsClosed)
+            {
+                router.FanOutGate.Open();
+            }
+
+            gate.Open();
+        }
+    }
+
+    private async Task<long> CopyAsync(TableInfo table, int slot, int slots, ShardInfo from, ShardInfo to, CancellationToken cancellationToken)
+    {
+        var rows = await router.Pool[from.Master].CallAsync(
+            c => c.QueryAsync($"SELECT * FROM \"{table.Name}\" WHERE infra_slot(\"{table.ShardKey}\", ?) = ?", [(long)slots, (long)slot]),
+            router.Options.RequestTimeout, cancellationToken);
+        if (rows.Rows.Count == 0)
+        {
+            return 0;
+        }
+
+        var insert = $"INSERT OR REPLACE INTO \"{table.Name}\" ({string.Join(", ", rows.Columns.Select(c => $"\"{c.Replace("\"", "\"\"", StringComparison.Ordinal)}\""))}) VALUES ({string.Join(", ", rows.Columns.Select(_ => "?"))})";
+        foreach (var chunk in rows.Rows.Chunk(router.Options.CopyBatchRows))
+        {
+            var statements = chunk.Select(r => (object?[])[insert, .. r]).ToList();
+            await router.WriteAsync(to, statements, "move", cancellationToken);
+        }
+
+        return rows.Rows.Count;
+    }
+
+    private async Task DeleteSlotAsync(ShardInfo shard, ShardMap map, int slot)
+    {
+        var statements = map.Tables.Select(t => new object?[] { $"DELETE FROM \"{t.Name}\" WHERE infra_slot(\"{t.ShardKey}\", ?) = ?", (long)map.Slots, (long)slot }).ToList();
+        if (statements.Count == 0)
+        {
+            return;
+        }
+
+        // The current master of the shard (it may have failed over meanwhile); a few tries.
+        for (var attempt = 0; ; attempt++)
+        {
+            try
+            {
+                await router.WriteAsync(router.Map.Find(shard.Id) ?? shard, statements, "move", CancellationToken.None);
+                return;
+            }
+            catch (RouterException ex) when (ex.Retriable && attempt < 20)
+            {
+                await Task.Delay(TimeSpan.FromMilliseconds(250));
+            }
+        }
+    }
+
+    [LoggerMessage(EventId = 720, Level = LogLevel.Information, Message = "Moved slot {Slot} from {From} to {To}: {Rows} rows in {Ms:0.0} ms")]
+    private static partial void LogMoved(ILogger logger, int slot, string from, string to, long rows, double ms);
+
+    [LoggerMessage(EventId = 723, Level = LogLevel.Debug, Message = "Moved slot {Slot} from {From} to {To}: no rows")]
+    private static partial void LogMovedEmpty(ILogger logger, int slot, string from, string to);
+
+    [LoggerMessage(EventId = 721, Level = LogLevel.Warning, Message = "A slot move failed (it is retried): {Reason}")]
+    private static partial void LogMoveFailed(ILogger logger, string reason);
+
+    [LoggerMessage(EventId = 722, Level = LogLevel.Warning, Message = "Shard {Shard} is drained and left the map")]
+    private static partial void LogRemoved(ILogger logger, string shard);
+}

@@ -1,0 +1,448 @@
+using System.Text;
+using System.Text.Json;
+using Infra.Core.Configuration;
+using Infra.Core.Placement;
+
+namespace Infra.ShardRouter.Placement;
+
+/// <summary>One shard: its master and replicas (data-node <c>--listen</c> addresses), its epoch and weight.</summary>
+/// <param name="Draining">Being removed: it wins no slots, and goes once it owns none.</param>
+internal sealed record ShardInfo(string Id, string Master, IReadOnlyList<string> Replicas, long Epoch = 1, double Weight = 1.0, bool Draining = false)
+{
+    public IEnumerable<string> Nodes => [Master, .. Replicas];
+}
+
+/// <summary>A sharded table and the column its rows are placed by.</summary>
+internal sealed record TableInfo(string Name, string ShardKey);
+
+/// <summary>
+/// The shard map: shards, the versioned slot table (which shard owns each of the fixed slots keys hash
+/// to) and the registered sharded tables. Immutable; every change makes the next version. Slots are
+/// placed by weighted rendezvous hashing over the shards that are not draining (<see cref="TargetOwners"/>);
+/// the recorded owners differ from that target only while slots are moving.
+/// </summary>
+internal sealed class ShardMap
+{
+    public const int MaxShards = 256;
+    public const int MaxTables = 1024;
+
+    private static readonly JsonDocumentOptions DocumentOptions = new() { MaxDepth = 8 };
+    private readonly Dictionary<string, int> _index;
+
+    private ShardMap(long version, int slots, ShardInfo[] shards, int[] owners, TableInfo[] tables)
+    {
+        Version = version;
+        Slots = slots;
+        Shards = shards;
+        Owners = owners;
+        Tables = tables;
+        _index = new Dictionary<string, int>(StringComparer.Ordinal);
+        for (var i = 0; i < shards.Length; i++)
+        {
+            _index[shards[i].Id] = i;
+        }
+    }
+
+    public long Version { get; }
+
+    public int Slots { get; }
+
+    public IReadOnlyList<ShardInfo> Shards { get; }
+
+    /// <summary>Index into <see cref="Shards"/> of each slot's owner.</summary>
+    public IReadOnlyList<int> Owners { get; }
+
+    public IReadOnlyList<TableInfo> Tables { get; }
+
+    public int SlotOf(object? key) => ShardKey.Slot(key, Slots);
+
+    public ShardInfo OwnerOf(int slot) => Shards[Owners[slot]];
+
+    public ShardInfo? Find(string id) => _index.TryGetValue(id, out var i) ? Shards[i] : null;
+
+    public int IndexOf(string id) => _index.TryGetValue(id, out var i) ? i : -1;
+
+    /// <summary>Slots each shard owns now.</summary>
+    public int[] SlotCounts()
+    {
+        var counts = new int[Shards.Count];
+        foreach (var owner in Owners)
+        {
+            counts[owner]++;
+        }
+
+        return counts;
+    }
+
+    /// <summary>A first map: every slot placed by rendezvous hashing.</summary>
+    public static ShardMap Seed(IReadOnlyList<ShardInfo> shards, int slots = SlotTable.DefaultSlots)
+    {
+        var map = new ShardMap(1, slots, [.. shards], new int[slots], []);
+        Check(map);
+        return new ShardMap(1, slots, [.. shards], map.TargetOwners(), []);
+    }
+
+    /// <summary>Where rendezvous hashing over the shards that are not draining puts each slot (indices into <see cref="Shards"/>).</summary>
+    public int[] TargetOwners()
+    {
+        var live = Enumerable.Range(0, Shards.Count).Where(i => !Shards[i].Draining).ToArray();
+        if (live.Length == 0)
+        {
+            throw new InvalidOperationException("every shard is draining; at least one must take the slots");
+        }
+
+        var table = SlotTable.Create(live.Select(i => new PlacementNode(Shards[i].Id, Shards[i].Weight)), Slots);
+        var owners = new int[Slots];
+        for (var slot = 0; slot < Slots; slot++)
+        {
+            owners[slot] = live[table.OwnerOf(slot)];
+        }
+
+        return owners;
+    }
+
+    public ShardMap WithShard(ShardInfo shard)
+    {
+        var shards = Shards.ToList();
+        var at = IndexOf(shard.Id);
+        if (at >= 0)
+        {
+            shards[at] = shard;
+        }
+        else
+        {
+            shards.Add(shard);
+        }
+
+        var map = new ShardMap(Version + 1, Slots, [.. shards], [.. Owners], [.. Tables]);
+        Check(map);
+        return map;
+    }
+
+    public ShardMap WithOwner(int slot, string shardId)
+    {
+        var owners = Owners.ToArray();
+        owners[slot] = IndexOf(shardId) is >= 0 and var i ? i : throw new ArgumentException($"no shard {shardId}", nameof(shardId));
+        return new ShardMap(Version + 1, Slots, [.. Shards], owners, [.. Tables]);
+    }
+
+    /// <summary>Drops a shard that owns no slot.</summary>
+    public ShardMap Without(string shardId)
+    {
+        var at = IndexOf(shardId);
+        if (at < 0)
+        {
+            return this;
+        }
+
+        if (Owners.Contains(at))
+        {
+            throw new InvalidOperationException($"shard {shardId} still owns slots");
+        }
+
+        var owners = Owners.Select(o => o > at ? o - 1 : o).ToArray();
+        return new ShardMap(Version + 1, Slots, [.. Shards.Where((_, i) => i != at)], owners, [.. Tables]);
+    }
+
+    public ShardMap WithTables(IEnumerable<TableInfo> tables)
+    {
+        var merged = Tables.ToDictionary(t => t.Name, StringComparer.OrdinalIgnoreCase);
+        foreach (var table in tables)
+        {
+            merged[table.Name] = table;
+        }
+
+        if (merged.Count > MaxTables)
+        {
+            throw new ArgumentException($"more than {MaxTables} sharded tables");
+        }
+
+        return new ShardMap(Version + 1, Slots, [.. Shards], [.. Owners], [.. merged.Values.OrderBy(t => t.Name, StringComparer.Ordinal)]);
+    }
+
+    // ---------------------------------------------------------------- JSON
+
+    public byte[] ToJson()
+    {
+        using var buffer = new MemoryStream();
+        using (var w = new Utf8JsonWriter(buffer, new JsonWriterOptions { Indented = true }))
+        {
+            w.WriteStartObject();
+            w.WriteNumber("version", Version);
+            w.WriteNumber("slots", Slots);
+            w.WriteStartArray("shards");
+            foreach (var shard in Shards)
+            {
+                WriteShard(w, shard);
+            }
+
+            w.WriteEndArray();
+            w.WriteStartArray("tables");
+            foreach (var table in Tables)
+            {
+                w.WriteStartObject();
+                w.WriteString("name", table.Name);
+                w.WriteString("shardKey", table.ShardKey);
+                w.WriteEndObject();
+            }
+
+            w.WriteEndArray();
+
+            // Owners as runs of consecutive slots: [shard, first, last].
+            w.WriteStartArray("owners");
+            foreach (var (owner, first, last) in Runs())
+            {
+                w.WriteStartArray();
+                w.WriteStringValue(Shards[owner].Id);
+                w.WriteNumberValue(first);
+                w.WriteNumberValue(last);
+                w.WriteEndArray();
+            }
+
+            w.WriteEndArray();
+            w.WriteEndObject();
+        }
+
+        return buffer.ToArray();
+    }
+
+    public static void WriteShard(Utf8JsonWriter w, ShardInfo shard)
+    {
+        w.WriteStartObject();
+        w.WriteString("id", shard.Id);
+        w.WriteString("master", shard.Master);
+        w.WriteStartArray("replicas");
+        foreach (var replica in shard.Replicas)
+        {
+            w.WriteStringValue(replica);
+        }
+
+        w.WriteEndArray();
+        w.WriteNumber("epoch", shard.Epoch);
+        w.WriteNumber("weight", shard.Weight);
+        if (shard.Draining)
+        {
+            w.WriteBoolean("draining", true);
+        }
+
+        w.WriteEndObject();
+    }
+
+    public IEnumerable<(int Owner, int First, int Last)> Runs()
+    {
+        var start = 0;
+        for (var slot = 1; slot <= Slots; slot++)
+        {
+            if (slot == Slots || Owners[slot] != Owners[start])
+            {
+                yield return (Owners[start], start, slot - 1);
+                start = slot;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Reads a map: either a stored one (with owners) or a seed file <c>{"shards":[{"id","master","replicas","weight"?}]}</c>,
+    /// whose slots are then placed by rendezvous hashing. Every problem is an <see cref="FormatException"/>.
+    /// </summary>
+    public static ShardMap Parse(ReadOnlySpan<byte> json)
+    {
+        JsonDocument document;
+        try
+        {
+            document = JsonDocument.Parse(json.ToArray(), DocumentOptions);
+        }
+        catch (JsonException ex)
+        {
+            throw new FormatException("not valid JSON: " + ex.Message, ex);
+        }
+
+        using (document)
+        {
+            var root = document.RootElement;
+            if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("shards", out var shardsElement) || shardsElement.ValueKind != JsonValueKind.Array)
+            {
+                throw new FormatException("expected {\"shards\": [{\"id\", \"master\", \"replicas\"}, ...]}");
+            }
+
+            var slots = root.TryGetProperty("slots", out var s) ? (s.TryGetInt32(out var n) && n is >= 1 and <= 1 << 20 ? n : throw new FormatException("\"slots\" must be 1..1048576")) : SlotTable.DefaultSlots;
+            var version = root.TryGetProperty("version", out var v) ? (v.TryGetInt64(out var ver) && ver >= 1 ? ver : throw new FormatException("\"version\" must be a positive integer")) : 1;
+            var shards = new List<ShardInfo>();
+            foreach (var element in shardsElement.EnumerateArray())
+            {
+                shards.Add(ParseShard(element, $"shard {shards.Count + 1}"));
+            }
+
+            var tables = new List<TableInfo>();
+            if (root.TryGetProperty("tables", out var tablesElement))
+            {
+                if (tablesElement.ValueKind != JsonValueKind.Array)
+                {
+                    throw new FormatException("\"tables\" must be an array");
+                }
+
+                foreach (var t in tablesElement.EnumerateArray())
+                {
+                    tables.Add(ParseTable(t));
+                }
+            }
+
+            ShardMap map;
+            if (root.TryGetProperty("owners", out var ownersElement))
+            {
+                var probe = new ShardMap(version, slots, [.. shards], new int[slots], [.. tables]);
+                Check(probe);
+                var owners = Enumerable.Repeat(-1, slots).ToArray();
+                if (ownersElement.ValueKind != JsonValueKind.Array)
+                {
+                    throw new FormatException("\"owners\" must be an array of [shard, firstSlot, lastSlot]");
+                }
+
+                foreach (var run in ownersElement.EnumerateArray())
+                {
+                    if (run.ValueKind != JsonValueKind.Array || run.GetArrayLength() != 3 || run[0].ValueKind != JsonValueKind.String
+                        || !run[1].TryGetInt32(out var first) || !run[2].TryGetInt32(out var last) || first < 0 || last >= slots || first > last)
+                    {
+                        throw new FormatException("\"owners\" must be an array of [shard, firstSlot, lastSlot] within the slots");
+                    }
+
+                    var owner = probe.IndexOf(run[0].GetString()!);
+                    if (owner < 0)
+                    {
+                        throw new FormatException($"\"owners\" names shard '{run[0].GetString()}', which is not in \"shards\"");
+                    }
+
+                    for (var slot = first; slot <= last; slot++)
+                    {
+                        owners[slot] = owners[slot] < 0 ? owner : throw new FormatException($"slot {slot} has two owners");
+                    }
+                }
+
+                if (Array.IndexOf(owners, -1) is >= 0 and var missing)
+                {
+                    throw new FormatException($"slot {missing} has no owner");
+                }
+
+                map = new ShardMap(version, slots, [.. shards], owners, [.. tables]);
+            }
+            else
+            {
+                var seed = Seed(shards, slots);
+                map = new ShardMap(version, slots, [.. shards], [.. seed.Owners], [.. tables]);
+            }
+
+            return map;
+        }
+    }
+
+    public static ShardInfo ParseShard(JsonElement element, string where)
+    {
+        if (element.ValueKind != JsonValueKind.Object)
+        {
+            throw new FormatException($"{where} is not an object");
+        }
+
+        var id = element.TryGetProperty("id", out var idElement) && idElement.ValueKind == JsonValueKind.String ? idElement.GetString()! : throw new FormatException($"{where} has no \"id\"");
+        if (id.Length is 0 or > 64 || id.Any(c => !(char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.')))
+        {
+            throw new FormatException($"{where}: id '{id}' must be 1-64 letters, digits, '-', '_' or '.'");
+        }
+
+        var master = element.TryGetProperty("master", out var m) && m.ValueKind == JsonValueKind.String ? m.GetString()! : throw new FormatException($"shard {id} has no \"master\"");
+        CheckAddress(master, $"shard {id} master");
+        var replicas = new List<string>();
+        if (element.TryGetProperty("replicas", out var r) && r.ValueKind != JsonValueKind.Null)
+        {
+            if (r.ValueKind != JsonValueKind.Array)
+            {
+                throw new FormatException($"shard {id}: \"replicas\" must be an array of host:port");
+            }
+
+            foreach (var replica in r.EnumerateArray())
+            {
+                var address = replica.ValueKind == JsonValueKind.String ? replica.GetString()! : throw new FormatException($"shard {id}: a replica is not a string");
+                CheckAddress(address, $"shard {id} replica");
+                replicas.Add(address);
+            }
+        }
+
+        var epoch = element.TryGetProperty("epoch", out var e) ? (e.TryGetInt64(out var ep) && ep >= 0 ? ep : throw new FormatException($"shard {id}: \"epoch\" must be a non-negative integer")) : 1;
+        var weight = element.TryGetProperty("weight", out var w) ? (w.ValueKind == JsonValueKind.Number && w.GetDouble() is var wt && wt > 0 && wt <= 1e6 ? wt : throw new FormatException($"shard {id}: \"weight\" must be a number in (0, 1e6]")) : 1.0;
+        var draining = element.TryGetProperty("draining", out var d) && d.ValueKind == JsonValueKind.True;
+        return new ShardInfo(id, master, replicas, epoch, weight, draining);
+    }
+
+    private static TableInfo ParseTable(JsonElement t)
+    {
+        if (t.ValueKind != JsonValueKind.Object || !t.TryGetProperty("name", out var n) || n.ValueKind != JsonValueKind.String
+            || !t.TryGetProperty("shardKey", out var k) || k.ValueKind != JsonValueKind.String)
+        {
+            throw new FormatException("a table is {\"name\", \"shardKey\"}");
+        }
+
+        var table = new TableInfo(n.GetString()!, k.GetString()!);
+        CheckIdentifier(table.Name, "table name");
+        CheckIdentifier(table.ShardKey, $"table {table.Name}: shard key");
+        return table;
+    }
+
+    /// <summary>SQL identifiers the router splices into its own statements (slot copies): plain ones only.</summary>
+    public static void CheckIdentifier(string name, string what)
+    {
+        if (name.Length is 0 or > 128 || !(char.IsAsciiLetter(name[0]) || name[0] == '_') || name.Any(c => !(char.IsAsciiLetterOrDigit(c) || c == '_')))
+        {
+            throw new FormatException($"{what} '{name}' must be a plain identifier (letters, digits, '_'; up to 128)");
+        }
+
+        if (name.StartsWith("_infra", StringComparison.OrdinalIgnoreCase) || name.StartsWith("sqlite_", StringComparison.OrdinalIgnoreCase))
+        {
+            throw new FormatException($"{what} '{name}' is reserved");
+        }
+    }
+
+    private static void CheckAddress(string address, string what)
+    {
+        if (!OptionValues.TryParseHostPort(address, out _, out var port) || port == 0)
+        {
+            throw new FormatException($"{what} '{address}' is not host:port");
+        }
+    }
+
+    private static void Check(ShardMap map)
+    {
+        if (map.Shards.Count == 0)
+        {
+            throw new FormatException("a shard map needs at least one shard");
+        }
+
+        if (map.Shards.Count > MaxShards)
+        {
+            throw new FormatException($"{map.Shards.Count} shards; the limit is {MaxShards}");
+        }
+
+        var ids = new HashSet<string>(StringComparer.Ordinal);
+        var nodes = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+        foreach (var shard in map.Shards)
+        {
+            if (!ids.Add(shard.Id))
+            {
+                throw new FormatException($"shard id {shard.Id} appears twice");
+            }
+
+            foreach (var node in shard.Nodes)
+            {
+                if (!nodes.Add(node))
+                {
+                    throw new FormatException($"node {node} appears twice in the map");
+                }
+            }
+        }
+
+        if (map.Shards.All(s => s.Draining))
+        {
+            throw new FormatException("every shard is draining; at least one must take the slots");
+        }
+    }
+
+    public override string ToString() => Encoding.UTF8.GetString(ToJson());
+}

@@ -1,0 +1,305 @@
+using System.Diagnostics;
+using Infra.Client.Data;
+using Infra.ShardRouter.Failover;
+using Infra.ShardRouter.Placement;
+using Microsoft.Extensions.Logging;
+
+namespace Infra.ShardRouter.Routing;
+
+/// <summary>
+/// Routes keyed SQL: key → slot → shard; writes to the shard's master (with its epoch, which the node
+/// checks: the fence), reads to a replica in rotation (least in flight), to one that has applied the
+/// client's session token, or to the master. Keyless reads fan out to every shard and merge; DDL goes
+/// to every shard in order. Holds the current shard map and publishes changes atomically (persisted
+/// first). Slot moves and fan-outs meet at gates so a slot changing owner is never read or written half-way.
+/// </summary>
+internal sealed partial class Router : IAsyncDisposable
+{
+    private readonly SemaphoreSlim _mapLock = new(1, 1);
+    private readonly Gate[] _slotGates;
+    private readonly Gate _fanOuts = new();
+    private readonly ILogger _logger;
+    private volatile ShardMap _map;
+    private int _roundRobin;
+
+    public Router(RouterOptions options, RouterMetrics metrics, ILogger<Router> logger)
+    {
+        Options = options;
+        Metrics = metrics;
+        _logger = logger;
+        Store = new MapStore(options.DataDir);
+        _map = Store.Load(options.ShardsFile);
+        _slotGates = [.. Enumerable.Range(0, _map.Slots).Select(_ => new Gate())];
+        Pool = new NodePool(options.ConnectionsPerNode, options.ConnectTimeout);
+        metrics.Meter.CreateObservableGauge("infra.router.map.version", () => _map.Version, description: "Version of the shard map in use");
+        metrics.Meter.CreateObservableGauge("infra.router.shard.slots", () => Map.SlotCounts().Select((n, i) => new System.Diagnostics.Metrics.Measurement<int>(n, new KeyValuePair<string, object?>("shard", Map.Shards[i].Id))), description: "Slots each shard owns");
+    }
+
+    public RouterOptions Options { get; }
+
+    public RouterMetrics Metrics { get; }
+
+    public MapStore Store { get; }
+
+    public NodePool Pool { get; }
+
+    public HealthBook Health { get; } = new();
+
+    public ShardMap Map => _map;
+
+    /// <summary>Changes the map: persisted durably, then published. Changes are serialised.</summary>
+    public async Task<ShardMap> UpdateMapAsync(Func<ShardMap, ShardMap> change)
+    {
+        await _mapLock.WaitAsync();
+        try
+        {
+            var next = change(_map);
+            if (!ReferenceEquals(next, _map))
+            {
+                Store.Save(next);
+                _map = next;
+            }
+
+            return next;
+        }
+        finally
+        {
+            _mapLock.Release();
+        }
+    }
+
+    public Gate SlotGate(int slot) => _slotGates[slot];
+
+    public Gate FanOutGate => _fanOuts;
+
+    public int SlotOfKey(object? key)
+    {
+        if (key is null)
+        {
+            throw RouterException.Bad("\"key\" is required: the shard key of the rows the request touches");
+        }
+
+        return key is string or long ? _map.SlotOf(key) : throw RouterException.Bad("\"key\" must be a string or an integer");
+    }
+
+    // ---------------------------------------------------------------- writes
+
+    public async Task<ExecuteReply> ExecuteAsync(object? key, IReadOnlyList<object?[]> statements, CancellationToken cancellationToken)
+    {
+        var slot = SlotOfKey(key);
+        using var pass = await _slotGates[slot].EnterAsync(cancellationToken);
+        var shard = _map.OwnerOf(slot);
+        var outcome = await WriteAsync(shard, statements, "write", cancellationToken);
+        return new ExecuteReply(outcome, shard.Id);
+    }
+
+    /// <summary>Statements to one shard's master, with the shard's epoch.</summary>
+    public async Task<ExecuteOutcome> WriteAsync(ShardInfo shard, IReadOnlyList<object?[]> statements, string kind, CancellationToken cancellationToken)
+    {
+        if (Health.Shard(shard.Id).FailingOver)
+        {
+            throw FailingOver(shard.Id);
+        }
+
+        var started = Stopwatch.GetTimestamp();
+        try
+        {
+            var outcome = await Pool[shard.Master].CallAsync(c => c.ExecuteAsync(statements, shard.Epoch), Options.RequestTimeout, cancellationToken);
+            Metrics.Request(shard.Id, kind, true, Stopwatch.GetElapsedTime(started).TotalSeconds);
+            return outcome;
+        }
+        catch (DataException ex)
+        {
+            Metrics.Request(shard.Id, kind, false, Stopwatch.GetElapsedTime(started).TotalSeconds);
+            throw RouterException.From(ex, shard.Id, shard.Master, write: true);
+        }
+    }
+
+    public static RouterException FailingOver(string shard) =>
+        new("FailingOver", $"shard {shard} is failing over to a new master; retry shortly", 503, retriable: true);
+
+    // ---------------------------------------------------------------- reads
+
+    public async Task<QueryReply> QueryAsync(QueryRequest request, CancellationToken cancellationToken)
+    {
+        if (request.HasKey)
+        {
+            var slot = SlotOfKey(request.Key);
+            using var pass = await _slotGates[slot].EnterAsync(cancellationToken);
+            var shard = _map.OwnerOf(slot);
+            var (rows, node) = await QueryShardAsync(shard, request, cancellationToken);
+            var merged = Merge.Rows(rows.Columns, [rows.Rows], request.OrderBy, request.Limit);
+            return new QueryReply(rows.Columns, merged, [new ShardAnswer(shard.Id, node, rows.Lsn, rows.Rows.Count)], []);
+        }
+
+        return await FanOutAsync(request, cancellationToken);
+    }
+
+    private async Task<QueryReply> FanOutAsync(QueryRequest request, CancellationToken cancellationToken)
+    {
+        using var pass = await _fanOuts.EnterAsync(cancellationToken);
+        var shards = _map.Shards;
+        var tasks = shards.Select(async shard =>
+        {
+            try
+            {
+                return (shard.Id, Result: await QueryShardAsync(shard, request, cancellationToken), Error: (RouterException?)null);
+            }
+            catch (RouterException ex) when (ex.Status >= 500)
+            {
+                return (shard.Id, Result: default((QueryRows, string)), Error: ex);
+            }
+        }).ToList();
+        var results = await Task.WhenAll(tasks);
+        var failed = results.Where(r => r.Error is not null).Select(r => new ShardFailure(r.Id, r.Error!.Code, r.Error.Message)).ToList();
+        if (failed.Count > 0 && (!request.AllowPartial || failed.Count == results.Length))
+        {
+            Metrics.FanOuts.Add(1, new KeyValuePair<string, object?>("outcome", "failed"));
+            throw new RouterException("ShardsFailed", $"{failed.Count} of {results.Length} shards failed: {string.Join("; ", failed.Select(f => $"{f.Shard}: {f.Error}"))}", 503, retriable: true, failed);
+        }
+
+        var ok = results.Where(r => r.Error is null).ToList();
+        var columns = ok[0].Result.Item1.Columns;
+        foreach (var (id, (rows, _), _) in ok)
+        {
+            if (rows.Columns.Count != columns.Count)
+            {
+                throw new RouterException("SchemaMismatch", $"shard {id} returns {rows.Columns.Count} columns, shard {ok[0].Id} {columns.Count}: the shards' schemas differ", 500);
+            }
+        }
+
+        var merged = Merge.Rows(columns, [.. ok.Select(r => r.Result.Item1.Rows)], request.OrderBy, request.Limit);
+        Metrics.FanOuts.Add(1, new KeyValuePair<string, object?>("outcome", failed.Count > 0 ? "partial" : "ok"));
+        return new QueryReply(columns, merged, [.. ok.Select(r => new ShardAnswer(r.Id, r.Result.Item2, r.Result.Item1.Lsn, r.Result.Item1.Rows.Count))], failed);
+    }
+
+    /// <summary>One shard's part of a read, on the node the consistency level allows.</summary>
+    private async Task<(QueryRows Rows, string Node)> QueryShardAsync(ShardInfo shard, QueryRequest request, CancellationToken cancellationToken)
+    {
+        long minLsn = 0;
+        if (request.Consistency == Consistency.Session)
+        {
+            foreach (var token in request.Tokens)
+            {
+                if (token.Shard == shard.Id)
+                {
+                    minLsn = Math.Max(minLsn, token.Lsn);
+                }
+            }
+        }
+
+        if (request.Consistency != Consistency.Strong && PickReplica(shard, minLsn) is { } replica)
+        {
+            var started = Stopwatch.GetTimestamp();
+            try
+            {
+                // A session read still asks the replica to check the LSN itself: the probe may be stale.
+                var rows = await Pool[replica].CallAsync(c => c.QueryAsync(request.Sql, request.Parameters, minLsn > 0 ? minLsn : null, minLsn > 0 ? 100 : null), Options.RequestTimeout, cancellationToken);
+                Metrics.Request(shard.Id, "read", true, Stopwatch.GetElapsedTime(started).TotalSeconds);
+                return (rows, replica);
+            }
+            catch (DataException ex) when (ex.Code is not ("BadRequest" or "SqlError" or "NotAllowed"))
+            {
+                // The replica fell behind or away: the master answers instead.
+                Metrics.Request(shard.Id, "read", false, Stopwatch.GetElapsedTime(started).TotalSeconds);
+            }
+            catch (DataException ex)
+            {
+                Metrics.Request(shard.Id, "read", false, Stopwatch.GetElapsedTime(started).TotalSeconds);
+                throw RouterException.From(ex, shard.Id, replica, write: false);
+            }
+        }
+
+        if (Health.Shard(shard.Id).FailingOver)
+        {
+            throw FailingOver(shard.Id);
+        }
+
+        var begun = Stopwatch.GetTimestamp();
+        try
+        {
+            var rows = await Pool[shard.Master].CallAsync(c => c.QueryAsync(request.Sql, request.Parameters), Options.RequestTimeout, cancellationToken);
+            Metrics.Request(shard.Id, "read", true, Stopwatch.GetElapsedTime(begun).TotalSeconds);
+            return (rows, shard.Master);
+        }
+        catch (DataException ex)
+        {
+            Metrics.Request(shard.Id, "read", false, Stopwatch.GetElapsedTime(begun).TotalSeconds);
+            throw RouterException.From(ex, shard.Id, shard.Master, write: false);
+        }
+    }
+
+    /// <summary>The replica in rotation with the fewest requests in flight (ties taken in turn).</summary>
+    private string? PickReplica(ShardInfo shard, long minLsn)
+    {
+        var replicas = shard.Replicas;
+        if (replicas.Count == 0)
+        {
+            return null;
+        }
+
+        var maxLag = (long)Options.MaxReplicaLag.TotalMilliseconds;
+        var start = (int)((uint)Interlocked.Increment(ref _roundRobin) % (uint)replicas.Count);
+        string? best = null;
+        var bestLoad = int.MaxValue;
+        for (var i = 0; i < replicas.Count; i++)
+        {
+            var address = replicas[(start + i) % replicas.Count];
+            if (Health.InRotation(address, minLsn, maxLag) && Pool[address].InFlight is var load && load < bestLoad)
+            {
+                best = address;
+                bestLoad = load;
+            }
+        }
+
+        return best;
+    }
+
+    // ---------------------------------------------------------------- DDL
+
+    /// <summary>DDL to every shard's master, one shard after another, then the sharded tables registered.</summary>
+    public async Task<IReadOnlyList<SchemaOutcome>> SchemaAsync(IReadOnlyList<object?[]> statements, IReadOnlyList<TableInfo> tables, CancellationToken cancellationToken)
+    {
+        var outcomes = new List<SchemaOutcome>();
+        foreach (var shard in _map.Shards)
+        {
+            try
+            {
+                var outcome = await WriteAsync(shard, statements, "ddl", cancellationToken);
+                outcomes.Add(new SchemaOutcome(shard.Id, true, outcome.Lsn, null, null));
+            }
+            catch (RouterException ex)
+            {
+                outcomes.Add(new SchemaOutcome(shard.Id, false, 0, ex.Code, ex.Message));
+            }
+        }
+
+        if (tables.Count > 0 && outcomes.FirstOrDefault(o => o.Ok) is { } done)
+        {
+            var shard = _map.Find(done.Shard)!;
+            foreach (var table in tables)
+            {
+                QueryRows columns;
+                try
+                {
+                    columns = await Pool[shard.Master].CallAsync(c => c.QueryAsync($"SELECT * FROM \"{table.Name}\" LIMIT 0"), Options.RequestTimeout, cancellationToken);
+                }
+                catch (DataException ex)
+                {
+                    throw new RouterException("BadRequest", $"table {table.Name} cannot be registered: {ex.Reason}", 400);
+                }
+
+                if (!columns.Columns.Contains(table.ShardKey, StringComparer.OrdinalIgnoreCase))
+                {
+                    throw new RouterException("BadRequest", $"table {table.Name} has no column {table.ShardKey} (columns: {string.Join(", ", columns.Columns)})", 400);
+                }
+            }
+
+            await UpdateMapAsync(map => map.WithTables(tables));
+        }
+
+        return outcomes;
+    }
+
+    public async ValueTask DisposeAsync() => await Pool.DisposeAsync();
+}
