@@ -37,6 +37,8 @@ internal static class Artifacts
 
     public static string DataNode => Built("src/DataNode", "Infra.DataNode.dll");
 
+    public static string ShardRouter => Built("src/ShardRouter", "Infra.ShardRouter.dll");
+
     public static string TestBackend => Built("tests/Infra.TestBackend", "Infra.TestBackend.dll");
 
     private static string Built(string project, string assembly)

@@ -1,0 +1,153 @@
+using System.Net.Http.Json;
+using System.Text;
+using System.Text.Json;
+using Infra.Core.Placement;
+
+namespace Infra.IntegrationTests.Harness;
+
+/// <summary>One shard: a master and a replica data node (semi-sync), each with its own data directory.</summary>
+internal sealed class ShardNodes(string id, DataNodeProcess master, DataNodeProcess replica, string masterDir, string replicaDir)
+{
+    public string Id { get; } = id;
+
+    public DataNodeProcess Master { get; set; } = master;
+
+    public DataNodeProcess Replica { get; set; } = replica;
+
+    public string MasterDir { get; } = masterDir;
+
+    public string ReplicaDir { get; } = replicaDir;
+
+    public string Json => $$"""{"id":"{{Id}}","master":"{{Master.ReplicationAddress}}","replicas":["{{Replica.ReplicationAddress}}"]}""";
+
+    public static async Task<ShardNodes> StartAsync(string id, Func<string> newDir)
+    {
+        var masterDir = newDir();
+        var replicaDir = newDir();
+        var master = await DataNodeProcess.StartAsync(masterDir, "--role", "master");
+        var replica = await DataNodeProcess.StartAsync(replicaDir, "--role", "replica", "--master", master.ReplicationAddress);
+        return new ShardNodes(id, master, replica, masterDir, replicaDir);
+    }
+}
+
+/// <summary>A shard router process over shards the test started, with a JSON client for its HTTP API.</summary>
+internal sealed class ShardCluster : IAsyncDisposable
+{
+    private readonly List<string> _dirs = [];
+
+    private ShardCluster()
+    {
+    }
+
+    public List<ShardNodes> Shards { get; } = [];
+
+    public ServiceProcess Router { get; private set; } = null!;
+
+    public HttpClient Http { get; private set; } = null!;
+
+    /// <summary>host:port of the router's MessagePack listener.</summary>
+    public string RouterAddress => $"127.0.0.1:{Router.Endpoints[0].Port}";
+
+    public string NewDir()
+    {
+        var dir = DataNodeProcess.NewDataDir();
+        _dirs.Add(dir);
+        return dir;
+    }
+
+    public static async Task<ShardCluster> StartAsync(int shards, params string[] routerArgs)
+    {
+        var cluster = new ShardCluster();
+        try
+        {
+            for (var i = 0; i < shards; i++)
+            {
+                cluster.Shards.Add(await ShardNodes.StartAsync($"s{i}", cluster.NewDir));
+            }
+
+            var routerDir = cluster.NewDir();
+            Directory.CreateDirectory(routerDir);
+            var seed = Path.Combine(routerDir, "shards.json");
+            await File.WriteAllTextAsync(seed, $$"""{"shards":[{{string.Join(",", cluster.Shards.Select(s => s.Json))}}]}""");
+            var args = new List<string> { "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--shards", seed, "--data-dir", routerDir, "--probe-interval", "200ms", "--probe-timeout", "300ms" };
+            args.AddRange(routerArgs);
+            cluster.Router = await ServiceProcess.StartAsync(Artifacts.ShardRouter, args, expectedEndpoints: 2);
+            cluster.Http = new HttpClient(new SocketsHttpHandler { UseProxy = false }) { BaseAddress = cluster.Router.AdminEndpoint!, Timeout = TimeSpan.FromSeconds(60) };
+            await Eventually.HoldsAsync(async () => (await cluster.Http.GetAsync("/healthz")).IsSuccessStatusCode, "the router is ready", TimeSpan.FromSeconds(30));
+            return cluster;
+        }
+        catch
+        {
+            await cluster.DisposeAsync();
+            throw;
+        }
+    }
+
+    public async Task<(int Status, JsonElement Body)> PostAsync(string path, object body)
+    {
+        using var response = await Http.PostAsJsonAsync(path, body);
+        var text = await response.Content.ReadAsStringAsync();
+        return ((int)response.StatusCode, text.Length == 0 ? default : JsonDocument.Parse(text).RootElement.Clone());
+    }
+
+    public async Task<(int Status, JsonElement Body)> PostRawAsync(string path, string body)
+    {
+        using var content = new StringContent(body, Encoding.UTF8, "application/json");
+        using var response = await Http.PostAsync(path, content);
+        var text = await response.Content.ReadAsStringAsync();
+        return ((int)response.StatusCode, text.Length == 0 ? default : JsonDocument.Parse(text).RootElement.Clone());
+    }
+
+    public Task<(int Status, JsonElement Body)> ExecuteAsync(object key, params object?[][] statements) => PostAsync("/db/execute", new { key, statements });
+
+    public async Task<JsonElement> QueryAsync(object body)
+    {
+        var (status, answer) = await PostAsync("/db/query", body);
+        Assert.True(status == 200, $"query: {status} {answer}");
+        return answer;
+    }
+
+    public async Task<JsonElement> ShardsAsync() => await Http.GetFromJsonAsync<JsonElement>("/shards");
+
+    /// <summary>The shard that owns <paramref name="key"/> according to the router's map.</summary>
+    public static string OwnerOf(JsonElement map, object key)
+    {
+        var slot = ShardKey.Slot(key, map.GetProperty("slots").GetInt32());
+        foreach (var run in map.GetProperty("owners").EnumerateArray())
+        {
+            if (slot >= run[1].GetInt32() && slot <= run[2].GetInt32())
+            {
+                return run[0].GetString()!;
+            }
+        }
+
+        throw new InvalidOperationException($"slot {slot} has no owner");
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        Http?.Dispose();
+        if (Router is not null)
+        {
+            await Router.DisposeAsync();
+        }
+
+        foreach (var shard in Shards)
+        {
+            await shard.Replica.DisposeAsync();
+            await shard.Master.DisposeAsync();
+        }
+
+        foreach (var dir in _dirs.Where(Directory.Exists))
+        {
+            try
+            {
+                Directory.Delete(dir, recursive: true);
+            }
+            catch (IOException)
+            {
+                // A process still closing a file; the temp dir is cleaned later.
+            }
+        }
+    }
+}

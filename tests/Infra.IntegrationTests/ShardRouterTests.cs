@@ -1,0 +1,363 @@
+using System.Collections.Concurrent;
+using Infra.Client.Data;
+using Infra.IntegrationTests.Harness;
+
+namespace Infra.IntegrationTests;
+
+/// <summary>The shard router over real data nodes: routing, tokens, fan-out, DDL, SIGKILL failover, resharding under load.</summary>
+public sealed class ShardRouterTests
+{
+    private static async Task CreateAccountsAsync(ShardCluster cluster)
+    {
+        var (status, body) = await cluster.PostAsync("/db/schema", new
+        {
+            statements = new[] { "CREATE TABLE acct(k TEXT PRIMARY KEY, v INTEGER NOT NULL)" },
+            tables = new[] { new { name = "acct", shardKey = "k" } },
+        });
+        Assert.True(status == 200, body.ToString());
+    }
+
+    [Fact]
+    public async Task Routes_by_key_reads_with_session_tokens_fans_out_with_order_and_broadcasts_ddl()
+    {
+        await using var cluster = await ShardCluster.StartAsync(2);
+
+        // DDL reaches every shard, reported per shard; the table is registered with its shard key.
+        var (status, schema) = await cluster.PostAsync("/db/schema", new
+        {
+            statements = new[] { "CREATE TABLE acct(k TEXT PRIMARY KEY, v INTEGER NOT NULL)" },
+            tables = new[] { new { name = "acct", shardKey = "k" } },
+        });
+        Assert.True(status == 200, schema.ToString());
+        Assert.Equal(["s0", "s1"], schema.GetProperty("shards").EnumerateArray().Select(s => s.GetProperty("shard").GetString()!));
+        Assert.All(schema.GetProperty("shards").EnumerateArray(), s => Assert.True(s.GetProperty("ok").GetBoolean()));
+        var map = await cluster.ShardsAsync();
+        Assert.Equal("k", map.GetProperty("tables")[0].GetProperty("shardKey").GetString());
+        var (badTable, _) = await cluster.PostAsync("/db/schema", new { statements = new[] { "CREATE TABLE x(id INTEGER PRIMARY KEY)" }, tables = new[] { new { name = "x", shardKey = "nope" } } });
+        Assert.Equal(400, badTable);
+
+        // Writes land on the shard that owns the key's slot, and return a token for that shard.
+        var bySharding = new Dictionary<string, int>();
+        for (var i = 0; i < 40; i++)
+        {
+            var key = $"user:{i}";
+            var (written, answer) = await cluster.ExecuteAsync(key, ["INSERT INTO acct(k, v) VALUES(?, ?)", key, i]);
+            Assert.True(written == 200, answer.ToString());
+            var shard = answer.GetProperty("shard").GetString()!;
+            Assert.Equal(ShardCluster.OwnerOf(map, key), shard);
+            Assert.Equal(shard, answer.GetProperty("token").GetProperty("shard").GetString());
+            Assert.True(answer.GetProperty("token").GetProperty("lsn").GetInt64() > 0);
+            bySharding[shard] = bySharding.GetValueOrDefault(shard) + 1;
+        }
+
+        Assert.Equal(2, bySharding.Count);
+
+        // Each shard's master holds exactly its own keys.
+        foreach (var shard in cluster.Shards)
+        {
+            var rows = await shard.Master.QueryAsync("SELECT k FROM acct");
+            Assert.All(rows.GetProperty("rows").EnumerateArray(), r => Assert.Equal(shard.Id, ShardCluster.OwnerOf(map, r[0].GetString()!)));
+            Assert.Equal(bySharding[shard.Id], rows.GetProperty("rows").GetArrayLength());
+        }
+
+        // Session consistency: a read presenting the token never sees older data, whichever node answers.
+        for (var i = 0; i < 20; i++)
+        {
+            var key = "user:7";
+            var (written, answer) = await cluster.ExecuteAsync(key, ["UPDATE acct SET v = ? WHERE k = ?", 1000 + i, key]);
+            Assert.Equal(200, written);
+            var read = await cluster.QueryAsync(new { key, sql = "SELECT v FROM acct WHERE k = ?", @params = new object[] { key }, consistency = "session", token = answer.GetProperty("token") });
+            Assert.Equal(1000 + i, read.GetProperty("rows")[0][0].GetInt64());
+        }
+
+        // Replica reads go to the replica once it is in rotation; strong reads to the master.
+        var shard0 = cluster.Shards[0];
+        var key0 = Enumerable.Range(0, 40).Select(i => $"user:{i}").First(k => ShardCluster.OwnerOf(map, k) == "s0");
+        await Eventually.HoldsAsync(async () =>
+        {
+            var read = await cluster.QueryAsync(new { key = key0, sql = "SELECT v FROM acct WHERE k = ?", @params = new object[] { key0 } });
+            return read.GetProperty("shards")[0].GetProperty("node").GetString() == shard0.Replica.ReplicationAddress;
+        }, "a replica read is served by the replica");
+        var strong = await cluster.QueryAsync(new { key = key0, sql = "SELECT v FROM acct WHERE k = ?", @params = new object[] { key0 }, consistency = "strong" });
+        Assert.Equal(shard0.Master.ReplicationAddress, strong.GetProperty("shards")[0].GetProperty("node").GetString());
+
+        // Keyless reads fan out; ORDER BY/LIMIT is merged across shards.
+        var all = await cluster.QueryAsync(new { sql = "SELECT k, v FROM acct ORDER BY v DESC", orderBy = "v DESC", limit = 5, consistency = "strong" });
+        var expected = Enumerable.Range(0, 40).Select(i => i == 7 ? 1019L : i).OrderByDescending(v => v).Take(5).ToArray();
+        Assert.Equal(expected, all.GetProperty("rows").EnumerateArray().Select(r => r[1].GetInt64()));
+        Assert.Equal(2, all.GetProperty("shards").GetArrayLength());
+        var concatenated = await cluster.QueryAsync(new { sql = "SELECT count(*) FROM acct", consistency = "strong" });
+        Assert.Equal(40, concatenated.GetProperty("rows").EnumerateArray().Sum(r => r[0].GetInt64()));
+
+        // The MessagePack protocol through the C# client.
+        await using (var client = await ShardRouterClient.ConnectAsync(cluster.RouterAddress))
+        {
+            var write = await client.ExecuteAsync("user:mp", [["INSERT INTO acct(k, v) VALUES(?, ?)", "user:mp", 5L]]);
+            Assert.Equal(ShardCluster.OwnerOf(map, "user:mp"), write.Shard);
+            var read = await client.QueryAsync("SELECT v FROM acct WHERE k = ?", ["user:mp"], new QueryOptions { Key = "user:mp", Consistency = ReadConsistency.Session, Tokens = [write.Token] });
+            Assert.Equal(5L, read.Rows[0][0]);
+            var top = await client.QueryAsync("SELECT k, v FROM acct ORDER BY v", [], new QueryOptions { OrderBy = ["v"], Limit = 3, Consistency = ReadConsistency.Strong });
+            Assert.Equal([0L, 1L, 2L], top.Rows.Select(r => (long)r[1]!));
+            var error = await Assert.ThrowsAsync<DataException>(() => client.ExecuteAsync("user:mp", [["INSERT INTO acct(k, v) VALUES(?, ?)", "user:mp", 6L]]));
+            Assert.Equal("SqlError", error.Code);
+        }
+
+        // A shard with no reachable node fails a fan-out by name, unless partial answers are allowed.
+        await cluster.Shards[1].Replica.DisposeAsync();
+        await cluster.Shards[1].Master.DisposeAsync();
+        var (failed, failure) = await cluster.PostAsync("/db/query", new { sql = "SELECT count(*) FROM acct" });
+        Assert.Equal(503, failed);
+        Assert.Equal("ShardsFailed", failure.GetProperty("code").GetString());
+        Assert.Equal("s1", failure.GetProperty("failedShards")[0].GetProperty("shard").GetString());
+        var partial = await cluster.QueryAsync(new { sql = "SELECT count(*) FROM acct", allowPartial = true });
+        Assert.Equal("s0", partial.GetProperty("shards")[0].GetProperty("shard").GetString());
+        Assert.Equal("s1", partial.GetProperty("failedShards")[0].GetProperty("shard").GetString());
+    }
+
+    [Fact]
+    public async Task Hostile_requests_get_clear_errors_and_the_router_keeps_serving()
+    {
+        await using var cluster = await ShardCluster.StartAsync(1);
+        await CreateAccountsAsync(cluster);
+        string[] bodies =
+        [
+            "", "{", "[]", "null", "{\"key\":\"a\"}", "{\"key\":{\"x\":1},\"statements\":[\"SELECT 1\"]}", "{\"statements\":[\"SELECT 1\"]}",
+            "{\"key\":\"a\",\"statements\":[]}", "{\"key\":\"a\",\"statements\":[[1,2]]}", "{\"key\":\"a\",\"statements\":[[\"INSERT INTO acct VALUES(?,?)\",[1],2]]}",
+            "{\"key\":\"a\",\"statements\":[[\"INSERT INTO acct VALUES(?,?)\",{\"base64\":\"!!\"},2]]}", "{\"key\":\"" + new string('k', 5000) + "\",\"statements\":[\"SELECT 1\"]}",
+            new string('[', 10_000),
+        ];
+        foreach (var body in bodies)
+        {
+            var (status, answer) = await cluster.PostRawAsync("/db/execute", body);
+            Assert.True(status == 400, $"{body[..Math.Min(body.Length, 60)]}: {status} {answer}");
+            Assert.Equal("BadRequest", answer.GetProperty("code").GetString());
+        }
+
+        string[] queries =
+        [
+            "{\"sql\":1}", "{\"sql\":\"SELECT 1\",\"consistency\":\"eventual\"}", "{\"sql\":\"SELECT 1\",\"consistency\":\"session\"}",
+            "{\"sql\":\"SELECT 1\",\"limit\":-1}", "{\"sql\":\"SELECT 1\",\"orderBy\":\"a b c\"}", "{\"sql\":\"SELECT 1\",\"token\":{\"shard\":\"s0\"}}",
+            "{\"sql\":\"SELECT 1 AS a\",\"orderBy\":\"b\"}", "{\"sql\":\"SELECT * FROM nowhere\"}",
+        ];
+        foreach (var body in queries)
+        {
+            var (status, answer) = await cluster.PostRawAsync("/db/query", body);
+            Assert.True(status == 400, $"{body}: {status} {answer}");
+        }
+
+        var (sqlError, sqlAnswer) = await cluster.ExecuteAsync("a", ["INSERT INTO acct(k, v) VALUES(?, NULL)", "a"]);
+        Assert.Equal(400, sqlError);
+        Assert.Equal("SqlError", sqlAnswer.GetProperty("code").GetString());
+        var (notAllowed, _) = await cluster.ExecuteAsync("a", ["ATTACH DATABASE '/tmp/x' AS x"]);
+        Assert.Equal(400, notAllowed);
+        var (added, _) = await cluster.PostRawAsync("/shards", "{\"id\":\"bad id\",\"master\":\"nowhere\"}");
+        Assert.Equal(400, added);
+        var (missing, _) = await cluster.PostRawAsync("/shards", "{\"id\":\"s9\",\"master\":\"127.0.0.1:1\"}");
+        Assert.Equal(503, missing);
+
+        // Garbage on the MessagePack port closes that connection only.
+        using (var socket = new System.Net.Sockets.TcpClient())
+        {
+            await socket.ConnectAsync("127.0.0.1", int.Parse(cluster.RouterAddress.Split(':')[1], System.Globalization.CultureInfo.InvariantCulture));
+            await socket.GetStream().WriteAsync(new byte[] { 0x7f, 0xff, 0xff, 0xff, 1, 2, 3 });
+            var buffer = new byte[256];
+            while (await socket.GetStream().ReadAsync(buffer) > 0)
+            {
+                // Drains the error answer until the router closes the connection.
+            }
+        }
+
+        var (ok, okAnswer) = await cluster.ExecuteAsync("a", ["INSERT INTO acct(k, v) VALUES(?, ?)", "a", 1]);
+        Assert.True(ok == 200, okAnswer.ToString());
+        Assert.False(cluster.Router.HasExited);
+    }
+
+    [Fact]
+    public async Task Sigkill_of_a_master_under_load_fails_over_without_losing_acknowledged_writes()
+    {
+        await using var cluster = await ShardCluster.StartAsync(2);
+        await CreateAccountsAsync(cluster);
+        var map = await cluster.ShardsAsync();
+        var acked = new ConcurrentDictionary<string, long>();
+        var otherShardErrors = new ConcurrentQueue<string>();
+        var victimErrors = 0;
+        var victim = cluster.Shards[0];
+        using var stop = new CancellationTokenSource();
+        var sequence = 0;
+
+        async Task WriterAsync(int id)
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                var n = Interlocked.Increment(ref sequence);
+                var key = $"w{id}:{n}";
+                var (status, body) = await cluster.ExecuteAsync(key, ["INSERT INTO acct(k, v) VALUES(?, ?)", key, n]);
+                if (status == 200)
+                {
+                    acked[key] = n;
+                }
+                else if (ShardCluster.OwnerOf(map, key) == victim.Id)
+                {
+                    Assert.True(status == 503, $"{key}: {status} {body}");
+                    Interlocked.Increment(ref victimErrors);
+                }
+                else
+                {
+                    otherShardErrors.Enqueue($"{key}: {status} {body}");
+                }
+            }
+        }
+
+        async Task ReaderAsync()
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                var key = $"w0:{Random.Shared.Next(1, Math.Max(2, Volatile.Read(ref sequence)))}";
+                var (status, body) = await cluster.PostAsync("/db/query", new { key, sql = "SELECT v FROM acct WHERE k = ?", @params = new object[] { key } });
+                if (status != 200 && ShardCluster.OwnerOf(map, key) != victim.Id)
+                {
+                    otherShardErrors.Enqueue($"read {key}: {status} {body}");
+                }
+            }
+        }
+
+        var load = Enumerable.Range(0, 4).Select(WriterAsync).Append(ReaderAsync()).ToList();
+        await Eventually.HoldsAsync(() => acked.Count >= 200, "writes flow before the kill", TimeSpan.FromSeconds(60));
+        victim.Master.Process.Kill();
+        var killedAt = acked.Count;
+
+        // Writes to the victim's keys resume on the promoted replica.
+        await Eventually.HoldsAsync(() => acked.Keys.Any(k => ShardCluster.OwnerOf(map, k) == victim.Id) && acked.Count >= killedAt + 200
+            && acked.Keys.Skip(killedAt).Any(k => ShardCluster.OwnerOf(map, k) == victim.Id), "writes to the failed shard resume", TimeSpan.FromSeconds(60));
+        var resumed = acked.Count;
+        await Eventually.HoldsAsync(() => acked.Count >= resumed + 100, "writes keep flowing", TimeSpan.FromSeconds(60));
+        await stop.CancelAsync();
+        await Task.WhenAll(load);
+
+        Assert.True(otherShardErrors.IsEmpty, string.Join('\n', otherShardErrors.Take(5)));
+        var after = await cluster.ShardsAsync();
+        var shard0 = after.GetProperty("shards")[0];
+        Assert.Equal(victim.Replica.ReplicationAddress, shard0.GetProperty("master").GetString());
+        Assert.Equal(2, shard0.GetProperty("epoch").GetInt64());
+
+        // Nothing acknowledged was lost.
+        var rows = await cluster.QueryAsync(new { sql = "SELECT k, v FROM acct", consistency = "strong" });
+        var stored = rows.GetProperty("rows").EnumerateArray().ToDictionary(r => r[0].GetString()!, r => r[1].GetInt64());
+        var lost = acked.Where(a => !stored.TryGetValue(a.Key, out var v) || v != a.Value).Select(a => a.Key).ToList();
+        Assert.True(lost.Count == 0, $"{lost.Count} acknowledged writes lost, e.g. {string.Join(", ", lost.Take(5))}");
+
+        // The old master comes back at its address, is told to follow, and converges.
+        var oldAddress = victim.Master.ReplicationAddress;
+        await victim.Master.DisposeAsync();
+        victim.Master = await DataNodeProcess.StartAsync(victim.MasterDir, "--role", "master", "--listen", oldAddress);
+        await Eventually.HoldsAsync(async () =>
+        {
+            var status = await victim.Master.StatusAsync();
+            return status.GetProperty("role").GetString() == "replica" && await victim.Master.LsnAsync() == await victim.Replica.LsnAsync();
+        }, "the old master follows the new one and catches up", TimeSpan.FromSeconds(60));
+        Assert.Equal(await victim.Replica.ChecksumAsync(), await victim.Master.ChecksumAsync());
+        var other = cluster.Shards[1];
+        await Eventually.HoldsAsync(async () => await other.Replica.LsnAsync() == await other.Master.LsnAsync(), "the other shard's replica is caught up");
+        Assert.Equal(await other.Master.ChecksumAsync(), await other.Replica.ChecksumAsync());
+    }
+
+    [Fact]
+    public async Task Adding_a_shard_under_load_moves_only_its_slots_without_losing_or_duplicating_rows()
+    {
+        await using var cluster = await ShardCluster.StartAsync(2);
+        await CreateAccountsAsync(cluster);
+        for (var i = 0; i < 600; i += 50)
+        {
+            var batch = Enumerable.Range(i, 50).ToList();
+            await Task.WhenAll(batch.Select(async n =>
+            {
+                var key = $"seed:{n}";
+                var (status, body) = await cluster.ExecuteAsync(key, ["INSERT INTO acct(k, v) VALUES(?, ?)", key, n]);
+                Assert.True(status == 200, body.ToString());
+            }));
+        }
+
+        async Task<(long Count, long Sum)> TotalsAsync()
+        {
+            var rows = await cluster.QueryAsync(new { sql = "SELECT count(*), coalesce(sum(v), 0), count(DISTINCT k) FROM acct", consistency = "strong" });
+            return (rows.GetProperty("rows").EnumerateArray().Sum(r => r[0].GetInt64()), rows.GetProperty("rows").EnumerateArray().Sum(r => r[1].GetInt64()));
+        }
+
+        var before = await TotalsAsync();
+        Assert.Equal((600L, Enumerable.Range(0, 600).Sum(n => (long)n)), before);
+        var mapBefore = await cluster.ShardsAsync();
+
+        // Load: inserts of new keys, each counted once acknowledged; every request must succeed.
+        var errors = new ConcurrentQueue<string>();
+        var added = new ConcurrentDictionary<string, long>();
+        using var stop = new CancellationTokenSource();
+        var next = 10_000;
+        async Task WriterAsync()
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                var n = Interlocked.Increment(ref next);
+                var key = $"live:{n}";
+                var (status, body) = await cluster.ExecuteAsync(key, ["INSERT INTO acct(k, v) VALUES(?, ?)", key, n]);
+                if (status == 200)
+                {
+                    added[key] = n;
+                }
+                else
+                {
+                    errors.Enqueue($"{key}: {status} {body}");
+                }
+
+                var (read, answer) = await cluster.PostAsync("/db/query", new { key, sql = "SELECT v FROM acct WHERE k = ?", @params = new object[] { key }, consistency = "strong" });
+                if (read != 200 || (status == 200 && answer.GetProperty("rows").GetArrayLength() != 1))
+                {
+                    errors.Enqueue($"read {key}: {read} {answer}");
+                }
+            }
+        }
+
+        var load = Enumerable.Range(0, 3).Select(_ => WriterAsync()).ToList();
+        await using var third = await ShardNodes.StartAsync("s2", cluster.NewDir).ContinueWith(t => new DisposableShard(t.Result));
+        var (accepted, answer) = await cluster.PostRawAsync("/shards", third.Shard.Json);
+        Assert.True(accepted == 202, answer.ToString());
+        var toMove = answer.GetProperty("slotsToMove").GetInt32();
+        Assert.InRange(toMove, 1, (int)(1.05 * 4096 / 3));
+        await Eventually.HoldsAsync(async () => (await cluster.ShardsAsync()).GetProperty("resharding").GetProperty("pendingSlots").GetInt32() == 0, "every slot the new shard wins has moved", TimeSpan.FromSeconds(120));
+        await Eventually.HoldsAsync(() => added.Count >= 50, "writes flowed during the move", TimeSpan.FromSeconds(30));
+        await stop.CancelAsync();
+        await Task.WhenAll(load);
+
+        Assert.True(errors.IsEmpty, string.Join('\n', errors.Take(5)));
+        var after = await TotalsAsync();
+        Assert.Equal(before.Count + added.Count, after.Count);
+        Assert.Equal(before.Sum + added.Values.Sum(), after.Sum);
+
+        // Only slots won by the new shard moved; every row sits on the shard that owns its slot now.
+        var mapAfter = await cluster.ShardsAsync();
+        var counts = mapAfter.GetProperty("shards").EnumerateArray().ToDictionary(s => s.GetProperty("id").GetString()!, s => s.GetProperty("slotCount").GetInt32());
+        Assert.Equal(toMove, counts["s2"]);
+        for (var slotKey = 0; slotKey < 2000; slotKey++)
+        {
+            var key = $"probe:{slotKey}";
+            var owner = ShardCluster.OwnerOf(mapAfter, key);
+            Assert.True(owner == "s2" || owner == ShardCluster.OwnerOf(mapBefore, key), $"{key} moved from {ShardCluster.OwnerOf(mapBefore, key)} to {owner}");
+        }
+
+        foreach (var node in cluster.Shards.Select(s => (Id: s.Id, s.Master)).Append((Id: "s2", third.Shard.Master)))
+        {
+            var rows = await node.Master.QueryAsync("SELECT k FROM acct");
+            Assert.All(rows.GetProperty("rows").EnumerateArray(), r => Assert.Equal(node.Id, ShardCluster.OwnerOf(mapAfter, r[0].GetString()!)));
+        }
+    }
+
+    private sealed class DisposableShard(ShardNodes shard) : IAsyncDisposable
+    {
+        public ShardNodes Shard { get; } = shard;
+
+        public async ValueTask DisposeAsync()
+        {
+            await Shard.Replica.DisposeAsync();
+            await Shard.Master.DisposeAsync();
+        }
+    }
+}
