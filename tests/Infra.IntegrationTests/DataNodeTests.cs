@@ -287,4 +287,58 @@ public sealed class DataNodeTests : IDisposable
         Assert.Equal(checksum, await again.ChecksumAsync());
         Assert.Equal(2, await again.LsnAsync());
     }
+
+    [Fact]
+    public async Task Client_protocol_on_the_listen_port_runs_requests_and_survives_hostile_frames()
+    {
+        await using var master = await DataNodeProcess.StartAsync(NewDir(), "--role", "master");
+        await using (var client = await Infra.Client.Data.DataNodeClient.ConnectAsync(master.ReplicationAddress))
+        {
+            await client.ExecuteAsync([["CREATE TABLE u(id INTEGER PRIMARY KEY, v)"]]);
+            var write = await client.ExecuteAsync([["INSERT INTO u VALUES(?, ?)", 1L, 42L], ["INSERT INTO u VALUES(?, ?)", 2L, new byte[] { 0, 255 }]], epoch: 1);
+            Assert.Equal(2, write.Results.Count);
+            Assert.Equal(1, write.Epoch);
+            var stale = await Assert.ThrowsAsync<Infra.Client.Data.DataException>(() => client.ExecuteAsync([["INSERT INTO u VALUES(3, 3)"]], epoch: 7));
+            Assert.Equal("StaleEpoch", stale.Code);
+            var rows = await client.QueryAsync("SELECT v, typeof(v) FROM u ORDER BY id", minLsn: write.Lsn);
+            Assert.Equal(42L, rows.Rows[0][0]);
+            Assert.Equal("integer", rows.Rows[0][1]);
+            Assert.Equal(new byte[] { 0, 255 }, rows.Rows[1][0]);
+            var status = await client.StatusAsync();
+            Assert.True(status.IsMaster);
+            var sql = await Assert.ThrowsAsync<Infra.Client.Data.DataException>(() => client.QueryAsync("SELECT * FROM nowhere"));
+            Assert.Equal("SqlError", sql.Code);
+            var claim = await Assert.ThrowsAsync<Infra.Client.Data.DataException>(() => client.ClaimAsync(1, "someone"));
+            Assert.Equal("StaleEpoch", claim.Code);
+        }
+
+        // JSON integers stay integers over HTTP too (they were once bound as doubles).
+        var (inserted, body) = await master.ExecuteAsync(["INSERT INTO u VALUES(?, ?)", 3, 7]);
+        Assert.True(inserted == 200, body.ToString());
+        Assert.Equal("integer", (await master.QueryAsync("SELECT typeof(v) FROM u WHERE id = 3")).GetProperty("rows")[0][0].GetString());
+
+        // An unknown op and a request that is not a map are answered; a bad length prefix closes only that connection.
+        using (var socket = new System.Net.Sockets.TcpClient())
+        {
+            var port = int.Parse(master.ReplicationAddress.Split(':')[1], System.Globalization.CultureInfo.InvariantCulture);
+            await socket.ConnectAsync("127.0.0.1", port);
+            var stream = socket.GetStream();
+            await stream.WriteAsync(Infra.Core.Framing.Frames.Build(5, "nope", (ref MessagePack.MessagePackWriter w) => w.WriteMapHeader(0)));
+            await stream.WriteAsync(Infra.Core.Framing.Frames.Build(6, "query", (ref MessagePack.MessagePackWriter w) => w.Write(12)));
+            await stream.WriteAsync(new byte[] { 0x7f, 0xff, 0xff, 0xff, 1, 2 });
+            var answers = new MemoryStream();
+            var buffer = new byte[4096];
+            int read;
+            while ((read = await stream.ReadAsync(buffer)) > 0)
+            {
+                answers.Write(buffer, 0, read);
+            }
+
+            var text = System.Text.Encoding.UTF8.GetString(answers.ToArray());
+            Assert.Contains("unknown op", text, StringComparison.Ordinal);
+            Assert.Contains("not a map", text, StringComparison.Ordinal);
+        }
+
+        Assert.Equal(3, (await master.QueryAsync("SELECT count(*) FROM u")).GetProperty("rows")[0][0].GetInt64());
+    }
 }
