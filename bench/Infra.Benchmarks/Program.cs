@@ -1,6 +1,11 @@
 using BenchmarkDotNet.Running;
 using Infra.Benchmarks;
 
+if (args.Length > 0 && args[0] == "placement")
+{
+    return PlacementTable.Run(args[1..]);
+}
+
 if (args.Length > 0 && args[0] == "traces")
 {
     return TraceTable.Run(args[1..]);

@@ -156,6 +156,7 @@ internal static class RequestParser
 
     private static object? SqlValue(object? value, string where) => value switch
     {
+        double d when !double.IsFinite(d) => throw RouterException.Bad($"{where} is not a finite number"),
         null or long or double or string or byte[] => value,
         bool b => b ? 1L : 0L,
         Dictionary<string, object?> { Count: 1 } m when m.GetValueOrDefault("base64") is string b64 =>

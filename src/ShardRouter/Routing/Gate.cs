@@ -43,7 +43,10 @@ internal sealed class Gate
         }
     }
 
-    /// <summary>Closes the gate and returns once nobody is inside.</summary>
+    /// <summary>
+    /// Closes the gate and returns once nobody is inside. Cancelled while waiting, it opens the gate
+    /// again: the caller got no gate to open, and requests must not wait forever.
+    /// </summary>
     public async Task CloseAsync(CancellationToken cancellationToken)
     {
         Task drained;
@@ -59,7 +62,15 @@ internal sealed class Gate
             drained = _drained.Task;
         }
 
-        await drained.WaitAsync(cancellationToken);
+        try
+        {
+            await drained.WaitAsync(cancellationToken);
+        }
+        catch (OperationCanceledException)
+        {
+            Open();
+            throw;
+        }
     }
 
     public void Open()

@@ -119,8 +119,19 @@ internal static class Merge
             return 1;
         }
 
-        var c = ((double)x).CompareTo(y);
-        return c != 0 ? c : ((decimal)x).CompareTo((decimal)y);
+        // Exact, as SQLite compares: converting x to double (or y to decimal) rounds beyond 2^53.
+        if (y < -9223372036854775808.0)
+        {
+            return 1;
+        }
+
+        if (y >= 9223372036854775808.0)
+        {
+            return -1;
+        }
+
+        var whole = (long)y;
+        return x != whole ? x.CompareTo(whole) : 0.0.CompareTo(y - whole);
     }
 
     /// <summary>Text compares as its UTF-8 bytes (memcmp), which is code-point order.</summary>

@@ -1,0 +1,182 @@
+using Infra.Client.Data;
+using Infra.ShardRouter.Failover;
+
+namespace Infra.ShardRouter.Tests;
+
+/// <summary>Replica lag from master LSN samples, and which replicas take reads.</summary>
+public sealed class HealthBookTests
+{
+    private const long Window = 10_000;
+
+    private static DataNodeStatus Status(string role = "replica", long lsn = 10, string? diverged = null) =>
+        new("node", role, Epoch: 1, Lsn: lsn, FencedBy: 0, Master: role == "replica" ? "m:1" : null, Connected: true, MasterLsn: lsn, Diverged: diverged);
+
+    [Fact]
+    public void Without_samples_there_is_no_lag()
+    {
+        var shard = new ShardHealth();
+        Assert.Equal(0, shard.LagMs(5_000, 0));
+        Assert.Equal(0, shard.LagMs(5_000, -1));
+    }
+
+    [Fact]
+    public void A_caught_up_replica_has_no_lag()
+    {
+        var shard = new ShardHealth();
+        shard.SampleMaster(1_000, 10, Window);
+        shard.SampleMaster(2_000, 20, Window);
+        Assert.Equal(0, shard.LagMs(2_500, 20));
+        Assert.Equal(0, shard.LagMs(2_500, 25));
+    }
+
+    [Fact]
+    public void Lag_is_the_age_of_the_first_master_sample_above_the_replica()
+    {
+        var shard = new ShardHealth();
+        shard.SampleMaster(1_000, 10, Window);
+        shard.SampleMaster(2_000, 20, Window);
+        shard.SampleMaster(3_000, 30, Window);
+        Assert.Equal(2_500, shard.LagMs(3_500, 9));
+        Assert.Equal(1_500, shard.LagMs(3_500, 10));
+        Assert.Equal(1_500, shard.LagMs(3_500, 19));
+        Assert.Equal(500, shard.LagMs(3_500, 29));
+        Assert.Equal(0, shard.LagMs(3_500, 30));
+
+        // The lag grows with time while the replica stands still.
+        Assert.Equal(2_500, shard.LagMs(4_500, 19));
+
+        // A clock behind the samples never gives a negative lag.
+        Assert.Equal(0, shard.LagMs(500, 9));
+    }
+
+    [Fact]
+    public void An_unchanged_master_lsn_keeps_its_first_sample()
+    {
+        var shard = new ShardHealth();
+        shard.SampleMaster(1_000, 10, Window);
+        shard.SampleMaster(2_000, 10, Window);
+        shard.SampleMaster(3_000, 10, Window);
+
+        // The replica has lacked LSN 10 since the master first reported it.
+        Assert.Equal(3_000, shard.LagMs(4_000, 9));
+        Assert.Equal(0, shard.LagMs(4_000, 10));
+    }
+
+    [Fact]
+    public void Old_samples_leave_the_window_but_two_always_stay()
+    {
+        var shard = new ShardHealth();
+        for (long t = 0; t <= 1_000; t += 100)
+        {
+            shard.SampleMaster(t, t + 1, 250);
+        }
+
+        // Samples older than 750 ms are gone: the oldest left is (800, 801).
+        Assert.Equal(200, shard.LagMs(1_000, 0));
+        Assert.Equal(200, shard.LagMs(1_000, 800));
+        Assert.Equal(100, shard.LagMs(1_000, 801));
+
+        // With samples far apart, the last two stay however old they are.
+        var sparse = new ShardHealth();
+        sparse.SampleMaster(0, 1, 250);
+        sparse.SampleMaster(10_000, 2, 250);
+        Assert.Equal(10_000, sparse.LagMs(10_000, 0));
+        Assert.Equal(0, sparse.LagMs(10_000, 1));
+        sparse.SampleMaster(20_000, 3, 250);
+        Assert.Equal(10_000, sparse.LagMs(20_000, 0));
+    }
+
+    [Fact]
+    public void Reset_forgets_the_samples()
+    {
+        var shard = new ShardHealth();
+        shard.SampleMaster(1_000, 10, Window);
+        Assert.Equal(1_000, shard.LagMs(2_000, 0));
+        shard.ResetSamples();
+        Assert.Equal(0, shard.LagMs(2_000, 0));
+        shard.SampleMaster(3_000, 5, Window);
+        Assert.Equal(500, shard.LagMs(3_500, 4));
+    }
+
+    [Fact]
+    public void A_healthy_caught_up_replica_is_in_rotation()
+    {
+        var book = new HealthBook();
+        var node = book.Node("10.0.0.1:7000");
+        node.Up = true;
+        node.Status = Status(lsn: 10);
+        node.LagMs = 0;
+        Assert.True(book.InRotation("10.0.0.1:7000", 0, 1_000));
+        Assert.True(book.InRotation("10.0.0.1:7000", 10, 1_000));
+        Assert.False(book.InRotation("10.0.0.1:7000", 11, 1_000));
+
+        // Addresses match case-insensitively; unknown ones are out.
+        Assert.Same(node, book.Node("10.0.0.1:7000"));
+        Assert.False(book.InRotation("10.0.0.2:7000", 0, 1_000));
+        Assert.False(book.TryGetNode("10.0.0.2:7000", out _));
+        var named = book.Node("Db1.Example:7000");
+        named.Up = true;
+        named.Status = Status();
+        Assert.True(book.InRotation("db1.example:7000", 0, 1_000));
+        Assert.True(book.TryGetNode("DB1.EXAMPLE:7000", out var found));
+        Assert.Same(named, found);
+    }
+
+    [Fact]
+    public void Lag_over_the_bound_takes_a_replica_out()
+    {
+        var book = new HealthBook();
+        var node = book.Node("r:1");
+        node.Up = true;
+        node.Status = Status();
+        node.LagMs = 1_000;
+        Assert.True(book.InRotation("r:1", 0, 1_000));
+        node.LagMs = 1_001;
+        Assert.False(book.InRotation("r:1", 0, 1_000));
+        Assert.True(book.InRotation("r:1", 0, 5_000));
+    }
+
+    [Fact]
+    public void Down_diverged_masters_and_unprobed_nodes_are_out()
+    {
+        var book = new HealthBook();
+
+        var unprobed = book.Node("a:1");
+        unprobed.Up = true;
+        Assert.False(book.InRotation("a:1", 0, 1_000));
+
+        var down = book.Node("b:1");
+        down.Status = Status();
+        down.Up = false;
+        Assert.False(book.InRotation("b:1", 0, 1_000));
+        down.Up = true;
+        Assert.True(book.InRotation("b:1", 0, 1_000));
+
+        var diverged = book.Node("c:1");
+        diverged.Up = true;
+        diverged.Status = Status(diverged: "history differs at LSN 7");
+        Assert.False(book.InRotation("c:1", 0, 1_000));
+
+        var master = book.Node("d:1");
+        master.Up = true;
+        master.Status = Status(role: "master");
+        Assert.False(book.InRotation("d:1", 0, 1_000));
+
+        var other = book.Node("e:1");
+        other.Up = true;
+        other.Status = Status(role: "fenced");
+        Assert.False(book.InRotation("e:1", 0, 1_000));
+    }
+
+    [Fact]
+    public void Shards_are_tracked_by_exact_id()
+    {
+        var book = new HealthBook();
+        var a = book.Shard("a");
+        Assert.Same(a, book.Shard("a"));
+        Assert.NotSame(a, book.Shard("A"));
+        a.SampleMaster(0, 1, Window);
+        Assert.Equal(0, book.Shard("A").LagMs(100, 0));
+        Assert.Equal(100, book.Shard("a").LagMs(100, 0));
+    }
+}
