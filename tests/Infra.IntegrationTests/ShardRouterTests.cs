@@ -350,6 +350,36 @@ public sealed class ShardRouterTests
         }
     }
 
+    [Fact]
+    public async Task A_master_that_stops_being_master_is_replaced_and_told_to_follow()
+    {
+        await using var cluster = await ShardCluster.StartAsync(1);
+        await CreateAccountsAsync(cluster);
+        var (written, _) = await cluster.ExecuteAsync("a", ["INSERT INTO acct(k, v) VALUES(?, ?)", "a", 1]);
+        Assert.Equal(200, written);
+        var shard = cluster.Shards[0];
+
+        // Someone claims a newer epoch on the master for a node that does not exist: it steps down and answers as a replica.
+        var (claimed, body) = await shard.Master.PostAsync("/claim", new { epoch = 2, leader = "nobody" });
+        Assert.True(claimed == 200, body.ToString());
+        await Eventually.HoldsAsync(async () =>
+        {
+            var map = await cluster.ShardsAsync();
+            return map.GetProperty("shards")[0].GetProperty("master").GetString() == shard.Replica.ReplicationAddress;
+        }, "the router promotes the replica", TimeSpan.FromSeconds(30));
+        var epoch = (await cluster.ShardsAsync()).GetProperty("shards")[0].GetProperty("epoch").GetInt64();
+        Assert.True(epoch >= 3, $"epoch {epoch}: the new master's epoch is above the one claimed on the old master");
+        var (after, answer) = await cluster.ExecuteAsync("a", ["UPDATE acct SET v = 2 WHERE k = ?", "a"]);
+        Assert.True(after == 200, answer.ToString());
+        await Eventually.HoldsAsync(async () =>
+        {
+            var status = await shard.Master.StatusAsync();
+            return status.GetProperty("role").GetString() == "replica" && status.GetProperty("master").GetString() == shard.Replica.ReplicationAddress
+                && await shard.Master.LsnAsync() == await shard.Replica.LsnAsync();
+        }, "the old master follows the new one", TimeSpan.FromSeconds(30));
+        Assert.Equal(await shard.Replica.ChecksumAsync(), await shard.Master.ChecksumAsync());
+    }
+
     private sealed class DisposableShard(ShardNodes shard) : IAsyncDisposable
     {
         public ShardNodes Shard { get; } = shard;

@@ -104,12 +104,13 @@ internal sealed partial class FailoverMonitor(Router router, TimeProvider time, 
         var masterOk = master.Up && master.Status is { IsMaster: true } ms && ms.Epoch == shard.Epoch && ms.FencedBy == 0;
         if (masterOk)
         {
+            master.NotMaster = 0;
             state.SampleMaster(now, master.Status!.Lsn, (long)router.Options.MaxReplicaLag.TotalMilliseconds * 4);
         }
         else if (master.Up)
         {
             // It answers but is not this epoch's master (stepped down, fenced): as good as failed.
-            master.Failures++;
+            master.NotMaster++;
         }
 
         foreach (var address in shard.Replicas)
@@ -125,7 +126,7 @@ internal sealed partial class FailoverMonitor(Router router, TimeProvider time, 
             }
         }
 
-        if (!masterOk && master.Failures >= router.Options.FailAfter)
+        if (!masterOk && Math.Max(master.Failures, master.NotMaster) >= router.Options.FailAfter)
         {
             await FailoverAsync(shard, cancellationToken);
         }
@@ -208,7 +209,8 @@ internal sealed partial class FailoverMonitor(Router router, TimeProvider time, 
             }
 
             var (chosen, chosenStatus) = candidates[0];
-            var epoch = Math.Max(shard.Epoch, statuses.Max(s => s.Status.Epoch)) + 1;
+            var oldMaster = router.Health.Node(shard.Master).Status?.Epoch ?? 0;
+            var epoch = Math.Max(Math.Max(shard.Epoch, oldMaster), statuses.Max(s => s.Status.Epoch)) + 1;
 
             // Claim the epoch for the chosen node on the replicas: a majority must agree.
             var votes = 0;

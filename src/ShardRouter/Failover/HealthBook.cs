@@ -17,6 +17,9 @@ internal sealed class NodeHealth(string address)
     /// <summary>Probes failed in a row.</summary>
     public int Failures { get; set; }
 
+    /// <summary>Rounds in a row it answered as a shard's master but was not that epoch's master (stepped down, fenced).</summary>
+    public int NotMaster { get; set; }
+
     public long LastOkMs { get; set; }
 
     /// <summary>A replica: how old the oldest master entry it lacks is (0 when caught up).</summary>
