@@ -203,7 +203,7 @@ internal sealed partial class NativeApi(Node node, ILogger logger)
                             w.WriteArrayHeader(row.Length);
                             foreach (var value in row)
                             {
-                                WriteValue(ref w, value);
+                                MessagePackValues.WriteSqlValue(ref w, value);
                             }
                         }
 
@@ -294,13 +294,13 @@ internal sealed partial class NativeApi(Node node, ILogger logger)
             if (replica)
             {
                 w.Write("master");
-                WriteValue(ref w, master);
+                MessagePackValues.WriteSqlValue(ref w, master);
                 w.Write("connected");
                 w.Write(connected);
                 w.Write("masterLsn");
                 w.Write(masterLsn);
                 w.Write("diverged");
-                WriteValue(ref w, diverged);
+                MessagePackValues.WriteSqlValue(ref w, diverged);
             }
         };
     }
@@ -370,31 +370,6 @@ internal sealed partial class NativeApi(Node node, ILogger logger)
 
     private static long RequiredLong(Dictionary<string, object?> args, string name) =>
         OptionalLong(args, name) is { } value and > 0 ? value : throw Bad($"\"{name}\" must be an integer above 0");
-
-    public static void WriteValue(ref MessagePackWriter w, object? value)
-    {
-        switch (value)
-        {
-            case null:
-                w.WriteNil();
-                break;
-            case long l:
-                w.Write(l);
-                break;
-            case double d:
-                w.Write(d);
-                break;
-            case string s:
-                w.Write(s);
-                break;
-            case byte[] b:
-                w.Write(b);
-                break;
-            default:
-                w.Write(value.ToString());
-                break;
-        }
-    }
 
     private static Task SendErrorAsync(FrameConnection frames, long id, NodeErrorCode code, string message, CancellationToken token) =>
         frames.SendAsync(id, code.ToString(), (ref MessagePackWriter w) => w.Write(message), token).AsTask();

@@ -1,4 +1,5 @@
 using System.Buffers;
+using Infra.Core.Framing;
 using Infra.Core.Storage;
 using MessagePack;
 
@@ -57,7 +58,7 @@ internal static class EntryCodec
                     writer.WriteArrayHeader(s.Parameters.Count);
                     foreach (var value in s.Parameters)
                     {
-                        WriteValue(ref writer, value);
+                        MessagePackValues.WriteSqlValue(ref writer, value);
                     }
 
                     break;
@@ -90,7 +91,7 @@ internal static class EntryCodec
                     var values = new object?[n];
                     for (var v = 0; v < n; v++)
                     {
-                        values[v] = ReadValue(ref reader);
+                        values[v] = MessagePackValues.ReadSqlValue(ref reader);
                     }
 
                     parts.Add(new StatementPart(sql, values));
@@ -111,47 +112,5 @@ internal static class EntryCodec
         {
             throw new InvalidDataException("a log entry is truncated", ex);
         }
-    }
-
-    /// <summary>Writes a SQL value: nil, integer, float, string or bytes.</summary>
-    public static void WriteValue(ref MessagePackWriter writer, object? value)
-    {
-        switch (value)
-        {
-            case null:
-                writer.WriteNil();
-                break;
-            case long l:
-                writer.Write(l);
-                break;
-            case double d:
-                writer.Write(d);
-                break;
-            case string s:
-                writer.Write(s);
-                break;
-            case byte[] b:
-                writer.Write(b);
-                break;
-            default:
-                throw new ArgumentException($"not a SQL value: {value.GetType().Name}", nameof(value));
-        }
-    }
-
-    public static object? ReadValue(ref MessagePackReader reader) => reader.NextMessagePackType switch
-    {
-        MessagePackType.Nil => ReadNil(ref reader),
-        MessagePackType.Integer => reader.ReadInt64(),
-        MessagePackType.Float => reader.ReadDouble(),
-        MessagePackType.String => reader.ReadString(),
-        MessagePackType.Binary => reader.ReadBytes()?.ToArray() ?? [],
-        MessagePackType.Boolean => reader.ReadBoolean() ? 1L : 0L,
-        var other => throw new InvalidDataException($"a parameter of type {other} is not a SQL value"),
-    };
-
-    private static object? ReadNil(ref MessagePackReader reader)
-    {
-        reader.ReadNil();
-        return null;
     }
 }

@@ -1,5 +1,5 @@
-using System.Buffers;
 using Infra.Client.Rpc;
+using Infra.Core.Framing;
 using MessagePack;
 
 namespace Infra.Client.Data;
@@ -200,7 +200,7 @@ public sealed class DataNodeClient : IAsyncDisposable
                         var row = new object?[reader.ReadArrayHeader()];
                         for (var i = 0; i < row.Length; i++)
                         {
-                            row[i] = ReadScalar(ref reader);
+                            row[i] = ReadSqlValue(ref reader);
                         }
 
                         rows.Add(row);
@@ -219,25 +219,15 @@ public sealed class DataNodeClient : IAsyncDisposable
         return new QueryRows(columns, rows, lsn);
     }
 
-    private static object? ReadScalar(ref MessagePackReader reader)
+    private static object? ReadSqlValue(ref MessagePackReader reader)
     {
-        switch (reader.NextMessagePackType)
+        try
         {
-            case MessagePackType.Nil:
-                reader.ReadNil();
-                return null;
-            case MessagePackType.Integer:
-                return reader.ReadInt64();
-            case MessagePackType.Float:
-                return reader.ReadDouble();
-            case MessagePackType.String:
-                return reader.ReadString();
-            case MessagePackType.Binary:
-                return reader.ReadBytes()?.ToArray();
-            case MessagePackType.Boolean:
-                return reader.ReadBoolean() ? 1L : 0L;
-            default:
-                throw new DataException("BadAnswer", $"a row value of type {reader.NextMessagePackType}");
+            return MessagePackValues.ReadSqlValue(ref reader);
+        }
+        catch (InvalidDataException ex)
+        {
+            throw new DataException("BadAnswer", "a row value: " + ex.Message);
         }
     }
 

@@ -99,26 +99,14 @@ internal sealed class FrameRpcClient : IAsyncDisposable
     {
         switch (value)
         {
-            case null:
-                writer.WriteNil();
-                break;
-            case string s:
-                writer.Write(s);
+            case null or long or double or string or byte[]:
+                MessagePackValues.WriteSqlValue(ref writer, value);
                 break;
             case bool b:
                 writer.Write(b);
                 break;
             case int i:
                 writer.Write(i);
-                break;
-            case long l:
-                writer.Write(l);
-                break;
-            case double d:
-                writer.Write(d);
-                break;
-            case byte[] bytes:
-                writer.Write(bytes);
                 break;
             case ReadOnlyMemory<byte> memory:
                 writer.Write(memory.Span);

@@ -33,6 +33,54 @@ public static class MessagePackValues
         }
     }
 
+    /// <summary>Writes a SQL value: nil, integer, float, string or bytes (what data nodes store and return).</summary>
+    public static void WriteSqlValue(ref MessagePackWriter writer, object? value)
+    {
+        switch (value)
+        {
+            case null:
+                writer.WriteNil();
+                break;
+            case long l:
+                writer.Write(l);
+                break;
+            case double d:
+                writer.Write(d);
+                break;
+            case string s:
+                writer.Write(s);
+                break;
+            case byte[] b:
+                writer.Write(b);
+                break;
+            default:
+                throw new ArgumentException($"not a SQL value: {value.GetType().Name}", nameof(value));
+        }
+    }
+
+    /// <summary>Reads a SQL value (a boolean reads as 1 or 0); anything else is <see cref="InvalidDataException"/>.</summary>
+    public static object? ReadSqlValue(ref MessagePackReader reader)
+    {
+        switch (reader.NextMessagePackType)
+        {
+            case MessagePackType.Nil:
+                reader.ReadNil();
+                return null;
+            case MessagePackType.Integer:
+                return reader.ReadInt64();
+            case MessagePackType.Float:
+                return reader.ReadDouble();
+            case MessagePackType.String:
+                return reader.ReadString();
+            case MessagePackType.Binary:
+                return reader.ReadBytes()?.ToArray() ?? [];
+            case MessagePackType.Boolean:
+                return reader.ReadBoolean() ? 1L : 0L;
+            case var other:
+                throw new InvalidDataException($"a value of type {other} is not a SQL value");
+        }
+    }
+
     private static object? Read(ref MessagePackReader reader, int depth)
     {
         if (depth > MaxDepth)

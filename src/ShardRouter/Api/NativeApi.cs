@@ -95,7 +95,7 @@ internal sealed class NativeApi(Router router) : IConnectionHandler
                             w.WriteArrayHeader(row.Length);
                             foreach (var value in row)
                             {
-                                WriteValue(ref w, value);
+                                MessagePackValues.WriteSqlValue(ref w, value);
                             }
                         }
 
@@ -202,31 +202,6 @@ internal sealed class NativeApi(Router router) : IConnectionHandler
 
             default:
                 throw RouterException.Bad($"unknown op '{op}'");
-        }
-    }
-
-    private static void WriteValue(ref MessagePackWriter w, object? value)
-    {
-        switch (value)
-        {
-            case null:
-                w.WriteNil();
-                break;
-            case long l:
-                w.Write(l);
-                break;
-            case double d:
-                w.Write(d);
-                break;
-            case string s:
-                w.Write(s);
-                break;
-            case byte[] b:
-                w.Write(b);
-                break;
-            default:
-                w.Write(value.ToString());
-                break;
         }
     }
 }
