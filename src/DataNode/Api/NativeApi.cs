@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Security.Cryptography;
 using System.Text;
 using Infra.Core.Framing;
+using Infra.Core.Networking;
 using Infra.DataNode.Replication;
 using Infra.DataNode.Storage;
 using MessagePack;
@@ -14,7 +15,7 @@ namespace Infra.DataNode.Api;
 /// replica's <c>hello</c> speaks this): length-prefixed MessagePack frames, a request is
 /// <c>[id, op, {args}]</c> with id &gt; 0, the answer <c>[id, "ok", {result}]</c> or
 /// <c>[id, "&lt;ErrorCode&gt;", "message"]</c>. Requests on one connection run concurrently and are
-/// answered as they finish. Ops: <c>execute</c> {statements: [[sql, params…]], epoch?} →
+/// answered as they finish (<see cref="RequestConnection"/>). Ops: <c>execute</c> {statements: [[sql, params…]], epoch?} →
 /// {results: [[rowsAffected, lastInsertId]…], lsn, epoch}; <c>query</c> {sql, params?, minLsn?,
 /// timeoutMs?} → {columns, rows, lsn}; <c>status</c>; <c>checksum</c>; <c>promote</c> {epoch};
 /// <c>follow</c> {master, epoch?, reclone?}; <c>claim</c> {epoch, leader}; <c>ping</c>. State-changing
@@ -24,97 +25,42 @@ internal sealed partial class NativeApi(Node node, ILogger logger)
 {
     public const int MaxInFlightPerConnection = 256;
 
-    public async Task RunAsync(FrameConnection frames, Frame first, CancellationToken closing)
+    /// <summary>Serves a connection whose first frame (already read) was a request, not a replica's hello.</summary>
+    public Task RunAsync(ConnectionContext connection, Frame first) =>
+        RequestConnection.RunAsync(connection, node.Options.MaxReplicationFrameBytes, MaxInFlightPerConnection, HandleAsync, first.Whole, reason =>
+        {
+            LogBadFrame(logger, reason);
+            node.CountError(NodeErrorCode.BadRequest);
+        });
+
+    private async Task<RequestAnswer> HandleAsync(string op, ReadOnlyMemory<byte> args, CancellationToken closing)
     {
-        using var inFlight = new SemaphoreSlim(MaxInFlightPerConnection);
-        Frame? next = first;
         try
         {
-            while (next is { } frame)
+            var value = args.IsEmpty ? null : MessagePackValues.ReadWhole(new ReadOnlySequence<byte>(args));
+            var map = value switch
             {
-                if (frame.Id <= 0)
-                {
-                    await SendErrorAsync(frames, 0, NodeErrorCode.BadRequest, "a request id must be above 0", closing);
-                    break;
-                }
-
-                await inFlight.WaitAsync(closing);
-                _ = HandleAsync(frames, frame, inFlight, closing);
-                next = await frames.ReadAsync(closing);
-            }
+                Dictionary<string, object?> m => m,
+                null => [],
+                _ => throw Bad("the arguments are not a map"),
+            };
+            return RequestAnswer.Ok(await RunAsync(op, map, closing));
         }
         catch (InvalidDataException ex)
         {
-            LogBadFrame(logger, ex.Message);
             node.CountError(NodeErrorCode.BadRequest);
-            await TrySendAsync(() => SendErrorAsync(frames, 0, NodeErrorCode.BadRequest, ex.Message, closing));
-        }
-        catch (Exception ex) when (ex is IOException or OperationCanceledException or ObjectDisposedException)
-        {
-            // The client went away or the node is stopping.
-        }
-
-        // Let the requests still running answer (or fail on the closed connection) before the pipes go.
-        for (var i = 0; i < MaxInFlightPerConnection; i++)
-        {
-            await inFlight.WaitAsync(CancellationToken.None);
-        }
-    }
-
-    private async Task HandleAsync(FrameConnection frames, Frame frame, SemaphoreSlim inFlight, CancellationToken closing)
-    {
-        try
-        {
-            await Task.Yield();
-            MessagePackBody answer;
-            try
-            {
-                var args = frame.Bytes.IsEmpty ? null : MessagePackValues.ReadWhole(new ReadOnlySequence<byte>(frame.Bytes));
-                var map = args switch
-                {
-                    Dictionary<string, object?> m => m,
-                    null => [],
-                    _ => throw Bad("the arguments are not a map"),
-                };
-                answer = await RunAsync(frame.Tag, map, closing);
-            }
-            catch (InvalidDataException ex)
-            {
-                throw Bad(ex.Message);
-            }
-
-            await frames.SendAsync(frame.Id, "ok", answer, closing);
+            return RequestAnswer.Error(nameof(NodeErrorCode.BadRequest), ex.Message);
         }
         catch (NodeException ex)
         {
             node.CountError(ex.Code);
-            await TrySendAsync(() => SendErrorAsync(frames, frame.Id, ex.Code, ex.Message, closing));
+            return RequestAnswer.Error(ex.Code.ToString(), ex.Message);
         }
         catch (Exception ex) when (ex is Microsoft.Data.Sqlite.SqliteException or InvalidOperationException)
         {
-            LogFailed(logger, frame.Tag, ex);
+            LogFailed(logger, op, ex);
             node.CountError(NodeErrorCode.Unavailable);
-            await TrySendAsync(() => SendErrorAsync(frames, frame.Id, NodeErrorCode.Unavailable, "internal error: " + ex.Message, closing));
-        }
-        catch (Exception ex) when (ex is IOException or OperationCanceledException or ObjectDisposedException)
-        {
-            // The connection is gone; nothing to answer.
-        }
-        finally
-        {
-            inFlight.Release();
-        }
-    }
-
-    private static async Task TrySendAsync(Func<Task> send)
-    {
-        try
-        {
-            await send();
-        }
-        catch (Exception ex) when (ex is IOException or OperationCanceledException or ObjectDisposedException or InvalidOperationException)
-        {
-            // The connection is gone.
+            return RequestAnswer.Error(nameof(NodeErrorCode.Unavailable), "internal error: " + ex.Message);
         }
     }
 
@@ -371,12 +317,9 @@ internal sealed partial class NativeApi(Node node, ILogger logger)
     private static long RequiredLong(Dictionary<string, object?> args, string name) =>
         OptionalLong(args, name) is { } value and > 0 ? value : throw Bad($"\"{name}\" must be an integer above 0");
 
-    private static Task SendErrorAsync(FrameConnection frames, long id, NodeErrorCode code, string message, CancellationToken token) =>
-        frames.SendAsync(id, code.ToString(), (ref MessagePackWriter w) => w.Write(message), token).AsTask();
-
     private static NodeException Bad(string message) => new(NodeErrorCode.BadRequest, message);
 
-    [LoggerMessage(EventId = 640, Level = LogLevel.Debug, Message = "A client sent a bad frame: {Reason}; closing the connection")]
+    [LoggerMessage(EventId = 640, Level = LogLevel.Debug, Message = "A client sent a bad frame: {Reason}")]
     private static partial void LogBadFrame(ILogger logger, string reason);
 
     [LoggerMessage(EventId = 641, Level = LogLevel.Error, Message = "A client request ({Op}) failed inside the node")]

@@ -27,8 +27,11 @@ internal static class Tags
 }
 
 /// <summary>One received frame: its id (0 for replication, the request id for the client protocol), its tag and its body.</summary>
-internal readonly struct Frame(long id, string tag, ReadOnlyMemory<byte> body)
+internal readonly struct Frame(long id, string tag, ReadOnlyMemory<byte> body, byte[] whole)
 {
+    /// <summary>The whole frame body, <c>[id, tag, body]</c>.</summary>
+    public byte[] Whole { get; } = whole;
+
     public long Id { get; } = id;
 
     public string Tag { get; } = tag;
@@ -102,7 +105,7 @@ internal sealed class FrameConnection(PipeReader input, PipeWriter output, int m
 
             var id = reader.ReadInt64();
             var tag = reader.ReadString() ?? throw new InvalidDataException("a replication frame without a tag");
-            return new Frame(id, tag, bytes.AsMemory((int)reader.Consumed));
+            return new Frame(id, tag, bytes.AsMemory((int)reader.Consumed), bytes);
         }
         catch (Exception ex) when (ex is MessagePackSerializationException or EndOfStreamException or OverflowException)
         {

@@ -192,7 +192,7 @@ internal sealed partial class ReplicationHub(Node node, ILogger logger, Api.Nati
         if (hello.Tag != Tags.Hello || hello.Id != 0)
         {
             // Not a replica: a client (the shard router, Infra.Client) speaking the request protocol.
-            await clients.RunAsync(frames, hello, closing);
+            await clients.RunAsync(connection, hello);
             return;
         }
 

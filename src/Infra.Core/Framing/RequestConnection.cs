@@ -27,7 +27,9 @@ public delegate Task<RequestAnswer> RequestHandler(string op, ReadOnlyMemory<byt
 /// </summary>
 public static class RequestConnection
 {
-    public static async Task RunAsync(ConnectionContext connection, int maxFrameBytes, int maxInFlight, RequestHandler handler)
+    /// <param name="first">A request frame body already taken off the connection (a protocol sniffed by its first frame).</param>
+    /// <param name="badFrame">Told, for logging and metrics, of every frame that is not a valid request.</param>
+    public static async Task RunAsync(ConnectionContext connection, int maxFrameBytes, int maxInFlight, RequestHandler handler, byte[]? first = null, Action<string>? badFrame = null)
     {
         ArgumentNullException.ThrowIfNull(connection);
         ArgumentNullException.ThrowIfNull(handler);
@@ -36,6 +38,12 @@ public static class RequestConnection
         using var registration = closing.UnsafeRegister(static state => ((PipeReader)state!).CancelPendingRead(), input);
         using var writeLock = new SemaphoreSlim(1, 1);
         using var inFlight = new SemaphoreSlim(maxInFlight);
+        if (first is not null)
+        {
+            await inFlight.WaitAsync(CancellationToken.None);
+            _ = RunOneAsync(connection.Output, writeLock, inFlight, first, handler, badFrame, closing);
+        }
+
         try
         {
             while (true)
@@ -58,15 +66,16 @@ public static class RequestConnection
 
                     if (status != FrameStatus.Complete)
                     {
-                        await SendAsync(connection.Output, writeLock, 0, RequestAnswer.Error("BadRequest", status == FrameStatus.TooLarge
-                            ? $"a frame of {declared} bytes is over the limit of {maxFrameBytes}" : $"a frame length of {declared} is not valid"));
+                        var reason = status == FrameStatus.TooLarge ? $"a frame of {declared} bytes is over the limit of {maxFrameBytes}" : $"a frame length of {declared} is not valid";
+                        badFrame?.Invoke(reason);
+                        await SendAsync(connection.Output, writeLock, 0, RequestAnswer.Error("BadRequest", reason));
                         fatal = true;
                         break;
                     }
 
                     var bytes = body.ToArray();
                     await inFlight.WaitAsync(CancellationToken.None);
-                    _ = RunOneAsync(connection.Output, writeLock, inFlight, bytes, handler, closing);
+                    _ = RunOneAsync(connection.Output, writeLock, inFlight, bytes, handler, badFrame, closing);
                 }
 
                 input.AdvanceTo(buffer.Start, buffer.End);
@@ -87,7 +96,7 @@ public static class RequestConnection
         }
     }
 
-    private static async Task RunOneAsync(PipeWriter output, SemaphoreSlim writeLock, SemaphoreSlim inFlight, byte[] frame, RequestHandler handler, CancellationToken closing)
+    private static async Task RunOneAsync(PipeWriter output, SemaphoreSlim writeLock, SemaphoreSlim inFlight, byte[] frame, RequestHandler handler, Action<string>? badFrame, CancellationToken closing)
     {
         try
         {
@@ -108,6 +117,7 @@ public static class RequestConnection
             }
             catch (Exception ex) when (ex is MessagePackSerializationException or EndOfStreamException or OverflowException or InvalidDataException)
             {
+                badFrame?.Invoke(ex.Message);
                 answer = RequestAnswer.Error("BadRequest", "not a valid request: " + ex.Message);
             }
 

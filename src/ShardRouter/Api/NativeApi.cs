@@ -36,7 +36,7 @@ internal sealed class NativeApi(Router router) : IConnectionHandler
         catch (RouterException ex)
         {
             router.Metrics.Errors.Add(1, new KeyValuePair<string, object?>("code", ex.Code));
-            return RequestAnswer.Error(ex.Code, ex.Failed.Count == 0 ? ex.Message : ex.Message);
+            return RequestAnswer.Error(ex.Code, ex.Message);
         }
     }
 
