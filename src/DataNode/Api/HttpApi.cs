@@ -18,9 +18,6 @@ namespace Infra.DataNode.Api;
 /// </summary>
 internal sealed class HttpApi(Node node) : IAdminRoutes
 {
-    private static readonly JsonDocumentOptions DocumentOptions = new() { MaxDepth = 16 };
-    private static readonly JsonWriterOptions WriterOptions = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
-
     public void Map(IEndpointRouteBuilder routes)
     {
         routes.MapPost("/execute", context => Guard(context, ExecuteAsync));
@@ -78,7 +75,7 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
             context.Response.Headers.RetryAfter = "1";
         }
 
-        return WriteJsonAsync(context, w =>
+        return JsonHttp.WriteAsync(context, w =>
         {
             w.WriteStartObject();
             w.WriteString("error", message);
@@ -129,7 +126,7 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
         }
 
         var answer = await node.ExecuteAsync(new WriteCommand(list, epoch), context.RequestAborted);
-        await WriteJsonAsync(context, w =>
+        await JsonHttp.WriteAsync(context, w =>
         {
             w.WriteStartObject();
             w.WriteStartArray("results");
@@ -241,29 +238,10 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
         }
 
         var result = await node.QueryAsync(sql, parameters, minLsn, wait, context.RequestAborted);
-        await WriteJsonAsync(context, w =>
+        await JsonHttp.WriteAsync(context, w =>
         {
             w.WriteStartObject();
-            w.WriteStartArray("columns");
-            foreach (var column in result.Columns)
-            {
-                w.WriteStringValue(column);
-            }
-
-            w.WriteEndArray();
-            w.WriteStartArray("rows");
-            foreach (var row in result.Rows)
-            {
-                w.WriteStartArray();
-                foreach (var value in row)
-                {
-                    SqlJson.WriteValue(w, value);
-                }
-
-                w.WriteEndArray();
-            }
-
-            w.WriteEndArray();
+            SqlJson.WriteRows(w, result.Columns, result.Rows);
             w.WriteNumber("lsn", result.Lsn);
             w.WriteEndObject();
         });
@@ -274,7 +252,7 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
         var db = node.Db;
         var follower = node.Follower;
         var replicas = node.Hub.Replicas.Select(r => (r, lag: node.Hub.LagMs(r))).ToList();
-        return WriteJsonAsync(context, w =>
+        return JsonHttp.WriteAsync(context, w =>
         {
             w.WriteStartObject();
             w.WriteString("nodeId", db.NodeId);
@@ -341,7 +319,7 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
     private Task ChecksumAsync(HttpContext context)
     {
         var (checksum, lsn, tables) = node.Db.Checksum();
-        return WriteJsonAsync(context, w =>
+        return JsonHttp.WriteAsync(context, w =>
         {
             w.WriteStartObject();
             w.WriteString("checksum", checksum);
@@ -414,7 +392,7 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
             context.Response.StatusCode = StatusCodes.Status404NotFound;
         }
 
-        await WriteJsonAsync(context, w =>
+        await JsonHttp.WriteAsync(context, w =>
         {
             w.WriteStartObject();
             w.WriteStartArray("registered");
@@ -428,7 +406,7 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
         });
     }
 
-    private Task RoleAsync(HttpContext context) => WriteJsonAsync(context, w =>
+    private Task RoleAsync(HttpContext context) => JsonHttp.WriteAsync(context, w =>
     {
         w.WriteStartObject();
         w.WriteString("role", node.Role == NodeRole.Master ? "master" : "replica");
@@ -437,23 +415,8 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
         w.WriteEndObject();
     });
 
-    private static async Task<JsonDocument> ReadJsonAsync(HttpContext context)
-    {
-        if (context.Request.ContentLength == 0)
-        {
-            throw Bad("the body is empty; expected JSON");
-        }
-
-        return await JsonDocument.ParseAsync(context.Request.Body, DocumentOptions, context.RequestAborted);
-    }
-
-    private static async Task WriteJsonAsync(HttpContext context, Action<Utf8JsonWriter> write)
-    {
-        context.Response.ContentType = "application/json";
-        await using var writer = new Utf8JsonWriter(context.Response.BodyWriter, WriterOptions);
-        write(writer);
-        await writer.FlushAsync(context.RequestAborted);
-    }
+    private static async Task<JsonDocument> ReadJsonAsync(HttpContext context) =>
+        await JsonHttp.ReadAsync(context) ?? throw Bad("the body is empty; expected JSON");
 
     private static NodeException Bad(string message) => new(NodeErrorCode.BadRequest, message);
 }

@@ -23,6 +23,34 @@ public static class SqlJson
         _ => throw new FormatException($"{where} is not a SQL value: use null, a number, a string, true/false or {{\"base64\": \"...\"}} (values are bound as parameters, never spliced into SQL)"),
     };
 
+    /// <summary>Writes <c>"columns": [...], "rows": [[...], ...]</c> into the current object.</summary>
+    public static void WriteRows(Utf8JsonWriter w, IEnumerable<string> columns, IEnumerable<object?[]> rows)
+    {
+        ArgumentNullException.ThrowIfNull(w);
+        ArgumentNullException.ThrowIfNull(columns);
+        ArgumentNullException.ThrowIfNull(rows);
+        w.WriteStartArray("columns");
+        foreach (var column in columns)
+        {
+            w.WriteStringValue(column);
+        }
+
+        w.WriteEndArray();
+        w.WriteStartArray("rows");
+        foreach (var row in rows)
+        {
+            w.WriteStartArray();
+            foreach (var value in row)
+            {
+                WriteValue(w, value);
+            }
+
+            w.WriteEndArray();
+        }
+
+        w.WriteEndArray();
+    }
+
     public static void WriteValue(Utf8JsonWriter w, object? value)
     {
         ArgumentNullException.ThrowIfNull(w);

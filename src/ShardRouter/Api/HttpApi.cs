@@ -17,9 +17,6 @@ namespace Infra.ShardRouter.Api;
 /// </summary>
 internal sealed class HttpApi(Router router, Resharder resharder) : IAdminRoutes
 {
-    private static readonly JsonDocumentOptions DocumentOptions = new() { MaxDepth = 16 };
-    private static readonly JsonWriterOptions WriterOptions = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
-
     public void Map(IEndpointRouteBuilder routes)
     {
         routes.MapPost("/db/execute", context => Guard(context, ExecuteAsync));
@@ -72,7 +69,7 @@ internal sealed class HttpApi(Router router, Resharder resharder) : IAdminRoutes
             context.Response.Headers.RetryAfter = "1";
         }
 
-        return WriteJsonAsync(context, w =>
+        return JsonHttp.WriteAsync(context, w =>
         {
             w.WriteStartObject();
             w.WriteString("error", error.Message);
@@ -105,7 +102,7 @@ internal sealed class HttpApi(Router router, Resharder resharder) : IAdminRoutes
     {
         var (key, statements) = RequestParser.Execute(await ReadAsync(context), router.Options.MaxStatements);
         var reply = await router.ExecuteAsync(key, statements, context.RequestAborted);
-        await WriteJsonAsync(context, w =>
+        await JsonHttp.WriteAsync(context, w =>
         {
             w.WriteStartObject();
             w.WriteStartArray("results");
@@ -132,29 +129,10 @@ internal sealed class HttpApi(Router router, Resharder resharder) : IAdminRoutes
     {
         var request = RequestParser.Query(await ReadAsync(context));
         var reply = await router.QueryAsync(request, context.RequestAborted);
-        await WriteJsonAsync(context, w =>
+        await JsonHttp.WriteAsync(context, w =>
         {
             w.WriteStartObject();
-            w.WriteStartArray("columns");
-            foreach (var column in reply.Columns)
-            {
-                w.WriteStringValue(column);
-            }
-
-            w.WriteEndArray();
-            w.WriteStartArray("rows");
-            foreach (var row in reply.Rows)
-            {
-                w.WriteStartArray();
-                foreach (var value in row)
-                {
-                    SqlJson.WriteValue(w, value);
-                }
-
-                w.WriteEndArray();
-            }
-
-            w.WriteEndArray();
+            SqlJson.WriteRows(w, reply.Columns, reply.Rows);
             w.WriteStartArray("shards");
             foreach (var shard in reply.Shards)
             {
@@ -182,7 +160,7 @@ internal sealed class HttpApi(Router router, Resharder resharder) : IAdminRoutes
         var outcomes = await router.SchemaAsync(statements, tables, context.RequestAborted);
         var ok = outcomes.All(o => o.Ok);
         context.Response.StatusCode = ok ? 200 : outcomes.Any(o => o.Ok) ? 502 : outcomes.All(o => o.Code is "BadRequest" or "SqlError" or "NotAllowed") ? 400 : 503;
-        await WriteJsonAsync(context, w =>
+        await JsonHttp.WriteAsync(context, w =>
         {
             w.WriteStartObject();
             if (!ok)
@@ -219,7 +197,7 @@ internal sealed class HttpApi(Router router, Resharder resharder) : IAdminRoutes
     {
         var map = router.Map;
         var counts = map.SlotCounts();
-        return WriteJsonAsync(context, w =>
+        return JsonHttp.WriteAsync(context, w =>
         {
             w.WriteStartObject();
             w.WriteNumber("version", map.Version);
@@ -230,18 +208,7 @@ internal sealed class HttpApi(Router router, Resharder resharder) : IAdminRoutes
                 var shard = map.Shards[i];
                 var health = router.Health.Shard(shard.Id);
                 w.WriteStartObject();
-                w.WriteString("id", shard.Id);
-                w.WriteString("master", shard.Master);
-                w.WriteStartArray("replicas");
-                foreach (var replica in shard.Replicas)
-                {
-                    w.WriteStringValue(replica);
-                }
-
-                w.WriteEndArray();
-                w.WriteNumber("epoch", shard.Epoch);
-                w.WriteNumber("weight", shard.Weight);
-                w.WriteBoolean("draining", shard.Draining);
+                ShardMap.WriteShardFields(w, shard);
                 w.WriteNumber("slotCount", counts[i]);
                 w.WriteBoolean("failingOver", health.FailingOver);
                 w.WriteNumber("failovers", health.Failovers);
@@ -279,27 +246,7 @@ internal sealed class HttpApi(Router router, Resharder resharder) : IAdminRoutes
             }
 
             w.WriteEndArray();
-            w.WriteStartArray("tables");
-            foreach (var table in map.Tables)
-            {
-                w.WriteStartObject();
-                w.WriteString("name", table.Name);
-                w.WriteString("shardKey", table.ShardKey);
-                w.WriteEndObject();
-            }
-
-            w.WriteEndArray();
-            w.WriteStartArray("owners");
-            foreach (var (owner, first, last) in map.Runs())
-            {
-                w.WriteStartArray();
-                w.WriteStringValue(map.Shards[owner].Id);
-                w.WriteNumberValue(first);
-                w.WriteNumberValue(last);
-                w.WriteEndArray();
-            }
-
-            w.WriteEndArray();
+            map.WriteTablesAndOwners(w);
             resharder.WriteStatus(w);
             w.WriteEndObject();
         });
@@ -320,7 +267,7 @@ internal sealed class HttpApi(Router router, Resharder resharder) : IAdminRoutes
 
         var moving = await resharder.AddShardAsync(shard with { Epoch = Math.Max(1, shard.Epoch), Draining = false });
         context.Response.StatusCode = StatusCodes.Status202Accepted;
-        await WriteJsonAsync(context, w =>
+        await JsonHttp.WriteAsync(context, w =>
         {
             w.WriteStartObject();
             w.WriteString("shard", shard.Id);
@@ -334,7 +281,7 @@ internal sealed class HttpApi(Router router, Resharder resharder) : IAdminRoutes
         var id = (string)context.Request.RouteValues["id"]!;
         var moving = await resharder.RemoveShardAsync(id);
         context.Response.StatusCode = StatusCodes.Status202Accepted;
-        await WriteJsonAsync(context, w =>
+        await JsonHttp.WriteAsync(context, w =>
         {
             w.WriteStartObject();
             w.WriteString("shard", id);
@@ -349,21 +296,7 @@ internal sealed class HttpApi(Router router, Resharder resharder) : IAdminRoutes
         return RequestParser.FromJson(document.RootElement) as Dictionary<string, object?> ?? throw RouterException.Bad("the body must be a JSON object");
     }
 
-    private static async Task<JsonDocument> ReadDocumentAsync(HttpContext context)
-    {
-        if (context.Request.ContentLength == 0)
-        {
-            throw RouterException.Bad("the body is empty; expected JSON");
-        }
+    private static async Task<JsonDocument> ReadDocumentAsync(HttpContext context) =>
+        await JsonHttp.ReadAsync(context) ?? throw RouterException.Bad("the body is empty; expected JSON");
 
-        return await JsonDocument.ParseAsync(context.Request.Body, DocumentOptions, context.RequestAborted);
-    }
-
-    private static async Task WriteJsonAsync(HttpContext context, Action<Utf8JsonWriter> write)
-    {
-        context.Response.ContentType = "application/json";
-        await using var writer = new Utf8JsonWriter(context.Response.BodyWriter, WriterOptions);
-        write(writer);
-        await writer.FlushAsync(context.RequestAborted);
-    }
 }

@@ -253,42 +253,24 @@ internal sealed class ShardMap
             w.WriteStartArray("shards");
             foreach (var shard in Shards)
             {
-                WriteShard(w, shard);
-            }
-
-            w.WriteEndArray();
-            w.WriteStartArray("tables");
-            foreach (var table in Tables)
-            {
                 w.WriteStartObject();
-                w.WriteString("name", table.Name);
-                w.WriteString("shardKey", table.ShardKey);
+                WriteShardFields(w, shard);
                 w.WriteEndObject();
             }
 
             w.WriteEndArray();
-
-            // Owners as runs of consecutive slots: [shard, first, last].
-            w.WriteStartArray("owners");
-            foreach (var (owner, first, last) in Runs())
-            {
-                w.WriteStartArray();
-                w.WriteStringValue(Shards[owner].Id);
-                w.WriteNumberValue(first);
-                w.WriteNumberValue(last);
-                w.WriteEndArray();
-            }
-
-            w.WriteEndArray();
+            WriteTablesAndOwners(w);
             w.WriteEndObject();
         }
 
         return buffer.ToArray();
     }
 
-    public static void WriteShard(Utf8JsonWriter w, ShardInfo shard)
+    /// <summary>A shard's own fields (id, master, replicas, epoch, weight, draining) into the current object.</summary>
+    public static void WriteShardFields(Utf8JsonWriter w, ShardInfo shard)
     {
-        w.WriteStartObject();
+        ArgumentNullException.ThrowIfNull(w);
+        ArgumentNullException.ThrowIfNull(shard);
         w.WriteString("id", shard.Id);
         w.WriteString("master", shard.Master);
         w.WriteStartArray("replicas");
@@ -300,12 +282,34 @@ internal sealed class ShardMap
         w.WriteEndArray();
         w.WriteNumber("epoch", shard.Epoch);
         w.WriteNumber("weight", shard.Weight);
-        if (shard.Draining)
+        w.WriteBoolean("draining", shard.Draining);
+    }
+
+    /// <summary><c>"tables"</c> and <c>"owners"</c> (runs of consecutive slots: [shard, first, last]) into the current object.</summary>
+    public void WriteTablesAndOwners(Utf8JsonWriter w)
+    {
+        ArgumentNullException.ThrowIfNull(w);
+        w.WriteStartArray("tables");
+        foreach (var table in Tables)
         {
-            w.WriteBoolean("draining", true);
+            w.WriteStartObject();
+            w.WriteString("name", table.Name);
+            w.WriteString("shardKey", table.ShardKey);
+            w.WriteEndObject();
         }
 
-        w.WriteEndObject();
+        w.WriteEndArray();
+        w.WriteStartArray("owners");
+        foreach (var (owner, first, last) in Runs())
+        {
+            w.WriteStartArray();
+            w.WriteStringValue(Shards[owner].Id);
+            w.WriteNumberValue(first);
+            w.WriteNumberValue(last);
+            w.WriteEndArray();
+        }
+
+        w.WriteEndArray();
     }
 
     public IEnumerable<(int Owner, int First, int Last)> Runs()
