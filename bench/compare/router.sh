@@ -99,22 +99,25 @@ WRITE_ROUTER='{"key":"KEY","statements":[["INSERT OR REPLACE INTO kv(k, v) VALUE
 WRITE_DIRECT='{"statements":[["INSERT OR REPLACE INTO kv(k, v) VALUES(?, ?)","KEY",NUM]]}'
 
 RESULTS="$WORK/results.txt"
+measure() { # test target url path body (uses $clients); through the router it also records router CPU per request
+  local before ticks extra=""
+  before=$(cpu_ticks $ROUTER_PID)
+  read -r rate p50 errors < <(wrk_run "$3" "$4" $clients "$5")
+  if [[ $2 == router ]]; then
+    ticks=$(( $(cpu_ticks $ROUTER_PID) - before ))
+    extra=" router_cpu_us=$(python3 -c "print(round($ticks * 1e6 / $(getconf CLK_TCK) / max(1, $rate * $SECONDS_EACH), 1))")"
+  fi
+  echo "test=$1 clients=$clients target=$2 rate=$rate p50=$p50 errors=$errors$extra" | tee -a "$RESULTS"
+}
+
 for run in $(seq 1 "$RUNS"); do
   start_stack 2
   R=http://127.0.0.1:$((BASE + 81))
   for clients in 1 16; do
-    before=$(cpu_ticks $ROUTER_PID)
-    read -r rate p50 errors < <(wrk_run $R /db/query $clients "$READ_ROUTER")
-    ticks=$(( $(cpu_ticks $ROUTER_PID) - before ))
-    echo "test=read clients=$clients target=router rate=$rate p50=$p50 errors=$errors router_cpu_us=$(python3 -c "print(round($ticks * 1e6 / $(getconf CLK_TCK) / max(1, $rate * $SECONDS_EACH), 1))")" | tee -a "$RESULTS"
-    read -r rate p50 errors < <(wrk_run http://127.0.0.1:$((BASE + 11)) /query $clients "$READ_DIRECT")
-    echo "test=read clients=$clients target=direct rate=$rate p50=$p50 errors=$errors" | tee -a "$RESULTS"
-    before=$(cpu_ticks $ROUTER_PID)
-    read -r rate p50 errors < <(wrk_run $R /db/execute $clients "$WRITE_ROUTER")
-    ticks=$(( $(cpu_ticks $ROUTER_PID) - before ))
-    echo "test=write clients=$clients target=router rate=$rate p50=$p50 errors=$errors router_cpu_us=$(python3 -c "print(round($ticks * 1e6 / $(getconf CLK_TCK) / max(1, $rate * $SECONDS_EACH), 1))")" | tee -a "$RESULTS"
-    read -r rate p50 errors < <(wrk_run http://127.0.0.1:$((BASE + 1)) /execute $clients "$WRITE_DIRECT")
-    echo "test=write clients=$clients target=direct rate=$rate p50=$p50 errors=$errors" | tee -a "$RESULTS"
+    measure read router $R /db/query "$READ_ROUTER"
+    measure read direct http://127.0.0.1:$((BASE + 11)) /query "$READ_DIRECT"
+    measure write router $R /db/execute "$WRITE_ROUTER"
+    measure write direct http://127.0.0.1:$((BASE + 1)) /execute "$WRITE_DIRECT"
   done
   stop_stack
 

@@ -130,12 +130,7 @@ public sealed class DataNodeClient : IAsyncDisposable
             switch (reader.ReadString())
             {
                 case "results":
-                    for (var n = reader.ReadArrayHeader(); n > 0; n--)
-                    {
-                        reader.ReadArrayHeader();
-                        results.Add(new StatementOutcome(reader.ReadInt64(), reader.ReadInt64()));
-                    }
-
+                    ReadOutcomes(ref reader, results);
                     break;
                 case "lsn":
                     lsn = reader.ReadInt64();
@@ -150,6 +145,16 @@ public sealed class DataNodeClient : IAsyncDisposable
         }
 
         return new ExecuteOutcome(results, lsn, epoch);
+    }
+
+    /// <summary>The <c>results</c> of a write: <c>[[rowsAffected, lastInsertId], ...]</c>.</summary>
+    internal static void ReadOutcomes(ref MessagePackReader reader, List<StatementOutcome> results)
+    {
+        for (var n = reader.ReadArrayHeader(); n > 0; n--)
+        {
+            reader.ReadArrayHeader();
+            results.Add(new StatementOutcome(reader.ReadInt64(), reader.ReadInt64()));
+        }
     }
 
     /// <summary>A read; with <paramref name="minLsn"/> the node first waits (up to <paramref name="timeoutMs"/>) until it has applied that LSN.</summary>

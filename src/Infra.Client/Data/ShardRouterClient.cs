@@ -90,12 +90,7 @@ public sealed class ShardRouterClient : IAsyncDisposable
             switch (reader.ReadString())
             {
                 case "results":
-                    for (var n = reader.ReadArrayHeader(); n > 0; n--)
-                    {
-                        reader.ReadArrayHeader();
-                        results.Add(new StatementOutcome(reader.ReadInt64(), reader.ReadInt64()));
-                    }
-
+                    DataNodeClient.ReadOutcomes(ref reader, results);
                     break;
                 case "shard":
                     shard = reader.ReadString() ?? "";

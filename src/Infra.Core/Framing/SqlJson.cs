@@ -82,7 +82,8 @@ public static class SqlJson
         }
     }
 
-    private static byte[]? TryBase64(string text)
+    /// <summary>The bytes of base64 text, or null when it is not valid base64.</summary>
+    public static byte[]? TryBase64(string text)
     {
         var buffer = new byte[text.Length * 3 / 4 + 3];
         return Convert.TryFromBase64String(text, buffer, out var written) ? buffer[..written] : null;

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Infra.Core.Framing;
 using Infra.ShardRouter.Placement;
 using Infra.ShardRouter.Routing;
 
@@ -160,15 +161,9 @@ internal static class RequestParser
         null or long or double or string or byte[] => value,
         bool b => b ? 1L : 0L,
         Dictionary<string, object?> { Count: 1 } m when m.GetValueOrDefault("base64") is string b64 =>
-            TryBase64(b64) ?? throw RouterException.Bad($"{where}: \"base64\" is not valid base64"),
+            SqlJson.TryBase64(b64) ?? throw RouterException.Bad($"{where}: \"base64\" is not valid base64"),
         _ => throw RouterException.Bad($"{where} is not a SQL value: use null, a number, a string, true/false or {{\"base64\": \"...\"}}"),
     };
-
-    private static byte[]? TryBase64(string text)
-    {
-        var buffer = new byte[text.Length * 3 / 4 + 3];
-        return Convert.TryFromBase64String(text, buffer, out var written) ? buffer[..written] : null;
-    }
 
     /// <summary>A token <c>{"shard","lsn"}</c>, or a list of them (one per shard written to).</summary>
     private static List<SessionToken> Tokens(object? value)

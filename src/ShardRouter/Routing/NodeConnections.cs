@@ -110,7 +110,8 @@ internal sealed class NodePool(int connectionsPerNode, TimeSpan connectTimeout) 
 {
     private readonly ConcurrentDictionary<string, NodeConnections> _nodes = new(StringComparer.OrdinalIgnoreCase);
 
-    public NodeConnections this[string address] => _nodes.GetOrAdd(address, a => new NodeConnections(a, connectionsPerNode, connectTimeout));
+    public NodeConnections this[string address] =>
+        _nodes.TryGetValue(address, out var node) ? node : _nodes.GetOrAdd(address, a => new NodeConnections(a, connectionsPerNode, connectTimeout));
 
     public async ValueTask DisposeAsync()
     {
