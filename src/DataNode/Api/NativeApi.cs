@@ -135,23 +135,7 @@ internal sealed partial class NativeApi(Node node, ILogger logger)
                     return (ref MessagePackWriter w) =>
                     {
                         w.WriteMapHeader(3);
-                        w.Write("columns");
-                        w.WriteArrayHeader(result.Columns.Length);
-                        foreach (var column in result.Columns)
-                        {
-                            w.Write(column);
-                        }
-
-                        w.Write("rows");
-                        w.WriteArrayHeader(result.Rows.Count);
-                        foreach (var row in result.Rows)
-                        {
-                            w.WriteArrayHeader(row.Length);
-                            foreach (var value in row)
-                            {
-                                MessagePackValues.WriteSqlValue(ref w, value);
-                            }
-                        }
+                        MessagePackValues.WriteRows(ref w, result.Columns, result.Rows);
 
                         w.Write("lsn");
                         w.Write(result.Lsn);

@@ -58,6 +58,30 @@ public static class MessagePackValues
         }
     }
 
+    /// <summary>Writes <c>"columns": [...], "rows": [[...], ...]</c> (two map entries) of a query result.</summary>
+    public static void WriteRows(ref MessagePackWriter writer, IReadOnlyCollection<string> columns, IReadOnlyCollection<object?[]> rows)
+    {
+        ArgumentNullException.ThrowIfNull(columns);
+        ArgumentNullException.ThrowIfNull(rows);
+        writer.Write("columns");
+        writer.WriteArrayHeader(columns.Count);
+        foreach (var column in columns)
+        {
+            writer.Write(column);
+        }
+
+        writer.Write("rows");
+        writer.WriteArrayHeader(rows.Count);
+        foreach (var row in rows)
+        {
+            writer.WriteArrayHeader(row.Length);
+            foreach (var value in row)
+            {
+                WriteSqlValue(ref writer, value);
+            }
+        }
+    }
+
     /// <summary>Reads a SQL value (a boolean reads as 1 or 0); anything else is <see cref="InvalidDataException"/>.</summary>
     public static object? ReadSqlValue(ref MessagePackReader reader)
     {

@@ -81,23 +81,7 @@ internal sealed class NativeApi(Router router) : IConnectionHandler
                     return (ref MessagePackWriter w) =>
                     {
                         w.WriteMapHeader(reply.Failed.Count > 0 ? 4 : 3);
-                        w.Write("columns");
-                        w.WriteArrayHeader(reply.Columns.Count);
-                        foreach (var column in reply.Columns)
-                        {
-                            w.Write(column);
-                        }
-
-                        w.Write("rows");
-                        w.WriteArrayHeader(reply.Rows.Count);
-                        foreach (var row in reply.Rows)
-                        {
-                            w.WriteArrayHeader(row.Length);
-                            foreach (var value in row)
-                            {
-                                MessagePackValues.WriteSqlValue(ref w, value);
-                            }
-                        }
+                        MessagePackValues.WriteRows(ref w, reply.Columns, reply.Rows);
 
                         w.Write("shards");
                         w.WriteArrayHeader(reply.Shards.Count);
