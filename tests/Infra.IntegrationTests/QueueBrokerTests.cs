@@ -61,7 +61,8 @@ public sealed class QueueBrokerTests : IDisposable
                     try
                     {
                         var ack = await client.ProduceAsync(topic, Encoding.UTF8.GetBytes(payload), key: Encoding.UTF8.GetBytes($"k{p}-{n % 7}"));
-                        Assert.True(acked.TryAdd((ack.Partition, ack.Offset), payload), $"offset {ack.Partition}/{ack.Offset} acknowledged twice");
+                        Assert.True(acked.TryAdd((ack.Partition, ack.Offset), payload),
+                            $"offset {ack.Partition}/{ack.Offset} acknowledged twice: first for {acked.GetValueOrDefault((ack.Partition, ack.Offset))}, now for {payload} (duplicate flag {ack.Duplicate}, round {round})");
                         Interlocked.Increment(ref ackedThisRound);
                     }
                     catch (QueueException)
