@@ -15,8 +15,12 @@ using Microsoft.Extensions.Logging;
 
 namespace Infra.Core.Admin;
 
-/// <summary>Where the admin endpoint listens, what guards it, and the largest request body it reads (1 MiB unless a service needs more).</summary>
-public sealed record AdminEndpointOptions(IPEndPoint EndPoint, string? Token, long MaxRequestBodyBytes = 1 << 20);
+/// <summary>
+/// Where the admin endpoint listens, what guards it, and the largest request body it reads (1 MiB unless a
+/// service needs more). <paramref name="IsAdmin"/> false when the endpoint is the service's own front
+/// door (the web node): it is then announced as <c>Listening on URL</c> without "(admin)".
+/// </summary>
+public sealed record AdminEndpointOptions(IPEndPoint EndPoint, string? Token, long MaxRequestBodyBytes = 1 << 20, bool IsAdmin = true);
 
 /// <summary>Routes a service adds to its admin endpoint.</summary>
 public interface IAdminRoutes
@@ -113,7 +117,14 @@ public sealed partial class AdminServer : IHostedService, IAsyncDisposable
         var port = address is null ? _options.EndPoint.Port : new Uri(address).Port;
         var url = OptionValues.ToUrl("http", new IPEndPoint(_options.EndPoint.Address, port));
         BoundUrl = new Uri(url);
-        LogListening(_logger, url);
+        if (_options.IsAdmin)
+        {
+            LogListening(_logger, url);
+        }
+        else
+        {
+            Hosting.ListeningLog.Listening(_logger, url);
+        }
     }
 
     private Task WriteHealthAsync(HttpContext context)

@@ -1,0 +1,76 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Text.Json;
+
+namespace Infra.Cli;
+
+/// <summary>
+/// The ports of every node, chosen once per data directory and kept in <c>ports.json</c>: the
+/// shard router's stored map names data nodes by address, and a node restarted later must come
+/// back where the others look for it. Fresh ports are ones the kernel hands out for port 0.
+/// </summary>
+internal static class Ports
+{
+    public const string FileName = "ports.json";
+    private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
+
+    public static Dictionary<string, int[]> LoadOrAssign(string dataDir, IReadOnlyList<NodeSpec> nodes, int lbPort)
+    {
+        var path = Path.Combine(dataDir, FileName);
+        var ports = File.Exists(path)
+            ? JsonSerializer.Deserialize<Dictionary<string, int[]>>(File.ReadAllText(path)) ?? []
+            : [];
+        var taken = new HashSet<int>(ports.Values.SelectMany(p => p));
+        foreach (var node in nodes)
+        {
+            var wanted = node.Kind is NodeKind.Web or NodeKind.Worker ? 1 : 2;
+            if (ports.TryGetValue(node.Name, out var known) && known.Length == wanted && (node.Kind != NodeKind.LoadBalancer || lbPort == 0 || known[0] == lbPort))
+            {
+                continue;
+            }
+
+            var fresh = new int[wanted];
+            for (var i = 0; i < wanted; i++)
+            {
+                fresh[i] = i == 0 && node.Kind == NodeKind.LoadBalancer && lbPort != 0 ? lbPort : FreePort(taken);
+                taken.Add(fresh[i]);
+            }
+
+            ports[node.Name] = fresh;
+        }
+
+        File.WriteAllText(path, JsonSerializer.Serialize(ports, Indented));
+        return ports;
+    }
+
+    public static int FreePort(ISet<int>? avoid = null)
+    {
+        for (var attempt = 0; ; attempt++)
+        {
+            using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+            var port = ((IPEndPoint)socket.LocalEndPoint!).Port;
+            if (avoid is null || !avoid.Contains(port) || attempt > 100)
+            {
+                return port;
+            }
+        }
+    }
+
+    /// <summary>True when nothing listens on the port now.</summary>
+    public static bool IsFree(int port)
+    {
+        try
+        {
+            using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+            socket.Bind(new IPEndPoint(IPAddress.Loopback, port));
+            socket.Listen();
+            return true;
+        }
+        catch (SocketException)
+        {
+            return false;
+        }
+    }
+}

@@ -1,0 +1,62 @@
+using Infra.Client.Data;
+using Infra.WebNode.Backends;
+
+namespace Infra.WebNode.Accounts;
+
+/// <summary>Users, sharded by name: sign-up stores a slow hash of the password; log-in reads it from the master.</summary>
+internal sealed class Accounts(Database db, WebOptions options, TimeProvider time)
+{
+    public const int MinPassword = 8;
+    public const int MaxPassword = 256;
+
+    /// <summary>Why a user name is refused, or null: 3 to 64 of a-z A-Z 0-9 . _ -</summary>
+    public static string? CheckName(string? name)
+    {
+        if (name is null || name.Length is < 3 or > 64)
+        {
+            return "username must be 3 to 64 characters";
+        }
+
+        foreach (var c in name)
+        {
+            if (!char.IsAsciiLetterOrDigit(c) && c is not '.' and not '_' and not '-')
+            {
+                return "username may hold only letters, digits, '.', '_' and '-'";
+            }
+        }
+
+        return null;
+    }
+
+    public static string? CheckPassword(string? password) =>
+        password is null || password.Length is < MinPassword or > MaxPassword ? $"password must be {MinPassword} to {MaxPassword} characters" : null;
+
+    /// <summary>False when the name is taken.</summary>
+    public async Task<bool> SignUpAsync(string name, string password)
+    {
+        var hash = await Task.Run(() => Passwords.Hash(password, options.KdfIterations));
+        try
+        {
+            await db.ExecuteAsync(name, [["INSERT INTO users(name, password, created_at) VALUES (?, ?, ?)", name, hash, time.GetUtcNow().ToUnixTimeMilliseconds()]]);
+            return true;
+        }
+        catch (DataException ex) when (ex.Message.Contains("UNIQUE", StringComparison.Ordinal))
+        {
+            return false;
+        }
+    }
+
+    /// <summary>True when the user exists and the password is theirs. Read from the master: a sign-up a moment ago counts.</summary>
+    public async Task<bool> VerifyAsync(string name, string password)
+    {
+        var rows = await db.QueryAsync("SELECT password FROM users WHERE name = ?", [name], new QueryOptions { Key = name, Consistency = ReadConsistency.Strong });
+        if (rows.Rows.Count == 0 || rows.Rows[0][0] is not string stored)
+        {
+            // Same work as a real check, so timing does not tell which names exist.
+            await Task.Run(() => Passwords.Verify(password, Passwords.Hash("-", options.KdfIterations)));
+            return false;
+        }
+
+        return await Task.Run(() => Passwords.Verify(password, stored));
+    }
+}

@@ -1,0 +1,371 @@
+using System.Globalization;
+using System.Text.Json;
+using Infra.Client.Data;
+using Infra.Core.Admin;
+using Infra.WebNode.Accounts;
+using Infra.WebNode.Backends;
+using Infra.WebNode.Clicks;
+using Infra.WebNode.Links;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.Logging;
+
+namespace Infra.WebNode.Api;
+
+/// <summary>The site: the JSON API under /api, redirects at /{code}, the UI at / and /static.</summary>
+internal sealed partial class WebRoutes(
+    WebOptions options,
+    Accounts.Accounts accounts,
+    Sessions sessions,
+    LinkStore links,
+    ClickPublisher clicks,
+    WebMetrics metrics,
+    StaticAssets assets,
+    ILogger<WebRoutes> logger) : IAdminRoutes
+{
+    public const int MaxPageSize = 100;
+
+    public void Map(IEndpointRouteBuilder routes)
+    {
+        routes.MapPost("/api/signup", context => Guard(context, SignUpAsync));
+        routes.MapPost("/api/login", context => Guard(context, LogInAsync));
+        routes.MapPost("/api/logout", context => Guard(context, LogOutAsync));
+        routes.MapGet("/api/me", context => Guard(context, MeAsync));
+        routes.MapPost("/api/links", context => Guard(context, CreateLinkAsync));
+        routes.MapGet("/api/links/{code}", context => Guard(context, LinkStatsAsync));
+        routes.MapGet("/api/me/links", context => Guard(context, MyLinksAsync));
+        routes.MapGet("/", assets.ServeIndexAsync);
+        routes.MapGet("/static/{file}", assets.ServeAsync);
+        routes.MapGet("/{code}", context => Guard(context, RedirectAsync));
+    }
+
+    private async Task Guard(HttpContext context, Func<HttpContext, Task> handler)
+    {
+        try
+        {
+            await handler(context);
+        }
+        catch (DataUnavailableException ex)
+        {
+            LogUnavailable(logger, context.Request.Path, ex.Message);
+            context.Response.Headers.RetryAfter = "1";
+            await ErrorAsync(context, StatusCodes.Status503ServiceUnavailable, "unavailable", ex.Message);
+        }
+        catch (JsonException ex)
+        {
+            await ErrorAsync(context, StatusCodes.Status400BadRequest, "bad_request", "the body is not valid JSON: " + ex.Message);
+        }
+        catch (BadHttpRequestException ex)
+        {
+            await ErrorAsync(context, ex.StatusCode, "bad_request", ex.Message);
+        }
+        catch (FormatException ex)
+        {
+            await ErrorAsync(context, StatusCodes.Status400BadRequest, "bad_request", ex.Message);
+        }
+        catch (DataException ex)
+        {
+            LogDataError(logger, context.Request.Path, ex.Message);
+            await ErrorAsync(context, StatusCodes.Status500InternalServerError, "internal", "the database refused the request");
+        }
+    }
+
+    // ------------------------------------------------------------------ accounts
+
+    private async Task SignUpAsync(HttpContext context)
+    {
+        var (name, password) = await ReadCredentialsAsync(context);
+        if (Accounts.Accounts.CheckName(name) is { } badName)
+        {
+            await ErrorAsync(context, 400, "bad_request", badName);
+            return;
+        }
+
+        if (Accounts.Accounts.CheckPassword(password) is { } badPassword)
+        {
+            await ErrorAsync(context, 400, "bad_request", badPassword);
+            return;
+        }
+
+        if (!await accounts.SignUpAsync(name!, password!))
+        {
+            await ErrorAsync(context, StatusCodes.Status409Conflict, "taken", "that username is taken");
+            return;
+        }
+
+        metrics.Signups.Add(1);
+        await StartSessionAsync(context, name!, StatusCodes.Status201Created);
+    }
+
+    private async Task LogInAsync(HttpContext context)
+    {
+        var (name, password) = await ReadCredentialsAsync(context);
+        if (Accounts.Accounts.CheckName(name) is not null || Accounts.Accounts.CheckPassword(password) is not null
+            || !await accounts.VerifyAsync(name!, password!))
+        {
+            metrics.Logins.Add(1, new KeyValuePair<string, object?>("outcome", "refused"));
+            await ErrorAsync(context, StatusCodes.Status401Unauthorized, "unauthorized", "wrong username or password");
+            return;
+        }
+
+        metrics.Logins.Add(1, new KeyValuePair<string, object?>("outcome", "ok"));
+        await StartSessionAsync(context, name!, StatusCodes.Status200OK);
+    }
+
+    private async Task StartSessionAsync(HttpContext context, string name, int status)
+    {
+        if (await sessions.CreateAsync(name) is not { } session)
+        {
+            throw new DataUnavailableException("the cache tier cannot hold a session now");
+        }
+
+        context.Response.Cookies.Append(Sessions.Cookie, session.Id, new CookieOptions
+        {
+            HttpOnly = true,
+            SameSite = SameSiteMode.Lax,
+            Path = "/",
+            MaxAge = options.SessionTtl,
+            Secure = IsHttps(context),
+        });
+        context.Response.StatusCode = status;
+        await JsonHttp.WriteAsync(context, w =>
+        {
+            w.WriteStartObject();
+            w.WriteString("username", name);
+            w.WriteEndObject();
+        });
+    }
+
+    private async Task LogOutAsync(HttpContext context)
+    {
+        if (context.Request.Cookies[Sessions.Cookie] is { } id)
+        {
+            await sessions.DeleteAsync(id);
+        }
+
+        context.Response.Cookies.Delete(Sessions.Cookie, new CookieOptions { Path = "/" });
+        context.Response.StatusCode = StatusCodes.Status204NoContent;
+    }
+
+    private async Task MeAsync(HttpContext context)
+    {
+        if (await RequireSessionAsync(context) is not { } session)
+        {
+            return;
+        }
+
+        await JsonHttp.WriteAsync(context, w =>
+        {
+            w.WriteStartObject();
+            w.WriteString("username", session.User);
+            w.WriteEndObject();
+        });
+    }
+
+    // ------------------------------------------------------------------ links
+
+    private async Task CreateLinkAsync(HttpContext context)
+    {
+        if (await RequireSessionAsync(context) is not { } session)
+        {
+            return;
+        }
+
+        using var body = await JsonHttp.ReadAsync(context);
+        var text = body?.RootElement is { ValueKind: JsonValueKind.Object } root && root.TryGetProperty("url", out var url) && url.ValueKind == JsonValueKind.String
+            ? url.GetString()
+            : null;
+        var (normalised, problem) = UrlRules.Check(text, options.MaxUrlLength);
+        if (problem is not null)
+        {
+            await ErrorAsync(context, 400, "bad_request", problem);
+            return;
+        }
+
+        var created = await links.CreateAsync(session.User, normalised!);
+        await sessions.RememberWriteAsync(session, created.Token);
+        context.Response.StatusCode = StatusCodes.Status201Created;
+        context.Response.Headers.Location = "/api/links/" + created.Code;
+        await JsonHttp.WriteAsync(context, w =>
+        {
+            w.WriteStartObject();
+            w.WriteString("code", created.Code);
+            w.WriteString("shortUrl", ShortUrl(context, created.Code));
+            w.WriteEndObject();
+        });
+    }
+
+    private async Task RedirectAsync(HttpContext context)
+    {
+        var code = (string)context.Request.RouteValues["code"]!;
+        if (!LinkCodes.IsCode(code))
+        {
+            await ErrorAsync(context, 404, "not_found", "no such link");
+            return;
+        }
+
+        string? url;
+        try
+        {
+            url = await links.ResolveAsync(code);
+        }
+        catch (DataUnavailableException)
+        {
+            metrics.Redirects.Add(1, new KeyValuePair<string, object?>("outcome", "unavailable"));
+            throw;
+        }
+
+        if (url is null)
+        {
+            metrics.Redirects.Add(1, new KeyValuePair<string, object?>("outcome", "not_found"));
+            await ErrorAsync(context, 404, "not_found", "no such link");
+            return;
+        }
+
+        metrics.Redirects.Add(1, new KeyValuePair<string, object?>("outcome", "found"));
+        clicks.TryPublish(code);
+        context.Response.StatusCode = StatusCodes.Status302Found;
+        context.Response.Headers.Location = url;
+        context.Response.Headers.CacheControl = "private, max-age=0";
+    }
+
+    private async Task LinkStatsAsync(HttpContext context)
+    {
+        var code = (string)context.Request.RouteValues["code"]!;
+        var link = LinkCodes.IsCode(code) ? await links.GetAsync(code) : null;
+        if (link is null)
+        {
+            await ErrorAsync(context, 404, "not_found", "no such link");
+            return;
+        }
+
+        await JsonHttp.WriteAsync(context, w =>
+        {
+            w.WriteStartObject();
+            w.WriteString("code", link.Code);
+            w.WriteString("url", link.Url);
+            w.WriteNumber("clicks", link.Clicks);
+            w.WriteString("createdAt", DateTimeOffset.FromUnixTimeMilliseconds(link.CreatedAt).ToString("O", CultureInfo.InvariantCulture));
+            w.WriteEndObject();
+        });
+    }
+
+    private async Task MyLinksAsync(HttpContext context)
+    {
+        if (await RequireSessionAsync(context) is not { } session)
+        {
+            return;
+        }
+
+        var limit = 20;
+        if (context.Request.Query["limit"] is { Count: > 0 } limitText
+            && (!int.TryParse(limitText.ToString(), NumberStyles.None, CultureInfo.InvariantCulture, out limit) || limit is < 1 or > MaxPageSize))
+        {
+            await ErrorAsync(context, 400, "bad_request", $"limit must be 1 to {MaxPageSize}");
+            return;
+        }
+
+        var cursor = context.Request.Query["cursor"] is { Count: > 0 } c ? c.ToString() : null;
+        var (page, partial) = await links.ListAsync(session.User, cursor, limit, session.Tokens);
+        await JsonHttp.WriteAsync(context, w =>
+        {
+            w.WriteStartObject();
+            w.WriteStartArray("links");
+            foreach (var link in page.Links)
+            {
+                w.WriteStartObject();
+                w.WriteString("code", link.Code);
+                w.WriteString("url", link.Url);
+                w.WriteString("shortUrl", ShortUrl(context, link.Code));
+                w.WriteNumber("clicks", link.Clicks);
+                w.WriteString("createdAt", DateTimeOffset.FromUnixTimeMilliseconds(link.CreatedAt).ToString("O", CultureInfo.InvariantCulture));
+                w.WriteEndObject();
+            }
+
+            w.WriteEndArray();
+            if (page.Next is { } next)
+            {
+                w.WriteString("next", next);
+            }
+            else
+            {
+                w.WriteNull("next");
+            }
+
+            w.WriteBoolean("partial", partial);
+            w.WriteEndObject();
+        });
+    }
+
+    // ------------------------------------------------------------------ helpers
+
+    private async Task<Session?> RequireSessionAsync(HttpContext context)
+    {
+        var session = await sessions.GetAsync(context.Request.Cookies[Sessions.Cookie]);
+        if (session is null)
+        {
+            await ErrorAsync(context, StatusCodes.Status401Unauthorized, "unauthorized", "log in first");
+        }
+
+        return session;
+    }
+
+    private static async Task<(string? Name, string? Password)> ReadCredentialsAsync(HttpContext context)
+    {
+        using var body = await JsonHttp.ReadAsync(context);
+        if (body?.RootElement is not { ValueKind: JsonValueKind.Object } root)
+        {
+            return (null, null);
+        }
+
+        return (Text(root, "username"), Text(root, "password"));
+
+        static string? Text(JsonElement root, string name) =>
+            root.TryGetProperty(name, out var value) && value.ValueKind == JsonValueKind.String ? value.GetString() : null;
+    }
+
+    private string ShortUrl(HttpContext context, string code)
+    {
+        if (options.PublicUrl is { } publicUrl)
+        {
+            return publicUrl.AbsoluteUri.TrimEnd('/') + "/" + code;
+        }
+
+        var host = FirstValue(context.Request.Headers["X-Forwarded-Host"]) ?? context.Request.Host.Value ?? "localhost";
+        return (IsHttps(context) ? "https" : "http") + "://" + host + "/" + code;
+    }
+
+    private static bool IsHttps(HttpContext context) =>
+        FirstValue(context.Request.Headers["X-Forwarded-Proto"]) is { } proto ? proto == "https" : context.Request.IsHttps;
+
+    private static string? FirstValue(Microsoft.Extensions.Primitives.StringValues values)
+    {
+        var text = values.ToString();
+        if (text.Length == 0)
+        {
+            return null;
+        }
+
+        var comma = text.IndexOf(',', StringComparison.Ordinal);
+        return (comma < 0 ? text : text[..comma]).Trim();
+    }
+
+    internal static Task ErrorAsync(HttpContext context, int status, string error, string message)
+    {
+        context.Response.StatusCode = status;
+        return JsonHttp.WriteAsync(context, w =>
+        {
+            w.WriteStartObject();
+            w.WriteString("error", error);
+            w.WriteString("message", message);
+            w.WriteEndObject();
+        });
+    }
+
+    [LoggerMessage(EventId = 730, Level = LogLevel.Debug, Message = "{Path}: 503, a dependency is unavailable: {Reason}")]
+    private static partial void LogUnavailable(ILogger logger, string path, string reason);
+
+    [LoggerMessage(EventId = 731, Level = LogLevel.Warning, Message = "{Path}: the database refused the request: {Reason}")]
+    private static partial void LogDataError(ILogger logger, string path, string reason);
+}

@@ -1,0 +1,98 @@
+using Infra.Client.Cache;
+using Microsoft.Extensions.Logging;
+using StackExchange.Redis;
+
+namespace Infra.WebNode.Backends;
+
+/// <summary>
+/// The cache tier as the web node uses it: keys placed over the cache servers by
+/// <see cref="CacheCluster"/> (with failed nodes ejected, so their keys move to the runners-up until
+/// they are back). Every call is best effort: a slow or failed cache is a miss, never an error the
+/// user sees, and is counted.
+/// </summary>
+internal sealed partial class Cache(CacheCluster cluster, WebMetrics metrics, ILogger<Cache> logger) : IAsyncDisposable
+{
+    public static async Task<Cache> ConnectAsync(WebOptions options, WebMetrics metrics, ILoggerFactory loggers)
+    {
+        var settings = new CacheClusterOptions
+        {
+            EjectFailedNodes = true,
+            Configure = config =>
+            {
+                config.ConnectTimeout = 1000;
+                config.SyncTimeout = (int)options.CacheTimeout.TotalMilliseconds;
+                config.AsyncTimeout = (int)options.CacheTimeout.TotalMilliseconds;
+                config.ConnectRetry = 1;
+                config.ReconnectRetryPolicy = new LinearRetry(500);
+                config.ClientName = "infra-webnode";
+            },
+        };
+        for (var i = 0; i < options.Caches.Count; i++)
+        {
+            settings.Nodes.Add(new CacheNode($"cache-{i + 1}", options.Caches[i]));
+        }
+
+        return new Cache(await CacheCluster.ConnectAsync(settings), metrics, loggers.CreateLogger<Cache>());
+    }
+
+    /// <summary>Cache servers connected now.</summary>
+    public int NodesUp => Enumerable.Range(0, cluster.Nodes.Count).Count(i => cluster.GetConnection(i).IsConnected);
+
+    public int Nodes => cluster.Nodes.Count;
+
+    /// <summary>The value, or null on a miss or when the cache cannot answer.</summary>
+    public Task<RedisValue> GetAsync(string key) => TryAsync(key, db => db.StringGetAsync(key), RedisValue.Null);
+
+    public Task SetAsync(string key, string value, TimeSpan ttl) => TryAsync(key, db => db.StringSetAsync(key, value, ttl), false);
+
+    public Task DeleteAsync(string key) => TryAsync(key, db => db.KeyDeleteAsync(key), false);
+
+    public Task<HashEntry[]> HashGetAllAsync(string key) => TryAsync(key, db => db.HashGetAllAsync(key), []);
+
+    /// <summary>HSET then PEXPIRE in one round trip.</summary>
+    public Task<bool> HashSetAsync(string key, HashEntry[] fields, TimeSpan? ttl) => TryAsync(key, async db =>
+    {
+        var batch = db.CreateBatch();
+        var set = batch.HashSetAsync(key, fields);
+        var expire = ttl is { } t ? batch.KeyExpireAsync(key, t) : Task.FromResult(true);
+        batch.Execute();
+        await Task.WhenAll(set, expire);
+        return true;
+    }, false);
+
+    /// <summary>
+    /// Sets one field of a hash that holds <paramref name="requiredField"/> (a live session). If the
+    /// hash expired meanwhile, HSET made a new one without that field and without a TTL: it is removed
+    /// again, so nothing outlives its session.
+    /// </summary>
+    public Task<bool> HashSetIfLiveAsync(string key, string requiredField, string field, RedisValue value) => TryAsync(key, async db =>
+    {
+        await db.HashSetAsync(key, field, value);
+        if (await db.HashExistsAsync(key, requiredField))
+        {
+            return true;
+        }
+
+        await db.KeyDeleteAsync(key);
+        return false;
+    }, false);
+
+    private async Task<T> TryAsync<T>(string key, Func<IDatabase, Task<T>> call, T fallback)
+    {
+        try
+        {
+            return await call(cluster.GetDatabase(key));
+        }
+        catch (Exception ex) when (ex is RedisException or TimeoutException or ObjectDisposedException)
+        {
+            metrics.CacheErrors.Add(1);
+            LogCacheFailed(logger, key, ex.Message);
+            return fallback;
+        }
+    }
+
+    public ValueTask DisposeAsync() => cluster.DisposeAsync();
+
+    [LoggerMessage(EventId = 700, Level = LogLevel.Debug, Message = "Cache call for {Key} failed; treated as a miss: {Reason}")]
+    private static partial void LogCacheFailed(ILogger logger, string key, string reason);
+}

@@ -1,0 +1,153 @@
+using Infra.Client.Data;
+using Infra.Client.Queue;
+using Infra.WebNode.Backends;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace Infra.WebNode.Clicks;
+
+/// <summary>
+/// <c>--role worker</c>: takes click events from the queue (queue mode, one consumer group shared by
+/// every worker), groups them by link, and applies each link's events in one transaction on the
+/// link's shard: per event, the link's count goes up only if the event's id is not yet in
+/// <c>clicks</c>, and the id is recorded. Events are acked only after that transaction committed,
+/// so a worker killed mid-batch leaves its events to be delivered again, and counting them again
+/// changes nothing.
+/// </summary>
+internal sealed partial class ClickWorker(WebOptions options, Database db, WebMetrics metrics, TimeProvider time, ILogger<ClickWorker> logger) : BackgroundService
+{
+    /// <summary>Events per write: two statements each, under the router's 1000-statement limit.</summary>
+    public const int EventsPerWrite = 400;
+
+    private readonly Reconnecting<QueueClient> _queue = new(
+        "the queue broker",
+        cancel =>
+        {
+            var (host, port) = options.QueueHostPort;
+            return QueueClient.ConnectAsync(host, port, cancel);
+        },
+        client => client.IsConnected,
+        TimeSpan.FromSeconds(1),
+        TimeSpan.FromMilliseconds(500),
+        time);
+
+    public bool IsConnected => _queue.IsConnected;
+
+    /// <summary>The statements that count <paramref name="events"/> (all of one link) exactly once each.</summary>
+    public static List<object?[]> CountStatements(IEnumerable<ClickEvent> events)
+    {
+        var statements = new List<object?[]>();
+        foreach (var click in events)
+        {
+            statements.Add(["UPDATE links SET clicks = clicks + 1 WHERE code = ? AND NOT EXISTS (SELECT 1 FROM clicks WHERE id = ?)", click.Code, click.Id]);
+            statements.Add(["INSERT OR IGNORE INTO clicks(id, code, at) VALUES (?, ?, ?)", click.Id, click.Code, click.At]);
+        }
+
+        return statements;
+    }
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        await Task.Yield();
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            try
+            {
+                var queue = await _queue.GetAsync(stoppingToken);
+                var deliveries = await queue.QueueFetchAsync(options.ClickTopic, options.WorkerGroup, options.WorkerBatch, TimeSpan.FromSeconds(1));
+                if (deliveries.Count > 0)
+                {
+                    await HandleAsync(queue, deliveries);
+                }
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception ex) when (ex is BackendDownException or QueueException or IOException or ObjectDisposedException)
+            {
+                LogQueueFailed(logger, ex.Message);
+                await Task.Delay(TimeSpan.FromMilliseconds(500), time, stoppingToken).ContinueWith(_ => { }, TaskScheduler.Default);
+            }
+        }
+    }
+
+    private async Task HandleAsync(QueueClient queue, List<QueueDelivery> deliveries)
+    {
+        var done = new List<string>();
+        var byLink = new Dictionary<string, List<(QueueDelivery Delivery, ClickEvent Click)>>(StringComparer.Ordinal);
+        foreach (var delivery in deliveries)
+        {
+            if (ClickEvent.TryParse(delivery.Message.Payload, out var problem) is { } click)
+            {
+                if (!byLink.TryGetValue(click.Code, out var list))
+                {
+                    byLink[click.Code] = list = [];
+                }
+
+                list.Add((delivery, click));
+            }
+            else
+            {
+                // Not an event this code made: retrying cannot help; ack it and count it.
+                LogMalformed(logger, delivery.DeliveryId, problem ?? "");
+                metrics.ClickEventsHandled.Add(1, new KeyValuePair<string, object?>("outcome", "malformed"));
+                done.Add(delivery.DeliveryId);
+            }
+        }
+
+        var failed = new List<string>();
+        await Parallel.ForEachAsync(byLink, new ParallelOptions { MaxDegreeOfParallelism = 16 }, async (link, _) =>
+        {
+            foreach (var chunk in link.Value.Chunk(EventsPerWrite))
+            {
+                try
+                {
+                    var write = await db.ExecuteAsync(link.Key, CountStatements(chunk.Select(c => c.Click)));
+                    var counted = write.Results.Where((r, i) => i % 2 == 0 && r.RowsAffected > 0).Count();
+                    metrics.ClicksCounted.Add(counted);
+                    lock (done)
+                    {
+                        done.AddRange(chunk.Select(c => c.Delivery.DeliveryId));
+                    }
+                }
+                catch (Exception ex) when (ex is DataUnavailableException or DataException)
+                {
+                    LogWriteFailed(logger, link.Key, ex.Message);
+                    lock (failed)
+                    {
+                        failed.AddRange(chunk.Select(c => c.Delivery.DeliveryId));
+                    }
+                }
+            }
+        });
+
+        if (done.Count > 0)
+        {
+            await queue.AckAsync(options.ClickTopic, options.WorkerGroup, done);
+            metrics.ClickEventsHandled.Add(done.Count, new KeyValuePair<string, object?>("outcome", "acked"));
+        }
+
+        if (failed.Count > 0)
+        {
+            // Back to the queue after a pause (a shard failing over); max deliveries then dead-letters them.
+            await queue.NackAsync(options.ClickTopic, options.WorkerGroup, failed, TimeSpan.FromSeconds(1));
+            metrics.ClickEventsHandled.Add(failed.Count, new KeyValuePair<string, object?>("outcome", "retried"));
+        }
+    }
+
+    public override async Task StopAsync(CancellationToken cancellationToken)
+    {
+        await base.StopAsync(cancellationToken);
+        await _queue.DisposeAsync();
+    }
+
+    [LoggerMessage(EventId = 720, Level = LogLevel.Warning, Message = "Click worker: the queue failed: {Reason}")]
+    private static partial void LogQueueFailed(ILogger logger, string reason);
+
+    [LoggerMessage(EventId = 721, Level = LogLevel.Warning, Message = "Click worker: delivery {DeliveryId} is not a click event ({Problem}); acked and dropped")]
+    private static partial void LogMalformed(ILogger logger, string deliveryId, string problem);
+
+    [LoggerMessage(EventId = 722, Level = LogLevel.Warning, Message = "Click worker: counting clicks of {Code} failed; they come back: {Reason}")]
+    private static partial void LogWriteFailed(ILogger logger, string code, string reason);
+}

@@ -1,0 +1,50 @@
+namespace Infra.WebNode.Links;
+
+/// <summary>What a link may point to: an absolute http or https URL with a host, no credentials, no control characters, not too long.</summary>
+internal static class UrlRules
+{
+    /// <summary>The normalised URL, or the reason it is refused.</summary>
+    public static (string? Url, string? Problem) Check(string? text, int maxLength)
+    {
+        if (string.IsNullOrWhiteSpace(text))
+        {
+            return (null, "url is required");
+        }
+
+        text = text.Trim();
+        if (text.Length > maxLength)
+        {
+            return (null, $"url is longer than {maxLength} characters");
+        }
+
+        foreach (var c in text)
+        {
+            if (char.IsControl(c) || c == ' ')
+            {
+                return (null, "url contains spaces or control characters");
+            }
+        }
+
+        if (!Uri.TryCreate(text, UriKind.Absolute, out var uri))
+        {
+            return (null, "url is not an absolute URL");
+        }
+
+        if (uri.Scheme is not ("http" or "https"))
+        {
+            return (null, "url must be http or https");
+        }
+
+        if (string.IsNullOrEmpty(uri.Host))
+        {
+            return (null, "url has no host");
+        }
+
+        if (uri.UserInfo.Length > 0)
+        {
+            return (null, "url must not carry a user name or password");
+        }
+
+        return (uri.AbsoluteUri.Length <= maxLength ? uri.AbsoluteUri : text, null);
+    }
+}
