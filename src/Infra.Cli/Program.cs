@@ -60,6 +60,12 @@ namespace Infra.Cli
             }
         }
 
+        private static int NotAnswering(Uri control, HttpRequestException ex)
+        {
+            Console.Error.WriteLine($"infra: the control endpoint {control} does not answer ({ex.Message}); is 'infra up' still running?");
+            return 1;
+        }
+
         private static int Fail(string message)
         {
             Console.Error.WriteLine("infra: " + message);
@@ -251,8 +257,7 @@ namespace Infra.Cli
                 }
                 catch (HttpRequestException ex)
                 {
-                    await Console.Error.WriteLineAsync($"infra: the control endpoint {control} does not answer ({ex.Message}); is 'infra up' still running?");
-                    return 1;
+                    return NotAnswering(control, ex);
                 }
 
                 var table = rows.Select(r => new[] { r.Name, r.Health, r.Role, r.Metric, r.Pid?.ToString(CultureInfo.InvariantCulture) ?? "-", r.Url }).ToList();
@@ -277,10 +282,17 @@ namespace Infra.Cli
 
             using (http)
             {
-                using var response = await http.PostAsync(new Uri(control, $"/nodes/{Uri.EscapeDataString(name)}/{verb}"), null);
-                var text = await response.Content.ReadAsStringAsync();
-                await (response.IsSuccessStatusCode ? Console.Out : Console.Error).WriteAsync(text);
-                return response.IsSuccessStatusCode ? 0 : 1;
+                try
+                {
+                    using var response = await http.PostAsync(new Uri(control, $"/nodes/{Uri.EscapeDataString(name)}/{verb}"), null);
+                    var text = await response.Content.ReadAsStringAsync();
+                    await (response.IsSuccessStatusCode ? Console.Out : Console.Error).WriteAsync(text);
+                    return response.IsSuccessStatusCode ? 0 : 1;
+                }
+                catch (HttpRequestException ex)
+                {
+                    return NotAnswering(control, ex);
+                }
             }
         }
 
@@ -293,7 +305,15 @@ namespace Infra.Cli
 
             using (http)
             {
-                using var response = await http.PostAsync(new Uri(control, "/stop"), null);
+                try
+                {
+                    using var response = await http.PostAsync(new Uri(control, "/stop"), null);
+                }
+                catch (HttpRequestException ex)
+                {
+                    return NotAnswering(control, ex);
+                }
+
                 var path = Path.Combine(dataDir, Supervisor.StateFile);
                 var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
                 while (File.Exists(path) && DateTime.UtcNow < deadline)

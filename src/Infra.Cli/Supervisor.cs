@@ -27,6 +27,7 @@ internal sealed class Supervisor : IAsyncDisposable
     private readonly SemaphoreSlim _changes = new(1, 1);
     private readonly CancellationTokenSource _stopping = new();
     private readonly TextWriter _out;
+    private readonly Lock _stateLock = new();
     private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
 
     public Supervisor(UpOptions options, TextWriter output)
@@ -404,6 +405,14 @@ internal sealed class Supervisor : IAsyncDisposable
 
     /// <summary>infra.json: where the control endpoint is, this process, and every child's pid (so a later run can clean up).</summary>
     public void WriteState()
+    {
+        lock (_stateLock)
+        {
+            WriteStateLocked();
+        }
+    }
+
+    private void WriteStateLocked()
     {
         var children = new JsonObject();
         foreach (var node in _nodes)

@@ -96,7 +96,7 @@ internal sealed partial class ClickWorker(WebOptions options, Database db, WebMe
             }
         }
 
-        var failed = new List<string>();
+        var failed = new List<QueueDelivery>();
         await Parallel.ForEachAsync(byLink, new ParallelOptions { MaxDegreeOfParallelism = 16 }, async (link, _) =>
         {
             foreach (var chunk in link.Value.Chunk(EventsPerWrite))
@@ -116,7 +116,7 @@ internal sealed partial class ClickWorker(WebOptions options, Database db, WebMe
                     LogWriteFailed(logger, link.Key, ex.Message);
                     lock (failed)
                     {
-                        failed.AddRange(chunk.Select(c => c.Delivery.DeliveryId));
+                        failed.AddRange(chunk.Select(c => c.Delivery));
                     }
                 }
             }
@@ -130,11 +130,15 @@ internal sealed partial class ClickWorker(WebOptions options, Database db, WebMe
 
         if (failed.Count > 0)
         {
-            // Back to the queue after a pause (a shard failing over); max deliveries then dead-letters them.
-            await queue.NackAsync(options.ClickTopic, options.WorkerGroup, failed, TimeSpan.FromSeconds(1));
+            // Back to the queue after a pause that doubles with each delivery (1, 2, 4, 8… s, at most
+            // 30 s), so a shard that is failing over or waiting for a replica has about half a minute
+            // before --max-deliveries moves the events to the dead-letter topic.
+            await queue.NackAsync(options.ClickTopic, options.WorkerGroup, failed.Select(d => d.DeliveryId), NackDelay(failed.Max(d => d.DeliveryCount)));
             metrics.ClickEventsHandled.Add(failed.Count, new KeyValuePair<string, object?>("outcome", "retried"));
         }
     }
+
+    public static TimeSpan NackDelay(int deliveryCount) => TimeSpan.FromSeconds(Math.Min(30, Math.Pow(2, Math.Clamp(deliveryCount, 1, 16) - 1)));
 
     public override async Task StopAsync(CancellationToken cancellationToken)
     {

@@ -1,6 +1,6 @@
 namespace Infra.WebNode.Links;
 
-/// <summary>What a link may point to: an absolute http or https URL with a host, no credentials, no control characters, not too long.</summary>
+/// <summary>What a link may point to: an absolute http or https URL with a host, no credentials, no control characters, not too long; returned in ASCII.</summary>
 internal static class UrlRules
 {
     /// <summary>The normalised URL, or the reason it is refused.</summary>
@@ -45,6 +45,9 @@ internal static class UrlRules
             return (null, "url must not carry a user name or password");
         }
 
-        return (uri.AbsoluteUri.Length <= maxLength ? uri.AbsoluteUri : text, null);
+        // ASCII only (the URL goes out in a Location header): the host in its IDN (punycode) form,
+        // everything else percent-encoded.
+        var ascii = new UriBuilder(uri) { Host = uri.IdnHost }.Uri.AbsoluteUri;
+        return ascii.Length <= maxLength ? (ascii, null) : (null, $"url is longer than {maxLength} characters once encoded");
     }
 }

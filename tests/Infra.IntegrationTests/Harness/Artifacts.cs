@@ -39,6 +39,10 @@ internal static class Artifacts
 
     public static string ShardRouter => Built("src/ShardRouter", "Infra.ShardRouter.dll");
 
+    public static string WebNode => Built("src/WebNode", "Infra.WebNode.dll");
+
+    public static string Cli => Built("src/Infra.Cli", "Infra.Cli.dll");
+
     public static string TestBackend => Built("tests/Infra.TestBackend", "Infra.TestBackend.dll");
 
     private static string Built(string project, string assembly)

@@ -123,6 +123,21 @@ internal static class Eventually
         }
     }
 
+    /// <summary>As above, with a description computed when the wait fails (to show the state then).</summary>
+    public static async Task HoldsAsync(Func<bool> condition, Func<string> what, TimeSpan? timeout = null)
+    {
+        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(15));
+        while (!condition())
+        {
+            if (DateTime.UtcNow > deadline)
+            {
+                Assert.Fail($"timed out waiting for: {what()}");
+            }
+
+            await Task.Delay(25);
+        }
+    }
+
     public static Task HoldsAsync(Func<bool> condition, string what, TimeSpan? timeout = null) =>
         HoldsAsync(() => Task.FromResult(condition()), what, timeout);
 }

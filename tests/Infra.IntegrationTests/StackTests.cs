@@ -1,0 +1,553 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json;
+using Infra.IntegrationTests.Harness;
+using StackExchange.Redis;
+
+namespace Infra.IntegrationTests;
+
+/// <summary>
+/// The whole architecture as <c>infra up</c> starts it (1 LB, 3 web nodes, 1 worker, 3 caches,
+/// 1 queue, 1 router, 2 shards × master + replica), driven through the load balancer with real
+/// HTTP, with nodes killed by SIGKILL through the control endpoint.
+/// </summary>
+[Collection(StackGroup.Name)]
+public sealed class StackTests(StackFixture fixture)
+{
+    private Stack Stack => fixture.Stack;
+
+    [Fact]
+    public async Task Every_node_of_the_default_topology_is_up_and_named_as_documented()
+    {
+        var nodes = await Stack.StatusAsync();
+        Assert.Equal(
+            ["cache-1", "cache-2", "cache-3", "queue", "s0-master", "s0-replica", "s1-master", "s1-replica", "router", "web-1", "web-2", "web-3", "worker-1", "lb"],
+            nodes.Select(n => n.Name).ToArray());
+        Assert.All(nodes, n => Assert.True(n.Pid is not null, n.Name));
+
+        // The status command prints the same table.
+        var (exit, output) = await RunCliAsync("status", "--data-dir", Stack.DataDir);
+        Assert.Equal(0, exit);
+        foreach (var node in nodes)
+        {
+            Assert.Contains(node.Name, output, StringComparison.Ordinal);
+        }
+
+        Assert.Contains("master (s0)", output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_session_made_on_one_web_node_is_used_on_another()
+    {
+        var webs = await WebNodesAsync();
+        var name = "u" + Guid.NewGuid().ToString("N")[..10];
+        using var web1 = new HttpClient(new SocketsHttpHandler { UseProxy = false, UseCookies = false }) { BaseAddress = webs[0] };
+        using (var signup = await web1.PostAsJsonAsync("/api/signup", new { username = name, password = "first password" }))
+        {
+            Assert.Equal(HttpStatusCode.Created, signup.StatusCode);
+        }
+
+        using (var again = await web1.PostAsJsonAsync("/api/signup", new { username = name, password = "other password" }))
+        {
+            Assert.Equal(HttpStatusCode.Conflict, again.StatusCode);
+        }
+
+        // Log in through web-2; use the cookie on web-3 and web-1.
+        using var web2 = new HttpClient(new SocketsHttpHandler { UseProxy = false, UseCookies = false }) { BaseAddress = webs[1] };
+        using (var wrong = await web2.PostAsJsonAsync("/api/login", new { username = name, password = "wrong password" }))
+        {
+            Assert.Equal(HttpStatusCode.Unauthorized, wrong.StatusCode);
+        }
+
+        string cookie;
+        using (var login = await web2.PostAsJsonAsync("/api/login", new { username = name, password = "first password" }))
+        {
+            Assert.Equal(HttpStatusCode.OK, login.StatusCode);
+            var setCookie = login.Headers.GetValues("Set-Cookie").Single();
+            Assert.Contains("httponly", setCookie, StringComparison.OrdinalIgnoreCase);
+            cookie = setCookie[..setCookie.IndexOf(';', StringComparison.Ordinal)];
+        }
+
+        using var other = new HttpClient(new SocketsHttpHandler { UseProxy = false, UseCookies = false }) { BaseAddress = webs[2] };
+        other.DefaultRequestHeaders.Add("Cookie", cookie);
+        var me = await other.GetFromJsonAsync<JsonElement>("/api/me");
+        Assert.Equal(name, me.GetProperty("username").GetString());
+
+        using (var create = await other.PostAsJsonAsync("/api/links", new { url = "https://example.com/from-web-3" }))
+        {
+            Assert.Equal(HttpStatusCode.Created, create.StatusCode);
+        }
+
+        // Read-your-writes through web-1: the list shows the link made a moment ago on web-3.
+        using var first = new HttpClient(new SocketsHttpHandler { UseProxy = false, UseCookies = false }) { BaseAddress = webs[0] };
+        first.DefaultRequestHeaders.Add("Cookie", cookie);
+        var page = await first.GetFromJsonAsync<JsonElement>("/api/me/links");
+        Assert.Equal("https://example.com/from-web-3", page.GetProperty("links")[0].GetProperty("url").GetString());
+
+        // Log out on web-1: the session is gone everywhere.
+        using (var logout = await first.PostAsync("/api/logout", null))
+        {
+            Assert.Equal(HttpStatusCode.NoContent, logout.StatusCode);
+        }
+
+        using var after = await other.GetAsync("/api/me");
+        Assert.Equal(HttpStatusCode.Unauthorized, after.StatusCode);
+    }
+
+    [Fact]
+    public async Task A_thousand_links_made_through_the_lb_read_back_and_repeated_reads_hit_the_cache()
+    {
+        var cookie = await SignUpAsync(Stack.Lb);
+        var links = await CreateLinksAsync(cookie, 1000);
+        Assert.Equal(1000, links.Select(l => l.Code).Distinct().Count());
+
+        await ForEachAsync(links, async link => Assert.Equal(link.Url, await RedirectAsync(link.Code)));
+        var before = await CacheStatsAsync();
+        for (var round = 0; round < 3; round++)
+        {
+            await ForEachAsync(links, async link => Assert.Equal(link.Url, await RedirectAsync(link.Code)));
+        }
+
+        var after = await CacheStatsAsync();
+        var hits = after.Hits - before.Hits;
+        var misses = after.Misses - before.Misses;
+        Assert.True(hits + misses >= 3000, $"{hits} hits + {misses} misses for 3000 reads");
+        var ratio = (double)hits / (hits + misses);
+        Assert.True(ratio > 0.90, $"cache hit ratio {ratio:P1} ({hits} hits, {misses} misses) from the cache servers' INFO");
+
+        // Stats and a page of the owner's links.
+        using var client = WithCookie(Stack.Lb, cookie);
+        var stats = await client.GetFromJsonAsync<JsonElement>("/api/links/" + links[0].Code);
+        Assert.Equal(links[0].Url, stats.GetProperty("url").GetString());
+        var seen = new HashSet<string>();
+        string? cursor = null;
+        do
+        {
+            var page = await client.GetFromJsonAsync<JsonElement>("/api/me/links?limit=100" + (cursor is null ? "" : "&cursor=" + Uri.EscapeDataString(cursor)));
+            foreach (var link in page.GetProperty("links").EnumerateArray())
+            {
+                Assert.True(seen.Add(link.GetProperty("code").GetString()!), "a link listed twice");
+            }
+
+            cursor = page.GetProperty("next").GetString();
+        }
+        while (cursor is not null);
+        Assert.Equal(1000, seen.Count);
+    }
+
+    [Fact]
+    public async Task Clicks_are_counted_exactly_once_when_the_worker_is_killed_mid_batch()
+    {
+        var cookie = await SignUpAsync(Stack.Lb);
+        var links = await CreateLinksAsync(cookie, 20);
+        const int Clicks = 3000;
+        var counted0 = await MetricAsync("worker-1", "infra_web_clicks_counted");
+        var dropped0 = await WebMetricSumAsync("infra_web_clicks_dropped");
+        var load = ForEachAsync(Enumerable.Range(0, Clicks).ToList(), async i => Assert.Equal(links[i % links.Count].Url, await RedirectAsync(links[i % links.Count].Code)));
+
+        // Kill the worker while it is counting: after it counted some of this test's clicks.
+        await Eventually.HoldsAsync(async () => await MetricAsync("worker-1", "infra_web_clicks_counted") - counted0 >= 100, "the worker counts clicks", TimeSpan.FromSeconds(60));
+        await Stack.KillAsync("worker-1");
+        await load;
+        await Stack.RestartAsync("worker-1");
+
+        Assert.Equal(dropped0, await WebMetricSumAsync("infra_web_clicks_dropped"));
+        var expected = links.ToDictionary(l => l.Code, l => Enumerable.Range(0, Clicks).Count(i => i % links.Count == links.IndexOf(l)));
+        using var client = WithCookie(Stack.Lb, cookie);
+        async Task<Dictionary<string, long>> CountsAsync()
+        {
+            var counts = new Dictionary<string, long>();
+            foreach (var link in links)
+            {
+                counts[link.Code] = (await client.GetFromJsonAsync<JsonElement>("/api/links/" + link.Code)).GetProperty("clicks").GetInt64();
+            }
+
+            return counts;
+        }
+
+        // Redelivered events (the killed worker's unacked batch, after the visibility timeout) are not counted twice.
+        await Eventually.HoldsAsync(async () => (await CountsAsync()).Values.Sum() >= Clicks, "every click counted", TimeSpan.FromSeconds(90));
+        await Eventually.HoldsAsync(async () => await QueueUnackedAsync() == 0, "no click event waits for an ack", TimeSpan.FromSeconds(60));
+        var final = await CountsAsync();
+        foreach (var (code, count) in expected)
+        {
+            Assert.Equal(count, final[code]);
+        }
+    }
+
+    [Fact]
+    public async Task Killing_a_web_node_under_load_fails_no_get_through_the_lb()
+    {
+        var cookie = await SignUpAsync(Stack.Lb);
+        var links = await CreateLinksAsync(cookie, 50);
+        var failures = new ConcurrentBagOfStrings();
+        var ok = 0;
+        using var stop = new CancellationTokenSource();
+        var load = Enumerable.Range(0, 8).Select(async worker =>
+        {
+            var i = worker;
+            while (!stop.IsCancellationRequested)
+            {
+                var link = links[i++ % links.Count];
+                try
+                {
+                    using var response = await Stack.Http.GetAsync(new Uri(Stack.Lb, "/" + link.Code));
+                    if (response.StatusCode == HttpStatusCode.Found && response.Headers.Location?.OriginalString == link.Url)
+                    {
+                        Interlocked.Increment(ref ok);
+                    }
+                    else
+                    {
+                        failures.Add($"{(int)response.StatusCode} {await response.Content.ReadAsStringAsync()}");
+                    }
+                }
+                catch (HttpRequestException ex)
+                {
+                    failures.Add(ex.Message);
+                }
+            }
+        }).ToList();
+
+        await Eventually.HoldsAsync(() => Volatile.Read(ref ok) >= 500, "load is flowing");
+        await Stack.KillAsync("web-2");
+        var atKill = Volatile.Read(ref ok);
+        await Eventually.HoldsAsync(() => Volatile.Read(ref ok) >= atKill + 2000, "load goes on after the kill", TimeSpan.FromSeconds(60));
+        stop.Cancel();
+        await Task.WhenAll(load);
+        try
+        {
+            Assert.True(failures.IsEmpty, $"{failures.Count} failed GETs, e.g. {failures.FirstOrDefault()}");
+        }
+        finally
+        {
+            await Stack.RestartAsync("web-2");
+            await Stack.AllUpAsync();
+        }
+    }
+
+    [Fact]
+    public async Task Killing_a_shard_master_fails_only_its_shard_and_only_until_failover()
+    {
+        var cookie = await SignUpAsync(Stack.Lb);
+        var links = await CreateLinksAsync(cookie, 60);
+        var byShard = new Dictionary<string, List<Link>>();
+        foreach (var link in links)
+        {
+            var shard = await Stack.ShardOfAsync(link.Code);
+            (byShard.TryGetValue(shard, out var list) ? list : byShard[shard] = []).Add(link);
+        }
+
+        Assert.True(byShard.ContainsKey("s0") && byShard.ContainsKey("s1"), "links on both shards");
+        var master = (await Stack.StatusAsync()).Single(n => n.Role == "master (s0)");
+        await FlushCachesAsync();
+        cookie = await SignUpAsync(Stack.Lb); // the flush took the session with it
+
+        // Reads and writes on both shards, all the time, through the LB.
+        var results = new System.Collections.Concurrent.ConcurrentQueue<(string Shard, string Kind, TimeSpan At, bool Ok, string Detail)>();
+        var clock = Stopwatch.StartNew();
+        using var stop = new CancellationTokenSource();
+        using var writer = WithCookie(Stack.Lb, cookie);
+        var load = byShard.SelectMany(pair => Enumerable.Range(0, 3).Select(async worker =>
+        {
+            var i = worker;
+            while (!stop.IsCancellationRequested)
+            {
+                var link = pair.Value[i++ % pair.Value.Count];
+                var (ok, detail) = await TryRedirectAsync(link);
+                results.Enqueue((pair.Key, "read", clock.Elapsed, ok, detail));
+            }
+        })).ToList();
+        var creates = Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                try
+                {
+                    using var response = await writer.PostAsJsonAsync("/api/links", new { url = "https://example.com/during-failover" });
+                    var body = await response.Content.ReadAsStringAsync();
+                    var code = response.IsSuccessStatusCode ? JsonDocument.Parse(body).RootElement.GetProperty("code").GetString()! : null;
+                    var shard = code is null ? "?" : await Stack.ShardOfAsync(code);
+                    results.Enqueue((shard, "write", clock.Elapsed, response.IsSuccessStatusCode, $"{(int)response.StatusCode} {body}"));
+                }
+                catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException)
+                {
+                    results.Enqueue(("?", "write", clock.Elapsed, false, ex.Message));
+                }
+            }
+        });
+
+        await Eventually.HoldsAsync(() => results.Count(r => r.Ok) > 300, "load is flowing");
+        var killedAt = clock.Elapsed;
+        await Stack.KillAsync(master.Name);
+        await Eventually.HoldsAsync(async () => (await Stack.StatusAsync()).Any(n => n.Role == "master (s0)" && n.Name != master.Name && n.Health == "up"),
+            "the router promoted s0's replica", TimeSpan.FromSeconds(30));
+        var promotedAt = clock.Elapsed;
+
+        // After the promotion s0 serves reads again. Its writes need a replica to confirm them
+        // (semi-sync): they come back when the old master returns, as a replica of the new one.
+        await Eventually.HoldsAsync(() => results.Count(r => r.At > promotedAt + TimeSpan.FromSeconds(1) && r.Ok && r.Kind == "read" && r.Shard == "s0") >= 100,
+            "s0 serves reads again", TimeSpan.FromSeconds(30));
+        await Stack.RestartAsync(master.Name);
+        var restartedAt = clock.Elapsed;
+        await Eventually.HoldsAsync(() => results.Count(r => r.At > restartedAt && r.Ok && r.Kind == "write" && r.Shard == "s0") >= 3,
+            () => $"writes land on s0 again (writer {creates.Status}; last writes: {string.Join(" | ", results.Where(r => r.Kind == "write").TakeLast(3).Select(r => $"{r.Shard} {r.Detail}"))})", TimeSpan.FromSeconds(30));
+        stop.Cancel();
+        await Task.WhenAll(load);
+        await creates;
+        await Stack.AllUpAsync();
+        Assert.Equal("replica (s0)", (await Stack.NodeAsync(master.Name)).Role);
+
+        var s1Failures = results.Where(r => r.Shard == "s1" && !r.Ok).ToList();
+        Assert.True(s1Failures.Count == 0, $"{s1Failures.Count} s1 requests failed, e.g. {s1Failures.FirstOrDefault().Detail}");
+        Assert.True(results.Any(r => r.Shard == "s1" && r.Ok && r.At > killedAt && r.At < promotedAt + TimeSpan.FromSeconds(1)), "s1 served while s0 failed over");
+        var lastS0ReadFailure = results.Where(r => r.Shard == "s0" && !r.Ok && r.Kind == "read").Select(r => r.At).DefaultIfEmpty(killedAt).Max();
+        Assert.True(lastS0ReadFailure - killedAt < TimeSpan.FromSeconds(10), $"s0 reads still failed {(lastS0ReadFailure - killedAt).TotalSeconds:0.0}s after the kill (promoted after {(promotedAt - killedAt).TotalSeconds:0.0}s)");
+        Assert.True(promotedAt - killedAt < TimeSpan.FromSeconds(10), $"promotion took {(promotedAt - killedAt).TotalSeconds:0.0}s");
+    }
+
+    [Fact]
+    public async Task Killing_a_cache_node_causes_no_errors_and_its_keys_are_served_from_the_database()
+    {
+        var cookie = await SignUpAsync(Stack.Lb);
+        var links = await CreateLinksAsync(cookie, 100);
+        await ForEachAsync(links, async link => Assert.Equal(link.Url, await RedirectAsync(link.Code)));
+        var failures = new ConcurrentBagOfStrings();
+        var ok = 0;
+        using var stop = new CancellationTokenSource();
+        var load = Enumerable.Range(0, 6).Select(async worker =>
+        {
+            var i = worker;
+            while (!stop.IsCancellationRequested)
+            {
+                var (success, detail) = await TryRedirectAsync(links[i++ % links.Count]);
+                if (success)
+                {
+                    Interlocked.Increment(ref ok);
+                }
+                else
+                {
+                    failures.Add(detail);
+                }
+            }
+        }).ToList();
+
+        await Eventually.HoldsAsync(() => Volatile.Read(ref ok) >= 300, "load is flowing");
+        await Stack.KillAsync("cache-2");
+        var atKill = Volatile.Read(ref ok);
+        await Eventually.HoldsAsync(() => Volatile.Read(ref ok) >= atKill + 1500, "load goes on after the kill", TimeSpan.FromSeconds(60));
+        stop.Cancel();
+        await Task.WhenAll(load);
+        try
+        {
+            Assert.True(failures.IsEmpty, $"{failures.Count} failed redirects, e.g. {failures.FirstOrDefault()}");
+        }
+        finally
+        {
+            await Stack.RestartAsync("cache-2");
+            await Stack.AllUpAsync();
+        }
+    }
+
+    [Fact]
+    public async Task Hostile_requests_get_clear_errors_and_the_web_node_keeps_serving()
+    {
+        var web = (await WebNodesAsync())[0];
+        using var client = new HttpClient(new SocketsHttpHandler { UseProxy = false, AllowAutoRedirect = false, UseCookies = false }) { BaseAddress = web };
+        var cookie = await SignUpAsync(web);
+        using var authed = WithCookie(web, cookie);
+
+        async Task<HttpStatusCode> PostAsync(HttpClient c, string path, string body)
+        {
+            using var content = new StringContent(body, System.Text.Encoding.UTF8, "application/json");
+            using var response = await c.PostAsync(path, content);
+            return response.StatusCode;
+        }
+
+        Assert.Equal(HttpStatusCode.BadRequest, await PostAsync(client, "/api/signup", "{\"username\":"));
+        Assert.Equal(HttpStatusCode.BadRequest, await PostAsync(client, "/api/signup", "[1,2,3]"));
+        Assert.Equal(HttpStatusCode.BadRequest, await PostAsync(client, "/api/signup", "{\"username\":\"a b\",\"password\":\"long enough\"}"));
+        Assert.Equal(HttpStatusCode.BadRequest, await PostAsync(client, "/api/signup", "{\"username\":\"abc\",\"password\":\"short\"}"));
+        Assert.Equal(HttpStatusCode.BadRequest, await PostAsync(client, "/api/signup", new string('[', 100_00)));
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, await PostAsync(client, "/api/signup", "{\"username\":\"" + new string('a', 100_000) + "\"}"));
+        Assert.Equal(HttpStatusCode.Unauthorized, await PostAsync(client, "/api/links", "{\"url\":\"https://example.com\"}"));
+        Assert.Equal(HttpStatusCode.Unauthorized, await PostAsync(client, "/api/login", "{\"username\":\"nobody-here\",\"password\":\"whatever123\"}"));
+        Assert.Equal(HttpStatusCode.BadRequest, await PostAsync(authed, "/api/links", "{\"url\":\"javascript:alert(1)\"}"));
+        Assert.Equal(HttpStatusCode.BadRequest, await PostAsync(authed, "/api/links", "{\"url\":\"https://example.com/" + new string('x', 5000) + "\"}"));
+        Assert.Equal(HttpStatusCode.BadRequest, await PostAsync(authed, "/api/links", "{\"url\":\"https://user:pw@example.com/\"}"));
+        Assert.Equal(HttpStatusCode.BadRequest, await PostAsync(authed, "/api/links", "{\"url\":42}"));
+        using (var badCursor = await authed.GetAsync("/api/me/links?cursor=%27%3B%20DROP%20TABLE%20links"))
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, badCursor.StatusCode);
+        }
+
+        using (var badLimit = await authed.GetAsync("/api/me/links?limit=100000"))
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, badLimit.StatusCode);
+        }
+
+        using var forged = new HttpClient(new SocketsHttpHandler { UseProxy = false, UseCookies = false }) { BaseAddress = web };
+        forged.DefaultRequestHeaders.Add("Cookie", "sid=" + new string('A', 43));
+        using (var me = await forged.GetAsync("/api/me"))
+        {
+            Assert.Equal(HttpStatusCode.Unauthorized, me.StatusCode);
+        }
+
+        foreach (var path in new[] { "/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "/..%2f..%2fetc", "/api/links/%27", "/%F0%9F%92%A9" })
+        {
+            using var response = await client.GetAsync(path);
+            Assert.True(response.StatusCode == HttpStatusCode.NotFound, $"{path}: {(int)response.StatusCode}");
+        }
+
+        using (var nul = await client.GetAsync("/%00"))
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, nul.StatusCode);
+        }
+
+        // The static UI: versioned files with ETags; a revalidation gets 304.
+        using var page = await client.GetAsync("/");
+        var html = await page.Content.ReadAsStringAsync();
+        var script = System.Text.RegularExpressions.Regex.Match(html, "/static/app\\.[0-9a-f]{8}\\.js").Value;
+        using var js = await client.GetAsync(script);
+        Assert.Equal(HttpStatusCode.OK, js.StatusCode);
+        Assert.Contains("immutable", js.Headers.CacheControl!.ToString(), StringComparison.Ordinal);
+        using var revalidate = new HttpRequestMessage(HttpMethod.Get, script);
+        revalidate.Headers.IfNoneMatch.Add(js.Headers.ETag!);
+        using var notModified = await client.SendAsync(revalidate);
+        Assert.Equal(HttpStatusCode.NotModified, notModified.StatusCode);
+
+        using var healthy = await client.GetAsync("/healthz");
+        Assert.Equal(HttpStatusCode.OK, healthy.StatusCode);
+    }
+
+    // ------------------------------------------------------------------ helpers
+
+    private sealed record Link(string Code, string Url);
+
+    private sealed class ConcurrentBagOfStrings : System.Collections.Concurrent.ConcurrentBag<string>;
+
+    private async Task<Uri[]> WebNodesAsync() =>
+        [.. (await Stack.StatusAsync()).Where(n => n.Name.StartsWith("web-", StringComparison.Ordinal)).Select(n => new Uri("http://" + n.Address))];
+
+    private static HttpClient WithCookie(Uri baseAddress, string cookie)
+    {
+        var client = new HttpClient(new SocketsHttpHandler { UseProxy = false, AllowAutoRedirect = false, UseCookies = false, MaxConnectionsPerServer = 32 }) { BaseAddress = baseAddress, Timeout = TimeSpan.FromSeconds(30) };
+        client.DefaultRequestHeaders.Add("Cookie", cookie);
+        return client;
+    }
+
+    private static async Task<string> SignUpAsync(Uri at)
+    {
+        using var client = new HttpClient(new SocketsHttpHandler { UseProxy = false, UseCookies = false }) { BaseAddress = at };
+        using var response = await client.PostAsJsonAsync("/api/signup", new { username = "u" + Guid.NewGuid().ToString("N")[..12], password = "a fine password" });
+        Assert.Equal(HttpStatusCode.Created, response.StatusCode);
+        var setCookie = response.Headers.GetValues("Set-Cookie").Single();
+        return setCookie[..setCookie.IndexOf(';', StringComparison.Ordinal)];
+    }
+
+    private async Task<List<Link>> CreateLinksAsync(string cookie, int count)
+    {
+        using var client = WithCookie(Stack.Lb, cookie);
+        var links = new System.Collections.Concurrent.ConcurrentBag<Link>();
+        await ForEachAsync(Enumerable.Range(0, count).ToList(), async i =>
+        {
+            var url = $"https://example.com/{Guid.NewGuid():N}?n={i}";
+            using var response = await client.PostAsJsonAsync("/api/links", new { url });
+            var body = await response.Content.ReadAsStringAsync();
+            Assert.True(response.StatusCode == HttpStatusCode.Created, $"create: {(int)response.StatusCode} {body}");
+            using var json = JsonDocument.Parse(body);
+            var code = json.RootElement.GetProperty("code").GetString()!;
+            Assert.Equal(new Uri(Stack.Lb, "/" + code).ToString(), json.RootElement.GetProperty("shortUrl").GetString());
+            links.Add(new Link(code, url));
+        });
+        return [.. links];
+    }
+
+    private async Task<string?> RedirectAsync(string code)
+    {
+        using var response = await Stack.Http.GetAsync(new Uri(Stack.Lb, "/" + code));
+        Assert.True(response.StatusCode == HttpStatusCode.Found, $"GET /{code}: {(int)response.StatusCode} {await response.Content.ReadAsStringAsync()}");
+        return response.Headers.Location?.OriginalString;
+    }
+
+    private async Task<(bool Ok, string Detail)> TryRedirectAsync(Link link)
+    {
+        try
+        {
+            using var response = await Stack.Http.GetAsync(new Uri(Stack.Lb, "/" + link.Code));
+            return response.StatusCode == HttpStatusCode.Found && response.Headers.Location?.OriginalString == link.Url
+                ? (true, "")
+                : (false, $"{(int)response.StatusCode} {await response.Content.ReadAsStringAsync()}");
+        }
+        catch (HttpRequestException ex)
+        {
+            return (false, ex.Message);
+        }
+    }
+
+    private static Task ForEachAsync<T>(IReadOnlyList<T> items, Func<T, Task> body) =>
+        Parallel.ForEachAsync(items, new ParallelOptions { MaxDegreeOfParallelism = 16 }, async (item, _) => await body(item));
+
+    private async Task<(long Hits, long Misses)> CacheStatsAsync()
+    {
+        long hits = 0, misses = 0;
+        foreach (var cache in (await Stack.StatusAsync()).Where(n => n.Name.StartsWith("cache-", StringComparison.Ordinal)))
+        {
+            await using var redis = await ConnectionMultiplexer.ConnectAsync(cache.Address + ",allowAdmin=true");
+            var info = await redis.GetServer(cache.Address).InfoAsync("stats");
+            var stats = info.SelectMany(g => g).ToDictionary(p => p.Key, p => p.Value);
+            hits += long.Parse(stats["keyspace_hits"], System.Globalization.CultureInfo.InvariantCulture);
+            misses += long.Parse(stats["keyspace_misses"], System.Globalization.CultureInfo.InvariantCulture);
+        }
+
+        return (hits, misses);
+    }
+
+    private async Task FlushCachesAsync()
+    {
+        foreach (var cache in (await Stack.StatusAsync()).Where(n => n.Name.StartsWith("cache-", StringComparison.Ordinal)))
+        {
+            await using var redis = await ConnectionMultiplexer.ConnectAsync(cache.Address + ",allowAdmin=true");
+            await redis.GetServer(cache.Address).FlushAllDatabasesAsync();
+        }
+    }
+
+    private async Task<double> MetricAsync(string node, string metric)
+    {
+        var text = await Stack.Http.GetStringAsync(new Uri((await Stack.NodeAsync(node)).AdminUrl, "/metrics"));
+        return SumMetric(text, metric);
+    }
+
+    private async Task<double> WebMetricSumAsync(string metric)
+    {
+        double sum = 0;
+        foreach (var web in (await Stack.StatusAsync()).Where(n => n.Name.StartsWith("web-", StringComparison.Ordinal)))
+        {
+            sum += SumMetric(await Stack.Http.GetStringAsync(new Uri(web.AdminUrl, "/metrics")), metric);
+        }
+
+        return sum;
+    }
+
+    private async Task<double> QueueUnackedAsync() => await MetricAsync("queue", "infra_queue_group_unacked");
+
+    private static double SumMetric(string page, string metric) =>
+        page.Split('\n')
+            .Where(l => l.StartsWith(metric + "{", StringComparison.Ordinal) || l.StartsWith(metric + " ", StringComparison.Ordinal) || l.StartsWith(metric + "_total", StringComparison.Ordinal))
+            .Sum(l => double.Parse(l[(l.LastIndexOf(' ') + 1)..], System.Globalization.CultureInfo.InvariantCulture));
+
+    private static async Task<(int Exit, string Output)> RunCliAsync(params string[] args)
+    {
+        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        info.ArgumentList.Add(Artifacts.Cli);
+        foreach (var arg in args)
+        {
+            info.ArgumentList.Add(arg);
+        }
+
+        using var process = Process.Start(info)!;
+        var output = await process.StandardOutput.ReadToEndAsync() + await process.StandardError.ReadToEndAsync();
+        await process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
+        return (process.ExitCode, output);
+    }
+}
