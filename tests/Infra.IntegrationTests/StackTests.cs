@@ -350,6 +350,38 @@ public sealed class StackTests(StackFixture fixture)
     }
 
     [Fact]
+    public async Task Killing_the_queue_never_holds_up_a_redirect_and_clicks_flow_again_when_it_is_back()
+    {
+        var cookie = await SignUpAsync(Stack.Lb);
+        var links = await CreateLinksAsync(cookie, 20);
+        var dropped0 = await WebMetricSumAsync("infra_web_clicks_dropped");
+        await Stack.KillAsync("queue");
+        try
+        {
+            // Every redirect still answers while the broker is down; the clicks wait in the buffers.
+            await ForEachAsync(Enumerable.Range(0, 600).ToList(), async i => Assert.Equal(links[i % links.Count].Url, await RedirectAsync(links[i % links.Count].Code)));
+        }
+        finally
+        {
+            await Stack.RestartAsync("queue");
+            await Stack.AllUpAsync();
+        }
+
+        // Buffered clicks are published once the broker is back, and the worker counts them.
+        using var client = WithCookie(Stack.Lb, cookie);
+        await Eventually.HoldsAsync(async () =>
+        {
+            long total = 0;
+            foreach (var link in links)
+            {
+                total += (await client.GetFromJsonAsync<JsonElement>("/api/links/" + link.Code)).GetProperty("clicks").GetInt64();
+            }
+
+            return total + await WebMetricSumAsync("infra_web_clicks_dropped") - dropped0 >= 600;
+        }, "the clicks made while the queue was down are counted (or counted as dropped)", TimeSpan.FromSeconds(90));
+    }
+
+    [Fact]
     public async Task Hostile_requests_get_clear_errors_and_the_web_node_keeps_serving()
     {
         var web = (await WebNodesAsync())[0];
