@@ -181,40 +181,7 @@ public sealed class StackTests(StackFixture fixture)
     {
         var cookie = await SignUpAsync(Stack.Lb);
         var links = await CreateLinksAsync(cookie, 50);
-        var failures = new ConcurrentBagOfStrings();
-        var ok = 0;
-        using var stop = new CancellationTokenSource();
-        var load = Enumerable.Range(0, 8).Select(async worker =>
-        {
-            var i = worker;
-            while (!stop.IsCancellationRequested)
-            {
-                var link = links[i++ % links.Count];
-                try
-                {
-                    using var response = await Stack.Http.GetAsync(new Uri(Stack.Lb, "/" + link.Code));
-                    if (response.StatusCode == HttpStatusCode.Found && response.Headers.Location?.OriginalString == link.Url)
-                    {
-                        Interlocked.Increment(ref ok);
-                    }
-                    else
-                    {
-                        failures.Add($"{(int)response.StatusCode} {await response.Content.ReadAsStringAsync()}");
-                    }
-                }
-                catch (HttpRequestException ex)
-                {
-                    failures.Add(ex.Message);
-                }
-            }
-        }).ToList();
-
-        await Eventually.HoldsAsync(() => Volatile.Read(ref ok) >= 500, "load is flowing");
-        await Stack.KillAsync("web-2");
-        var atKill = Volatile.Read(ref ok);
-        await Eventually.HoldsAsync(() => Volatile.Read(ref ok) >= atKill + 2000, "load goes on after the kill", TimeSpan.FromSeconds(60));
-        stop.Cancel();
-        await Task.WhenAll(load);
+        var failures = await KillUnderLoadAsync(links, "web-2", workers: 8, before: 500, after: 2000);
         try
         {
             Assert.True(failures.IsEmpty, $"{failures.Count} failed GETs, e.g. {failures.FirstOrDefault()}");
@@ -312,32 +279,7 @@ public sealed class StackTests(StackFixture fixture)
         var cookie = await SignUpAsync(Stack.Lb);
         var links = await CreateLinksAsync(cookie, 100);
         await ForEachAsync(links, async link => Assert.Equal(link.Url, await RedirectAsync(link.Code)));
-        var failures = new ConcurrentBagOfStrings();
-        var ok = 0;
-        using var stop = new CancellationTokenSource();
-        var load = Enumerable.Range(0, 6).Select(async worker =>
-        {
-            var i = worker;
-            while (!stop.IsCancellationRequested)
-            {
-                var (success, detail) = await TryRedirectAsync(links[i++ % links.Count]);
-                if (success)
-                {
-                    Interlocked.Increment(ref ok);
-                }
-                else
-                {
-                    failures.Add(detail);
-                }
-            }
-        }).ToList();
-
-        await Eventually.HoldsAsync(() => Volatile.Read(ref ok) >= 300, "load is flowing");
-        await Stack.KillAsync("cache-2");
-        var atKill = Volatile.Read(ref ok);
-        await Eventually.HoldsAsync(() => Volatile.Read(ref ok) >= atKill + 1500, "load goes on after the kill", TimeSpan.FromSeconds(60));
-        stop.Cancel();
-        await Task.WhenAll(load);
+        var failures = await KillUnderLoadAsync(links, "cache-2", workers: 6, before: 300, after: 1500);
         try
         {
             Assert.True(failures.IsEmpty, $"{failures.Count} failed redirects, e.g. {failures.FirstOrDefault()}");
@@ -457,6 +399,38 @@ public sealed class StackTests(StackFixture fixture)
     private sealed record Link(string Code, string Url);
 
     private sealed class ConcurrentBagOfStrings : System.Collections.Concurrent.ConcurrentBag<string>;
+
+    /// <summary>Redirects through the LB from <paramref name="workers"/> loops; SIGKILLs a node once <paramref name="before"/> succeeded and stops <paramref name="after"/> successes later. The failures.</summary>
+    private async Task<ConcurrentBagOfStrings> KillUnderLoadAsync(List<Link> links, string node, int workers, int before, int after)
+    {
+        var failures = new ConcurrentBagOfStrings();
+        var ok = 0;
+        using var stop = new CancellationTokenSource();
+        var load = Enumerable.Range(0, workers).Select(async worker =>
+        {
+            var i = worker;
+            while (!stop.IsCancellationRequested)
+            {
+                var (success, detail) = await TryRedirectAsync(links[i++ % links.Count]);
+                if (success)
+                {
+                    Interlocked.Increment(ref ok);
+                }
+                else
+                {
+                    failures.Add(detail);
+                }
+            }
+        }).ToList();
+
+        await Eventually.HoldsAsync(() => Volatile.Read(ref ok) >= before, "load is flowing");
+        await Stack.KillAsync(node);
+        var atKill = Volatile.Read(ref ok);
+        await Eventually.HoldsAsync(() => Volatile.Read(ref ok) >= atKill + after, "load goes on after the kill", TimeSpan.FromSeconds(60));
+        stop.Cancel();
+        await Task.WhenAll(load);
+        return failures;
+    }
 
     private async Task<Uri[]> WebNodesAsync() =>
         [.. (await Stack.StatusAsync()).Where(n => n.Name.StartsWith("web-", StringComparison.Ordinal)).Select(n => new Uri("http://" + n.Address))];
