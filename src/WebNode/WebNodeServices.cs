@@ -44,7 +44,6 @@ internal static class WebNodeServices
             sp.GetRequiredService<WebOptions>(),
             sp.GetRequiredService<Database>(),
             sp.GetRequiredService<WebOptions>().Role == WebRole.Web ? sp.GetRequiredService<Cache>() : null,
-            sp.GetRequiredService<ClickPublisher>(),
             sp.GetRequiredService<TimeProvider>(),
             sp.GetRequiredService<ILogger<Dependencies>>()));
         services.AddHostedService(sp => sp.GetRequiredService<Dependencies>());

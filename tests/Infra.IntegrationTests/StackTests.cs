@@ -398,12 +398,10 @@ public sealed class StackTests(StackFixture fixture)
 
     private sealed record Link(string Code, string Url);
 
-    private sealed class ConcurrentBagOfStrings : System.Collections.Concurrent.ConcurrentBag<string>;
-
     /// <summary>Redirects through the LB from <paramref name="workers"/> loops; SIGKILLs a node once <paramref name="before"/> succeeded and stops <paramref name="after"/> successes later. The failures.</summary>
-    private async Task<ConcurrentBagOfStrings> KillUnderLoadAsync(List<Link> links, string node, int workers, int before, int after)
+    private async Task<System.Collections.Concurrent.ConcurrentBag<string>> KillUnderLoadAsync(List<Link> links, string node, int workers, int before, int after)
     {
-        var failures = new ConcurrentBagOfStrings();
+        var failures = new System.Collections.Concurrent.ConcurrentBag<string>();
         var ok = 0;
         using var stop = new CancellationTokenSource();
         var load = Enumerable.Range(0, workers).Select(async worker =>
@@ -537,10 +535,7 @@ public sealed class StackTests(StackFixture fixture)
 
     private async Task<double> QueueUnackedAsync() => await MetricAsync("queue", "infra_queue_group_unacked");
 
-    private static double SumMetric(string page, string metric) =>
-        page.Split('\n')
-            .Where(l => l.StartsWith(metric + "{", StringComparison.Ordinal) || l.StartsWith(metric + " ", StringComparison.Ordinal) || l.StartsWith(metric + "_total", StringComparison.Ordinal))
-            .Sum(l => double.Parse(l[(l.LastIndexOf(' ') + 1)..], System.Globalization.CultureInfo.InvariantCulture));
+    private static double SumMetric(string page, string metric) => Infra.Cli.Metrics.Sum(page, metric) ?? 0;
 
     private static async Task<(int Exit, string Output)> RunCliAsync(params string[] args)
     {

@@ -96,24 +96,7 @@ public sealed class ShardRouterClient : IAsyncDisposable
                     shard = reader.ReadString() ?? "";
                     break;
                 case "token":
-                    string tokenShard = "";
-                    long lsn = 0;
-                    for (var t = reader.ReadMapHeader(); t > 0; t--)
-                    {
-                        switch (reader.ReadString())
-                        {
-                            case "shard":
-                                tokenShard = reader.ReadString() ?? "";
-                                break;
-                            case "lsn":
-                                lsn = reader.ReadInt64();
-                                break;
-                            default:
-                                reader.Skip();
-                                break;
-                        }
-                    }
-
+                    var (tokenShard, _, lsn) = ReadPosition(ref reader);
                     token = new SessionToken(tokenShard, lsn);
                     break;
                 case "epoch":
@@ -182,32 +165,38 @@ public sealed class ShardRouterClient : IAsyncDisposable
 
             for (var n = reader.ReadArrayHeader(); n > 0; n--)
             {
-                string shard = "", node = "";
-                long lsn = 0;
-                for (var f = reader.ReadMapHeader(); f > 0; f--)
-                {
-                    switch (reader.ReadString())
-                    {
-                        case "shard":
-                            shard = reader.ReadString() ?? "";
-                            break;
-                        case "node":
-                            node = reader.ReadString() ?? "";
-                            break;
-                        case "lsn":
-                            lsn = reader.ReadInt64();
-                            break;
-                        default:
-                            reader.Skip();
-                            break;
-                    }
-                }
-
-                shards.Add((shard, node, lsn));
+                shards.Add(ReadPosition(ref reader));
             }
         }
 
         return shards;
+    }
+
+    /// <summary>A <c>{shard, node?, lsn}</c> map: a session token, or one shard's entry in a read's <c>shards</c>.</summary>
+    private static (string Shard, string Node, long Lsn) ReadPosition(ref MessagePackReader reader)
+    {
+        string shard = "", node = "";
+        long lsn = 0;
+        for (var f = reader.ReadMapHeader(); f > 0; f--)
+        {
+            switch (reader.ReadString())
+            {
+                case "shard":
+                    shard = reader.ReadString() ?? "";
+                    break;
+                case "node":
+                    node = reader.ReadString() ?? "";
+                    break;
+                case "lsn":
+                    lsn = reader.ReadInt64();
+                    break;
+                default:
+                    reader.Skip();
+                    break;
+            }
+        }
+
+        return (shard, node, lsn);
     }
 
     /// <summary>DDL to every shard; <paramref name="tables"/> registers sharded tables and their shard-key columns. Returns per-shard outcomes.</summary>

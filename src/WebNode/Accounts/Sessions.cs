@@ -1,3 +1,4 @@
+using System.Buffers.Text;
 using System.Globalization;
 using System.Security.Cryptography;
 using Infra.Client.Data;
@@ -21,7 +22,7 @@ internal sealed class Sessions(Cache cache, WebOptions options, TimeProvider tim
 
     public async Task<Session?> CreateAsync(string user)
     {
-        var id = Base64Url(RandomNumberGenerator.GetBytes(32));
+        var id = Base64Url.EncodeToString(RandomNumberGenerator.GetBytes(32));
         var ok = await cache.HashSetAsync(Key(id),
             [new("user", user), new("created", time.GetUtcNow().ToUnixTimeMilliseconds())],
             options.SessionTtl);
@@ -30,7 +31,7 @@ internal sealed class Sessions(Cache cache, WebOptions options, TimeProvider tim
 
     public async Task<Session?> GetAsync(string? id)
     {
-        if (id is null || id.Length != 43 || !IsBase64Url(id))
+        if (id is null || id.Length != 43 || !Base64Url.IsValid(id))
         {
             return null;
         }
@@ -61,19 +62,4 @@ internal sealed class Sessions(Cache cache, WebOptions options, TimeProvider tim
     public Task DeleteAsync(string id) => cache.DeleteAsync(Key(id));
 
     private static string Key(string id) => "session:" + id;
-
-    private static string Base64Url(byte[] bytes) => Convert.ToBase64String(bytes).TrimEnd('=').Replace('+', '-').Replace('/', '_');
-
-    private static bool IsBase64Url(string text)
-    {
-        foreach (var c in text)
-        {
-            if (!char.IsAsciiLetterOrDigit(c) && c is not '-' and not '_')
-            {
-                return false;
-            }
-        }
-
-        return true;
-    }
 }

@@ -1,6 +1,5 @@
 using Infra.Client.Queue;
 using Infra.Core.Admin;
-using Infra.WebNode.Clicks;
 using Infra.WebNode.Links;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -16,7 +15,7 @@ namespace Infra.WebNode.Backends;
 /// because one missing dependency taking every web node out of the load balancer would turn a
 /// partial outage into a total one. A worker is ready while the router answers.
 /// </summary>
-internal sealed partial class Dependencies(WebOptions options, Database db, Cache? cache, ClickPublisher publisher, TimeProvider time, ILogger<Dependencies> logger)
+internal sealed partial class Dependencies(WebOptions options, Database db, Cache? cache, TimeProvider time, ILogger<Dependencies> logger)
     : BackgroundService, IReadinessCheck
 {
     private volatile bool _initialized;
@@ -41,10 +40,6 @@ internal sealed partial class Dependencies(WebOptions options, Database db, Cach
             return _routerUp || (cache?.NodesUp ?? 0) > 0 ? null : "neither the shard router nor any cache server answers";
         }
     }
-
-    /// <summary>A line per dependency, for /healthz readers and logs.</summary>
-    public string Describe() =>
-        $"router {(_routerUp ? "up" : "down")}, cache {cache?.NodesUp ?? 0}/{cache?.Nodes ?? 0} up, queue {(options.Role == WebRole.Web ? publisher.IsConnected ? "connected" : "not connected" : "-")}";
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
