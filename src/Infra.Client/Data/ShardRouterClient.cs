@@ -23,7 +23,11 @@ public readonly record struct SessionToken(string Shard, long Lsn);
 public sealed record RoutedWrite(IReadOnlyList<StatementOutcome> Results, string Shard, SessionToken Token, long Epoch);
 
 /// <summary>A routed read: the merged rows and which node of which shard answered each part.</summary>
-public sealed record RoutedRows(IReadOnlyList<string> Columns, IReadOnlyList<object?[]> Rows, IReadOnlyList<(string Shard, string Node, long Lsn)> Shards);
+public sealed record RoutedRows(IReadOnlyList<string> Columns, IReadOnlyList<object?[]> Rows, IReadOnlyList<(string Shard, string Node, long Lsn)> Shards)
+{
+    /// <summary>Shards a fan-out with <see cref="QueryOptions.AllowPartial"/> could not read: their rows are missing.</summary>
+    public IReadOnlyList<string> FailedShards { get; init; } = [];
+}
 
 /// <summary>Options of a routed read.</summary>
 public sealed record QueryOptions
@@ -148,28 +152,41 @@ public sealed class ShardRouterClient : IAsyncDisposable
 
         var body = await _rpc.SendAsync("query", (ref MessagePackWriter w) => FrameRpcClient.WriteValue(ref w, args));
         var rows = DataNodeClient.ReadRows(body);
-        return new RoutedRows(rows.Columns, rows.Rows, MessagePackShards(body));
+        var (shards, failed) = MessagePackShards(body);
+        return new RoutedRows(rows.Columns, rows.Rows, shards) { FailedShards = failed };
     }
 
-    private static List<(string, string, long)> MessagePackShards(byte[] body)
+    /// <summary>The <c>shards</c> that answered a read and the <c>failedShards</c> ids (<c>[{shard, code, error}]</c>).</summary>
+    private static (List<(string, string, long)> Shards, List<string> Failed) MessagePackShards(byte[] body)
     {
         var reader = new MessagePackReader(body);
         var shards = new List<(string, string, long)>();
+        var failed = new List<string>();
         for (var fields = reader.ReadMapHeader(); fields > 0; fields--)
         {
-            if (reader.ReadString() != "shards")
+            switch (reader.ReadString())
             {
-                reader.Skip();
-                continue;
-            }
+                case "shards":
+                    for (var n = reader.ReadArrayHeader(); n > 0; n--)
+                    {
+                        shards.Add(ReadPosition(ref reader));
+                    }
 
-            for (var n = reader.ReadArrayHeader(); n > 0; n--)
-            {
-                shards.Add(ReadPosition(ref reader));
+                    break;
+                case "failedShards":
+                    for (var n = reader.ReadArrayHeader(); n > 0; n--)
+                    {
+                        failed.Add(ReadPosition(ref reader).Shard);
+                    }
+
+                    break;
+                default:
+                    reader.Skip();
+                    break;
             }
         }
 
-        return shards;
+        return (shards, failed);
     }
 
     /// <summary>A <c>{shard, node?, lsn}</c> map: a session token, or one shard's entry in a read's <c>shards</c>.</summary>

@@ -38,9 +38,6 @@ internal sealed class Database(WebOptions options, TimeProvider time) : IAsyncDi
 
     public bool IsConnected => _router.IsConnected;
 
-    /// <summary>How many shards answered the schema at start: a fan-out read with fewer answers is partial.</summary>
-    public int ShardCount { get; set; }
-
     public Task<RoutedWrite> ExecuteAsync(object key, IReadOnlyList<object?[]> statements) =>
         CallAsync(client => client.ExecuteAsync(key, statements));
 

@@ -48,10 +48,10 @@ internal sealed partial class Dependencies(WebOptions options, Database db, Cach
         {
             try
             {
-                await InitializeAsync();
+                var shards = await InitializeAsync();
                 _initialized = true;
                 _routerUp = true;
-                LogReady(logger, options.Role.ToString().ToLowerInvariant(), db.ShardCount);
+                LogReady(logger, options.Role.ToString().ToLowerInvariant(), shards);
             }
             catch (Exception ex) when (ex is DataUnavailableException or Client.Data.DataException or QueueException or IOException or System.Net.Sockets.SocketException or TimeoutException)
             {
@@ -76,7 +76,8 @@ internal sealed partial class Dependencies(WebOptions options, Database db, Cach
         }
     }
 
-    private async Task InitializeAsync()
+    /// <summary>Applies the schema and creates the click topic; the number of shards.</summary>
+    private async Task<int> InitializeAsync()
     {
         var outcomes = await db.SchemaAsync(Schema.Statements, Schema.Tables);
         var failed = outcomes.Where(o => o.TryGetValue("error", out var error) && error is not null).ToList();
@@ -85,10 +86,10 @@ internal sealed partial class Dependencies(WebOptions options, Database db, Cach
             throw new DataUnavailableException($"the schema did not apply on every shard ({failed.Count} of {outcomes.Count} failed)");
         }
 
-        db.ShardCount = outcomes.Count;
         var (host, port) = options.QueueHostPort;
         await using var queue = await QueueClient.ConnectAsync(host, port).WaitAsync(options.RequestTimeout, time);
         await queue.CreateTopicAsync(options.ClickTopic, options.ClickPartitions).WaitAsync(options.RequestTimeout, time);
+        return outcomes.Count;
     }
 
     [LoggerMessage(EventId = 740, Level = LogLevel.Information, Message = "Ready as {Role}: schema applied on {Shards} shards, click topic in place")]

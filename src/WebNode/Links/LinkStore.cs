@@ -100,7 +100,7 @@ internal sealed class LinkStore(Database db, Cache cache, LinkCodes codes, WebOp
         });
         var links = rows.Rows.Take(limit).Select(ToLink).ToList();
         var next = rows.Rows.Count > limit ? $"{links[^1].CreatedAt.ToString(CultureInfo.InvariantCulture)}.{links[^1].Code}" : null;
-        return (new LinkPage(links, next), rows.Shards.Select(s => s.Shard).Distinct().Count() < db.ShardCount);
+        return (new LinkPage(links, next), rows.FailedShards.Count > 0);
     }
 
     public static (long At, string Code)? ParseCursor(string? cursor)
