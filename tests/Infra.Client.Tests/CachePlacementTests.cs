@@ -71,6 +71,25 @@ public class CachePlacementTests
     }
 
     [Fact]
+    public void A_key_is_always_on_its_home_or_its_runner_up_whichever_node_a_client_thinks_is_down()
+    {
+        var placement = new CachePlacement(Three);
+        var other = new CachePlacement(Three);
+        for (var i = 0; i < 300; i++)
+        {
+            var key = Encoding.UTF8.GetBytes($"session:{i}");
+            var (home, runnerUp) = placement.Candidates(key);
+            Assert.NotEqual(home, runnerUp);
+            Assert.Equal(home, placement.NodeFor(key));
+            other.MarkDown(home);
+            Assert.Equal(runnerUp, other.NodeFor(key));
+            other.MarkUp(home);
+        }
+
+        Assert.Equal((0, 0), new CachePlacement([Three[0]]).Candidates("k"u8));
+    }
+
+    [Fact]
     public void With_every_node_down_keys_stay_on_their_own_nodes()
     {
         var placement = new CachePlacement(Three);

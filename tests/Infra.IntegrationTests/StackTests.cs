@@ -288,6 +288,10 @@ public sealed class StackTests(StackFixture fixture)
         {
             await Stack.RestartAsync("cache-2");
             await Stack.AllUpAsync();
+
+            // Each web node reconnects on its own schedule; until all have, they disagree on where
+            // keys live. The next tests start from a settled state.
+            await Eventually.HoldsAsync(async () => await WebMetricSumAsync("infra_web_cache_nodes_up") == 9, "every web node is connected to the three caches", TimeSpan.FromSeconds(30));
         }
     }
 

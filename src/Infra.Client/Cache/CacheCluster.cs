@@ -97,6 +97,19 @@ public sealed class CacheCluster : IAsyncDisposable
     /// <summary>The database on the node that holds <paramref name="key"/>; use it for that key (and keys sharing its hash tag).</summary>
     public IDatabase GetDatabase(RedisKey key) => _connections[NodeFor(key)].GetDatabase();
 
+    /// <summary>
+    /// The databases that may hold <paramref name="key"/>: the node placement picks now first, then its
+    /// home and runner-up if they differ (see <see cref="CachePlacement.Candidates"/>). For reads that
+    /// must find a key written by another client whose view of which nodes are down differs.
+    /// </summary>
+    public IReadOnlyList<IDatabase> GetCandidateDatabases(RedisKey key)
+    {
+        var bytes = (byte[]?)key ?? [];
+        var now = Placement.NodeFor(bytes);
+        var (home, runnerUp) = Placement.Candidates(bytes);
+        return [.. new[] { now, home, runnerUp }.Distinct().Select(i => _connections[i].GetDatabase())];
+    }
+
     /// <summary>The multiplexer of one node (server commands, pub/sub, pipelines of keys placed together).</summary>
     public IConnectionMultiplexer GetConnection(int node) => _connections[node];
 

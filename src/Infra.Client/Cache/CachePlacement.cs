@@ -19,6 +19,8 @@ public sealed class CachePlacement
     private readonly CacheNode[] _nodes;
     private readonly Lock _lock = new();
     private readonly bool[] _down;
+    private readonly SlotTable _full;
+    private readonly SlotTable?[] _without;
     private Route _route;
 
     public CachePlacement(IEnumerable<CacheNode> nodes, int slots = SlotTable.DefaultSlots)
@@ -28,6 +30,32 @@ public sealed class CachePlacement
         _down = new bool[_nodes.Length];
         var table = SlotTable.Create(_nodes.Select(n => new PlacementNode(n.Name, n.Weight)), slots);
         _route = new Route(table, Enumerable.Range(0, _nodes.Length).ToArray());
+        _full = table;
+        _without = new SlotTable?[_nodes.Length];
+        for (var i = 0; i < _nodes.Length && _nodes.Length > 1; i++)
+        {
+            var skip = i;
+            _without[i] = table.With(_nodes.Where((_, n) => n != skip).Select(n => new PlacementNode(n.Name, n.Weight)));
+        }
+    }
+
+    /// <summary>
+    /// Where a key lives with every node up (its home) and where it goes while its home is marked down
+    /// (its runner-up). Clients decide "down" each on their own, so for a while after a node fails or
+    /// comes back, one client may have written a key to its home and another to its runner-up; a
+    /// reader that must not miss a live key (a session) looks in both.
+    /// </summary>
+    public (int Home, int RunnerUp) Candidates(ReadOnlySpan<byte> key)
+    {
+        var part = HashPart(key);
+        var home = _full.NodeFor(part);
+        if (_without[home] is not { } without)
+        {
+            return (home, home);
+        }
+
+        var runnerUp = without.NodeFor(part);
+        return (home, runnerUp >= home ? runnerUp + 1 : runnerUp);
     }
 
     /// <summary>Every node, in the order given.</summary>

@@ -36,7 +36,7 @@ internal sealed class Sessions(Cache cache, WebOptions options, TimeProvider tim
             return null;
         }
 
-        var fields = await cache.HashGetAllAsync(Key(id));
+        var fields = await cache.HashGetAllAnywhereAsync(Key(id));
         string? user = null;
         var tokens = new List<SessionToken>();
         foreach (var field in fields)
@@ -59,7 +59,7 @@ internal sealed class Sessions(Cache cache, WebOptions options, TimeProvider tim
     public Task RememberWriteAsync(Session session, SessionToken token) =>
         token.Shard.Length == 0 ? Task.CompletedTask : cache.HashSetIfLiveAsync(Key(session.Id), "user", TokenPrefix + token.Shard, token.Lsn);
 
-    public Task DeleteAsync(string id) => cache.DeleteAsync(Key(id));
+    public Task DeleteAsync(string id) => cache.DeleteAnywhereAsync(Key(id));
 
     private static string Key(string id) => "session:" + id;
 }

@@ -32,7 +32,9 @@ internal sealed partial class Cache(CacheCluster cluster, WebMetrics metrics, IL
             settings.Nodes.Add(new CacheNode($"cache-{i + 1}", options.Caches[i]));
         }
 
-        return new Cache(await CacheCluster.ConnectAsync(settings), metrics, loggers.CreateLogger<Cache>());
+        var cache = new Cache(await CacheCluster.ConnectAsync(settings), metrics, loggers.CreateLogger<Cache>());
+        metrics.Meter.CreateObservableGauge("infra.web.cache_nodes_up", () => cache.NodesUp, description: "Cache servers this node is connected to now");
+        return cache;
     }
 
     /// <summary>Cache servers connected now.</summary>
@@ -45,9 +47,33 @@ internal sealed partial class Cache(CacheCluster cluster, WebMetrics metrics, IL
 
     public Task SetAsync(string key, string value, TimeSpan ttl) => TryAsync(key, db => db.StringSetAsync(key, value, ttl), false);
 
-    public Task DeleteAsync(string key) => TryAsync(key, db => db.KeyDeleteAsync(key), false);
+    /// <summary>
+    /// A hash that must not be missed (a session): from the node placement picks now, else from the
+    /// key's home or runner-up, where a web node whose view of failed cache servers differed from
+    /// ours may have written it. An extra round trip only on a miss.
+    /// </summary>
+    public async Task<HashEntry[]> HashGetAllAnywhereAsync(string key)
+    {
+        foreach (var db in cluster.GetCandidateDatabases(key))
+        {
+            var fields = await TryAsync(db, key, d => d.HashGetAllAsync(key), []);
+            if (fields.Length > 0)
+            {
+                return fields;
+            }
+        }
 
-    public Task<HashEntry[]> HashGetAllAsync(string key) => TryAsync(key, db => db.HashGetAllAsync(key), []);
+        return [];
+    }
+
+    /// <summary>Deletes a key wherever <see cref="HashGetAllAnywhereAsync"/> could find it.</summary>
+    public async Task DeleteAnywhereAsync(string key)
+    {
+        foreach (var db in cluster.GetCandidateDatabases(key))
+        {
+            await TryAsync(db, key, d => d.KeyDeleteAsync(key), false);
+        }
+    }
 
     /// <summary>HSET then PEXPIRE in one round trip.</summary>
     public Task<bool> HashSetAsync(string key, HashEntry[] fields, TimeSpan? ttl) => TryAsync(key, async db =>
@@ -77,11 +103,13 @@ internal sealed partial class Cache(CacheCluster cluster, WebMetrics metrics, IL
         return false;
     }, false);
 
-    private async Task<T> TryAsync<T>(string key, Func<IDatabase, Task<T>> call, T fallback)
+    private Task<T> TryAsync<T>(string key, Func<IDatabase, Task<T>> call, T fallback) => TryAsync(cluster.GetDatabase(key), key, call, fallback);
+
+    private async Task<T> TryAsync<T>(IDatabase db, string key, Func<IDatabase, Task<T>> call, T fallback)
     {
         try
         {
-            return await call(cluster.GetDatabase(key));
+            return await call(db);
         }
         catch (Exception ex) when (ex is RedisException or TimeoutException or ObjectDisposedException)
         {
