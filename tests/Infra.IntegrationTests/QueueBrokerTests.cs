@@ -131,6 +131,39 @@ public sealed class QueueBrokerTests : IDisposable
     }
 
     [Fact]
+    public async Task A_batch_that_failed_with_its_answer_lost_does_not_swallow_the_next_one()
+    {
+        await using var broker = await QueueBrokerProcess.StartAsync(_dataDir);
+        await using var reader = await broker.ConnectAsync();
+        await reader.CreateTopicAsync("events", 1);
+        var options = new QueueProducerOptions { RequestTimeout = TimeSpan.FromMilliseconds(200), RetryFor = TimeSpan.FromMilliseconds(600) };
+        await using var producer = await QueueProducer.CreateAsync("127.0.0.1", broker.Port, "events", options);
+        Assert.Equal(0, (await producer.SendAsync(Encoding.UTF8.GetBytes("first"))).Offset);
+
+        broker.Process.Pause(); // the request reaches the broker's socket buffer; no answer comes back in time
+        try
+        {
+            await Assert.ThrowsAnyAsync<Exception>(() => producer.SendAsync(Encoding.UTF8.GetBytes("answer lost")));
+        }
+        finally
+        {
+            broker.Process.Resume();
+        }
+
+        var deadline = DateTime.UtcNow.AddSeconds(15);
+        while ((await ReadPartitionAsync(reader, "events", 0)).Count < 2)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the broker never appended the batch it had received while stopped");
+            await Task.Delay(20);
+        }
+
+        var ack = await producer.SendAsync(Encoding.UTF8.GetBytes("next"));
+        var payloads = (await ReadPartitionAsync(reader, "events", 0)).Select(m => Encoding.UTF8.GetString(m.Payload)).ToList();
+        Assert.Equal(["first", "answer lost", "next"], payloads);
+        Assert.Equal((2L, false), (ack.Offset, ack.Duplicate));
+    }
+
+    [Fact]
     public async Task A_consumer_killed_mid_processing_gets_its_messages_redelivered()
     {
         await using var broker = await QueueBrokerProcess.StartAsync(_dataDir, "--visibility-timeout", "500ms");

@@ -11,8 +11,14 @@ public sealed record QueueProducerOptions
     /// <summary>Most payload bytes in one produce request.</summary>
     public int MaxBatchBytes { get; init; } = 1 << 20;
 
-    /// <summary>How long a send keeps retrying transient failures (Busy, lost connection) before it fails.</summary>
+    /// <summary>How long a send keeps retrying transient failures (Busy, lost connection, timeouts) before it fails.</summary>
     public TimeSpan RetryFor { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// How long one produce request may wait for its answer. Past it the connection is treated as lost
+    /// (a broker that hangs must not hang the producer): it is replaced and the batch retried.
+    /// </summary>
+    public TimeSpan RequestTimeout { get; init; } = TimeSpan.FromSeconds(10);
 }
 
 /// <summary>
@@ -21,6 +27,11 @@ public sealed record QueueProducerOptions
 /// everything sent meanwhile forms the next batch. Every batch carries (producer id, sequence), so a
 /// batch retried after a lost connection or a Busy answer is appended once: the broker answers a
 /// retry with the original offsets.
+/// A batch that fails (retries exhausted) has an unknown outcome: it may have been appended with its
+/// answer lost. Its lane then takes a new producer id and starts again at sequence 0, so the next
+/// batch can never be mistaken for a retry of the failed one (Kafka bumps the producer epoch for the
+/// same reason); reusing the sequence would make the broker answer the next batch with the failed
+/// batch's offsets and drop it.
 /// </summary>
 public sealed class QueueProducer : IAsyncDisposable
 {
@@ -29,7 +40,6 @@ public sealed class QueueProducer : IAsyncDisposable
     private readonly string _topic;
     private readonly QueueProducerOptions _options;
     private readonly Lane[] _lanes;
-    private readonly long _producerId = Random.Shared.NextInt64(0, long.MaxValue);
     private readonly SemaphoreSlim _connectLock = new(1, 1);
     private QueueClient _client;
     private long _roundRobin = -1;
@@ -43,8 +53,6 @@ public sealed class QueueProducer : IAsyncDisposable
         _options = options;
         _lanes = [.. Enumerable.Range(0, partitions).Select(p => new Lane(p))];
     }
-
-    public long ProducerId => _producerId;
 
     public static async Task<QueueProducer> CreateAsync(string host, int port, string topic, QueueProducerOptions? options = null)
     {
@@ -111,8 +119,9 @@ public sealed class QueueProducer : IAsyncDisposable
                     batch[i].Done.TrySetResult(new ProduceAck(ack.Partition, ack.Offset + i, ack.Duplicate));
                 }
             }
-            catch (Exception ex) when (ex is QueueException or IOException or System.Net.Sockets.SocketException)
+            catch (Exception ex) when (ex is QueueException or IOException or System.Net.Sockets.SocketException or TimeoutException)
             {
+                lane.NewIdentity();
                 foreach (var pending in batch)
                 {
                     pending.Done.TrySetException(ex);
@@ -123,6 +132,12 @@ public sealed class QueueProducer : IAsyncDisposable
 
     private async Task<ProduceAck> SendBatchAsync(Lane lane, List<Pending> batch)
     {
+        if (lane.NextSequence > int.MaxValue - batch.Count)
+        {
+            lane.NewIdentity(); // sequences are 31-bit: a new producer id starts the lane over
+        }
+
+        var producerId = lane.ProducerId;
         var sequence = lane.NextSequence;
         var messages = batch.Select(p => (p.Key, p.Headers, p.Payload)).ToList();
         var deadline = DateTime.UtcNow + _options.RetryFor;
@@ -132,7 +147,7 @@ public sealed class QueueProducer : IAsyncDisposable
             var client = _client;
             try
             {
-                var ack = await client.ProduceAsync(_topic, messages, lane.Partition, _producerId, sequence);
+                var ack = await client.ProduceAsync(_topic, messages, lane.Partition, producerId, sequence).WaitAsync(_options.RequestTimeout);
                 lane.NextSequence = sequence + batch.Count;
                 return ack;
             }
@@ -142,7 +157,7 @@ public sealed class QueueProducer : IAsyncDisposable
                 lane.NextSequence = sequence + batch.Count;
                 return new ProduceAck(lane.Partition, -1, true);
             }
-            catch (Exception ex) when ((ex is QueueException { IsTransient: true } or IOException or System.Net.Sockets.SocketException) && DateTime.UtcNow < deadline)
+            catch (Exception ex) when ((ex is QueueException { IsTransient: true } or IOException or System.Net.Sockets.SocketException or TimeoutException) && DateTime.UtcNow < deadline)
             {
                 await Task.Delay(backoff);
                 backoff = TimeSpan.FromMilliseconds(Math.Min(backoff.TotalMilliseconds * 2, 1000));
@@ -194,7 +209,17 @@ public sealed class QueueProducer : IAsyncDisposable
 
         public bool Sending { get; set; }
 
+        public long ProducerId { get; private set; } = NewProducerId();
+
         public int NextSequence { get; set; }
+
+        public void NewIdentity()
+        {
+            ProducerId = NewProducerId();
+            NextSequence = 0;
+        }
+
+        private static long NewProducerId() => Random.Shared.NextInt64(0, long.MaxValue);
     }
 
     private sealed class Pending(byte[]? key, IReadOnlyDictionary<string, byte[]>? headers, ReadOnlyMemory<byte> payload)

@@ -134,11 +134,19 @@ internal sealed partial class ServiceProcess : IAsyncDisposable
     }
 
     /// <summary>SIGTERM: the graceful stop path.</summary>
-    public void Terminate()
+    public void Terminate() => Signal(15, "TERM");
+
+    /// <summary>SIGSTOP: the process hangs (the kernel still accepts connections and buffers what they send).</summary>
+    public void Pause() => Signal(19, "STOP");
+
+    /// <summary>SIGCONT after <see cref="Pause"/>.</summary>
+    public void Resume() => Signal(18, "CONT");
+
+    private void Signal(int signal, string name)
     {
-        if (!_process.HasExited && SendSignal(_process.Id, 15) != 0)
+        if (!_process.HasExited && SendSignal(_process.Id, signal) != 0)
         {
-            throw new InvalidOperationException($"kill -TERM {_process.Id} failed: {Marshal.GetLastPInvokeError()}");
+            throw new InvalidOperationException($"kill -{name} {_process.Id} failed: {Marshal.GetLastPInvokeError()}");
         }
     }
 
