@@ -105,6 +105,32 @@ public sealed class SegmentLogTests
         Assert.Equal(201, log.CommittedEnd);
     }
 
+    [Theory]
+    [InlineData(FsyncMode.Always)]
+    [InlineData(FsyncMode.Interval)]
+    public async Task No_append_is_acknowledged_before_the_flusher_has_written_it(FsyncMode mode)
+    {
+        // A flusher woken with nothing to take (its signal was raised by an append it had already
+        // taken) must not complete the cycle that new appends are joining meanwhile.
+        var fs = new FaultyFileSystem();
+        await using var log = Open(fs, Settings(segmentBytes: 64 << 20) with { Fsync = mode, FsyncInterval = TimeSpan.FromMilliseconds(1) });
+        var early = 0;
+        var appenders = Enumerable.Range(0, 8).Select(a => Task.Run(async () =>
+        {
+            for (var i = 0; i < 1500; i++)
+            {
+                var result = log.Append([Message($"a{a}-{i}")]);
+                await result.Durable;
+                if (log.CommittedEnd <= result.BaseOffset)
+                {
+                    Interlocked.Increment(ref early);
+                }
+            }
+        }));
+        await Task.WhenAll(appenders);
+        Assert.Equal(0, early);
+    }
+
     [Fact]
     public async Task Appends_are_invisible_to_readers_until_acknowledged()
     {

@@ -683,7 +683,7 @@ internal sealed partial class SegmentLog : IAsyncDisposable
             Volatile.Write(ref _signalled, 0);
             byte[] buffer;
             List<PendingBatch> batches;
-            TaskCompletionSource cycle;
+            TaskCompletionSource? cycle = null;
             bool closing;
             lock (_lock)
             {
@@ -695,9 +695,13 @@ internal sealed partial class SegmentLog : IAsyncDisposable
 
                 buffer = _pending;
                 batches = _pendingBatches;
-                cycle = _cycle;
+
+                // Only a cycle taken here is completed below. Woken with nothing to take (the signal came
+                // from an append an earlier pass already took), the current cycle stays open: appends
+                // joining it after this lock must not be acknowledged by a pass that never wrote them.
                 if (batches.Count > 0)
                 {
+                    cycle = _cycle;
                     (_pending, _spare) = (_spare, _pending);
                     (_pendingBatches, _spareBatches) = (_spareBatches, _pendingBatches);
                     _pendingLength = 0;
@@ -713,7 +717,7 @@ internal sealed partial class SegmentLog : IAsyncDisposable
             {
                 // Whatever went wrong while writing, the bytes' fate is unknown: the log stops (never retries).
                 StopWith(ex);
-                cycle.TrySetException(new BrokerException(ErrorCode.PartitionFailed, $"partition log {_directory} is stopped: {ex.Message}"));
+                cycle?.TrySetException(new BrokerException(ErrorCode.PartitionFailed, $"partition log {_directory} is stopped: {ex.Message}"));
                 return;
             }
 
@@ -732,7 +736,11 @@ internal sealed partial class SegmentLog : IAsyncDisposable
 
             // The appends of this cycle continue on one pool thread, one after the other (their answers are
             // queued to each connection's writer); the flusher goes straight on to the next cycle.
-            ThreadPool.UnsafeQueueUserWorkItem(static state => state.TrySetResult(), cycle, preferLocal: false);
+            if (cycle is not null)
+            {
+                ThreadPool.UnsafeQueueUserWorkItem(static state => state.TrySetResult(), cycle, preferLocal: false);
+            }
+
             data?.TrySetResult();
             MaybeWriteRecoveryPoint(closing);
             if (closing)
