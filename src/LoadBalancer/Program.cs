@@ -1,9 +1,17 @@
 using Infra.Core.Hosting;
+using Infra.Core.Networking;
 using Infra.LoadBalancer;
 
-// Run socket completions on the epoll threads instead of handing each one to the thread pool: about
-// a quarter less CPU per proxied request (bench/RESULTS.md). Safe because nothing on the proxy's
-// path blocks. Must be set before the first socket exists; an explicit setting wins.
+// Proxied connections run on Infra.Core's own epoll engine: a wait costs no recv(2) that says
+// EAGAIN and completions run inline on the epoll threads (bench/RESULTS.md). INFRA_SOCKET_ENGINE=dotnet
+// goes back to .NET's engine. Run socket completions of .NET's engine (accepts, the admin port, and
+// everything with INFRA_SOCKET_ENGINE=dotnet) inline on its epoll threads too. Both must be set
+// before the first socket exists; an explicit setting wins.
+if (Environment.GetEnvironmentVariable(SocketConnection.EngineVariable) is null)
+{
+    Environment.SetEnvironmentVariable(SocketConnection.EngineVariable, "epoll");
+}
+
 if (Environment.GetEnvironmentVariable("DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS") is null)
 {
     Environment.SetEnvironmentVariable("DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS", "1");

@@ -1,28 +1,62 @@
 using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
+using Infra.Core.Networking.Epoll;
 
 namespace Infra.Core.Networking;
 
 /// <summary>
-/// A connected TCP socket exposed as a pair of pipes (<see cref="SocketPipeReader"/>,
-/// <see cref="SocketPipeWriter"/>). Reads and writes go straight to the socket, with no copy loop
-/// between, so a read that finds data already in the kernel completes inline.
+/// A connected TCP socket exposed as a pair of pipes. Reads and writes go straight to the socket,
+/// with no copy loop between, so a read that finds data already in the kernel completes inline.
+/// The pipes run on .NET's socket engine (<see cref="SocketPipeReader"/>, <see cref="SocketPipeWriter"/>),
+/// or on our own <see cref="EpollEngine"/> when the process chose it: <c>INFRA_SOCKET_ENGINE=epoll</c>
+/// (the load balancer sets it unless told otherwise).
 /// </summary>
 public sealed class SocketConnection : IAsyncDisposable
 {
+    /// <summary>Environment variable choosing the socket engine: <c>epoll</c> or <c>dotnet</c> (default).</summary>
+    public const string EngineVariable = "INFRA_SOCKET_ENGINE";
+
+    private static readonly Lazy<EpollEngine?> SharedEngine = new(CreateEngine);
+    private readonly EpollSocket? _epoll;
     private int _aborted;
     private int _disposed;
 
     public SocketConnection(Socket socket)
+        : this(socket, SharedEngine.Value?.Register(socket), socket.RemoteEndPoint)
+    {
+    }
+
+    private SocketConnection(Socket socket, EpollSocket? epoll, EndPoint? remote)
     {
         ArgumentNullException.ThrowIfNull(socket);
         Socket = socket;
-        RemoteEndPoint = socket.RemoteEndPoint;
+        RemoteEndPoint = remote;
         LocalEndPoint = socket.LocalEndPoint;
-        Input = new SocketPipeReader(socket);
-        Output = new SocketPipeWriter(socket);
+        _epoll = epoll;
+        if (epoll is null)
+        {
+            Input = new SocketPipeReader(socket);
+            Output = new SocketPipeWriter(socket);
+        }
+        else
+        {
+            Input = new EpollPipeReader(epoll);
+            Output = new EpollPipeWriter(epoll);
+        }
     }
+
+    /// <summary>The epoll engine this process runs its connections on, or null for .NET's.</summary>
+    public static EpollEngine? Engine => SharedEngine.Value;
+
+    private static EpollEngine? CreateEngine()
+    {
+        var choice = Environment.GetEnvironmentVariable(EngineVariable);
+        return string.Equals(choice, "epoll", StringComparison.OrdinalIgnoreCase) && EpollEngine.IsSupported ? EpollEngine.Start() : null;
+    }
+
+    /// <summary>The thread reads of this connection complete on (0 until known).</summary>
+    public int CompletionThread => ((ICompletionThread)Input).CompletionThread;
 
     public Socket Socket { get; }
 
@@ -47,18 +81,35 @@ public sealed class SocketConnection : IAsyncDisposable
         };
         using var timeoutSource = new CancellationTokenSource(timeout, timeProvider);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeoutSource.Token, cancellationToken);
+        EpollSocket? epoll = null;
         try
         {
+            if (SharedEngine.Value is { } engine)
+            {
+                // Connected by the engine, so .NET's own engine never registers the socket.
+                if (endPoint is DnsEndPoint dns)
+                {
+                    var addresses = await Dns.GetHostAddressesAsync(dns.Host, socket.AddressFamily, linked.Token);
+                    endPoint = new IPEndPoint(addresses.Length > 0 ? addresses[0] : throw new SocketException((int)SocketError.HostNotFound), dns.Port);
+                }
+
+                epoll = engine.Register(socket);
+                await epoll.ConnectAsync(endPoint, linked.Token);
+                return new SocketConnection(socket, epoll, endPoint);
+            }
+
             await socket.ConnectAsync(endPoint, linked.Token);
             return new SocketConnection(socket);
         }
         catch (OperationCanceledException) when (timeoutSource.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
         {
+            epoll?.Close();
             socket.Dispose();
             throw new TimeoutException($"connect to {endPoint} timed out after {timeout.TotalMilliseconds:0} ms");
         }
         catch
         {
+            epoll?.Close();
             socket.Dispose();
             throw;
         }
@@ -98,6 +149,7 @@ public sealed class SocketConnection : IAsyncDisposable
             // Already closed by the peer; nothing left to reset.
         }
 
+        _epoll?.Close();
         Socket.Dispose();
     }
 
@@ -134,6 +186,7 @@ public sealed class SocketConnection : IAsyncDisposable
             }
         }
 
+        _epoll?.Close();
         Input.Complete();
         Socket.Dispose();
     }
@@ -157,6 +210,7 @@ public sealed class SocketConnection : IAsyncDisposable
             }
         }
 
+        _epoll?.Close();
         await Input.CompleteAsync();
         Socket.Dispose();
     }

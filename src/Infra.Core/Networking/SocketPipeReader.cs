@@ -13,7 +13,7 @@ namespace Infra.Core.Networking;
 /// transfers, where a read that fills it asks for a bigger one next time (up to 64 KiB).
 /// </summary>
 [System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "A PipeReader's end of life is Complete(), which disposes it.")]
-public sealed class SocketPipeReader : PipeReader
+public sealed class SocketPipeReader : PipeReader, ICompletionThread
 {
     private const int InitialSize = 4096;
     private const int MinimumRead = 2048;
@@ -39,11 +39,7 @@ public sealed class SocketPipeReader : PipeReader
 
     private ReadOnlySequence<byte> Buffered => new(_buffer, _start, _end - _start);
 
-    /// <summary>
-    /// The managed thread on which the last read that had to wait for data completed (0 before any).
-    /// With inline socket completions that is the epoll thread serving this socket: callers use it
-    /// to keep work for one client on one thread.
-    /// </summary>
+    /// <summary>The managed thread on which the last read that had to wait for data completed (0 before any).</summary>
     public int CompletionThread => Volatile.Read(ref _completionThread);
 
     public override bool TryRead(out ReadResult result)

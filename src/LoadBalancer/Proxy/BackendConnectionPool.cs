@@ -22,7 +22,7 @@ internal sealed class BackendConnection
     public long IdleSince { get; set; }
 
     /// <summary>The epoll thread this connection's reads complete on (0 until known).</summary>
-    public int Thread => ((SocketPipeReader)Transport.Input).CompletionThread;
+    public int Thread => Transport.CompletionThread;
 
     /// <summary>Set when its last response had no body by rule (HEAD, 204, 304): poll before reuse.</summary>
     public bool CheckBeforeReuse { get; set; }

@@ -1,0 +1,264 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using System.Threading.Tasks.Sources;
+
+namespace Infra.Core.Networking.Epoll;
+
+/// <summary>
+/// <see cref="SocketPipeReader"/>'s contract (one contiguous pooled buffer, inline completions) on an
+/// <see cref="EpollSocket"/>: a read that came back short marks the socket not ready, so the next
+/// read waits for epoll's edge instead of paying a recv(2) that would say EAGAIN; a parked read is
+/// finished (recv and all) by the epoll thread, which then runs the awaiting code inline.
+/// </summary>
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "A PipeReader's end of life is Complete(), which disposes it.")]
+internal sealed class EpollPipeReader : PipeReader, IValueTaskSource<ReadResult>, ICompletionThread
+{
+    private const int InitialSize = 4096;
+    private const int MinimumRead = 2048;
+    private const int BulkSize = 64 * 1024;
+
+    private readonly EpollSocket _socket;
+    private ManualResetValueTaskSourceCore<ReadResult> _parked;
+    private byte[] _buffer;
+    private int _start;
+    private int _end;
+    private int _examined;
+    private bool _endOfStream;
+    private bool _completed;
+    private volatile bool _cancelRequested;
+    private int _preferredFree = MinimumRead;
+
+    public EpollPipeReader(EpollSocket socket)
+    {
+        _socket = socket;
+        _buffer = ArrayPool<byte>.Shared.Rent(InitialSize);
+        _parked.RunContinuationsAsynchronously = false;
+        socket.ReadableCallback = OnReadable;
+        socket.ReadClosedCallback = OnClosed;
+    }
+
+    public int CompletionThread => _socket.ThreadId;
+
+    private ReadOnlySequence<byte> Buffered => new(_buffer, _start, _end - _start);
+
+    public override bool TryRead(out ReadResult result)
+    {
+        ThrowIfCompleted();
+        if (_cancelRequested)
+        {
+            result = ConsumeCancellation();
+            return true;
+        }
+
+        if (_end > _examined || _endOfStream)
+        {
+            result = new ReadResult(Buffered, isCanceled: false, isCompleted: _endOfStream);
+            return true;
+        }
+
+        result = default;
+        return false;
+    }
+
+    public override ValueTask<ReadResult> ReadAsync(CancellationToken cancellationToken = default)
+    {
+        if (TryRead(out var ready))
+        {
+            return new ValueTask<ReadResult>(ready);
+        }
+
+        PrepareForReceive();
+        while (true)
+        {
+            var observed = _socket.Read.Observe();
+            var state = Readiness.StateOf(observed);
+            if (state == Readiness.Closed)
+            {
+                throw new IOException("the connection is closed", new ObjectDisposedException(nameof(EpollSocket)));
+            }
+
+            if (state == Readiness.Ready)
+            {
+                var received = _socket.Receive(_buffer.AsSpan(_end), out var error);
+                if (received >= 0)
+                {
+                    return new ValueTask<ReadResult>(Received(received, observed));
+                }
+
+                if (error != EpollNative.EAGAIN)
+                {
+                    throw EpollSocket.Failure(error, "recv");
+                }
+            }
+
+            _parked.Reset();
+            if (!_socket.Read.TryWait(observed))
+            {
+                continue; // an event came meanwhile: try again
+            }
+
+            if (_cancelRequested && _socket.Read.TryTakeWaiter())
+            {
+                return new ValueTask<ReadResult>(ConsumeCancellation());
+            }
+
+            return new ValueTask<ReadResult>(this, _parked.Version);
+        }
+    }
+
+    /// <summary>On the epoll thread, owning the parked read: receive, then complete (or park again).</summary>
+    private void OnReadable()
+    {
+        while (true)
+        {
+            var observed = _socket.Read.Observe();
+            if (Readiness.StateOf(observed) == Readiness.Closed)
+            {
+                OnClosed();
+                return;
+            }
+
+            var received = _socket.Receive(_buffer.AsSpan(_end), out var error);
+            if (received >= 0)
+            {
+                _parked.SetResult(Received(received, observed));
+                return;
+            }
+
+            if (error != EpollNative.EAGAIN)
+            {
+                _parked.SetException(EpollSocket.Failure(error, "recv"));
+                return;
+            }
+
+            if (_socket.Read.TryWait(observed))
+            {
+                if (_cancelRequested && _socket.Read.TryTakeWaiter())
+                {
+                    _parked.SetResult(ConsumeCancellation());
+                }
+
+                return;
+            }
+        }
+    }
+
+    private void OnClosed() => _parked.SetException(new IOException("the connection is closed", new ObjectDisposedException(nameof(EpollSocket))));
+
+    private ReadResult Received(int count, long observed)
+    {
+        var room = _buffer.Length - _end;
+        if (count == 0)
+        {
+            _endOfStream = true;
+        }
+        else if (count < room && !_socket.PeerDone)
+        {
+            _socket.Read.MarkNotReady(observed); // the kernel queue is drained: the next read waits for an edge
+        }
+        else if (_preferredFree < BulkSize)
+        {
+            // The read filled all the room there was: more is waiting, so read more at a time.
+            _preferredFree = Math.Min(_preferredFree * 4, BulkSize);
+        }
+
+        _end += count;
+        return new ReadResult(Buffered, isCanceled: false, isCompleted: _endOfStream);
+    }
+
+    /// <summary>Makes room for the next receive: drops consumed bytes, grows if the message needs it.</summary>
+    private void PrepareForReceive()
+    {
+        if (_start == _end)
+        {
+            _start = _end = _examined = 0;
+        }
+
+        if (_buffer.Length - _end >= _preferredFree)
+        {
+            return;
+        }
+
+        var unread = _end - _start;
+        if (_start > 0 && _buffer.Length - unread >= _preferredFree)
+        {
+            Buffer.BlockCopy(_buffer, _start, _buffer, 0, unread);
+        }
+        else
+        {
+            var bigger = ArrayPool<byte>.Shared.Rent(Math.Max(_buffer.Length * 2, unread + _preferredFree));
+            Buffer.BlockCopy(_buffer, _start, bigger, 0, unread);
+            ArrayPool<byte>.Shared.Return(_buffer);
+            _buffer = bigger;
+        }
+
+        _examined -= _start;
+        _start = 0;
+        _end = unread;
+    }
+
+    private ReadResult ConsumeCancellation()
+    {
+        _cancelRequested = false;
+        return new ReadResult(Buffered, isCanceled: true, isCompleted: _endOfStream);
+    }
+
+    public override void AdvanceTo(SequencePosition consumed) => AdvanceTo(consumed, consumed);
+
+    public override void AdvanceTo(SequencePosition consumed, SequencePosition examined)
+    {
+        ThrowIfCompleted();
+        var buffered = Buffered;
+        var consumedOffset = (int)buffered.Slice(0, consumed).Length;
+        var examinedOffset = (int)buffered.Slice(0, examined).Length;
+        if (consumedOffset < 0 || examinedOffset < consumedOffset || examinedOffset > _end - _start)
+        {
+            throw new InvalidOperationException("AdvanceTo positions are outside the last buffer read");
+        }
+
+        _examined = Math.Max(_examined, _start + examinedOffset);
+        _start += consumedOffset;
+        if (_start == _end)
+        {
+            _start = _end = _examined = 0;
+        }
+    }
+
+    /// <summary>Ends a parked read with a canceled result (on the thread pool); otherwise the next read returns one.</summary>
+    public override void CancelPendingRead()
+    {
+        _cancelRequested = true;
+        if (_socket.Read.TryTakeWaiter())
+        {
+            ThreadPool.UnsafeQueueUserWorkItem(static reader => reader._parked.SetResult(reader.ConsumeCancellation()), this, preferLocal: false);
+        }
+    }
+
+    public override void Complete(Exception? exception = null)
+    {
+        if (_completed)
+        {
+            return;
+        }
+
+        _completed = true;
+        ArrayPool<byte>.Shared.Return(_buffer);
+        _buffer = [];
+        _start = _end = _examined = 0;
+    }
+
+    private void ThrowIfCompleted()
+    {
+        if (_completed)
+        {
+            throw new InvalidOperationException("the reader is completed");
+        }
+    }
+
+    ReadResult IValueTaskSource<ReadResult>.GetResult(short token) => _parked.GetResult(token);
+
+    ValueTaskSourceStatus IValueTaskSource<ReadResult>.GetStatus(short token) => _parked.GetStatus(token);
+
+    void IValueTaskSource<ReadResult>.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
+        _parked.OnCompleted(continuation, state, token, flags);
+}

@@ -1,0 +1,199 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using System.Threading.Tasks.Sources;
+
+namespace Infra.Core.Networking.Epoll;
+
+/// <summary>
+/// <see cref="SocketPipeWriter"/>'s contract (one contiguous pooled buffer, one send(2) per flush)
+/// on an <see cref="EpollSocket"/>: a flush the kernel cannot take at once parks until epoll says
+/// there is room, and the epoll thread sends the rest.
+/// </summary>
+internal sealed class EpollPipeWriter : PipeWriter, IValueTaskSource<FlushResult>
+{
+    private const int InitialSize = 4096;
+    private const int KeepUpTo = 64 * 1024;
+
+    private readonly EpollSocket _socket;
+    private ManualResetValueTaskSourceCore<FlushResult> _parked;
+    private byte[] _buffer;
+    private int _written;
+    private int _sent;
+    private bool _completed;
+
+    public EpollPipeWriter(EpollSocket socket)
+    {
+        _socket = socket;
+        _buffer = ArrayPool<byte>.Shared.Rent(InitialSize);
+        _parked.RunContinuationsAsynchronously = false;
+        socket.WritableCallback = OnWritable;
+        socket.WriteClosedCallback = OnClosed;
+    }
+
+    public override bool CanGetUnflushedBytes => true;
+
+    public override long UnflushedBytes => _written;
+
+    public override void Advance(int bytes)
+    {
+        if ((uint)bytes > (uint)(_buffer.Length - _written))
+        {
+            throw new ArgumentOutOfRangeException(nameof(bytes), "advanced past the memory handed out");
+        }
+
+        _written += bytes;
+    }
+
+    public override Memory<byte> GetMemory(int sizeHint = 0)
+    {
+        Reserve(sizeHint);
+        return _buffer.AsMemory(_written);
+    }
+
+    public override Span<byte> GetSpan(int sizeHint = 0)
+    {
+        Reserve(sizeHint);
+        return _buffer.AsSpan(_written);
+    }
+
+    private void Reserve(int sizeHint)
+    {
+        if (_completed)
+        {
+            throw new InvalidOperationException("the writer is completed");
+        }
+
+        var needed = Math.Max(sizeHint, 1);
+        if (_buffer.Length - _written >= needed)
+        {
+            return;
+        }
+
+        var bigger = ArrayPool<byte>.Shared.Rent(Math.Max(_buffer.Length * 2, _written + needed));
+        Buffer.BlockCopy(_buffer, 0, bigger, 0, _written);
+        ArrayPool<byte>.Shared.Return(_buffer);
+        _buffer = bigger;
+    }
+
+    public override ValueTask<FlushResult> FlushAsync(CancellationToken cancellationToken = default)
+    {
+        if (_written == 0)
+        {
+            return new ValueTask<FlushResult>(new FlushResult(isCanceled: false, isCompleted: false));
+        }
+
+        _sent = 0;
+        while (true)
+        {
+            var observed = _socket.Write.Observe();
+            if (Readiness.StateOf(observed) == Readiness.Closed)
+            {
+                throw new IOException("the connection is closed", new ObjectDisposedException(nameof(EpollSocket)));
+            }
+
+            if (TrySendAll(out var error))
+            {
+                return new ValueTask<FlushResult>(new FlushResult(isCanceled: false, isCompleted: false));
+            }
+
+            if (error != EpollNative.EAGAIN)
+            {
+                throw EpollSocket.Failure(error, "send");
+            }
+
+            _parked.Reset();
+            if (_socket.Write.TryWait(observed))
+            {
+                return new ValueTask<FlushResult>(this, _parked.Version);
+            }
+        }
+    }
+
+    /// <summary>Sends what is left; true when all of it went, false with EAGAIN or an error in <paramref name="error"/>.</summary>
+    private bool TrySendAll(out int error)
+    {
+        while (_sent < _written)
+        {
+            var sent = _socket.Send(_buffer.AsSpan(_sent, _written - _sent), out error);
+            if (sent < 0)
+            {
+                return false;
+            }
+
+            _sent += sent;
+        }
+
+        error = 0;
+        Sent();
+        return true;
+    }
+
+    /// <summary>On the epoll thread, owning the parked flush: send the rest, then complete (or park again).</summary>
+    private void OnWritable()
+    {
+        while (true)
+        {
+            var observed = _socket.Write.Observe();
+            if (Readiness.StateOf(observed) == Readiness.Closed)
+            {
+                OnClosed();
+                return;
+            }
+
+            if (TrySendAll(out var error))
+            {
+                _parked.SetResult(new FlushResult(isCanceled: false, isCompleted: false));
+                return;
+            }
+
+            if (error != EpollNative.EAGAIN)
+            {
+                _parked.SetException(EpollSocket.Failure(error, "send"));
+                return;
+            }
+
+            if (_socket.Write.TryWait(observed))
+            {
+                return;
+            }
+        }
+    }
+
+    private void OnClosed() => _parked.SetException(new IOException("the connection is closed", new ObjectDisposedException(nameof(EpollSocket))));
+
+    private void Sent()
+    {
+        _written = 0;
+        _sent = 0;
+        if (_buffer.Length > KeepUpTo)
+        {
+            ArrayPool<byte>.Shared.Return(_buffer);
+            _buffer = ArrayPool<byte>.Shared.Rent(InitialSize);
+        }
+    }
+
+    /// <summary>Not supported: a stuck send is ended by closing the connection (write deadlines do that).</summary>
+    public override void CancelPendingFlush()
+    {
+    }
+
+    public override void Complete(Exception? exception = null)
+    {
+        if (_completed)
+        {
+            return;
+        }
+
+        _completed = true;
+        ArrayPool<byte>.Shared.Return(_buffer);
+        _buffer = [];
+        _written = 0;
+    }
+
+    FlushResult IValueTaskSource<FlushResult>.GetResult(short token) => _parked.GetResult(token);
+
+    ValueTaskSourceStatus IValueTaskSource<FlushResult>.GetStatus(short token) => _parked.GetStatus(token);
+
+    void IValueTaskSource<FlushResult>.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
+        _parked.OnCompleted(continuation, state, token, flags);
+}
