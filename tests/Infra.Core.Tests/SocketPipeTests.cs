@@ -227,8 +227,14 @@ public sealed class SocketPipeTests : IAsyncLifetime
         listener.Listen(1);
         var endPoint = (IPEndPoint)listener.LocalEndPoint!;
         using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        var started = EpollSocket.StartConnect(client, endPoint);
         var registered = Engine.Value.Register(client);
-        await registered.ConnectAsync(endPoint, CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(10));
+        if (started != 0)
+        {
+            await registered.FinishConnectAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(10));
+        }
+
+        Assert.False(registered.PeerDone); // registered after connect: no hang-up from a fresh socket
         using var accepted = await listener.AcceptAsync();
         var writer = new EpollPipeWriter(registered);
         "ping"u8.CopyTo(writer.GetSpan(4));
@@ -241,10 +247,22 @@ public sealed class SocketPipeTests : IAsyncLifetime
 
         listener.Dispose(); // nothing listens there any more
         using var refused = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        var failing = Engine.Value.Register(refused);
-        var error = await Assert.ThrowsAsync<SocketException>(() => failing.ConnectAsync(endPoint, CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(10)));
+        var error = await Assert.ThrowsAsync<SocketException>(async () =>
+        {
+            if (EpollSocket.StartConnect(refused, endPoint) != 0)
+            {
+                var failing = Engine.Value.Register(refused);
+                try
+                {
+                    await failing.FinishConnectAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(10));
+                }
+                finally
+                {
+                    failing.Close();
+                }
+            }
+        });
         Assert.Equal(SocketError.ConnectionRefused, error.SocketErrorCode);
-        failing.Close();
     }
 
     [Fact]

@@ -93,8 +93,13 @@ public sealed class SocketConnection : IAsyncDisposable
                     endPoint = new IPEndPoint(addresses.Length > 0 ? addresses[0] : throw new SocketException((int)SocketError.HostNotFound), dns.Port);
                 }
 
+                var started = EpollSocket.StartConnect(socket, endPoint);
                 epoll = engine.Register(socket);
-                await epoll.ConnectAsync(endPoint, linked.Token);
+                if (started != 0)
+                {
+                    await epoll.FinishConnectAsync(linked.Token);
+                }
+
                 return new SocketConnection(socket, epoll, endPoint);
             }
 

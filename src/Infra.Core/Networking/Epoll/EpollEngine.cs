@@ -21,6 +21,7 @@ public sealed class EpollEngine
     private readonly Stack<int> _free = new();
     private int _used;
     private int _next;
+    private long _registrations;
 
     private EpollEngine(int threads)
     {
@@ -78,7 +79,10 @@ public sealed class EpollEngine
                 slot = _used++;
             }
 
-            registered = new EpollSocket(this, loop, socket, slot);
+            // One counter for the whole engine: a tag never repeats, so an event still queued for a
+            // closed socket cannot reach the socket that took its slot (on this loop or another).
+            var tag = ((ulong)(uint)++_registrations << 32) | (uint)slot;
+            registered = new EpollSocket(this, loop, socket, slot, tag);
             Volatile.Write(ref _slots[slot], registered);
         }
 
@@ -125,7 +129,6 @@ public sealed class EpollEngine
         private const int MaxEvents = 256;
         private readonly int _epoll;
         private readonly Thread _thread;
-        private long _registrations;
 
         public EpollLoop(EpollEngine engine, int index)
         {
@@ -144,9 +147,6 @@ public sealed class EpollEngine
         public int ThreadId => _thread.ManagedThreadId;
 
         public void Start() => _thread.Start();
-
-        /// <summary>A tag unique to this registration: slot in the low half, a registration count in the high half.</summary>
-        public ulong NextTag(int slot) => ((ulong)(uint)Interlocked.Increment(ref _registrations) << 32) | (uint)slot;
 
         public unsafe void Add(EpollSocket socket)
         {

@@ -77,6 +77,11 @@ internal sealed class EpollPipeReader : PipeReader, IValueTaskSource<ReadResult>
                 throw new IOException("the connection is closed", new ObjectDisposedException(nameof(EpollSocket)));
             }
 
+            if (state == Readiness.Waiting)
+            {
+                throw new InvalidOperationException("a read is already pending");
+            }
+
             if (state == Readiness.Ready)
             {
                 var received = _socket.Receive(_buffer.AsSpan(_end), out var error);
@@ -228,11 +233,14 @@ internal sealed class EpollPipeReader : PipeReader, IValueTaskSource<ReadResult>
     public override void CancelPendingRead()
     {
         _cancelRequested = true;
+        Interlocked.MemoryBarrier(); // the flag, then the look at the parked state (the parking side does the reverse)
         if (_socket.Read.TryTakeWaiter())
         {
-            ThreadPool.UnsafeQueueUserWorkItem(static reader => reader._parked.SetResult(reader.ConsumeCancellation()), this, preferLocal: false);
+            ThreadPool.UnsafeQueueUserWorkItem(static reader => EpollSocket.RunGuarded(reader.CompleteCanceled), this, preferLocal: false);
         }
     }
+
+    private void CompleteCanceled() => _parked.SetResult(ConsumeCancellation());
 
     public override void Complete(Exception? exception = null)
     {

@@ -91,6 +91,11 @@ internal sealed class EpollPipeWriter : PipeWriter, IValueTaskSource<FlushResult
                 throw new IOException("the connection is closed", new ObjectDisposedException(nameof(EpollSocket)));
             }
 
+            if (Readiness.StateOf(observed) == Readiness.Waiting)
+            {
+                throw new InvalidOperationException("a flush is already pending");
+            }
+
             if (TrySendAll(out var error))
             {
                 return new ValueTask<FlushResult>(new FlushResult(isCanceled: false, isCompleted: false));

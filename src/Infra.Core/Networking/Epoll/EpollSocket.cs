@@ -18,7 +18,7 @@ internal sealed class EpollSocket
     private int _closed;
     private volatile bool _peerDone;
 
-    public EpollSocket(EpollEngine engine, EpollEngine.EpollLoop loop, Socket socket, int slot)
+    public EpollSocket(EpollEngine engine, EpollEngine.EpollLoop loop, Socket socket, int slot, ulong tag)
     {
         _engine = engine;
         _loop = loop;
@@ -26,7 +26,7 @@ internal sealed class EpollSocket
         _handle = socket.SafeHandle;
         Descriptor = (int)_handle.DangerousGetHandle();
         Slot = slot;
-        Tag = loop.NextTag(slot);
+        Tag = tag;
     }
 
     public Socket Socket { get; }
@@ -158,71 +158,101 @@ internal sealed class EpollSocket
         }
     }
 
-    /// <summary>A non-blocking connect(2) completed by the epoll thread (writable, then SO_ERROR).</summary>
-    public async Task ConnectAsync(EndPoint endPoint, CancellationToken cancellationToken)
+    /// <summary>
+    /// Starts a non-blocking connect(2) on a socket not yet registered (registering a fresh socket
+    /// would report a hang-up). 0 when connected at once, EINPROGRESS when <see cref="FinishConnectAsync"/>
+    /// must wait; any other failure throws.
+    /// </summary>
+    public static unsafe int StartConnect(Socket socket, EndPoint endPoint)
     {
         var address = endPoint.Serialize();
-        var connecting = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        Volatile.Write(ref _connecting, connecting);
-        var observed = Write.Observe();
-        int error = 0;
-        unsafe
+        socket.Blocking = false;
+        var handle = socket.SafeHandle;
+        var added = false;
+        try
         {
-            var added = false;
+            handle.DangerousAddRef(ref added);
+            fixed (byte* pointer = address.Buffer.Span)
+            {
+                while (true)
+                {
+                    if (EpollNative.Connect((int)handle.DangerousGetHandle(), pointer, address.Size) == 0)
+                    {
+                        return 0;
+                    }
+
+                    var error = Marshal.GetLastPInvokeError();
+                    if (error == EpollNative.EINPROGRESS)
+                    {
+                        return error;
+                    }
+
+                    if (error != EpollNative.EINTR)
+                    {
+                        throw new SocketException(ToSocketError(error));
+                    }
+                }
+            }
+        }
+        finally
+        {
+            if (added)
+            {
+                handle.DangerousRelease();
+            }
+        }
+    }
+
+    /// <summary>Waits until a connect started with <see cref="StartConnect"/> is done: SO_ERROR says how it went.</summary>
+    public async Task FinishConnectAsync(CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            // Observe first, then look at the socket: an event before the look is seen by it, one
+            // after makes the park below fail and the loop look again.
+            var observed = Write.Observe();
+            if (Readiness.StateOf(observed) == Readiness.Closed)
+            {
+                throw new SocketException((int)SocketError.OperationAborted);
+            }
+
+            var error = (int)Socket.GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.Error)!;
+            if (error != 0)
+            {
+                throw new SocketException(ToSocketError(error));
+            }
+
+            if (Socket.Poll(0, SelectMode.SelectWrite))
+            {
+                return;
+            }
+
+            var connecting = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            Volatile.Write(ref _connecting, connecting);
+            if (!Write.TryWait(observed))
+            {
+                continue;
+            }
+
             try
             {
-                _handle.DangerousAddRef(ref added);
-                fixed (byte* pointer = address.Buffer.Span)
+                using (cancellationToken.UnsafeRegister(static state => ((TaskCompletionSource)state!).TrySetCanceled(), connecting))
                 {
-                    if (EpollNative.Connect(Descriptor, pointer, address.Size) != 0)
-                    {
-                        error = Marshal.GetLastPInvokeError();
-                    }
+                    await connecting.Task.ConfigureAwait(false);
                 }
             }
             finally
             {
-                if (added)
-                {
-                    _handle.DangerousRelease();
-                }
+                Volatile.Write(ref _connecting, null);
             }
-        }
-
-        if (error == EpollNative.EINPROGRESS)
-        {
-            while (!Write.TryWait(observed))
-            {
-                observed = Write.Observe();
-                if (Readiness.StateOf(observed) == Readiness.Closed)
-                {
-                    throw new SocketException((int)SocketError.OperationAborted);
-                }
-
-                if (Readiness.StateOf(observed) == Readiness.Ready && Socket.Poll(0, SelectMode.SelectWrite))
-                {
-                    connecting.TrySetResult();
-                    break;
-                }
-            }
-
-            using (cancellationToken.UnsafeRegister(static state => ((TaskCompletionSource)state!).TrySetCanceled(), connecting))
-            {
-                await connecting.Task.ConfigureAwait(false);
-            }
-
-            error = (int)Socket.GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.Error)!;
-        }
-
-        Volatile.Write(ref _connecting, null);
-        if (error != 0)
-        {
-            throw new SocketException(ToSocketError(error));
         }
     }
 
     private static int ToSocketError(int errno) => errno switch
     {
+        32 => (int)SocketError.Shutdown, // EPIPE
+        99 => (int)SocketError.AddressNotAvailable,
+        103 => (int)SocketError.ConnectionAborted,
         111 => (int)SocketError.ConnectionRefused,
         110 => (int)SocketError.TimedOut,
         113 => (int)SocketError.HostUnreachable,
@@ -235,7 +265,24 @@ internal sealed class EpollSocket
     public static IOException Failure(int errno, string operation) =>
         new($"{operation} failed", new SocketException(ToSocketError(errno)));
 
-    /// <summary>Leaves the engine: parked operations fail (on the thread pool), the registration goes. The caller closes the socket.</summary>
+    /// <summary>Runs a completion off the epoll threads; a failure there is a bug, reported instead of taking the process down.</summary>
+    public static void RunGuarded(Action callback)
+    {
+        try
+        {
+            callback();
+        }
+        catch (Exception ex)
+        {
+            Console.Error.WriteLine($"epoll engine: unexpected {ex}");
+        }
+    }
+
+    /// <summary>
+    /// Leaves the engine: parked operations fail (on the thread pool), the registration goes. The caller closes the socket.
+    /// As with .NET's sockets, the pipes' owner completes them only after its own reads and flushes
+    /// have returned: an operation the epoll thread is finishing at that moment still uses the buffers.
+    /// </summary>
     public void Close()
     {
         if (Interlocked.Exchange(ref _closed, 1) != 0)
@@ -248,12 +295,12 @@ internal sealed class EpollSocket
         _connecting?.TrySetException(new SocketException((int)SocketError.OperationAborted));
         if (readParked && ReadClosedCallback is { } readClosed)
         {
-            ThreadPool.UnsafeQueueUserWorkItem(static callback => callback(), readClosed, preferLocal: false);
+            ThreadPool.UnsafeQueueUserWorkItem(RunGuarded, readClosed, preferLocal: false);
         }
 
         if (writeParked && WriteClosedCallback is { } writeClosed)
         {
-            ThreadPool.UnsafeQueueUserWorkItem(static callback => callback(), writeClosed, preferLocal: false);
+            ThreadPool.UnsafeQueueUserWorkItem(RunGuarded, writeClosed, preferLocal: false);
         }
 
         var added = false;
