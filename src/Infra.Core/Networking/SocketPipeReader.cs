@@ -15,29 +15,20 @@ namespace Infra.Core.Networking;
 [System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "A PipeReader's end of life is Complete(), which disposes it.")]
 public sealed class SocketPipeReader : PipeReader, ICompletionThread
 {
-    private const int InitialSize = 4096;
-    private const int MinimumRead = 2048;
-    private const int BulkSize = 64 * 1024;
-
     private readonly Socket _socket;
-    private byte[] _buffer;
-    private int _start;
-    private int _end;
-    private int _examined;
+    private readonly ReceiveBuffer _buffer = new();
     private bool _endOfStream;
     private bool _completed;
     private volatile bool _cancelRequested;
     private CancellationTokenSource _cancel = new();
-    private int _preferredFree = MinimumRead;
     private int _completionThread;
 
     public SocketPipeReader(Socket socket)
     {
         _socket = socket;
-        _buffer = ArrayPool<byte>.Shared.Rent(InitialSize);
     }
 
-    private ReadOnlySequence<byte> Buffered => new(_buffer, _start, _end - _start);
+    private ReadOnlySequence<byte> Buffered => _buffer.Buffered;
 
     /// <summary>The managed thread on which the last read that had to wait for data completed (0 before any).</summary>
     public int CompletionThread => Volatile.Read(ref _completionThread);
@@ -51,7 +42,7 @@ public sealed class SocketPipeReader : PipeReader, ICompletionThread
             return true;
         }
 
-        if (_end > _examined || _endOfStream)
+        if (_buffer.HasUnexamined || _endOfStream)
         {
             result = new ReadResult(Buffered, isCanceled: false, isCompleted: _endOfStream);
             return true;
@@ -68,11 +59,11 @@ public sealed class SocketPipeReader : PipeReader, ICompletionThread
             return new ValueTask<ReadResult>(ready);
         }
 
-        PrepareForReceive();
+        _buffer.PrepareForReceive();
         ValueTask<int> receive;
         try
         {
-            receive = _socket.ReceiveAsync(_buffer.AsMemory(_end), SocketFlags.None, _cancel.Token);
+            receive = _socket.ReceiveAsync(_buffer.Free, SocketFlags.None, _cancel.Token);
         }
         catch (OperationCanceledException)
         {
@@ -120,45 +111,9 @@ public sealed class SocketPipeReader : PipeReader, ICompletionThread
         {
             _endOfStream = true;
         }
-        else if (count == _buffer.Length - _end && _preferredFree < BulkSize)
-        {
-            // The read filled all the room there was: more is waiting, so read more at a time.
-            _preferredFree = Math.Min(_preferredFree * 4, BulkSize);
-        }
 
-        _end += count;
+        _buffer.Received(count);
         return new ReadResult(Buffered, isCanceled: false, isCompleted: _endOfStream);
-    }
-
-    /// <summary>Makes room for the next receive: drops consumed bytes, grows if the message needs it.</summary>
-    private void PrepareForReceive()
-    {
-        if (_start == _end)
-        {
-            _start = _end = _examined = 0;
-        }
-
-        if (_buffer.Length - _end >= _preferredFree)
-        {
-            return;
-        }
-
-        var unread = _end - _start;
-        if (_start > 0 && _buffer.Length - unread >= _preferredFree)
-        {
-            Buffer.BlockCopy(_buffer, _start, _buffer, 0, unread);
-        }
-        else
-        {
-            var bigger = ArrayPool<byte>.Shared.Rent(Math.Max(_buffer.Length * 2, unread + _preferredFree));
-            Buffer.BlockCopy(_buffer, _start, bigger, 0, unread);
-            ArrayPool<byte>.Shared.Return(_buffer);
-            _buffer = bigger;
-        }
-
-        _examined -= _start;
-        _start = 0;
-        _end = unread;
     }
 
     private ReadResult ConsumeCancellation()
@@ -178,21 +133,7 @@ public sealed class SocketPipeReader : PipeReader, ICompletionThread
     public override void AdvanceTo(SequencePosition consumed, SequencePosition examined)
     {
         ThrowIfCompleted();
-        var buffered = Buffered;
-        // Lengths of slices, not GetOffset: their meaning is defined for any sequence shape.
-        var consumedOffset = (int)buffered.Slice(0, consumed).Length;
-        var examinedOffset = (int)buffered.Slice(0, examined).Length;
-        if (consumedOffset < 0 || examinedOffset < consumedOffset || examinedOffset > _end - _start)
-        {
-            throw new InvalidOperationException("AdvanceTo positions are outside the last buffer read");
-        }
-
-        _examined = Math.Max(_examined, _start + examinedOffset);
-        _start += consumedOffset;
-        if (_start == _end)
-        {
-            _start = _end = _examined = 0;
-        }
+        _buffer.AdvanceTo(consumed, examined);
     }
 
     public override void CancelPendingRead()
@@ -217,9 +158,7 @@ public sealed class SocketPipeReader : PipeReader, ICompletionThread
 
         _completed = true;
         _cancel.Dispose();
-        ArrayPool<byte>.Shared.Return(_buffer);
-        _buffer = [];
-        _start = _end = _examined = 0;
+        _buffer.Release();
     }
 
     private void ThrowIfCompleted()

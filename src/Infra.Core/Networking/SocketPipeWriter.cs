@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.IO.Pipelines;
 using System.Net.Sockets;
 using System.Runtime.CompilerServices;
@@ -12,68 +11,27 @@ namespace Infra.Core.Networking;
 /// </summary>
 public sealed class SocketPipeWriter : PipeWriter
 {
-    private const int InitialSize = 4096;
-    private const int KeepUpTo = 64 * 1024;
-
     private readonly Socket _socket;
-    private byte[] _buffer;
-    private int _written;
-    private bool _completed;
+    private readonly SendBuffer _buffer = new();
 
     public SocketPipeWriter(Socket socket)
     {
         _socket = socket;
-        _buffer = ArrayPool<byte>.Shared.Rent(InitialSize);
     }
 
     public override bool CanGetUnflushedBytes => true;
 
-    public override long UnflushedBytes => _written;
+    public override long UnflushedBytes => _buffer.Written;
 
-    public override void Advance(int bytes)
-    {
-        if ((uint)bytes > (uint)(_buffer.Length - _written))
-        {
-            throw new ArgumentOutOfRangeException(nameof(bytes), "advanced past the memory handed out");
-        }
+    public override void Advance(int bytes) => _buffer.Advance(bytes);
 
-        _written += bytes;
-    }
+    public override Memory<byte> GetMemory(int sizeHint = 0) => _buffer.GetMemory(sizeHint);
 
-    public override Memory<byte> GetMemory(int sizeHint = 0)
-    {
-        Reserve(sizeHint);
-        return _buffer.AsMemory(_written);
-    }
-
-    public override Span<byte> GetSpan(int sizeHint = 0)
-    {
-        Reserve(sizeHint);
-        return _buffer.AsSpan(_written);
-    }
-
-    private void Reserve(int sizeHint)
-    {
-        if (_completed)
-        {
-            throw new InvalidOperationException("the writer is completed");
-        }
-
-        var needed = Math.Max(sizeHint, 1);
-        if (_buffer.Length - _written >= needed)
-        {
-            return;
-        }
-
-        var bigger = ArrayPool<byte>.Shared.Rent(Math.Max(_buffer.Length * 2, _written + needed));
-        Buffer.BlockCopy(_buffer, 0, bigger, 0, _written);
-        ArrayPool<byte>.Shared.Return(_buffer);
-        _buffer = bigger;
-    }
+    public override Span<byte> GetSpan(int sizeHint = 0) => _buffer.GetSpan(sizeHint);
 
     public override ValueTask<FlushResult> FlushAsync(CancellationToken cancellationToken = default)
     {
-        if (_written == 0)
+        if (_buffer.Written == 0)
         {
             return new ValueTask<FlushResult>(new FlushResult(isCanceled: false, isCompleted: false));
         }
@@ -81,7 +39,7 @@ public sealed class SocketPipeWriter : PipeWriter
         ValueTask<int> send;
         try
         {
-            send = _socket.SendAsync(_buffer.AsMemory(0, _written), SocketFlags.None, cancellationToken);
+            send = _socket.SendAsync(_buffer.Unsent(0), SocketFlags.None, cancellationToken);
         }
         catch (SocketException ex)
         {
@@ -94,9 +52,9 @@ public sealed class SocketPipeWriter : PipeWriter
         }
 
         var sent = send.Result;
-        if (sent == _written)
+        if (sent == _buffer.Written)
         {
-            Sent();
+            _buffer.Sent();
             return new ValueTask<FlushResult>(new FlushResult(isCanceled: false, isCompleted: false));
         }
 
@@ -124,9 +82,9 @@ public sealed class SocketPipeWriter : PipeWriter
     {
         try
         {
-            while (sent < _written)
+            while (sent < _buffer.Written)
             {
-                sent += await _socket.SendAsync(_buffer.AsMemory(sent, _written - sent), SocketFlags.None, cancellationToken);
+                sent += await _socket.SendAsync(_buffer.Unsent(sent), SocketFlags.None, cancellationToken);
             }
         }
         catch (SocketException ex)
@@ -134,18 +92,8 @@ public sealed class SocketPipeWriter : PipeWriter
             throw new IOException(ex.Message, ex);
         }
 
-        Sent();
+        _buffer.Sent();
         return new FlushResult(isCanceled: false, isCompleted: false);
-    }
-
-    private void Sent()
-    {
-        _written = 0;
-        if (_buffer.Length > KeepUpTo)
-        {
-            ArrayPool<byte>.Shared.Return(_buffer);
-            _buffer = ArrayPool<byte>.Shared.Rent(InitialSize);
-        }
     }
 
     /// <summary>Not supported: a stuck send is ended by closing the connection (write deadlines do that).</summary>
@@ -153,16 +101,5 @@ public sealed class SocketPipeWriter : PipeWriter
     {
     }
 
-    public override void Complete(Exception? exception = null)
-    {
-        if (_completed)
-        {
-            return;
-        }
-
-        _completed = true;
-        ArrayPool<byte>.Shared.Return(_buffer);
-        _buffer = [];
-        _written = 0;
-    }
+    public override void Complete(Exception? exception = null) => _buffer.Release();
 }

@@ -13,25 +13,16 @@ namespace Infra.Core.Networking.Epoll;
 [System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "A PipeReader's end of life is Complete(), which disposes it.")]
 internal sealed class EpollPipeReader : PipeReader, IValueTaskSource<ReadResult>, ICompletionThread
 {
-    private const int InitialSize = 4096;
-    private const int MinimumRead = 2048;
-    private const int BulkSize = 64 * 1024;
-
     private readonly EpollSocket _socket;
+    private readonly ReceiveBuffer _buffer = new();
     private ManualResetValueTaskSourceCore<ReadResult> _parked;
-    private byte[] _buffer;
-    private int _start;
-    private int _end;
-    private int _examined;
     private bool _endOfStream;
     private bool _completed;
     private volatile bool _cancelRequested;
-    private int _preferredFree = MinimumRead;
 
     public EpollPipeReader(EpollSocket socket)
     {
         _socket = socket;
-        _buffer = ArrayPool<byte>.Shared.Rent(InitialSize);
         _parked.RunContinuationsAsynchronously = false;
         socket.ReadableCallback = OnReadable;
         socket.ReadClosedCallback = OnClosed;
@@ -39,7 +30,7 @@ internal sealed class EpollPipeReader : PipeReader, IValueTaskSource<ReadResult>
 
     public int CompletionThread => _socket.ThreadId;
 
-    private ReadOnlySequence<byte> Buffered => new(_buffer, _start, _end - _start);
+    private ReadOnlySequence<byte> Buffered => _buffer.Buffered;
 
     public override bool TryRead(out ReadResult result)
     {
@@ -50,7 +41,7 @@ internal sealed class EpollPipeReader : PipeReader, IValueTaskSource<ReadResult>
             return true;
         }
 
-        if (_end > _examined || _endOfStream)
+        if (_buffer.HasUnexamined || _endOfStream)
         {
             result = new ReadResult(Buffered, isCanceled: false, isCompleted: _endOfStream);
             return true;
@@ -67,7 +58,7 @@ internal sealed class EpollPipeReader : PipeReader, IValueTaskSource<ReadResult>
             return new ValueTask<ReadResult>(ready);
         }
 
-        PrepareForReceive();
+        _buffer.PrepareForReceive();
         while (true)
         {
             var observed = _socket.Read.Observe();
@@ -84,7 +75,7 @@ internal sealed class EpollPipeReader : PipeReader, IValueTaskSource<ReadResult>
 
             if (state == Readiness.Ready)
             {
-                var received = _socket.Receive(_buffer.AsSpan(_end), out var error);
+                var received = _socket.Receive(_buffer.Free.Span, out var error);
                 if (received >= 0)
                 {
                     return new ValueTask<ReadResult>(Received(received, observed));
@@ -123,7 +114,7 @@ internal sealed class EpollPipeReader : PipeReader, IValueTaskSource<ReadResult>
                 return;
             }
 
-            var received = _socket.Receive(_buffer.AsSpan(_end), out var error);
+            var received = _socket.Receive(_buffer.Free.Span, out var error);
             if (received >= 0)
             {
                 _parked.SetResult(Received(received, observed));
@@ -152,54 +143,16 @@ internal sealed class EpollPipeReader : PipeReader, IValueTaskSource<ReadResult>
 
     private ReadResult Received(int count, long observed)
     {
-        var room = _buffer.Length - _end;
         if (count == 0)
         {
             _endOfStream = true;
         }
-        else if (count < room && !_socket.PeerDone)
+        else if (!_buffer.Received(count) && !_socket.PeerDone)
         {
-            _socket.Read.MarkNotReady(observed); // the kernel queue is drained: the next read waits for an edge
-        }
-        else if (_preferredFree < BulkSize)
-        {
-            // The read filled all the room there was: more is waiting, so read more at a time.
-            _preferredFree = Math.Min(_preferredFree * 4, BulkSize);
+            _socket.Read.MarkNotReady(observed); // a short read: the kernel queue is drained, the next read waits for an edge
         }
 
-        _end += count;
         return new ReadResult(Buffered, isCanceled: false, isCompleted: _endOfStream);
-    }
-
-    /// <summary>Makes room for the next receive: drops consumed bytes, grows if the message needs it.</summary>
-    private void PrepareForReceive()
-    {
-        if (_start == _end)
-        {
-            _start = _end = _examined = 0;
-        }
-
-        if (_buffer.Length - _end >= _preferredFree)
-        {
-            return;
-        }
-
-        var unread = _end - _start;
-        if (_start > 0 && _buffer.Length - unread >= _preferredFree)
-        {
-            Buffer.BlockCopy(_buffer, _start, _buffer, 0, unread);
-        }
-        else
-        {
-            var bigger = ArrayPool<byte>.Shared.Rent(Math.Max(_buffer.Length * 2, unread + _preferredFree));
-            Buffer.BlockCopy(_buffer, _start, bigger, 0, unread);
-            ArrayPool<byte>.Shared.Return(_buffer);
-            _buffer = bigger;
-        }
-
-        _examined -= _start;
-        _start = 0;
-        _end = unread;
     }
 
     private ReadResult ConsumeCancellation()
@@ -213,20 +166,7 @@ internal sealed class EpollPipeReader : PipeReader, IValueTaskSource<ReadResult>
     public override void AdvanceTo(SequencePosition consumed, SequencePosition examined)
     {
         ThrowIfCompleted();
-        var buffered = Buffered;
-        var consumedOffset = (int)buffered.Slice(0, consumed).Length;
-        var examinedOffset = (int)buffered.Slice(0, examined).Length;
-        if (consumedOffset < 0 || examinedOffset < consumedOffset || examinedOffset > _end - _start)
-        {
-            throw new InvalidOperationException("AdvanceTo positions are outside the last buffer read");
-        }
-
-        _examined = Math.Max(_examined, _start + examinedOffset);
-        _start += consumedOffset;
-        if (_start == _end)
-        {
-            _start = _end = _examined = 0;
-        }
+        _buffer.AdvanceTo(consumed, examined);
     }
 
     /// <summary>Ends a parked read with a canceled result (on the thread pool); otherwise the next read returns one.</summary>
@@ -250,9 +190,7 @@ internal sealed class EpollPipeReader : PipeReader, IValueTaskSource<ReadResult>
         }
 
         _completed = true;
-        ArrayPool<byte>.Shared.Return(_buffer);
-        _buffer = [];
-        _start = _end = _examined = 0;
+        _buffer.Release();
     }
 
     private void ThrowIfCompleted()

@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.IO.Pipelines;
 using System.Threading.Tasks.Sources;
 
@@ -11,20 +10,14 @@ namespace Infra.Core.Networking.Epoll;
 /// </summary>
 internal sealed class EpollPipeWriter : PipeWriter, IValueTaskSource<FlushResult>
 {
-    private const int InitialSize = 4096;
-    private const int KeepUpTo = 64 * 1024;
-
     private readonly EpollSocket _socket;
+    private readonly SendBuffer _buffer = new();
     private ManualResetValueTaskSourceCore<FlushResult> _parked;
-    private byte[] _buffer;
-    private int _written;
     private int _sent;
-    private bool _completed;
 
     public EpollPipeWriter(EpollSocket socket)
     {
         _socket = socket;
-        _buffer = ArrayPool<byte>.Shared.Rent(InitialSize);
         _parked.RunContinuationsAsynchronously = false;
         socket.WritableCallback = OnWritable;
         socket.WriteClosedCallback = OnClosed;
@@ -32,52 +25,17 @@ internal sealed class EpollPipeWriter : PipeWriter, IValueTaskSource<FlushResult
 
     public override bool CanGetUnflushedBytes => true;
 
-    public override long UnflushedBytes => _written;
+    public override long UnflushedBytes => _buffer.Written;
 
-    public override void Advance(int bytes)
-    {
-        if ((uint)bytes > (uint)(_buffer.Length - _written))
-        {
-            throw new ArgumentOutOfRangeException(nameof(bytes), "advanced past the memory handed out");
-        }
+    public override void Advance(int bytes) => _buffer.Advance(bytes);
 
-        _written += bytes;
-    }
+    public override Memory<byte> GetMemory(int sizeHint = 0) => _buffer.GetMemory(sizeHint);
 
-    public override Memory<byte> GetMemory(int sizeHint = 0)
-    {
-        Reserve(sizeHint);
-        return _buffer.AsMemory(_written);
-    }
-
-    public override Span<byte> GetSpan(int sizeHint = 0)
-    {
-        Reserve(sizeHint);
-        return _buffer.AsSpan(_written);
-    }
-
-    private void Reserve(int sizeHint)
-    {
-        if (_completed)
-        {
-            throw new InvalidOperationException("the writer is completed");
-        }
-
-        var needed = Math.Max(sizeHint, 1);
-        if (_buffer.Length - _written >= needed)
-        {
-            return;
-        }
-
-        var bigger = ArrayPool<byte>.Shared.Rent(Math.Max(_buffer.Length * 2, _written + needed));
-        Buffer.BlockCopy(_buffer, 0, bigger, 0, _written);
-        ArrayPool<byte>.Shared.Return(_buffer);
-        _buffer = bigger;
-    }
+    public override Span<byte> GetSpan(int sizeHint = 0) => _buffer.GetSpan(sizeHint);
 
     public override ValueTask<FlushResult> FlushAsync(CancellationToken cancellationToken = default)
     {
-        if (_written == 0)
+        if (_buffer.Written == 0)
         {
             return new ValueTask<FlushResult>(new FlushResult(isCanceled: false, isCompleted: false));
         }
@@ -117,9 +75,9 @@ internal sealed class EpollPipeWriter : PipeWriter, IValueTaskSource<FlushResult
     /// <summary>Sends what is left; true when all of it went, false with EAGAIN or an error in <paramref name="error"/>.</summary>
     private bool TrySendAll(out int error)
     {
-        while (_sent < _written)
+        while (_sent < _buffer.Written)
         {
-            var sent = _socket.Send(_buffer.AsSpan(_sent, _written - _sent), out error);
+            var sent = _socket.Send(_buffer.Unsent(_sent).Span, out error);
             if (sent < 0)
             {
                 return false;
@@ -129,7 +87,8 @@ internal sealed class EpollPipeWriter : PipeWriter, IValueTaskSource<FlushResult
         }
 
         error = 0;
-        Sent();
+        _sent = 0;
+        _buffer.Sent();
         return true;
     }
 
@@ -166,34 +125,12 @@ internal sealed class EpollPipeWriter : PipeWriter, IValueTaskSource<FlushResult
 
     private void OnClosed() => _parked.SetException(new IOException("the connection is closed", new ObjectDisposedException(nameof(EpollSocket))));
 
-    private void Sent()
-    {
-        _written = 0;
-        _sent = 0;
-        if (_buffer.Length > KeepUpTo)
-        {
-            ArrayPool<byte>.Shared.Return(_buffer);
-            _buffer = ArrayPool<byte>.Shared.Rent(InitialSize);
-        }
-    }
-
     /// <summary>Not supported: a stuck send is ended by closing the connection (write deadlines do that).</summary>
     public override void CancelPendingFlush()
     {
     }
 
-    public override void Complete(Exception? exception = null)
-    {
-        if (_completed)
-        {
-            return;
-        }
-
-        _completed = true;
-        ArrayPool<byte>.Shared.Return(_buffer);
-        _buffer = [];
-        _written = 0;
-    }
+    public override void Complete(Exception? exception = null) => _buffer.Release();
 
     FlushResult IValueTaskSource<FlushResult>.GetResult(short token) => _parked.GetResult(token);
 
