@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.IO.Pipelines;
 using System.Net.Sockets;
 using System.Runtime.CompilerServices;
@@ -13,13 +12,9 @@ namespace Infra.Core.Networking;
 /// transfers, where a read that fills it asks for a bigger one next time (up to 64 KiB).
 /// </summary>
 [System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "A PipeReader's end of life is Complete(), which disposes it.")]
-public sealed class SocketPipeReader : PipeReader, ICompletionThread
+public sealed class SocketPipeReader : ContiguousSocketReader, ICompletionThread
 {
     private readonly Socket _socket;
-    private readonly ReceiveBuffer _buffer = new();
-    private bool _endOfStream;
-    private bool _completed;
-    private volatile bool _cancelRequested;
     private CancellationTokenSource _cancel = new();
     private int _completionThread;
 
@@ -28,29 +23,8 @@ public sealed class SocketPipeReader : PipeReader, ICompletionThread
         _socket = socket;
     }
 
-    private ReadOnlySequence<byte> Buffered => _buffer.Buffered;
-
     /// <summary>The managed thread on which the last read that had to wait for data completed (0 before any).</summary>
     public int CompletionThread => Volatile.Read(ref _completionThread);
-
-    public override bool TryRead(out ReadResult result)
-    {
-        ThrowIfCompleted();
-        if (_cancelRequested)
-        {
-            result = ConsumeCancellation();
-            return true;
-        }
-
-        if (_buffer.HasUnexamined || _endOfStream)
-        {
-            result = new ReadResult(Buffered, isCanceled: false, isCompleted: _endOfStream);
-            return true;
-        }
-
-        result = default;
-        return false;
-    }
 
     public override ValueTask<ReadResult> ReadAsync(CancellationToken cancellationToken = default)
     {
@@ -59,11 +33,11 @@ public sealed class SocketPipeReader : PipeReader, ICompletionThread
             return new ValueTask<ReadResult>(ready);
         }
 
-        _buffer.PrepareForReceive();
+        Buffer.PrepareForReceive();
         ValueTask<int> receive;
         try
         {
-            receive = _socket.ReceiveAsync(_buffer.Free, SocketFlags.None, _cancel.Token);
+            receive = _socket.ReceiveAsync(Buffer.Free, SocketFlags.None, _cancel.Token);
         }
         catch (OperationCanceledException)
         {
@@ -76,7 +50,7 @@ public sealed class SocketPipeReader : PipeReader, ICompletionThread
 
         if (receive.IsCompletedSuccessfully)
         {
-            return new ValueTask<ReadResult>(Received(receive.Result));
+            return new ValueTask<ReadResult>(Received(receive.Result, out _));
         }
 
         return AwaitReceiveAsync(receive);
@@ -102,43 +76,22 @@ public sealed class SocketPipeReader : PipeReader, ICompletionThread
         }
 
         Volatile.Write(ref _completionThread, Environment.CurrentManagedThreadId);
-        return Received(received);
+        return Received(received, out _);
     }
 
-    private ReadResult Received(int count)
+    private protected override ReadResult ConsumeCancellation()
     {
-        if (count == 0)
-        {
-            _endOfStream = true;
-        }
-
-        _buffer.Received(count);
-        return new ReadResult(Buffered, isCanceled: false, isCompleted: _endOfStream);
-    }
-
-    private ReadResult ConsumeCancellation()
-    {
-        _cancelRequested = false;
         if (!_cancel.TryReset())
         {
             _cancel.Dispose();
             _cancel = new CancellationTokenSource();
         }
 
-        return new ReadResult(Buffered, isCanceled: true, isCompleted: _endOfStream);
+        return base.ConsumeCancellation();
     }
 
-    public override void AdvanceTo(SequencePosition consumed) => AdvanceTo(consumed, consumed);
-
-    public override void AdvanceTo(SequencePosition consumed, SequencePosition examined)
+    private protected override void WakeForCancel()
     {
-        ThrowIfCompleted();
-        _buffer.AdvanceTo(consumed, examined);
-    }
-
-    public override void CancelPendingRead()
-    {
-        _cancelRequested = true;
         try
         {
             _cancel.Cancel();
@@ -149,23 +102,5 @@ public sealed class SocketPipeReader : PipeReader, ICompletionThread
         }
     }
 
-    public override void Complete(Exception? exception = null)
-    {
-        if (_completed)
-        {
-            return;
-        }
-
-        _completed = true;
-        _cancel.Dispose();
-        _buffer.Release();
-    }
-
-    private void ThrowIfCompleted()
-    {
-        if (_completed)
-        {
-            throw new InvalidOperationException("the reader is completed");
-        }
-    }
+    private protected override void OnCompleted() => _cancel.Dispose();
 }

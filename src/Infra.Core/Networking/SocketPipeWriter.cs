@@ -9,29 +9,18 @@ namespace Infra.Core.Networking;
 /// one send(2) per flush, completing inline when the kernel takes everything at once (the usual case).
 /// A buffer grown by a large write goes back to the pool after the flush.
 /// </summary>
-public sealed class SocketPipeWriter : PipeWriter
+public sealed class SocketPipeWriter : ContiguousSocketWriter
 {
     private readonly Socket _socket;
-    private readonly SendBuffer _buffer = new();
 
     public SocketPipeWriter(Socket socket)
     {
         _socket = socket;
     }
 
-    public override bool CanGetUnflushedBytes => true;
-
-    public override long UnflushedBytes => _buffer.Written;
-
-    public override void Advance(int bytes) => _buffer.Advance(bytes);
-
-    public override Memory<byte> GetMemory(int sizeHint = 0) => _buffer.GetMemory(sizeHint);
-
-    public override Span<byte> GetSpan(int sizeHint = 0) => _buffer.GetSpan(sizeHint);
-
     public override ValueTask<FlushResult> FlushAsync(CancellationToken cancellationToken = default)
     {
-        if (_buffer.Written == 0)
+        if (Buffer.Written == 0)
         {
             return new ValueTask<FlushResult>(new FlushResult(isCanceled: false, isCompleted: false));
         }
@@ -39,7 +28,7 @@ public sealed class SocketPipeWriter : PipeWriter
         ValueTask<int> send;
         try
         {
-            send = _socket.SendAsync(_buffer.Unsent(0), SocketFlags.None, cancellationToken);
+            send = _socket.SendAsync(Buffer.Unsent(0), SocketFlags.None, cancellationToken);
         }
         catch (SocketException ex)
         {
@@ -52,9 +41,9 @@ public sealed class SocketPipeWriter : PipeWriter
         }
 
         var sent = send.Result;
-        if (sent == _buffer.Written)
+        if (sent == Buffer.Written)
         {
-            _buffer.Sent();
+            Buffer.Sent();
             return new ValueTask<FlushResult>(new FlushResult(isCanceled: false, isCompleted: false));
         }
 
@@ -82,9 +71,9 @@ public sealed class SocketPipeWriter : PipeWriter
     {
         try
         {
-            while (sent < _buffer.Written)
+            while (sent < Buffer.Written)
             {
-                sent += await _socket.SendAsync(_buffer.Unsent(sent), SocketFlags.None, cancellationToken);
+                sent += await _socket.SendAsync(Buffer.Unsent(sent), SocketFlags.None, cancellationToken);
             }
         }
         catch (SocketException ex)
@@ -92,14 +81,7 @@ public sealed class SocketPipeWriter : PipeWriter
             throw new IOException(ex.Message, ex);
         }
 
-        _buffer.Sent();
+        Buffer.Sent();
         return new FlushResult(isCanceled: false, isCompleted: false);
     }
-
-    /// <summary>Not supported: a stuck send is ended by closing the connection (write deadlines do that).</summary>
-    public override void CancelPendingFlush()
-    {
-    }
-
-    public override void Complete(Exception? exception = null) => _buffer.Release();
 }

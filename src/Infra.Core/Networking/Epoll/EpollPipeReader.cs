@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.IO.Pipelines;
 using System.Threading.Tasks.Sources;
 
@@ -11,14 +10,10 @@ namespace Infra.Core.Networking.Epoll;
 /// finished (recv and all) by the epoll thread, which then runs the awaiting code inline.
 /// </summary>
 [System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "A PipeReader's end of life is Complete(), which disposes it.")]
-internal sealed class EpollPipeReader : PipeReader, IValueTaskSource<ReadResult>, ICompletionThread
+internal sealed class EpollPipeReader : ContiguousSocketReader, IValueTaskSource<ReadResult>, ICompletionThread
 {
     private readonly EpollSocket _socket;
-    private readonly ReceiveBuffer _buffer = new();
     private ManualResetValueTaskSourceCore<ReadResult> _parked;
-    private bool _endOfStream;
-    private bool _completed;
-    private volatile bool _cancelRequested;
 
     public EpollPipeReader(EpollSocket socket)
     {
@@ -30,27 +25,6 @@ internal sealed class EpollPipeReader : PipeReader, IValueTaskSource<ReadResult>
 
     public int CompletionThread => _socket.ThreadId;
 
-    private ReadOnlySequence<byte> Buffered => _buffer.Buffered;
-
-    public override bool TryRead(out ReadResult result)
-    {
-        ThrowIfCompleted();
-        if (_cancelRequested)
-        {
-            result = ConsumeCancellation();
-            return true;
-        }
-
-        if (_buffer.HasUnexamined || _endOfStream)
-        {
-            result = new ReadResult(Buffered, isCanceled: false, isCompleted: _endOfStream);
-            return true;
-        }
-
-        result = default;
-        return false;
-    }
-
     public override ValueTask<ReadResult> ReadAsync(CancellationToken cancellationToken = default)
     {
         if (TryRead(out var ready))
@@ -58,7 +32,7 @@ internal sealed class EpollPipeReader : PipeReader, IValueTaskSource<ReadResult>
             return new ValueTask<ReadResult>(ready);
         }
 
-        _buffer.PrepareForReceive();
+        Buffer.PrepareForReceive();
         while (true)
         {
             var observed = _socket.Read.Observe();
@@ -75,7 +49,7 @@ internal sealed class EpollPipeReader : PipeReader, IValueTaskSource<ReadResult>
 
             if (state == Readiness.Ready)
             {
-                var received = _socket.Receive(_buffer.Free.Span, out var error);
+                var received = _socket.Receive(Buffer.Free.Span, out var error);
                 if (received >= 0)
                 {
                     return new ValueTask<ReadResult>(Received(received, observed));
@@ -93,7 +67,7 @@ internal sealed class EpollPipeReader : PipeReader, IValueTaskSource<ReadResult>
                 continue; // an event came meanwhile: try again
             }
 
-            if (_cancelRequested && _socket.Read.TryTakeWaiter())
+            if (CancelRequested && _socket.Read.TryTakeWaiter())
             {
                 return new ValueTask<ReadResult>(ConsumeCancellation());
             }
@@ -114,7 +88,7 @@ internal sealed class EpollPipeReader : PipeReader, IValueTaskSource<ReadResult>
                 return;
             }
 
-            var received = _socket.Receive(_buffer.Free.Span, out var error);
+            var received = _socket.Receive(Buffer.Free.Span, out var error);
             if (received >= 0)
             {
                 _parked.SetResult(Received(received, observed));
@@ -129,7 +103,7 @@ internal sealed class EpollPipeReader : PipeReader, IValueTaskSource<ReadResult>
 
             if (_socket.Read.TryWait(observed))
             {
-                if (_cancelRequested && _socket.Read.TryTakeWaiter())
+                if (CancelRequested && _socket.Read.TryTakeWaiter())
                 {
                     _parked.SetResult(ConsumeCancellation());
                 }
@@ -143,37 +117,18 @@ internal sealed class EpollPipeReader : PipeReader, IValueTaskSource<ReadResult>
 
     private ReadResult Received(int count, long observed)
     {
-        if (count == 0)
-        {
-            _endOfStream = true;
-        }
-        else if (!_buffer.Received(count) && !_socket.PeerDone)
+        var result = Received(count, out var filled);
+        if (count > 0 && !filled && !_socket.PeerDone)
         {
             _socket.Read.MarkNotReady(observed); // a short read: the kernel queue is drained, the next read waits for an edge
         }
 
-        return new ReadResult(Buffered, isCanceled: false, isCompleted: _endOfStream);
-    }
-
-    private ReadResult ConsumeCancellation()
-    {
-        _cancelRequested = false;
-        return new ReadResult(Buffered, isCanceled: true, isCompleted: _endOfStream);
-    }
-
-    public override void AdvanceTo(SequencePosition consumed) => AdvanceTo(consumed, consumed);
-
-    public override void AdvanceTo(SequencePosition consumed, SequencePosition examined)
-    {
-        ThrowIfCompleted();
-        _buffer.AdvanceTo(consumed, examined);
+        return result;
     }
 
     /// <summary>Ends a parked read with a canceled result (on the thread pool); otherwise the next read returns one.</summary>
-    public override void CancelPendingRead()
+    private protected override void WakeForCancel()
     {
-        _cancelRequested = true;
-        Interlocked.MemoryBarrier(); // the flag, then the look at the parked state (the parking side does the reverse)
         if (_socket.Read.TryTakeWaiter())
         {
             ThreadPool.UnsafeQueueUserWorkItem(static reader => EpollSocket.RunGuarded(reader.CompleteCanceled), this, preferLocal: false);
@@ -181,25 +136,6 @@ internal sealed class EpollPipeReader : PipeReader, IValueTaskSource<ReadResult>
     }
 
     private void CompleteCanceled() => _parked.SetResult(ConsumeCancellation());
-
-    public override void Complete(Exception? exception = null)
-    {
-        if (_completed)
-        {
-            return;
-        }
-
-        _completed = true;
-        _buffer.Release();
-    }
-
-    private void ThrowIfCompleted()
-    {
-        if (_completed)
-        {
-            throw new InvalidOperationException("the reader is completed");
-        }
-    }
 
     ReadResult IValueTaskSource<ReadResult>.GetResult(short token) => _parked.GetResult(token);
 

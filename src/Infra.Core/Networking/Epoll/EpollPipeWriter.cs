@@ -8,10 +8,9 @@ namespace Infra.Core.Networking.Epoll;
 /// on an <see cref="EpollSocket"/>: a flush the kernel cannot take at once parks until epoll says
 /// there is room, and the epoll thread sends the rest.
 /// </summary>
-internal sealed class EpollPipeWriter : PipeWriter, IValueTaskSource<FlushResult>
+internal sealed class EpollPipeWriter : ContiguousSocketWriter, IValueTaskSource<FlushResult>
 {
     private readonly EpollSocket _socket;
-    private readonly SendBuffer _buffer = new();
     private ManualResetValueTaskSourceCore<FlushResult> _parked;
     private int _sent;
 
@@ -23,19 +22,9 @@ internal sealed class EpollPipeWriter : PipeWriter, IValueTaskSource<FlushResult
         socket.WriteClosedCallback = OnClosed;
     }
 
-    public override bool CanGetUnflushedBytes => true;
-
-    public override long UnflushedBytes => _buffer.Written;
-
-    public override void Advance(int bytes) => _buffer.Advance(bytes);
-
-    public override Memory<byte> GetMemory(int sizeHint = 0) => _buffer.GetMemory(sizeHint);
-
-    public override Span<byte> GetSpan(int sizeHint = 0) => _buffer.GetSpan(sizeHint);
-
     public override ValueTask<FlushResult> FlushAsync(CancellationToken cancellationToken = default)
     {
-        if (_buffer.Written == 0)
+        if (Buffer.Written == 0)
         {
             return new ValueTask<FlushResult>(new FlushResult(isCanceled: false, isCompleted: false));
         }
@@ -75,9 +64,9 @@ internal sealed class EpollPipeWriter : PipeWriter, IValueTaskSource<FlushResult
     /// <summary>Sends what is left; true when all of it went, false with EAGAIN or an error in <paramref name="error"/>.</summary>
     private bool TrySendAll(out int error)
     {
-        while (_sent < _buffer.Written)
+        while (_sent < Buffer.Written)
         {
-            var sent = _socket.Send(_buffer.Unsent(_sent).Span, out error);
+            var sent = _socket.Send(Buffer.Unsent(_sent).Span, out error);
             if (sent < 0)
             {
                 return false;
@@ -88,7 +77,7 @@ internal sealed class EpollPipeWriter : PipeWriter, IValueTaskSource<FlushResult
 
         error = 0;
         _sent = 0;
-        _buffer.Sent();
+        Buffer.Sent();
         return true;
     }
 
@@ -124,13 +113,6 @@ internal sealed class EpollPipeWriter : PipeWriter, IValueTaskSource<FlushResult
     }
 
     private void OnClosed() => _parked.SetException(new IOException("the connection is closed", new ObjectDisposedException(nameof(EpollSocket))));
-
-    /// <summary>Not supported: a stuck send is ended by closing the connection (write deadlines do that).</summary>
-    public override void CancelPendingFlush()
-    {
-    }
-
-    public override void Complete(Exception? exception = null) => _buffer.Release();
 
     FlushResult IValueTaskSource<FlushResult>.GetResult(short token) => _parked.GetResult(token);
 

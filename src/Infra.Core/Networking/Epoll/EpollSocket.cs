@@ -55,8 +55,6 @@ internal sealed class EpollSocket
 
     public Action? WriteClosedCallback { get; set; }
 
-    public bool IsClosed => Volatile.Read(ref _closed) != 0;
-
     /// <summary>
     /// The peer closed its side or the socket failed (EPOLLRDHUP, EPOLLHUP, EPOLLERR): no further edge
     /// will come, so a short read must not make the next read wait for one.
@@ -91,41 +89,13 @@ internal sealed class EpollSocket
     }
 
     /// <summary>recv(2): bytes received (0 = end of stream), or -1 with <paramref name="error"/> set (EAGAIN: nothing there).</summary>
-    public unsafe int Receive(Span<byte> buffer, out int error)
-    {
-        var added = false;
-        try
-        {
-            _handle.DangerousAddRef(ref added);
-            fixed (byte* pointer = buffer)
-            {
-                while (true)
-                {
-                    var received = EpollNative.Recv(Descriptor, pointer, buffer.Length, 0);
-                    error = received < 0 ? Marshal.GetLastPInvokeError() : 0;
-                    if (received >= 0 || error != EpollNative.EINTR)
-                    {
-                        return (int)received;
-                    }
-                }
-            }
-        }
-        catch (ObjectDisposedException)
-        {
-            error = (int)SocketError.OperationAborted;
-            return -1;
-        }
-        finally
-        {
-            if (added)
-            {
-                _handle.DangerousRelease();
-            }
-        }
-    }
+    public int Receive(Span<byte> buffer, out int error) => Transfer(buffer, send: false, out error);
 
     /// <summary>send(2) without SIGPIPE: bytes the kernel took, or -1 with <paramref name="error"/> set (EAGAIN: no room).</summary>
-    public unsafe int Send(ReadOnlySpan<byte> buffer, out int error)
+    public int Send(ReadOnlySpan<byte> buffer, out int error) =>
+        Transfer(MemoryMarshal.CreateSpan(ref MemoryMarshal.GetReference(buffer), buffer.Length), send: true, out error);
+
+    private unsafe int Transfer(Span<byte> buffer, bool send, out int error)
     {
         var added = false;
         try
@@ -135,11 +105,13 @@ internal sealed class EpollSocket
             {
                 while (true)
                 {
-                    var sent = EpollNative.Send(Descriptor, pointer, buffer.Length, EpollNative.MSG_NOSIGNAL);
-                    error = sent < 0 ? Marshal.GetLastPInvokeError() : 0;
-                    if (sent >= 0 || error != EpollNative.EINTR)
+                    var done = send
+                        ? EpollNative.Send(Descriptor, pointer, buffer.Length, EpollNative.MSG_NOSIGNAL)
+                        : EpollNative.Recv(Descriptor, pointer, buffer.Length, 0);
+                    error = done < 0 ? Marshal.GetLastPInvokeError() : 0;
+                    if (done >= 0 || error != EpollNative.EINTR)
                     {
-                        return (int)sent;
+                        return (int)done;
                     }
                 }
             }
