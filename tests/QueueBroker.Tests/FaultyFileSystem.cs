@@ -33,6 +33,11 @@ internal sealed class FaultyFileSystem : ILogFileSystem
     /// <summary>When set, every file fsync waits for it first (to hold appends in flight).</summary>
     public ManualResetEventSlim? SyncGate { get; set; }
 
+    private int _syncsWaiting;
+
+    /// <summary>fsyncs held at <see cref="SyncGate"/> right now.</summary>
+    public int SyncsWaiting => Volatile.Read(ref _syncsWaiting);
+
     public ILogFile Open(string path, bool create)
     {
         lock (_lock)
@@ -318,7 +323,12 @@ internal sealed class FaultyFileSystem : ILogFileSystem
         public void Sync()
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            fs.SyncGate?.Wait(TimeSpan.FromSeconds(30));
+            if (fs.SyncGate is { } gate)
+            {
+                Interlocked.Increment(ref fs._syncsWaiting);
+                gate.Wait(TimeSpan.FromSeconds(30));
+                Interlocked.Decrement(ref fs._syncsWaiting);
+            }
             lock (fs._lock)
             {
                 fs.Syncs++;

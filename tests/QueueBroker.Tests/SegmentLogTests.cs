@@ -127,8 +127,38 @@ public sealed class SegmentLogTests
                 }
             }
         }));
-        await Task.WhenAll(appenders);
+        await Task.WhenAll(appenders).WaitAsync(TimeSpan.FromSeconds(60));
         Assert.Equal(0, early);
+    }
+
+    [Fact]
+    public async Task An_append_made_while_an_idle_pass_syncs_is_written_and_acknowledged()
+    {
+        // Under Interval a pass with no appends still fsyncs what earlier passes wrote. An append made
+        // during that fsync belongs to the next pass: the idle pass must neither write it nor clear it
+        // (it once read the live pending list, marked the append committed and dropped it unwritten,
+        // and the append's acknowledgement never came).
+        var time = new ManualTimeProvider();
+        var fs = new FaultyFileSystem(time);
+        await using var log = Open(fs, Settings() with { Fsync = FsyncMode.Interval, FsyncInterval = TimeSpan.FromMilliseconds(5) }, time: time);
+        await log.Append([Message("first")]).Durable.WaitAsync(TimeSpan.FromSeconds(10)); // written, not yet synced
+
+        using var gate = new ManualResetEventSlim(false);
+        fs.SyncGate = gate;
+        time.Advance(TimeSpan.FromSeconds(1)); // the next idle pass finds the fsync due and waits at the gate
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (fs.SyncsWaiting == 0)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "no idle pass reached the fsync");
+            await Task.Delay(5);
+        }
+
+        var second = log.Append([Message("second")]);
+        gate.Set();
+        fs.SyncGate = null;
+        await second.Durable.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(2, log.CommittedEnd);
+        Assert.Equal(["first", "second"], ReadAll(log));
     }
 
     [Fact]

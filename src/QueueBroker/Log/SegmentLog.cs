@@ -693,14 +693,17 @@ internal sealed partial class SegmentLog : IAsyncDisposable
                     return;
                 }
 
-                buffer = _pending;
-                batches = _pendingBatches;
-
                 // Only a cycle taken here is completed below. Woken with nothing to take (the signal came
                 // from an append an earlier pass already took), the current cycle stays open: appends
                 // joining it after this lock must not be acknowledged by a pass that never wrote them.
-                if (batches.Count > 0)
+                // Nor may this pass hold on to the live pending list and buffer: appends fill them
+                // outside this lock, and a pass that wrote and cleared them would lose those appends.
+                buffer = [];
+                batches = NothingTaken;
+                if (_pendingBatches.Count > 0)
                 {
+                    buffer = _pending;
+                    batches = _pendingBatches;
                     cycle = _cycle;
                     (_pending, _spare) = (_spare, _pending);
                     (_pendingBatches, _spareBatches) = (_spareBatches, _pendingBatches);
@@ -990,6 +993,9 @@ internal sealed partial class SegmentLog : IAsyncDisposable
 
         _signal.Dispose();
     }
+
+    /// <summary>What a flusher pass that found no appends works on (never added to).</summary>
+    private static readonly List<PendingBatch> NothingTaken = [];
 
     private static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);
 
