@@ -33,11 +33,16 @@ internal sealed class CacheSession : IDisposable
     // Replies are flushed early once this much is waiting, so a huge pipeline does not buffer without bound.
     private const int FlushThreshold = 256 * 1024;
 
+    /// <summary>How many pipelined commands ahead the session prefetches keys for.</summary>
+    private const int PrefetchDepth = 16;
+
     private readonly ConnectionContext _connection;
     private readonly PipeReader _input;
     private readonly ConnectionDeadlines _deadlines;
     private readonly ILogger _logger;
     private readonly RespRequest _request = new();
+    private readonly RespRequest _ahead = new();
+    private readonly int[] _aheadHashes = new int[PrefetchDepth];
     private readonly RespLimits _limits;
     private readonly SemaphoreSlim _writeLock = new(1, 1);
     private readonly Lock _pushLock = new();
@@ -209,9 +214,15 @@ internal sealed class CacheSession : IDisposable
 
         var consumed = 0;
         var executed = 0;
+        var prefetched = 0;
         var now = Server.Store.NowMs;
         while (consumed < span.Length)
         {
+            if (consumed >= prefetched)
+            {
+                prefetched = PrefetchAhead(span, consumed);
+            }
+
             var status = RespParser.TryParse(span[consumed..], _request, _limits, out var used, out var error);
             if (status == ParseStatus.Incomplete)
             {
@@ -241,6 +252,48 @@ internal sealed class CacheSession : IDisposable
 
         Server.CommandsProcessed(executed);
         return (consumed, false, null);
+    }
+
+    /// <summary>
+    /// For the next <see cref="PrefetchDepth"/> complete commands of a pipelined batch: hashes the
+    /// first argument (the key, for the commands that take one; a wrong guess costs one wasted hint)
+    /// and prefetches its bucket, entry and chunk level by level, so the commands' cache misses
+    /// overlap instead of each waiting its turn. Returns the offset after the last command looked at.
+    /// Nothing happens for a single command (there is nothing to overlap with).
+    /// </summary>
+    private int PrefetchAhead(ReadOnlySpan<byte> span, int offset)
+    {
+        var store = Server.Store;
+        var count = 0;
+        while (count < PrefetchDepth && offset < span.Length && span[offset] == (byte)'*')
+        {
+            _ahead.Reset();
+            if (RespParser.TryParse(span[offset..], _ahead, _limits, out var used, out _) != ParseStatus.Complete)
+            {
+                break;
+            }
+
+            if (_ahead.Count >= 2)
+            {
+                _aheadHashes[count++] = store.HashOf(_ahead.Arg(span.Slice(offset, used), 1));
+            }
+
+            offset += used;
+        }
+
+        if (count > 1)
+        {
+            var hashes = _aheadHashes.AsSpan(0, count);
+            for (var level = 0; level < 3; level++)
+            {
+                foreach (var hash in hashes)
+                {
+                    store.ShardFor(hash).Prefetch(hash, level);
+                }
+            }
+        }
+
+        return offset;
     }
 
     /// <summary>

@@ -31,14 +31,23 @@ internal sealed class RespConnection : IDisposable
 
     public async Task<string> CallAsync(params string[] args)
     {
+        await _stream.WriteAsync(Encode(args));
+        return await ReadAsync();
+    }
+
+    /// <summary>Writes raw bytes (a pipelined batch, a command split anywhere) without reading a reply.</summary>
+    public async Task SendRawAsync(ReadOnlyMemory<byte> bytes) => await _stream.WriteAsync(bytes);
+
+    /// <summary>A command as the multibulk array <see cref="CallAsync"/> sends.</summary>
+    public static byte[] Encode(params string[] args)
+    {
         var command = new StringBuilder().Append('*').Append(args.Length).Append("\r\n");
         foreach (var arg in args)
         {
             command.Append('$').Append(Encoding.UTF8.GetByteCount(arg)).Append("\r\n").Append(arg).Append("\r\n");
         }
 
-        await _stream.WriteAsync(Encoding.UTF8.GetBytes(command.ToString()));
-        return await ReadAsync();
+        return Encoding.UTF8.GetBytes(command.ToString());
     }
 
     public async Task<string> ReadAsync()

@@ -84,6 +84,22 @@ internal sealed class EntryTable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ref Entry At(int index) => ref _segments[index >> SegmentShift][index & (SegmentSize - 1)];
 
+    /// <summary>
+    /// The entry at an index, or a null reference when the index is not backed — for callers that
+    /// read without the shard's lock (prefetch hints), where the table may be growing meanwhile.
+    /// </summary>
+    public ref Entry Peek(int index)
+    {
+        var segments = _segments;
+        var segment = (uint)(index >> SegmentShift) < (uint)segments.Length ? segments[index >> SegmentShift] : null;
+        if (segment is null)
+        {
+            return ref Unsafe.NullRef<Entry>();
+        }
+
+        return ref segment[index & (SegmentSize - 1)];
+    }
+
     public int Allocate()
     {
         Count++;

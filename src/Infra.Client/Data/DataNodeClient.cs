@@ -75,6 +75,16 @@ public sealed class DataNodeClient : IAsyncDisposable
 
     public bool IsConnected => _rpc.IsConnected;
 
+    /// <summary>
+    /// How long a request may wait for the data node's answer (default 30 s). Past it the request fails
+    /// as a lost connection, and so does the connection: what the data node did with it is unknown.
+    /// </summary>
+    public TimeSpan RequestTimeout
+    {
+        get => _rpc.RequestTimeout;
+        set => _rpc.RequestTimeout = value;
+    }
+
     /// <summary>Requests sent and not answered yet.</summary>
     public int InFlight => _rpc.InFlight;
 

@@ -62,6 +62,16 @@ public sealed class ShardRouterClient : IAsyncDisposable
 
     public bool IsConnected => _rpc.IsConnected;
 
+    /// <summary>
+    /// How long a request may wait for the router's answer (default 30 s). Past it the request fails
+    /// as a lost connection, and so does the connection: what the router did with it is unknown.
+    /// </summary>
+    public TimeSpan RequestTimeout
+    {
+        get => _rpc.RequestTimeout;
+        set => _rpc.RequestTimeout = value;
+    }
+
     public static async Task<ShardRouterClient> ConnectAsync(string address, CancellationToken cancellationToken = default)
     {
         var (host, port) = DataNodeClient.SplitAddress(address);

@@ -71,6 +71,16 @@ public sealed class QueueClient : IAsyncDisposable
 
     public bool IsConnected => _rpc.IsConnected;
 
+    /// <summary>
+    /// How long a request may wait for the broker's answer (default 30 s; a fetch's own wait is added).
+    /// Past it the request fails with "ConnectionLost" and so does the connection.
+    /// </summary>
+    public TimeSpan RequestTimeout
+    {
+        get => _rpc.RequestTimeout;
+        set => _rpc.RequestTimeout = value;
+    }
+
     public static async Task<QueueClient> ConnectAsync(string host, int port, CancellationToken cancellationToken = default) =>
         new(await FrameRpcClient.ConnectAsync(host, port, Errors, cancellationToken));
 
@@ -160,7 +170,7 @@ public sealed class QueueClient : IAsyncDisposable
             ["max"] = max,
             ["maxBytes"] = maxBytes,
             ["waitMs"] = (int)wait.TotalMilliseconds,
-        });
+        }, wait);
         var reader = new MessagePackReader(body);
         var messages = new List<QueueMessage>();
         for (var fields = reader.ReadMapHeader(); fields > 0; fields--)
@@ -186,7 +196,7 @@ public sealed class QueueClient : IAsyncDisposable
     /// <summary>Queue mode: up to <paramref name="max"/> deliveries, waiting up to <paramref name="wait"/> for the first.</summary>
     public async Task<List<QueueDelivery>> QueueFetchAsync(string topic, string group, int max = 100, TimeSpan wait = default)
     {
-        var body = await SendRawAsync("queue_fetch", new() { ["topic"] = topic, ["group"] = group, ["max"] = max, ["waitMs"] = (int)wait.TotalMilliseconds });
+        var body = await SendRawAsync("queue_fetch", new() { ["topic"] = topic, ["group"] = group, ["max"] = max, ["waitMs"] = (int)wait.TotalMilliseconds }, wait);
         var reader = new MessagePackReader(body);
         var deliveries = new List<QueueDelivery>();
         for (var fields = reader.ReadMapHeader(); fields > 0; fields--)
@@ -267,8 +277,8 @@ public sealed class QueueClient : IAsyncDisposable
     public Task<Dictionary<string, object?>> SendAsync(string op, Dictionary<string, object?> args) => _rpc.CallAsync(op, args);
 
     /// <summary>Sends one request; the answer's result (MessagePack) when it is "ok".</summary>
-    private Task<byte[]> SendRawAsync(string op, Dictionary<string, object?> args) =>
-        _rpc.SendAsync(op, (ref MessagePackWriter w) => FrameRpcClient.WriteValue(ref w, args));
+    private Task<byte[]> SendRawAsync(string op, Dictionary<string, object?> args, TimeSpan serverWait = default) =>
+        _rpc.SendAsync(op, (ref MessagePackWriter w) => FrameRpcClient.WriteValue(ref w, args), serverWait);
 
     private Task<byte[]> SendEncodedAsync(string op, MessagePackBody args) => _rpc.SendAsync(op, args);
 

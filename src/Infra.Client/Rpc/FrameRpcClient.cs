@@ -19,6 +19,10 @@ internal sealed record RpcErrors(string Peer, Func<string, string, Exception> Er
 /// <c>[id, op, args]</c>, an answer <c>[id, "ok", result]</c> or <c>[id, code, message]</c>; many
 /// requests in flight, answers matched by id, requests queued meanwhile sent in one write.
 /// Thread-safe. A lost connection fails every request in flight; create a new client to reconnect.
+/// Every request has a deadline (<see cref="RequestTimeout"/>, plus the time a long poll asked the
+/// server to wait): a peer that does not answer in time (hung, paused, partitioned) fails the request
+/// and the connection with it, since what it did with the request and the ones after is unknown
+/// (Kafka's clients do the same with request.timeout.ms).
 /// </summary>
 internal sealed class FrameRpcClient : IAsyncDisposable
 {
@@ -27,9 +31,10 @@ internal sealed class FrameRpcClient : IAsyncDisposable
     private readonly PipeReader _input;
     private readonly RpcErrors _errors;
     private readonly Channel<byte[]> _requests = Channel.CreateUnbounded<byte[]>(new UnboundedChannelOptions { SingleReader = true });
-    private readonly ConcurrentDictionary<long, TaskCompletionSource<byte[]>> _pending = new();
+    private readonly ConcurrentDictionary<long, Pending> _pending = new();
     private readonly Task _writer;
     private readonly Task _reader;
+    private readonly ITimer _deadlines;
     private long _nextId;
     private volatile Exception? _lost;
 
@@ -41,7 +46,17 @@ internal sealed class FrameRpcClient : IAsyncDisposable
         _input = PipeReader.Create(_stream);
         _reader = Task.Run(ReadLoopAsync);
         _writer = Task.Run(WriteLoopAsync);
+        _deadlines = TimeProvider.System.CreateTimer(static state => ((FrameRpcClient)state!).ExpireOverdue(), this, SweepInterval, SweepInterval);
     }
+
+    /// <summary>The default <see cref="RequestTimeout"/>.</summary>
+    public static readonly TimeSpan DefaultRequestTimeout = TimeSpan.FromSeconds(30);
+
+    /// <summary>How often requests are checked against their deadlines (so a deadline may pass by up to this much).</summary>
+    private static readonly TimeSpan SweepInterval = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>How long a request may wait for its answer (beyond any wait it asked the server for).</summary>
+    public TimeSpan RequestTimeout { get; set; } = DefaultRequestTimeout;
 
     public bool IsConnected => _lost is null;
 
@@ -64,12 +79,16 @@ internal sealed class FrameRpcClient : IAsyncDisposable
         return new FrameRpcClient(socket, errors);
     }
 
-    /// <summary>Sends one request; the answer's result (MessagePack) when it is "ok".</summary>
-    public async Task<byte[]> SendAsync(string op, MessagePackBody args)
+    /// <summary>
+    /// Sends one request; the answer's result (MessagePack) when it is "ok". <paramref name="serverWait"/>
+    /// is how long the request asks the server to hold it (a long poll): it extends the deadline.
+    /// </summary>
+    public async Task<byte[]> SendAsync(string op, MessagePackBody args, TimeSpan serverWait = default)
     {
         var id = Interlocked.Increment(ref _nextId);
         var answer = new TaskCompletionSource<byte[]>(TaskCreationOptions.RunContinuationsAsynchronously);
-        _pending[id] = answer;
+        var timeout = RequestTimeout + (serverWait > TimeSpan.Zero ? serverWait : TimeSpan.Zero);
+        _pending[id] = new Pending(answer, op, timeout, Environment.TickCount64 + (long)timeout.TotalMilliseconds);
         var frame = Frames.Build(id, op, args);
         if (_lost is { } lost || !_requests.Writer.TryWrite(frame))
         {
@@ -245,11 +264,11 @@ internal sealed class FrameRpcClient : IAsyncDisposable
         {
             if (status == "ok")
             {
-                waiter.TrySetResult(rest.ToArray());
+                waiter.Answer.TrySetResult(rest.ToArray());
             }
             else
             {
-                waiter.TrySetException(_errors.Error(status ?? "Internal", Message(rest)));
+                waiter.Answer.TrySetException(_errors.Error(status ?? "Internal", Message(rest)));
             }
         }
     }
@@ -271,27 +290,53 @@ internal sealed class FrameRpcClient : IAsyncDisposable
     {
         _lost ??= reason;
         _requests.Writer.TryComplete();
+        _deadlines.Dispose();
         foreach (var id in _pending.Keys)
         {
             if (_pending.TryRemove(id, out var waiter))
             {
-                waiter.TrySetException(_errors.Lost($"connection to {_errors.Peer} is lost: {reason.Message}", reason));
+                waiter.Answer.TrySetException(_errors.Lost($"connection to {_errors.Peer} is lost: {reason.Message}", reason));
             }
         }
     }
 
-    public async ValueTask DisposeAsync()
+    /// <summary>
+    /// Timer callback: the first request past its deadline fails the connection (and so every request
+    /// on it), and the socket is shut so the read and write loops end.
+    /// </summary>
+    private void ExpireOverdue()
     {
-        Fail(new ObjectDisposedException(nameof(FrameRpcClient)));
+        var now = Environment.TickCount64;
+        foreach (var (_, pending) in _pending)
+        {
+            if (now >= pending.Deadline)
+            {
+                Fail(new TimeoutException($"{_errors.Peer} did not answer {pending.Op} within {pending.Timeout.TotalSeconds:0.###} s"));
+                Shutdown();
+                return;
+            }
+        }
+    }
+
+    private void Shutdown()
+    {
         try
         {
             _socket.Shutdown(SocketShutdown.Both);
         }
-        catch (SocketException)
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
         {
-            // Already closed by the other side.
+            // Already closed.
         }
+    }
 
+    /// <summary>A request waiting for its answer.</summary>
+    private sealed record Pending(TaskCompletionSource<byte[]> Answer, string Op, TimeSpan Timeout, long Deadline);
+
+    public async ValueTask DisposeAsync()
+    {
+        Fail(new ObjectDisposedException(nameof(FrameRpcClient)));
+        Shutdown();
         await _stream.DisposeAsync();
         try
         {

@@ -17,6 +17,9 @@ public sealed class SocketConnection : IAsyncDisposable
     /// <summary>Environment variable choosing the socket engine: <c>epoll</c> or <c>dotnet</c> (default).</summary>
     public const string EngineVariable = "INFRA_SOCKET_ENGINE";
 
+    /// <summary>Environment variable setting the epoll engine's thread count (default: one per core).</summary>
+    public const string ThreadsVariable = "INFRA_EPOLL_THREADS";
+
     private static readonly Lazy<EpollEngine?> SharedEngine = new(CreateEngine);
     private readonly EpollSocket? _epoll;
     private int _aborted;
@@ -52,7 +55,13 @@ public sealed class SocketConnection : IAsyncDisposable
     private static EpollEngine? CreateEngine()
     {
         var choice = Environment.GetEnvironmentVariable(EngineVariable);
-        return string.Equals(choice, "epoll", StringComparison.OrdinalIgnoreCase) && EpollEngine.IsSupported ? EpollEngine.Start() : null;
+        if (!string.Equals(choice, "epoll", StringComparison.OrdinalIgnoreCase) || !EpollEngine.IsSupported)
+        {
+            return null;
+        }
+
+        // INFRA_EPOLL_THREADS=N: N epoll threads instead of one per core (for measurements).
+        return EpollEngine.Start(int.TryParse(Environment.GetEnvironmentVariable(ThreadsVariable), out var threads) && threads is > 0 and <= 1024 ? threads : 0);
     }
 
     /// <summary>The thread reads of this connection complete on (0 until known).</summary>
