@@ -46,17 +46,34 @@ internal sealed class FrameRpcClient : IAsyncDisposable
         _input = PipeReader.Create(_stream);
         _reader = Task.Run(ReadLoopAsync);
         _writer = Task.Run(WriteLoopAsync);
-        _deadlines = TimeProvider.System.CreateTimer(static state => ((FrameRpcClient)state!).ExpireOverdue(), this, SweepInterval, SweepInterval);
+        var sweep = SweepInterval(_requestTimeout);
+        _deadlines = TimeProvider.System.CreateTimer(static state => ((FrameRpcClient)state!).ExpireOverdue(), this, sweep, sweep);
     }
 
     /// <summary>The default <see cref="RequestTimeout"/>.</summary>
     public static readonly TimeSpan DefaultRequestTimeout = TimeSpan.FromSeconds(30);
 
-    /// <summary>How often requests are checked against their deadlines (so a deadline may pass by up to this much).</summary>
-    private static readonly TimeSpan SweepInterval = TimeSpan.FromMilliseconds(100);
+    private TimeSpan _requestTimeout = DefaultRequestTimeout;
 
     /// <summary>How long a request may wait for its answer (beyond any wait it asked the server for).</summary>
-    public TimeSpan RequestTimeout { get; set; } = DefaultRequestTimeout;
+    public TimeSpan RequestTimeout
+    {
+        get => _requestTimeout;
+        set
+        {
+            ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(value, TimeSpan.Zero);
+            _requestTimeout = value;
+            var sweep = SweepInterval(value);
+            _deadlines.Change(sweep, sweep);
+        }
+    }
+
+    /// <summary>
+    /// How often requests are checked against their deadlines: a quarter of the timeout, at most once
+    /// a second (so a deadline passes by at most that much, and an idle connection wakes once a second).
+    /// </summary>
+    private static TimeSpan SweepInterval(TimeSpan timeout) =>
+        TimeSpan.FromTicks(Math.Clamp(timeout.Ticks / 4, TimeSpan.TicksPerMillisecond * 10, TimeSpan.TicksPerSecond));
 
     public bool IsConnected => _lost is null;
 
