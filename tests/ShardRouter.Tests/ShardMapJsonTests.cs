@@ -105,6 +105,50 @@ public sealed class ShardMapJsonTests
     }
 
     [Fact]
+    public void A_slot_move_records_the_cleanup_of_its_old_owner_durably_until_it_is_done()
+    {
+        var map = ShardMap.Seed([new ShardInfo("a", "h1:1", []), new ShardInfo("b", "h2:1", []), new ShardInfo("c", "h3:1", [])]);
+        var from = map.OwnerOf(7).Id;
+        var to = map.Shards.First(s => s.Id != from).Id;
+        var moved = map.WithOwner(7, to);
+        Assert.Equal([new SlotCleanup(7, from)], moved.Cleanups);
+
+        // Written with the flip, read back after a restart.
+        var reread = ShardMap.Parse(moved.ToJson());
+        Assert.Equal(moved.Cleanups, reread.Cleanups);
+        Assert.Equal(moved.Owners, reread.Owners);
+
+        // The slot cannot go back to a shard that still holds its stale rows.
+        Assert.Throws<InvalidOperationException>(() => reread.WithOwner(7, from));
+
+        var done = reread.WithoutCleanup(new SlotCleanup(7, from));
+        Assert.Empty(done.Cleanups);
+        Assert.Equal(reread.Version + 1, done.Version);
+        Assert.Same(done, done.WithoutCleanup(new SlotCleanup(7, from)));
+        Assert.Equal(from, done.WithOwner(7, from).OwnerOf(7).Id);
+
+        // Other changes keep pending cleanups.
+        var other = map.Shards.First(s => s.Id != from && s.Id != to).Id;
+        var two = moved.WithOwner(8, moved.OwnerOf(8).Id == other ? to : other);
+        Assert.Equal(2, two.Cleanups.Count);
+        Assert.Equal(two.Cleanups, two.WithTables([new TableInfo("t", "k")]).WithShard(two.Shards[0] with { Weight = 2 }).Cleanups);
+    }
+
+    [Theory]
+    [InlineData("[[1, \"nope\"]]")]
+    [InlineData("[[4096, \"a\"]]")]
+    [InlineData("[[-1, \"a\"]]")]
+    [InlineData("[[1]]")]
+    [InlineData("[[\"1\", \"a\"]]")]
+    [InlineData("{\"slot\": 1}")]
+    [InlineData("[[1, 2]]")]
+    public void Bad_cleanups_are_refused(string cleanups)
+    {
+        var json = "{\"slots\": 4096, \"shards\": [{\"id\": \"a\", \"master\": \"h1:1\"}], \"owners\": [[\"a\", 0, 4095]], \"cleanups\": " + cleanups + "}";
+        Assert.Throws<FormatException>(() => Parse(json));
+    }
+
+    [Fact]
     public void Changes_bump_the_version()
     {
         var map = ShardMap.Seed([new ShardInfo("a", "h1:1", []), new ShardInfo("b", "h2:1", [])]);

@@ -91,6 +91,7 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
         w.WriteStartObject("resharding");
         w.WriteNumber("pendingSlots", Pending);
         w.WriteNumber("movedSlots", Volatile.Read(ref _moved));
+        w.WriteNumber("pendingCleanups", router.Map.Cleanups.Count); // slots whose old owner still holds their rows
         lock (_lock)
         {
             if (_current is not null)
@@ -178,10 +179,20 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
         }
     }
 
-    /// <summary>Moves one misplaced slot; false when there is none (and drops drained shards).</summary>
+    /// <summary>
+    /// Finishes one pending cleanup (rows a moved slot left behind), or else moves one misplaced slot;
+    /// false when there is nothing to do (and drops drained shards). Cleanups come first: a slot never
+    /// moves to a shard that still holds stale rows of it.
+    /// </summary>
     public async Task<bool> MoveNextAsync(CancellationToken cancellationToken)
     {
         var map = router.Map;
+        if (map.Cleanups.Count > 0)
+        {
+            await CleanUpAsync(map, map.Cleanups[0]);
+            return true;
+        }
+
         var target = map.TargetOwners();
         var slot = Enumerable.Range(0, map.Slots).FirstOrDefault(s => map.Owners[s] != target[s], -1);
         if (slot < 0)
@@ -237,8 +248,11 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
                 throw;
             }
 
+            // The flip records the cleanup of the source in the same map write; if the delete below
+            // fails or this router dies first, MoveNextAsync finishes it later.
             await router.UpdateMapAsync(m => m.WithOwner(slot, toId));
             await DeleteSlotAsync(from, map, slot);
+            await router.UpdateMapAsync(m => m.WithoutCleanup(new SlotCleanup(slot, fromId)));
             Interlocked.Increment(ref _moved);
             router.Metrics.SlotMoves.Add(1);
             router.Metrics.RowsMoved.Add(rows);
@@ -282,6 +296,17 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
         return rows.Rows.Count;
     }
 
+    private async Task CleanUpAsync(ShardMap map, SlotCleanup cleanup)
+    {
+        if (map.Find(cleanup.Shard) is { } shard && map.OwnerOf(cleanup.Slot).Id != cleanup.Shard)
+        {
+            await DeleteSlotAsync(shard, map, cleanup.Slot);
+            LogCleanedUp(logger, cleanup.Slot, cleanup.Shard);
+        }
+
+        await router.UpdateMapAsync(m => m.WithoutCleanup(cleanup));
+    }
+
     private async Task DeleteSlotAsync(ShardInfo shard, ShardMap map, int slot)
     {
         var statements = map.Tables.Select(t => new object?[] { $"DELETE FROM \"{t.Name}\" WHERE infra_slot(\"{t.ShardKey}\", ?) = ?", (long)map.Slots, (long)slot }).ToList();
@@ -313,6 +338,9 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
 
     [LoggerMessage(EventId = 721, Level = LogLevel.Warning, Message = "A slot move failed (it is retried): {Reason}")]
     private static partial void LogMoveFailed(ILogger logger, string reason);
+
+    [LoggerMessage(EventId = 724, Level = LogLevel.Information, Message = "Deleted the rows slot {Slot} left on {Shard} when it moved away (a cleanup an earlier move did not finish)")]
+    private static partial void LogCleanedUp(ILogger logger, int slot, string shard);
 
     [LoggerMessage(EventId = 722, Level = LogLevel.Warning, Message = "Shard {Shard} is drained and left the map")]
     private static partial void LogRemoved(ILogger logger, string shard);

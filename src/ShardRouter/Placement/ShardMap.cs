@@ -16,6 +16,14 @@ internal sealed record ShardInfo(string Id, string Master, IReadOnlyList<string>
 internal sealed record TableInfo(string Name, string ShardKey);
 
 /// <summary>
+/// Rows of <paramref name="Slot"/> left on <paramref name="Shard"/> after the slot moved away: they must be
+/// deleted there. Recorded in the same map write that flips the slot, dropped once the delete is done, so
+/// a router that dies (or a delete that fails) in between finishes the job later instead of leaving the
+/// rows on two shards.
+/// </summary>
+internal sealed record SlotCleanup(int Slot, string Shard);
+
+/// <summary>
 /// The shard map: shards, the versioned slot table (which shard owns each of the fixed slots keys hash
 /// to) and the registered sharded tables. Immutable; every change makes the next version. Slots are
 /// placed by weighted rendezvous hashing with quotas over the shards that are not draining
@@ -29,13 +37,14 @@ internal sealed class ShardMap
     private static readonly JsonDocumentOptions DocumentOptions = new() { MaxDepth = 8 };
     private readonly Dictionary<string, int> _index;
 
-    private ShardMap(long version, int slots, ShardInfo[] shards, int[] owners, TableInfo[] tables)
+    private ShardMap(long version, int slots, ShardInfo[] shards, int[] owners, TableInfo[] tables, SlotCleanup[]? cleanups = null)
     {
         Version = version;
         Slots = slots;
         Shards = shards;
         Owners = owners;
         Tables = tables;
+        Cleanups = cleanups ?? [];
         _index = new Dictionary<string, int>(StringComparer.Ordinal);
         for (var i = 0; i < shards.Length; i++)
         {
@@ -53,6 +62,9 @@ internal sealed class ShardMap
     public IReadOnlyList<int> Owners { get; }
 
     public IReadOnlyList<TableInfo> Tables { get; }
+
+    /// <summary>Slots whose rows are still to be deleted from a shard they moved away from.</summary>
+    public IReadOnlyList<SlotCleanup> Cleanups { get; }
 
     public int SlotOf(object? key) => ShardKey.Slot(key, Slots);
 
@@ -194,17 +206,35 @@ internal sealed class ShardMap
             shards.Add(shard);
         }
 
-        var map = new ShardMap(Version + 1, Slots, [.. shards], [.. Owners], [.. Tables]);
+        var map = new ShardMap(Version + 1, Slots, [.. shards], [.. Owners], [.. Tables], [.. Cleanups]);
         Check(map);
         return map;
     }
 
+    /// <summary>Gives a slot to a shard, and records that the rows it leaves on its old owner are to be deleted.</summary>
     public ShardMap WithOwner(int slot, string shardId)
     {
         var owners = Owners.ToArray();
+        var previous = Shards[owners[slot]].Id;
         owners[slot] = IndexOf(shardId) is >= 0 and var i ? i : throw new ArgumentException($"no shard {shardId}", nameof(shardId));
-        return new ShardMap(Version + 1, Slots, [.. Shards], owners, [.. Tables]);
+        if (Cleanups.Contains(new SlotCleanup(slot, shardId)))
+        {
+            // Stale rows of the slot are still on that shard; moving the slot back first would revive them.
+            throw new InvalidOperationException($"slot {slot} still has rows to delete on {shardId}");
+        }
+
+        var cleanups = Cleanups.ToList();
+        if (previous != shardId && !cleanups.Contains(new SlotCleanup(slot, previous)))
+        {
+            cleanups.Add(new SlotCleanup(slot, previous));
+        }
+
+        return new ShardMap(Version + 1, Slots, [.. Shards], owners, [.. Tables], [.. cleanups]);
     }
+
+    /// <summary>The slot's rows are gone from that shard.</summary>
+    public ShardMap WithoutCleanup(SlotCleanup cleanup) =>
+        Cleanups.Contains(cleanup) ? new ShardMap(Version + 1, Slots, [.. Shards], [.. Owners], [.. Tables], [.. Cleanups.Where(c => c != cleanup)]) : this;
 
     /// <summary>Drops a shard that owns no slot.</summary>
     public ShardMap Without(string shardId)
@@ -220,8 +250,9 @@ internal sealed class ShardMap
             throw new InvalidOperationException($"shard {shardId} still owns slots");
         }
 
+        // Whatever the shard still holds leaves with it: its pending cleanups go too.
         var owners = Owners.Select(o => o > at ? o - 1 : o).ToArray();
-        return new ShardMap(Version + 1, Slots, [.. Shards.Where((_, i) => i != at)], owners, [.. Tables]);
+        return new ShardMap(Version + 1, Slots, [.. Shards.Where((_, i) => i != at)], owners, [.. Tables], [.. Cleanups.Where(c => c.Shard != shardId)]);
     }
 
     public ShardMap WithTables(IEnumerable<TableInfo> tables)
@@ -237,7 +268,7 @@ internal sealed class ShardMap
             throw new ArgumentException($"more than {MaxTables} sharded tables");
         }
 
-        return new ShardMap(Version + 1, Slots, [.. Shards], [.. Owners], [.. merged.Values.OrderBy(t => t.Name, StringComparer.Ordinal)]);
+        return new ShardMap(Version + 1, Slots, [.. Shards], [.. Owners], [.. merged.Values.OrderBy(t => t.Name, StringComparer.Ordinal)], [.. Cleanups]);
     }
 
     // ---------------------------------------------------------------- JSON
@@ -260,6 +291,16 @@ internal sealed class ShardMap
 
             w.WriteEndArray();
             WriteTablesAndOwners(w);
+            w.WriteStartArray("cleanups");
+            foreach (var cleanup in Cleanups)
+            {
+                w.WriteStartArray();
+                w.WriteNumberValue(cleanup.Slot);
+                w.WriteStringValue(cleanup.Shard);
+                w.WriteEndArray();
+            }
+
+            w.WriteEndArray();
             w.WriteEndObject();
         }
 
@@ -415,7 +456,7 @@ internal sealed class ShardMap
                     throw new FormatException($"slot {missing} has no owner");
                 }
 
-                map = new ShardMap(version, slots, [.. shards], owners, [.. tables]);
+                map = new ShardMap(version, slots, [.. shards], owners, [.. tables], ParseCleanups(root, probe));
             }
             else
             {
@@ -425,6 +466,43 @@ internal sealed class ShardMap
 
             return map;
         }
+    }
+
+    /// <summary>"cleanups": [[slot, "shard"], ...] — each slot within the map, each shard in it, no repeats.</summary>
+    private static SlotCleanup[] ParseCleanups(JsonElement root, ShardMap map)
+    {
+        if (!root.TryGetProperty("cleanups", out var element))
+        {
+            return [];
+        }
+
+        if (element.ValueKind != JsonValueKind.Array || element.GetArrayLength() > map.Slots * Math.Max(1, map.Shards.Count))
+        {
+            throw new FormatException("\"cleanups\" must be an array of [slot, shard]");
+        }
+
+        var cleanups = new List<SlotCleanup>();
+        foreach (var item in element.EnumerateArray())
+        {
+            if (item.ValueKind != JsonValueKind.Array || item.GetArrayLength() != 2 || item[0].ValueKind != JsonValueKind.Number
+                || !item[0].TryGetInt32(out var slot) || slot < 0 || slot >= map.Slots || item[1].ValueKind != JsonValueKind.String)
+            {
+                throw new FormatException("\"cleanups\" must be an array of [slot, shard] within the slots");
+            }
+
+            var cleanup = new SlotCleanup(slot, Text(item[1], "a shard in \"cleanups\""));
+            if (map.IndexOf(cleanup.Shard) < 0)
+            {
+                throw new FormatException($"\"cleanups\" names shard '{cleanup.Shard}', which is not in \"shards\"");
+            }
+
+            if (!cleanups.Contains(cleanup))
+            {
+                cleanups.Add(cleanup);
+            }
+        }
+
+        return [.. cleanups];
     }
 
     public static ShardInfo ParseShard(JsonElement element, string where)
