@@ -258,11 +258,18 @@ internal sealed class CacheSession : IDisposable
     /// For the next <see cref="PrefetchDepth"/> complete commands of a pipelined batch: hashes the
     /// first argument (the key, for the commands that take one; a wrong guess costs one wasted hint)
     /// and prefetches its bucket, entry and chunk level by level, so the commands' cache misses
-    /// overlap instead of each waiting its turn. Returns the offset after the last command looked at.
-    /// Nothing happens for a single command (there is nothing to overlap with).
+    /// overlap instead of each waiting its turn. Returns the offset after the last command looked at,
+    /// or the end of the buffer once a command is incomplete (so a partly received command is looked at
+    /// once per read at most, and not at all while the parser is resuming it: a huge command arriving
+    /// in small pieces costs no repeated walks). Nothing happens for a single command.
     /// </summary>
     private int PrefetchAhead(ReadOnlySpan<byte> span, int offset)
     {
+        if (_request.ResumeAt != 0)
+        {
+            return span.Length; // the command here is partly parsed already, and incomplete
+        }
+
         var store = Server.Store;
         var count = 0;
         while (count < PrefetchDepth && offset < span.Length && span[offset] == (byte)'*')
@@ -270,6 +277,7 @@ internal sealed class CacheSession : IDisposable
             _ahead.Reset();
             if (RespParser.TryParse(span[offset..], _ahead, _limits, out var used, out _) != ParseStatus.Complete)
             {
+                offset = span.Length;
                 break;
             }
 

@@ -44,11 +44,14 @@ internal sealed class FrameRpcClient : IAsyncDisposable
         _errors = errors;
         _stream = new NetworkStream(socket, ownsSocket: true);
         _input = PipeReader.Create(_stream);
-        _reader = Task.Run(ReadLoopAsync);
-        _writer = Task.Run(WriteLoopAsync);
         var sweep = SweepInterval(_requestTimeout);
         _deadlines = TimeProvider.System.CreateTimer(static state => ((FrameRpcClient)state!).ExpireOverdue(), this, sweep, sweep);
+        _reader = Task.Run(ReadLoopAsync); // after the timer: a loop that fails at once disposes it
+        _writer = Task.Run(WriteLoopAsync);
     }
+
+    /// <summary>The longest deadline kept (a larger timeout, e.g. TimeSpan.MaxValue, means "about never").</summary>
+    private static readonly TimeSpan MaxTimeout = TimeSpan.FromDays(365);
 
     /// <summary>The default <see cref="RequestTimeout"/>.</summary>
     public static readonly TimeSpan DefaultRequestTimeout = TimeSpan.FromSeconds(30);
@@ -64,7 +67,14 @@ internal sealed class FrameRpcClient : IAsyncDisposable
             ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(value, TimeSpan.Zero);
             _requestTimeout = value;
             var sweep = SweepInterval(value);
-            _deadlines.Change(sweep, sweep);
+            try
+            {
+                _deadlines.Change(sweep, sweep);
+            }
+            catch (ObjectDisposedException)
+            {
+                // The connection is lost already: no deadlines to keep.
+            }
         }
     }
 
@@ -104,7 +114,7 @@ internal sealed class FrameRpcClient : IAsyncDisposable
     {
         var id = Interlocked.Increment(ref _nextId);
         var answer = new TaskCompletionSource<byte[]>(TaskCreationOptions.RunContinuationsAsynchronously);
-        var timeout = RequestTimeout + (serverWait > TimeSpan.Zero ? serverWait : TimeSpan.Zero);
+        var timeout = TimeSpan.FromTicks(Math.Min(MaxTimeout.Ticks, Math.Min(RequestTimeout.Ticks, MaxTimeout.Ticks) + Math.Clamp(serverWait.Ticks, 0, MaxTimeout.Ticks)));
         _pending[id] = new Pending(answer, op, timeout, Environment.TickCount64 + (long)timeout.TotalMilliseconds);
         var frame = Frames.Build(id, op, args);
         if (_lost is { } lost || !_requests.Writer.TryWrite(frame))

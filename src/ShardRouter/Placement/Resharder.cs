@@ -23,6 +23,11 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
     private string? _lastError;
     private int _moved;
 
+    /// <summary>Cleanups that failed, and when to try each again (a shard that is down must not stall the rest).</summary>
+    private readonly Dictionary<SlotCleanup, long> _cleanupRetryAt = [];
+
+    private static readonly TimeSpan CleanupBackoff = TimeSpan.FromSeconds(5);
+
     /// <summary>Slots whose owner is not where rendezvous hashing wants them.</summary>
     public int Pending
     {
@@ -181,22 +186,57 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
 
     /// <summary>
     /// Finishes one pending cleanup (rows a moved slot left behind), or else moves one misplaced slot;
-    /// false when there is nothing to do (and drops drained shards). Cleanups come first: a slot never
-    /// moves to a shard that still holds stale rows of it.
+    /// false when there is nothing it can do now (and, once every slot is placed, drops drained shards).
+    /// Cleanups come first; one that fails (its shard is down) is retried after a back-off while the
+    /// others and the moves go on — except that a slot never moves to a shard that still holds stale
+    /// rows of it.
     /// </summary>
     public async Task<bool> MoveNextAsync(CancellationToken cancellationToken)
     {
         var map = router.Map;
-        if (map.Cleanups.Count > 0)
+        var now = Environment.TickCount64;
+        foreach (var cleanup in map.Cleanups)
         {
-            await CleanUpAsync(map, map.Cleanups[0]);
-            return true;
+            lock (_lock)
+            {
+                if (_cleanupRetryAt.TryGetValue(cleanup, out var at) && now < at)
+                {
+                    continue;
+                }
+            }
+
+            try
+            {
+                await CleanUpAsync(map, cleanup);
+                lock (_lock)
+                {
+                    _cleanupRetryAt.Remove(cleanup);
+                }
+
+                return true;
+            }
+            catch (Exception ex) when (ex is RouterException or DataException)
+            {
+                lock (_lock)
+                {
+                    _cleanupRetryAt[cleanup] = now + (long)CleanupBackoff.TotalMilliseconds;
+                    _lastError = ex.Message;
+                }
+
+                LogMoveFailed(logger, ex.Message);
+            }
         }
 
         var target = map.TargetOwners();
-        var slot = Enumerable.Range(0, map.Slots).FirstOrDefault(s => map.Owners[s] != target[s], -1);
+        var misplaced = Enumerable.Range(0, map.Slots).Where(s => map.Owners[s] != target[s]).ToList();
+        var slot = misplaced.FirstOrDefault(s => !map.Cleanups.Contains(new SlotCleanup(s, map.Shards[target[s]].Id)), -1);
         if (slot < 0)
         {
+            if (misplaced.Count > 0)
+            {
+                return false; // every remaining move waits for a cleanup on its destination
+            }
+
             foreach (var drained in map.Shards.Where(s => s.Draining).ToList())
             {
                 await router.UpdateMapAsync(m => m.Without(drained.Id));
