@@ -51,6 +51,7 @@ public sealed class QueueProducer : IAsyncDisposable
         _topic = topic;
         _client = client;
         _options = options;
+        _client.RequestTimeout = options.RequestTimeout; // produce requests are bounded by the connection's deadline
         _lanes = [.. Enumerable.Range(0, partitions).Select(p => new Lane(p))];
     }
 
@@ -119,7 +120,7 @@ public sealed class QueueProducer : IAsyncDisposable
                     batch[i].Done.TrySetResult(new ProduceAck(ack.Partition, ack.Offset + i, ack.Duplicate));
                 }
             }
-            catch (Exception ex) when (ex is QueueException or IOException or System.Net.Sockets.SocketException or TimeoutException)
+            catch (Exception ex) when (ex is QueueException or IOException or System.Net.Sockets.SocketException)
             {
                 lane.NewIdentity();
                 foreach (var pending in batch)
@@ -147,7 +148,7 @@ public sealed class QueueProducer : IAsyncDisposable
             var client = _client;
             try
             {
-                var ack = await client.ProduceAsync(_topic, messages, lane.Partition, producerId, sequence).WaitAsync(_options.RequestTimeout);
+                var ack = await client.ProduceAsync(_topic, messages, lane.Partition, producerId, sequence);
                 lane.NextSequence = sequence + batch.Count;
                 return ack;
             }
@@ -157,7 +158,7 @@ public sealed class QueueProducer : IAsyncDisposable
                 lane.NextSequence = sequence + batch.Count;
                 return new ProduceAck(lane.Partition, -1, true);
             }
-            catch (Exception ex) when ((ex is QueueException { IsTransient: true } or IOException or System.Net.Sockets.SocketException or TimeoutException) && DateTime.UtcNow < deadline)
+            catch (Exception ex) when ((ex is QueueException { IsTransient: true } or IOException or System.Net.Sockets.SocketException) && DateTime.UtcNow < deadline)
             {
                 await Task.Delay(backoff);
                 backoff = TimeSpan.FromMilliseconds(Math.Min(backoff.TotalMilliseconds * 2, 1000));
@@ -181,7 +182,9 @@ public sealed class QueueProducer : IAsyncDisposable
 
             try
             {
-                _client = await QueueClient.ConnectAsync(_host, _port);
+                var next = await QueueClient.ConnectAsync(_host, _port);
+                next.RequestTimeout = _options.RequestTimeout;
+                _client = next;
                 await failed.DisposeAsync();
             }
             catch (System.Net.Sockets.SocketException)

@@ -65,7 +65,7 @@ internal sealed class FrameRpcClient : IAsyncDisposable
         set
         {
             ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(value, TimeSpan.Zero);
-            _requestTimeout = value;
+            _requestTimeout = value < MaxTimeout ? value : MaxTimeout;
             var sweep = SweepInterval(value);
             try
             {
@@ -114,7 +114,7 @@ internal sealed class FrameRpcClient : IAsyncDisposable
     {
         var id = Interlocked.Increment(ref _nextId);
         var answer = new TaskCompletionSource<byte[]>(TaskCreationOptions.RunContinuationsAsynchronously);
-        var timeout = TimeSpan.FromTicks(Math.Min(MaxTimeout.Ticks, Math.Min(RequestTimeout.Ticks, MaxTimeout.Ticks) + Math.Clamp(serverWait.Ticks, 0, MaxTimeout.Ticks)));
+        var timeout = _requestTimeout + TimeSpan.FromTicks(Math.Clamp(serverWait.Ticks, 0, MaxTimeout.Ticks));
         _pending[id] = new Pending(answer, op, timeout, Environment.TickCount64 + (long)timeout.TotalMilliseconds);
         var frame = Frames.Build(id, op, args);
         if (_lost is { } lost || !_requests.Writer.TryWrite(frame))

@@ -195,6 +195,15 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
     {
         var map = router.Map;
         var now = Environment.TickCount64;
+        lock (_lock)
+        {
+            // Back-offs of cleanups that are gone (done, or their shard left the map) are dropped.
+            foreach (var done in _cleanupRetryAt.Keys.Where(c => !map.Cleanups.Contains(c)).ToList())
+            {
+                _cleanupRetryAt.Remove(done);
+            }
+        }
+
         foreach (var cleanup in map.Cleanups)
         {
             lock (_lock)
@@ -208,11 +217,7 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
             try
             {
                 await CleanUpAsync(map, cleanup);
-                lock (_lock)
-                {
-                    _cleanupRetryAt.Remove(cleanup);
-                }
-
+                LogCleanedUp(logger, cleanup.Slot, cleanup.Shard);
                 return true;
             }
             catch (Exception ex) when (ex is RouterException or DataException)
@@ -291,8 +296,7 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
             // The flip records the cleanup of the source in the same map write; if the delete below
             // fails or this router dies first, MoveNextAsync finishes it later.
             await router.UpdateMapAsync(m => m.WithOwner(slot, toId));
-            await DeleteSlotAsync(from, map, slot);
-            await router.UpdateMapAsync(m => m.WithoutCleanup(new SlotCleanup(slot, fromId)));
+            await CleanUpAsync(router.Map, new SlotCleanup(slot, fromId));
             Interlocked.Increment(ref _moved);
             router.Metrics.SlotMoves.Add(1);
             router.Metrics.RowsMoved.Add(rows);
@@ -336,12 +340,12 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
         return rows.Rows.Count;
     }
 
+    /// <summary>Deletes the slot's rows from the shard it left (never from its owner), then drops the record.</summary>
     private async Task CleanUpAsync(ShardMap map, SlotCleanup cleanup)
     {
         if (map.Find(cleanup.Shard) is { } shard && map.OwnerOf(cleanup.Slot).Id != cleanup.Shard)
         {
             await DeleteSlotAsync(shard, map, cleanup.Slot);
-            LogCleanedUp(logger, cleanup.Slot, cleanup.Shard);
         }
 
         await router.UpdateMapAsync(m => m.WithoutCleanup(cleanup));
