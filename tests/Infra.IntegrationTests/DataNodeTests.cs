@@ -74,6 +74,50 @@ public sealed class DataNodeTests : IDisposable
     }
 
     [Fact]
+    public async Task A_slots_rows_and_their_delta_come_over_the_client_protocol_and_bad_arguments_are_refused()
+    {
+        await using var master = await DataNodeProcess.StartAsync(NewDir(), "--role", "master", "--sync", "async");
+        await CreateTableAsync(master);
+        const int Slots = 4;
+        var ids = Enumerable.Range(1, 40).ToList();
+        foreach (var id in ids)
+        {
+            Assert.Equal(200, (await master.ExecuteAsync(["INSERT INTO t(id, v) VALUES(?, ?)", id, $"v{id}"])).Status);
+        }
+
+        await using var client = await Infra.Client.Data.DataNodeClient.ConnectAsync(master.ReplicationAddress);
+        Infra.Client.Data.SlotTableName[] tables = [new("t", "id")];
+        var inSlot0 = ids.Where(id => Infra.Core.Placement.ShardKey.Slot((long)id, Slots) == 0).ToList();
+        var copy = await client.SlotRowsAsync(tables, Slots, 0);
+        Assert.Equal(inSlot0, copy.Tables[0].Rows.Select(r => (int)(long)r[0]!).Order());
+        Assert.Equal(await master.LsnAsync(), copy.Lsn);
+
+        var changed = inSlot0[0];
+        var deleted = inSlot0[1];
+        Assert.Equal(200, (await master.ExecuteAsync(["UPDATE t SET v = 'new' WHERE id = ?", changed], ["DELETE FROM t WHERE id = ?", deleted], ["UPDATE t SET v = 'x' WHERE id = ?", ids.First(id => !inSlot0.Contains(id))])).Status);
+        var delta = await client.SlotRowsAsync(tables, Slots, 0, copy.Lsn, copy.Epoch);
+        Assert.Equal(["id", "v", "r", "at"], delta.Tables[0].Columns);
+        Assert.Equal(changed, (int)(long)Assert.Single(delta.Tables[0].Rows)[0]!);
+        Assert.Equal("new", delta.Tables[0].Rows[0][1]);
+        Assert.Equal(["id"], delta.Tables[0].KeyColumns);
+        Assert.Equal(deleted, (int)(long)Assert.Single(delta.Tables[0].Gone)[0]!);
+
+        var stale = await Assert.ThrowsAsync<Infra.Client.Data.DataException>(() => client.SlotRowsAsync(tables, Slots, 0, copy.Lsn, copy.Epoch + 1));
+        Assert.Equal("StaleEpoch", stale.Code);
+        var ahead = await Assert.ThrowsAsync<Infra.Client.Data.DataException>(() => client.SlotRowsAsync(tables, Slots, 0, delta.Lsn + 10));
+        Assert.Equal("Truncated", ahead.Code);
+        var internalTable = await Assert.ThrowsAsync<Infra.Client.Data.DataException>(() => client.SlotRowsAsync([new("_infra_log", "lsn")], Slots, 0));
+        Assert.Equal("NotAllowed", internalTable.Code);
+        var badSlot = await Assert.ThrowsAsync<Infra.Client.Data.DataException>(() => client.SlotRowsAsync(tables, Slots, Slots));
+        Assert.Equal("BadRequest", badSlot.Code);
+        var noTables = await Assert.ThrowsAsync<Infra.Client.Data.DataException>(() => client.SlotRowsAsync([], Slots, 0));
+        Assert.Equal("BadRequest", noTables.Code);
+
+        // The connection and the node carry on.
+        Assert.Equal(inSlot0.Count - 1, (await client.SlotRowsAsync(tables, Slots, 0)).Tables[0].Rows.Count);
+    }
+
+    [Fact]
     public async Task Semi_sync_without_a_confirming_replica_fails_clearly_instead_of_degrading()
     {
         await using var master = await DataNodeProcess.StartAsync(NewDir(), "--role", "master", "--sync-timeout", "300ms");

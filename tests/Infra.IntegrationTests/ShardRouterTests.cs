@@ -392,6 +392,77 @@ public sealed class ShardRouterTests
         Assert.Equal(await shard.Replica.ChecksumAsync(), await shard.Master.ChecksumAsync());
     }
 
+    [Fact]
+    public async Task A_slot_written_while_it_moves_is_copied_then_caught_up_from_the_log_without_losing_a_write()
+    {
+        await using var cluster = await ShardCluster.StartAsync(2);
+        var (created, schemaAnswer) = await cluster.PostAsync("/db/schema", new
+        {
+            statements = new[] { "CREATE TABLE items(owner TEXT NOT NULL, n INTEGER NOT NULL, v INTEGER NOT NULL, PRIMARY KEY(owner, n))" },
+            tables = new[] { new { name = "items", shardKey = "owner" } },
+        });
+        Assert.True(created == 200, schemaAnswer.ToString());
+
+        // A light third shard takes a few slots; one of them gets a heavy key (20,000 rows).
+        await using var third = await ShardNodes.StartAsync("s2", cluster.NewDir).ContinueWith(t => new DisposableShard(t.Result));
+        var shardJson = third.Shard.Json.TrimEnd('}') + ",\"weight\":0.02}";
+        var (accepted, added) = await cluster.PostRawAsync("/shards", shardJson);
+        Assert.True(accepted == 202, added.ToString());
+        await Eventually.HoldsAsync(async () => (await cluster.ShardsAsync()).GetProperty("resharding").GetProperty("pendingSlots").GetInt32() == 0, "the third shard has its slots", TimeSpan.FromSeconds(60));
+        var map = await cluster.ShardsAsync();
+        var heavy = Enumerable.Range(0, 100_000).Select(i => $"heavy:{i}").First(k => ShardCluster.OwnerOf(map, k) == "s2");
+        const int Rows = 20_000;
+        var (loaded, loadAnswer) = await cluster.ExecuteAsync(heavy,
+            ["INSERT INTO items(owner, n, v) WITH RECURSIVE c(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM c WHERE n < ?) SELECT ?, n, n FROM c", Rows - 1, heavy]);
+        Assert.True(loaded == 200, loadAnswer.ToString());
+
+        // Writes to the heavy key go on while the third shard drains (its slots, the heavy one too, move away).
+        var errors = new ConcurrentQueue<string>();
+        long inserted = 0, insertedSum = 0, updates = 0;
+        using var stop = new CancellationTokenSource();
+        async Task WriterAsync()
+        {
+            for (var i = 0; !stop.IsCancellationRequested; i++)
+            {
+                var (status, body) = await cluster.ExecuteAsync(heavy,
+                    ["INSERT INTO items(owner, n, v) VALUES(?, ?, ?)", heavy, Rows + i, i],
+                    ["UPDATE items SET v = v + 1 WHERE owner = ? AND n = ?", heavy, i % Rows]);
+                if (status == 200)
+                {
+                    inserted++;
+                    insertedSum += i;
+                    updates++;
+                }
+                else
+                {
+                    errors.Enqueue($"write {i}: {status} {body}");
+                }
+            }
+        }
+
+        var writer = WriterAsync();
+        await Eventually.HoldsAsync(() => Volatile.Read(ref inserted) >= 20, "the writer is under way");
+        using (var drain = await cluster.Http.DeleteAsync("/shards/s2"))
+        {
+            Assert.True((int)drain.StatusCode == 202, await drain.Content.ReadAsStringAsync());
+        }
+
+        await Eventually.HoldsAsync(async () => (await cluster.ShardsAsync()).GetProperty("shards").GetArrayLength() == 2, "the third shard drained and left the map", TimeSpan.FromSeconds(120));
+        await stop.CancelAsync();
+        await writer;
+        Assert.True(errors.IsEmpty, string.Join('\n', errors.Take(5)));
+
+        var after = await cluster.ShardsAsync();
+        Assert.True(after.GetProperty("resharding").GetProperty("caughtUpRows").GetInt64() > 0, after.ToString());
+        var (read, totals) = await cluster.PostAsync("/db/query", new { key = heavy, sql = "SELECT count(*), sum(v) FROM items WHERE owner = ?", @params = new object[] { heavy }, consistency = "strong" });
+        Assert.True(read == 200, totals.ToString());
+        var row = totals.GetProperty("rows")[0];
+        Assert.Equal(Rows + inserted, row[0].GetInt64());
+        Assert.Equal(((long)Rows * (Rows - 1) / 2) + insertedSum + updates, row[1].GetInt64());
+        var left = await third.Shard.Master.QueryAsync("SELECT count(*) FROM items");
+        Assert.Equal(0, left.GetProperty("rows")[0][0].GetInt64());
+    }
+
     private sealed class DisposableShard(ShardNodes shard) : IAsyncDisposable
     {
         public ShardNodes Shard { get; } = shard;

@@ -18,7 +18,8 @@ namespace Infra.DataNode.Api;
 /// answered as they finish (<see cref="RequestConnection"/>). Ops: <c>execute</c> {statements: [[sql, params…]], epoch?} →
 /// {results: [[rowsAffected, lastInsertId]…], lsn, epoch}; <c>query</c> {sql, params?, minLsn?,
 /// timeoutMs?} → {columns, rows, lsn}; <c>status</c>; <c>checksum</c>; <c>promote</c> {epoch};
-/// <c>follow</c> {master, epoch?, reclone?}; <c>claim</c> {epoch, leader}; <c>ping</c>. State-changing
+/// <c>follow</c> {master, epoch?, reclone?}; <c>claim</c> {epoch, leader}; <c>slotRows</c> {tables: [[name, shardKey]…], slots, slot, since?, epoch?} →
+/// {lsn, epoch, tables: [{name, columns, rows, keyColumns, gone}]} (a slot's rows, or the delta since an LSN, for resharding); <c>ping</c>. State-changing
 /// ops carry <c>token</c> when the node has an admin token.
 /// </summary>
 internal sealed partial class NativeApi(Node node, ILogger logger)
@@ -139,6 +140,61 @@ internal sealed partial class NativeApi(Node node, ILogger logger)
 
                         w.Write("lsn");
                         w.Write(result.Lsn);
+                    };
+                }
+
+            case "slotRows":
+                {
+                    var list = args.GetValueOrDefault("tables") as List<object?> ?? throw Bad("expected {tables: [[name, shardKey], ...], slots, slot, since?, epoch?}");
+                    if (list.Count is 0 or > 1000)
+                    {
+                        throw Bad("\"tables\" must name 1..1000 tables");
+                    }
+
+                    var tables = list.Select(t => t is List<object?> { Count: 2 } pair && pair[0] is string { Length: > 0 } name && pair[1] is string { Length: > 0 } key
+                        ? new ShardedTable(name, key)
+                        : throw Bad("each table is [name, shardKey]")).ToList();
+                    var slots = RequiredLong(args, "slots");
+                    var slot = OptionalLong(args, "slot") ?? throw Bad("\"slot\" is missing");
+                    if (slots > 1 << 20 || slot >= slots)
+                    {
+                        throw Bad("expected 1 <= slots <= 1048576 and 0 <= slot < slots");
+                    }
+
+                    var copy = node.Db.SlotRows(tables, (int)slots, (int)slot, OptionalLong(args, "since"), OptionalLong(args, "epoch"));
+                    return (ref MessagePackWriter w) =>
+                    {
+                        w.WriteMapHeader(3);
+                        w.Write("lsn");
+                        w.Write(copy.Lsn);
+                        w.Write("epoch");
+                        w.Write(copy.Epoch);
+                        w.Write("tables");
+                        w.WriteArrayHeader(copy.Tables.Count);
+                        foreach (var table in copy.Tables)
+                        {
+                            w.WriteMapHeader(5);
+                            w.Write("name");
+                            w.Write(table.Table);
+                            MessagePackValues.WriteRows(ref w, table.Columns, table.Rows);
+                            w.Write("keyColumns");
+                            w.WriteArrayHeader(table.KeyColumns.Length);
+                            foreach (var column in table.KeyColumns)
+                            {
+                                w.Write(column);
+                            }
+
+                            w.Write("gone");
+                            w.WriteArrayHeader(table.Gone.Count);
+                            foreach (var key in table.Gone)
+                            {
+                                w.WriteArrayHeader(key.Length);
+                                foreach (var value in key)
+                                {
+                                    MessagePackValues.WriteSqlValue(ref w, value);
+                                }
+                            }
+                        }
                     };
                 }
 

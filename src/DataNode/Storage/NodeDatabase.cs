@@ -45,7 +45,7 @@ internal sealed record DatabaseSettings
 /// epoch began, to find fork points). Write methods run on one thread (the node's writer); queries
 /// run on a pool of read-only connections.
 /// </summary>
-internal sealed class NodeDatabase : IDisposable
+internal sealed partial class NodeDatabase : IDisposable
 {
     public const string FileName = "node.db";
 

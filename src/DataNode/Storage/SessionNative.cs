@@ -40,6 +40,158 @@ internal static unsafe partial class SessionNative
     private static partial int Apply(
         IntPtr db, int size, byte* changeset, IntPtr filter, delegate* unmanaged[Cdecl]<IntPtr, int, IntPtr, int> conflict, IntPtr context);
 
+    [LibraryImport(Library, EntryPoint = "sqlite3changeset_start")]
+    private static partial int Start(out IntPtr iterator, int size, byte* changeset);
+
+    [LibraryImport(Library, EntryPoint = "sqlite3changeset_next")]
+    private static partial int Next(IntPtr iterator);
+
+    [LibraryImport(Library, EntryPoint = "sqlite3changeset_op")]
+    private static partial int Op(IntPtr iterator, out IntPtr table, out int columns, out int op, out int indirect);
+
+    [LibraryImport(Library, EntryPoint = "sqlite3changeset_pk")]
+    private static partial int PrimaryKey(IntPtr iterator, out byte* flags, out int columns);
+
+    [LibraryImport(Library, EntryPoint = "sqlite3changeset_old")]
+    private static partial int OldValue(IntPtr iterator, int column, out IntPtr value);
+
+    [LibraryImport(Library, EntryPoint = "sqlite3changeset_new")]
+    private static partial int NewValue(IntPtr iterator, int column, out IntPtr value);
+
+    [LibraryImport(Library, EntryPoint = "sqlite3changeset_finalize")]
+    private static partial int Finalize(IntPtr iterator);
+
+    [LibraryImport(Library, EntryPoint = "sqlite3_value_type")]
+    private static partial int ValueType(IntPtr value);
+
+    [LibraryImport(Library, EntryPoint = "sqlite3_value_int64")]
+    private static partial long ValueInt64(IntPtr value);
+
+    [LibraryImport(Library, EntryPoint = "sqlite3_value_double")]
+    private static partial double ValueDouble(IntPtr value);
+
+    [LibraryImport(Library, EntryPoint = "sqlite3_value_bytes")]
+    private static partial int ValueBytes(IntPtr value);
+
+    [LibraryImport(Library, EntryPoint = "sqlite3_value_blob")]
+    private static partial byte* ValueBlob(IntPtr value);
+
+    [LibraryImport(Library, EntryPoint = "sqlite3_value_text")]
+    private static partial byte* ValueText(IntPtr value);
+
+    private const int SqliteRow = 100;
+    private const int SqliteDone = 101;
+    private const int SqliteInsert = 18;
+
+    /// <summary>
+    /// Calls <paramref name="onRow"/> for every row <paramref name="changeset"/> inserts, updates or
+    /// deletes: its table, the key's column positions and values (an insert's new key, else the old one;
+    /// a changed key is a delete and an insert), and the old value of the column
+    /// <paramref name="watchColumn"/> names for its table (-1: none) when the change records one (a
+    /// delete always does, an update only when that column changed).
+    /// </summary>
+    public static void ForEachChangedKey(ReadOnlySpan<byte> changeset, Func<string, int> watchColumn, Action<ChangedKey> onRow)
+    {
+        if (changeset.IsEmpty)
+        {
+            return;
+        }
+
+        fixed (byte* bytes = changeset)
+        {
+            var rc = Start(out var iterator, changeset.Length, bytes);
+            if (rc != SqliteOk)
+            {
+                throw new InvalidOperationException($"sqlite3changeset_start failed with code {rc}");
+            }
+
+            try
+            {
+                while ((rc = Next(iterator)) == SqliteRow)
+                {
+                    Check(Op(iterator, out var tablePtr, out _, out var op, out _), "sqlite3changeset_op");
+                    Check(PrimaryKey(iterator, out var flags, out var columns), "sqlite3changeset_pk");
+                    var keyColumns = new List<int>(1);
+                    for (var i = 0; i < columns; i++)
+                    {
+                        if (flags[i] != 0)
+                        {
+                            keyColumns.Add(i);
+                        }
+                    }
+
+                    var values = new object?[keyColumns.Count];
+                    for (var k = 0; k < values.Length; k++)
+                    {
+                        IntPtr value;
+                        Check(op == SqliteInsert ? NewValue(iterator, keyColumns[k], out value) : OldValue(iterator, keyColumns[k], out value), "sqlite3changeset_old/new");
+                        values[k] = ToObject(value);
+                    }
+
+                    var table = Marshal.PtrToStringUTF8(tablePtr) ?? "";
+                    var watched = watchColumn(table);
+                    var hasOld = false;
+                    object? old = null;
+                    if (op != SqliteInsert && watched >= 0 && watched < columns && OldValue(iterator, watched, out var oldValue) == SqliteOk && oldValue != IntPtr.Zero)
+                    {
+                        hasOld = true;
+                        old = ToObject(oldValue);
+                    }
+
+                    onRow(new ChangedKey(table, op == SqliteInsert, [.. keyColumns], values, hasOld, old));
+                }
+
+                if (rc != SqliteDone)
+                {
+                    throw new InvalidOperationException($"sqlite3changeset_next failed with code {rc}: the changeset is corrupt");
+                }
+            }
+            finally
+            {
+                _ = Finalize(iterator); // its code repeats the last error, already reported
+            }
+        }
+    }
+
+    private static void Check(int rc, string what)
+    {
+        if (rc != SqliteOk)
+        {
+            throw new InvalidOperationException($"{what} failed with code {rc}");
+        }
+    }
+
+    private static object? ToObject(IntPtr value)
+    {
+        if (value == IntPtr.Zero)
+        {
+            return null;
+        }
+
+        switch (ValueType(value))
+        {
+            case 1:
+                return ValueInt64(value);
+            case 2:
+                return ValueDouble(value);
+            case 3:
+                {
+                    var text = ValueText(value);
+                    return new string((sbyte*)text, 0, ValueBytes(value), System.Text.Encoding.UTF8);
+                }
+
+            case 4:
+                {
+                    var blob = ValueBlob(value);
+                    var length = ValueBytes(value);
+                    return length == 0 ? Array.Empty<byte>() : new ReadOnlySpan<byte>(blob, length).ToArray();
+                }
+
+            default:
+                return null;
+        }
+    }
+
     /// <summary>The conflict seen by the last apply on this thread (SQLITE_CHANGESET_DATA = 1 … FOREIGN_KEY = 5).</summary>
     [ThreadStatic]
     private static int _lastConflict;
@@ -111,6 +263,9 @@ internal static unsafe partial class SessionNative
         return ChangesetAbort;
     }
 }
+
+/// <summary>A row a changeset touches: see <see cref="SessionNative.ForEachChangedKey"/>.</summary>
+internal readonly record struct ChangedKey(string Table, bool Inserted, int[] KeyColumns, object?[] KeyValues, bool HasOld, object? Old);
 
 /// <summary>A changeset did not apply cleanly: the replica's data differs from the master's.</summary>
 internal sealed class ChangesetConflictException(string message) : Exception(message);

@@ -30,6 +30,9 @@ internal enum NodeErrorCode
     /// <summary>Too many requests are waiting (503, retry).</summary>
     Busy,
 
+    /// <summary>The changes asked for are no longer in the replication log (or the node is behind the asker) (409).</summary>
+    Truncated,
+
     /// <summary>A state-changing request without the admin token the node requires (401).</summary>
     Unauthorized,
 }
@@ -42,7 +45,7 @@ internal sealed class NodeException(NodeErrorCode code, string message) : Except
     public static int HttpStatus(NodeErrorCode code) => code switch
     {
         NodeErrorCode.BadRequest or NodeErrorCode.SqlError or NodeErrorCode.NotAllowed => 400,
-        NodeErrorCode.NotMaster or NodeErrorCode.StaleEpoch => 409,
+        NodeErrorCode.NotMaster or NodeErrorCode.StaleEpoch or NodeErrorCode.Truncated => 409,
         NodeErrorCode.Unauthorized => 401,
         _ => 503,
     };

@@ -49,6 +49,21 @@ public readonly record struct StatementOutcome(long RowsAffected, long LastInser
 /// <summary>A committed write: per statement outcomes, its LSN (0 when nothing changed) and the node's epoch.</summary>
 public sealed record ExecuteOutcome(IReadOnlyList<StatementOutcome> Results, long Lsn, long Epoch);
 
+/// <summary>A sharded table for a slot copy: its name and shard-key column.</summary>
+public readonly record struct SlotTableName(string Name, string ShardKey);
+
+/// <summary>
+/// One table's part of a slot copy: the slot's rows (all of them, or those changed since the copy's
+/// LSN), and the primary keys (<see cref="KeyColumns"/>) of changed rows no longer in the slot.
+/// </summary>
+public sealed record SlotTableRows(string Name, IReadOnlyList<string> Columns, IReadOnlyList<object?[]> Rows, IReadOnlyList<string> KeyColumns, IReadOnlyList<object?[]> Gone);
+
+/// <summary>A slot's rows (or their delta) as of <see cref="Lsn"/> on a node of <see cref="Epoch"/>.</summary>
+public sealed record SlotRows(long Lsn, long Epoch, IReadOnlyList<SlotTableRows> Tables)
+{
+    public int Changes => Tables.Sum(t => t.Rows.Count + t.Gone.Count);
+}
+
 /// <summary>A data node's role and position.</summary>
 public sealed record DataNodeStatus(string NodeId, string Role, long Epoch, long Lsn, long FencedBy, string? Master, bool Connected, long MasterLsn, string? Diverged)
 {
@@ -266,6 +281,38 @@ public sealed class DataNodeClient : IAsyncDisposable
         var answer = await _rpc.CallAsync("checksum", []);
         var tables = (answer.GetValueOrDefault("tables") as Dictionary<string, object?> ?? []).ToDictionary(t => t.Key, t => t.Value is long l ? l : 0, StringComparer.Ordinal);
         return ((string)answer["checksum"]!, (long)answer["lsn"]!, tables);
+    }
+
+    /// <summary>
+    /// The rows of <paramref name="slot"/> of <paramref name="tables"/> (shard-key values hashed as the
+    /// router does) in one snapshot; with <paramref name="since"/> only what changed after that LSN,
+    /// from the node's replication log — code "Truncated" when the log no longer holds it, "StaleEpoch"
+    /// when the node is no longer in <paramref name="epoch"/>. Resharding copies slots with it.
+    /// </summary>
+    public async Task<SlotRows> SlotRowsAsync(IReadOnlyList<SlotTableName> tables, int slots, int slot, long? since = null, long? epoch = null)
+    {
+        ArgumentNullException.ThrowIfNull(tables);
+        var answer = await _rpc.CallAsync("slotRows", new()
+        {
+            ["tables"] = tables.Select(t => (object?)new List<object?> { t.Name, t.ShardKey }).ToList(),
+            ["slots"] = (long)slots,
+            ["slot"] = (long)slot,
+            ["since"] = since,
+            ["epoch"] = epoch,
+        });
+        static List<object?> List(object? value) => value as List<object?> ?? throw new DataException("BadAnswer", "a slot copy without the expected arrays");
+        static object?[] Row(object? value) => [.. List(value)];
+        var parts = List(answer.GetValueOrDefault("tables")).Select(t =>
+        {
+            var table = t as Dictionary<string, object?> ?? throw new DataException("BadAnswer", "a slot copy table is not a map");
+            return new SlotTableRows(
+                table.GetValueOrDefault("name") as string ?? "",
+                [.. List(table.GetValueOrDefault("columns")).Select(c => c as string ?? "")],
+                [.. List(table.GetValueOrDefault("rows")).Select(Row)],
+                [.. List(table.GetValueOrDefault("keyColumns")).Select(c => c as string ?? "")],
+                [.. List(table.GetValueOrDefault("gone")).Select(Row)]);
+        }).ToList();
+        return new SlotRows(answer.GetValueOrDefault("lsn") as long? ?? 0, answer.GetValueOrDefault("epoch") as long? ?? 0, parts);
     }
 
     public Task PingAsync() => _rpc.CallAsync("ping", []);

@@ -10,10 +10,15 @@ namespace Infra.ShardRouter.Placement;
 /// <summary>
 /// Online resharding. Adding a shard gives it the schema of the others and queues the slots it wins
 /// under rendezvous hashing; removing one marks it draining and queues its slots. A background loop
-/// moves one slot at a time: with that slot's traffic and fan-outs held at their gates, it copies the
-/// slot's rows of every registered table (selected on the source with <c>infra_slot(shardKey, slots)</c>)
-/// to the destination, flips the slot in the map (persisted), deletes the rows from the source and
-/// opens the gates. Other slots are served throughout. A draining shard leaves the map once it owns nothing.
+/// moves one slot at a time: it copies the slot's rows of every registered table (selected on the source
+/// with <c>infra_slot(shardKey, slots)</c>, in one snapshot at an LSN) to the destination while the
+/// slot's writes go on, catches up from the source's replication log (rows changed since that LSN,
+/// re-read, and keys that left the slot), then holds the slot's writes at its gate only for the last
+/// small delta, flips the slot in the map (persisted), opens the gate and deletes the rows from the
+/// source. Fan-outs wait for the whole move (the destination holds copies before it owns them). When
+/// the log no longer holds the delta, or the source failed over meanwhile, the slot is copied again
+/// whole with its writes held. Other slots are served throughout. A draining shard leaves the map once
+/// it owns nothing.
 /// </summary>
 internal sealed partial class Resharder(Router router, ILogger<Resharder> logger) : BackgroundService
 {
@@ -22,6 +27,14 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
     private string? _current;
     private string? _lastError;
     private int _moved;
+    private long _caughtUp;
+    private double _lastHeldMs;
+
+    /// <summary>Catch-up rounds with the slot's writes flowing before they are held for the last changes.</summary>
+    private const int MaxCatchUpRounds = 5;
+
+    /// <summary>A delta this small is copied with the slot's writes held.</summary>
+    private const int SmallDelta = 100;
 
     /// <summary>Cleanups that failed, and when to try each again (a shard that is down must not stall the rest).</summary>
     private readonly Dictionary<SlotCleanup, long> _cleanupRetryAt = [];
@@ -97,8 +110,10 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
         w.WriteNumber("pendingSlots", Pending);
         w.WriteNumber("movedSlots", Volatile.Read(ref _moved));
         w.WriteNumber("pendingCleanups", router.Map.Cleanups.Count); // slots whose old owner still holds their rows
+        w.WriteNumber("caughtUpRows", Interlocked.Read(ref _caughtUp)); // rows changed during copies, copied again from the source's log
         lock (_lock)
         {
+            w.WriteNumber("lastMoveWritesHeldMs", Math.Round(_lastHeldMs, 2));
             if (_current is not null)
             {
                 w.WriteString("moving", _current);
@@ -268,22 +283,63 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
         }
 
         var started = Stopwatch.GetTimestamp();
+        var map = router.Map;
+        var tables = map.Tables.Select(t => new SlotTableName(t.Name, t.ShardKey)).ToList();
+        var to = map.Find(toId)!;
         var gate = router.SlotGate(slot);
-        await gate.CloseAsync(cancellationToken);
-        var fanOutsClosed = false;
+        var gateClosed = false;
+        long heldFrom = 0;
+
+        // Fan-outs wait for the whole move: until the flip the destination holds copies of rows it does not own yet.
+        await router.FanOutGate.CloseAsync(cancellationToken);
         try
         {
-            await router.FanOutGate.CloseAsync(cancellationToken);
-            fanOutsClosed = true;
-            var map = router.Map;
-            var from = map.Find(fromId)!;
-            var to = map.Find(toId)!;
-            long rows = 0;
+            long rows;
+            long caughtUp = 0;
             try
             {
-                foreach (var table in map.Tables)
+                try
                 {
-                    rows += await CopyAsync(table, slot, map.Slots, from, to, cancellationToken);
+                    // 1. Copy the slot as of an LSN of the source while its writes go on.
+                    var copy = await ReadSlotAsync(fromId, tables, map.Slots, slot, since: null, epoch: null, cancellationToken);
+                    rows = await ApplyAsync(to, tables, map.Slots, slot, copy, cancellationToken);
+
+                    // 2. Catch up from the source's log until what is left is small.
+                    var at = copy;
+                    for (var round = 0; round < MaxCatchUpRounds; round++)
+                    {
+                        var delta = await ReadSlotAsync(fromId, tables, map.Slots, slot, at.Lsn, copy.Epoch, cancellationToken);
+                        caughtUp += await ApplyAsync(to, tables, map.Slots, slot, delta, cancellationToken);
+                        at = delta;
+                        if (delta.Changes <= SmallDelta)
+                        {
+                            break;
+                        }
+                    }
+
+                    // 3. Hold the slot's writes (in-flight ones finish first) and copy the last changes.
+                    await gate.CloseAsync(cancellationToken);
+                    gateClosed = true;
+                    heldFrom = Stopwatch.GetTimestamp();
+                    var last = await ReadSlotAsync(fromId, tables, map.Slots, slot, at.Lsn, copy.Epoch, cancellationToken);
+                    caughtUp += await ApplyAsync(to, tables, map.Slots, slot, last, cancellationToken);
+                }
+                catch (DataException ex) when (ex.Code is "Truncated" or "StaleEpoch")
+                {
+                    // The source's log no longer holds the changes since the copy, or it failed over (the copy
+                    // may hold rows the new master never had): copy the whole slot again with its writes held.
+                    LogRecopy(logger, slot, ex.Reason);
+                    await DeleteSlotAsync(to, map, slot);
+                    if (!gateClosed)
+                    {
+                        await gate.CloseAsync(cancellationToken);
+                        gateClosed = true;
+                        heldFrom = Stopwatch.GetTimestamp();
+                    }
+
+                    var copy = await ReadSlotAsync(fromId, tables, map.Slots, slot, since: null, epoch: null, cancellationToken);
+                    rows = await ApplyAsync(to, tables, map.Slots, slot, copy, cancellationToken);
+                    caughtUp = 0;
                 }
             }
             catch
@@ -293,16 +349,32 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
                 throw;
             }
 
+            if (!gateClosed)
+            {
+                await gate.CloseAsync(cancellationToken);
+                gateClosed = true;
+                heldFrom = Stopwatch.GetTimestamp();
+            }
+
             // The flip records the cleanup of the source in the same map write; if the delete below
             // fails or this router dies first, MoveNextAsync finishes it later.
             await router.UpdateMapAsync(m => m.WithOwner(slot, toId));
+            gate.Open();
+            gateClosed = false;
+            var held = Stopwatch.GetElapsedTime(heldFrom).TotalMilliseconds;
             await CleanUpAsync(router.Map, new SlotCleanup(slot, fromId));
             Interlocked.Increment(ref _moved);
-            router.Metrics.SlotMoves.Add(1);
-            router.Metrics.RowsMoved.Add(rows);
-            if (rows > 0)
+            Interlocked.Add(ref _caughtUp, caughtUp);
+            lock (_lock)
             {
-                LogMoved(logger, slot, fromId, toId, rows, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+                _lastHeldMs = held;
+            }
+
+            router.Metrics.SlotMoves.Add(1);
+            router.Metrics.RowsMoved.Add(rows + caughtUp);
+            if (rows + caughtUp > 0)
+            {
+                LogMoved(logger, slot, fromId, toId, rows, caughtUp, Stopwatch.GetElapsedTime(started).TotalMilliseconds, held);
             }
             else
             {
@@ -311,34 +383,58 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
         }
         finally
         {
-            if (fanOutsClosed)
+            router.FanOutGate.Open();
+            if (gateClosed)
             {
-                router.FanOutGate.Open();
+                gate.Open();
+            }
+        }
+    }
+
+    /// <summary>The slot's rows (or their delta since an LSN) from the source's current master.</summary>
+    private async Task<SlotRows> ReadSlotAsync(string fromId, List<SlotTableName> tables, int slots, int slot, long? since, long? epoch, CancellationToken cancellationToken)
+    {
+        if (tables.Count == 0)
+        {
+            return new SlotRows(since ?? 0, epoch ?? 0, []);
+        }
+
+        var from = router.Map.Find(fromId) ?? throw new RouterException("NotFound", $"shard {fromId} left the map during a move", 404);
+        return await router.Pool[from.Master].CallAsync(c => c.SlotRowsAsync(tables, slots, slot, since, epoch), router.Options.RequestTimeout, cancellationToken);
+    }
+
+    /// <summary>
+    /// Writes a slot copy (or delta) to the destination: rows upserted, keys that left the slot deleted
+    /// (only while they are in this slot there), in batches of <see cref="RouterOptions.CopyBatchRows"/>.
+    /// </summary>
+    private async Task<long> ApplyAsync(ShardInfo to, List<SlotTableName> tables, int slots, int slot, SlotRows copy, CancellationToken cancellationToken)
+    {
+        var statements = new List<object?[]>();
+        foreach (var (table, shardKey) in copy.Tables.Zip(tables))
+        {
+            if (table.Gone.Count > 0)
+            {
+                var where = string.Join(" AND ", table.KeyColumns.Select(c => $"{Quote(c)} = ?"));
+                var delete = $"DELETE FROM {Quote(table.Name)} WHERE {where} AND infra_slot({Quote(shardKey.ShardKey)}, ?) = ?";
+                statements.AddRange(table.Gone.Select(key => (object?[])[delete, .. key, (long)slots, (long)slot]));
             }
 
-            gate.Open();
+            if (table.Rows.Count > 0)
+            {
+                var insert = $"INSERT OR REPLACE INTO {Quote(table.Name)} ({string.Join(", ", table.Columns.Select(Quote))}) VALUES ({string.Join(", ", table.Columns.Select(_ => "?"))})";
+                statements.AddRange(table.Rows.Select(r => (object?[])[insert, .. r]));
+            }
         }
+
+        foreach (var chunk in statements.Chunk(router.Options.CopyBatchRows))
+        {
+            await router.WriteAsync(to, chunk, "move", cancellationToken);
+        }
+
+        return statements.Count;
     }
 
-    private async Task<long> CopyAsync(TableInfo table, int slot, int slots, ShardInfo from, ShardInfo to, CancellationToken cancellationToken)
-    {
-        var rows = await router.Pool[from.Master].CallAsync(
-            c => c.QueryAsync($"SELECT * FROM \"{table.Name}\" WHERE infra_slot(\"{table.ShardKey}\", ?) = ?", [(long)slots, (long)slot]),
-            router.Options.RequestTimeout, cancellationToken);
-        if (rows.Rows.Count == 0)
-        {
-            return 0;
-        }
-
-        var insert = $"INSERT OR REPLACE INTO \"{table.Name}\" ({string.Join(", ", rows.Columns.Select(c => $"\"{c.Replace("\"", "\"\"", StringComparison.Ordinal)}\""))}) VALUES ({string.Join(", ", rows.Columns.Select(_ => "?"))})";
-        foreach (var chunk in rows.Rows.Chunk(router.Options.CopyBatchRows))
-        {
-            var statements = chunk.Select(r => (object?[])[insert, .. r]).ToList();
-            await router.WriteAsync(to, statements, "move", cancellationToken);
-        }
-
-        return rows.Rows.Count;
-    }
+    private static string Quote(string name) => "\"" + name.Replace("\"", "\"\"", StringComparison.Ordinal) + "\"";
 
     /// <summary>Deletes the slot's rows from the shard it left (never from its owner), then drops the record.</summary>
     private async Task CleanUpAsync(ShardMap map, SlotCleanup cleanup)
@@ -374,8 +470,11 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
         }
     }
 
-    [LoggerMessage(EventId = 720, Level = LogLevel.Information, Message = "Moved slot {Slot} from {From} to {To}: {Rows} rows in {Ms:0.0} ms")]
-    private static partial void LogMoved(ILogger logger, int slot, string from, string to, long rows, double ms);
+    [LoggerMessage(EventId = 720, Level = LogLevel.Information, Message = "Moved slot {Slot} from {From} to {To}: {Rows} rows copied and {CaughtUp} caught up in {Ms:0.0} ms; its writes were held {HeldMs:0.0} ms")]
+    private static partial void LogMoved(ILogger logger, int slot, string from, string to, long rows, long caughtUp, double ms, double heldMs);
+
+    [LoggerMessage(EventId = 725, Level = LogLevel.Warning, Message = "Slot {Slot}: the changes since its copy are not available ({Reason}); copying it again with its writes held")]
+    private static partial void LogRecopy(ILogger logger, int slot, string reason);
 
     [LoggerMessage(EventId = 723, Level = LogLevel.Debug, Message = "Moved slot {Slot} from {From} to {To}: no rows")]
     private static partial void LogMovedEmpty(ILogger logger, int slot, string from, string to);
