@@ -8,7 +8,8 @@
 #   read replica     point SELECT by primary key/s on the replica, 100k rows (16 clients)
 #   PostgreSQL       the same INSERT / SELECT through pgbench -M prepared (1 and 16 clients)
 #
-#   bash bench/compare/db.sh [runs=3] [seconds=10]
+#   bash bench/compare/db.sh [runs=3] [seconds=10]      WARMUP=3: seconds of the same load before
+#                                                        each figure, not measured (both systems)
 #
 # Our load generator is wrk (HTTP/JSON, one request in flight per connection); PostgreSQL's is
 # pgbench (its binary protocol, prepared statements). Needs wrk and postgresql (installed from
@@ -17,6 +18,7 @@ set -euo pipefail
 
 RUNS=${1:-3}
 SECONDS_EACH=${2:-10}
+WARMUP=${WARMUP:-3}   # seconds of the same load, not measured, before each figure (JIT tiers, caches)
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 HERE="$ROOT/bench/compare/db"
 WORK=$(mktemp -d /var/tmp/infra-db-bench.XXXXXX)
@@ -96,6 +98,7 @@ stop_pg() { su postgres -c "$PGBIN/pg_ctl -D $WORK/pg -m fast -w stop" >/dev/nul
 
 wrk_rate() { # url script clients -> "rate errors"
   local threads=$(( $3 < 2 ? 1 : 2 ))
+  ((WARMUP > 0)) && ROWS=$ROWS wrk -t$threads -c"$3" -d"${WARMUP}s" -s "$HERE/$2" "$1" >/dev/null
   local out; out=$(ROWS=$ROWS wrk -t$threads -c"$3" -d"${SECONDS_EACH}s" -s "$HERE/$2" "$1")
   local rate errors
   rate=$(awk '/Requests\/sec/{print $2}' <<<"$out")
@@ -105,6 +108,7 @@ wrk_rate() { # url script clients -> "rate errors"
 
 pg_rate() { # script clients
   local threads=$(( $2 < 2 ? 1 : 2 ))
+  ((WARMUP > 0)) && pgbench -h 127.0.0.1 -p $PG -U postgres -n -M prepared -c "$2" -j $threads -T "$WARMUP" -f "$HERE/$1" postgres >/dev/null 2>&1
   pgbench -h 127.0.0.1 -p $PG -U postgres -n -M prepared -c "$2" -j $threads -T "$SECONDS_EACH" -f "$HERE/$1" postgres 2>/dev/null \
     | awk '/^tps/{print $3; exit}'
 }

@@ -9,12 +9,14 @@
 #   figure that says how far it scales on a bigger machine.
 #   failover  SIGKILL a shard master under a write loop, time to the first acknowledged write (N runs)
 #
-#   bash bench/compare/router.sh [runs=3] [seconds=10] [failovers=10]
+#   bash bench/compare/router.sh [runs=3] [seconds=10] [failovers=10]   WARMUP=3: seconds of the
+#   same load before each figure, not measured (both systems)
 set -euo pipefail
 
 RUNS=${1:-3}
 SECONDS_EACH=${2:-10}
 FAILOVERS=${3:-10}
+WARMUP=${WARMUP:-3}   # seconds of the same load, not measured, before each figure (JIT tiers, caches)
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 HERE="$ROOT/bench/compare/router"
 WORK=$(mktemp -d /var/tmp/infra-router-bench.XXXXXX)
@@ -101,6 +103,9 @@ WRITE_DIRECT='{"statements":[["INSERT OR REPLACE INTO kv(k, v) VALUES(?, ?)","KE
 RESULTS="$WORK/results.txt"
 measure() { # test target url path body (uses $clients); through the router it also records router CPU per request
   local before ticks extra=""
+  if ((WARMUP > 0)); then
+    ROWS=$ROWS REQ_PATH="$4" BODY="$5" wrk -t$(( clients < 2 ? 1 : 2 )) -c$clients -d"${WARMUP}s" -s "$HERE/req.lua" "$3" >/dev/null
+  fi
   before=$(cpu_ticks $ROUTER_PID)
   read -r rate p50 errors < <(wrk_run "$3" "$4" $clients "$5")
   if [[ $2 == router ]]; then
@@ -127,6 +132,9 @@ for run in $(seq 1 "$RUNS"); do
   psql -h 127.0.0.1 -p $PG -U postgres -q -c "CREATE TABLE kv(k text PRIMARY KEY, v bigint NOT NULL)" -c "INSERT INTO kv SELECT 'k' || i, i FROM generate_series(1, $ROWS) i" -c "VACUUM ANALYZE kv"
   for clients in 1 16; do
     for test in read write; do
+      if ((WARMUP > 0)); then
+        pgbench -h 127.0.0.1 -p $PG -U postgres -n -M prepared -c $clients -j $(( clients < 2 ? 1 : 2 )) -T "$WARMUP" -D rows=$ROWS -f "$HERE/pg-$test.sql" postgres >/dev/null 2>&1
+      fi
       out=$(pgbench -h 127.0.0.1 -p $PG -U postgres -n -M prepared -c $clients -j $(( clients < 2 ? 1 : 2 )) -T "$SECONDS_EACH" -D rows=$ROWS -f "$HERE/pg-$test.sql" postgres 2>/dev/null)
       rate=$(awk '/^tps/{print $3; exit}' <<<"$out"); lat=$(awk '/latency average/{print $4 * 1000}' <<<"$out")
       echo "test=$test clients=$clients target=pg rate=$rate p50=$lat errors=0" | tee -a "$RESULTS"
@@ -136,7 +144,7 @@ for run in $(seq 1 "$RUNS"); do
 done
 
 # Failover: one shard (master + replica) behind the router, a write loop, SIGKILL the master.
-FAILS="$WORK/failover.txt"
+FAILS="$WORK/failover.txt"; : >"$FAILS"
 for run in $(seq 1 "$FAILOVERS"); do
   start_stack 1 100 >/dev/null
   python3 - $((BASE + 81)) "$MASTER_0" >>"$FAILS" <<'PY'

@@ -11,7 +11,7 @@ public sealed class SlotRowsTests : IDisposable
 {
     private const int Slots = 4;
     private const int Slot = 1;
-    private static readonly ShardedTable[] Tables = [new("acct", "k"), new("items", "owner")];
+    private static readonly ShardedTable[] Tables = [new("acct", "k"), new("items", "owner"), new("docs", "owner")];
 
     private readonly string _root = Path.Combine(Path.GetTempPath(), "infra-slots-" + Guid.NewGuid().ToString("N")[..10]);
     private readonly NodeDatabase _source;
@@ -28,7 +28,8 @@ public sealed class SlotRowsTests : IDisposable
         var db = NodeDatabase.Open(Path.Combine(_root, name), settings, TimeProvider.System);
         db.SetEpochAndRole(1, "master");
         Write(db, ("CREATE TABLE acct(k TEXT PRIMARY KEY, v INTEGER)", []),
-            ("CREATE TABLE items(owner TEXT NOT NULL, n INTEGER NOT NULL, v BLOB, PRIMARY KEY(owner, n))", []));
+            ("CREATE TABLE items(owner TEXT NOT NULL, n INTEGER NOT NULL, v BLOB, PRIMARY KEY(owner, n))", []),
+            ("CREATE TABLE docs(id INTEGER PRIMARY KEY, owner TEXT NOT NULL, body TEXT)", [])); // shard key outside the primary key
         return db;
     }
 
@@ -97,6 +98,7 @@ public sealed class SlotRowsTests : IDisposable
         Assert.Equal(_source.Lsn, copy.Lsn);
         Assert.Equal(1, copy.Epoch);
         Assert.Equal(5, copy.Tables[0].Rows.Count);
+        Assert.Empty(copy.Tables[2].Rows);
         Assert.Equal(10, copy.Tables[1].Rows.Count);
         Assert.Empty(copy.Tables[0].Gone);
         Apply(copy);
@@ -113,9 +115,20 @@ public sealed class SlotRowsTests : IDisposable
             Write(_source, ("INSERT INTO acct(k, v) VALUES(?, 1)", [k]), ("INSERT INTO items(owner, n, v) VALUES(?, 1, 'a')", [k]));
         }
 
+        for (var i = 0; i < 6; i++)
+        {
+            Write(_source, ("INSERT INTO docs(id, owner, body) VALUES(?, ?, 'b')", [(long)i, i < 3 ? inSlot[i] : outside[i - 3]]));
+        }
+
         var copy = _source.SlotRows(Tables, Slots, Slot, null, null);
         Apply(copy);
         AssertCopyHoldsTheSlot();
+
+        // A shard key outside the primary key: the update records its old value only when it changes.
+        Write(_source, ("UPDATE docs SET body = 'edited' WHERE id = 0", []));                              // stays, body changes
+        Write(_source, ("UPDATE docs SET owner = ? WHERE id = 1", [outside[0]]));                         // leaves the slot
+        Write(_source, ("UPDATE docs SET owner = ? WHERE id = 3", [inSlot[0]]));                          // enters it
+        Write(_source, ("UPDATE docs SET body = 'other' WHERE id = 4", []));                              // not the slot's business
 
         // Changes after the copy: in the slot, outside it, and across its edge.
         Write(_source, ("INSERT INTO acct(k, v) VALUES(?, 7)", [KeysIn(Slot, 1, "new")[0]]));
@@ -136,6 +149,8 @@ public sealed class SlotRowsTests : IDisposable
         Assert.DoesNotContain(delta.Tables[0].Gone, g => (string)g[0]! == outside[0]); // changed, but never in the slot
         Assert.Contains(delta.Tables[0].Gone, g => (string)g[0]! == inSlot[2]);         // renamed out of it
         Assert.Contains(delta.Tables[1].Gone, g => (string)g[0]! == inSlot[3]);         // its shard key moved it away
+        Assert.Equal([1L], delta.Tables[2].Gone.Select(g => (long)g[0]!));              // docs: only the row that left
+        Assert.Equal([0L, 3L], delta.Tables[2].Rows.Select(r => (long)r[0]!).Order());  // edited in place, and arrived
         Apply(delta);
         AssertCopyHoldsTheSlot();
 
@@ -150,7 +165,8 @@ public sealed class SlotRowsTests : IDisposable
     {
         using var small = NodeDatabase.Open(Path.Combine(_root, "small"), new DatabaseSettings { LogRetention = 10 }, TimeProvider.System);
         small.SetEpochAndRole(1, "master");
-        Write(small, ("CREATE TABLE acct(k TEXT PRIMARY KEY, v INTEGER)", []), ("CREATE TABLE items(owner TEXT, n INTEGER, v BLOB, PRIMARY KEY(owner, n))", []));
+        Write(small, ("CREATE TABLE acct(k TEXT PRIMARY KEY, v INTEGER)", []), ("CREATE TABLE items(owner TEXT, n INTEGER, v BLOB, PRIMARY KEY(owner, n))", []),
+            ("CREATE TABLE docs(id INTEGER PRIMARY KEY, owner TEXT, body TEXT)", []));
         var copy = small.SlotRows(Tables, Slots, Slot, null, null);
         for (var i = 0; i < 600; i++)
         {

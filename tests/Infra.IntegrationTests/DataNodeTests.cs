@@ -112,6 +112,8 @@ public sealed class DataNodeTests : IDisposable
         Assert.Equal("BadRequest", badSlot.Code);
         var noTables = await Assert.ThrowsAsync<Infra.Client.Data.DataException>(() => client.SlotRowsAsync([], Slots, 0));
         Assert.Equal("BadRequest", noTables.Code);
+        var twice = await Assert.ThrowsAsync<Infra.Client.Data.DataException>(() => client.SlotRowsAsync([new("t", "id"), new("T", "v")], Slots, 0, copy.Lsn));
+        Assert.Equal("BadRequest", twice.Code);
 
         // The connection and the node carry on.
         Assert.Equal(inSlot0.Count - 1, (await client.SlotRowsAsync(tables, Slots, 0)).Tables[0].Rows.Count);

@@ -154,6 +154,16 @@ internal sealed partial class NativeApi(Node node, ILogger logger)
                     var tables = list.Select(t => t is List<object?> { Count: 2 } pair && pair[0] is string { Length: > 0 } name && pair[1] is string { Length: > 0 } key
                         ? new ShardedTable(name, key)
                         : throw Bad("each table is [name, shardKey]")).ToList();
+                    if (tables.Select(t => t.Name).Distinct(StringComparer.OrdinalIgnoreCase).Count() != tables.Count)
+                    {
+                        throw Bad("a table is named twice");
+                    }
+
+                    if (node.Role != NodeRole.Master)
+                    {
+                        throw new NodeException(NodeErrorCode.NotMaster, "a slot is copied from its shard's master; this node is a " + node.Role.ToString().ToLowerInvariant());
+                    }
+
                     var slots = RequiredLong(args, "slots");
                     var slot = OptionalLong(args, "slot") ?? throw Bad("\"slot\" is missing");
                     if (slots > 1 << 20 || slot >= slots)

@@ -31,7 +31,8 @@ internal sealed partial class NodeDatabase
     /// </summary>
     public SlotRows SlotRows(IReadOnlyList<ShardedTable> tables, int slots, int slot, long? since, long? epoch) => WithSnapshot((reader, lsn) =>
     {
-        var currentEpoch = Epoch;
+        // The epoch the snapshot belongs to (a node that just joined a newer epoch still shows the old history's rows).
+        var currentEpoch = reader.ScalarLong("SELECT value FROM _infra_meta WHERE key = 'epoch'");
         if (epoch is { } expected && expected != currentEpoch)
         {
             throw new NodeException(NodeErrorCode.StaleEpoch, $"the copy was read in epoch {expected}; this node is in epoch {currentEpoch}");
@@ -155,11 +156,13 @@ internal sealed partial class NodeDatabase
         raw.sqlite3_bind_int64(stmt, 1, slots);
         raw.sqlite3_bind_int64(stmt, 2, slot);
         var rows = new List<object?[]>();
-        while (raw.sqlite3_step(stmt) == raw.SQLITE_ROW)
+        int rc;
+        while ((rc = raw.sqlite3_step(stmt)) == raw.SQLITE_ROW)
         {
             rows.Add(ReadRow(stmt, table.Columns.Length, rows.Count));
         }
 
+        CheckDone(reader, rc, table.Name);
         return new SlotTableRows(table.Name, table.Columns, rows, [], []);
     }
 
@@ -205,18 +208,32 @@ internal sealed partial class NodeDatabase
 
                 raw.sqlite3_bind_int64(stmt, names.Length + 1, slots);
                 raw.sqlite3_bind_int64(stmt, names.Length + 2, slot);
-                if (raw.sqlite3_step(stmt) == raw.SQLITE_ROW)
+                var rc = raw.sqlite3_step(stmt);
+                if (rc == raw.SQLITE_ROW)
                 {
                     rows.Add(ReadRow(stmt, table.Columns.Length, rows.Count));
                 }
-                else if (mayHaveLeft)
+                else
                 {
-                    gone.Add(values);
+                    CheckDone(reader, rc, table.Name);
+                    if (mayHaveLeft)
+                    {
+                        gone.Add(values);
+                    }
                 }
             }
         }
 
         return new SlotTableRows(table.Name, table.Columns, rows, keyColumns, gone);
+    }
+
+    /// <summary>A read that ended in anything but SQLITE_DONE failed: a short copy must not pass for a whole one.</summary>
+    private static void CheckDone(SqlRunner reader, int rc, string table)
+    {
+        if (rc != raw.SQLITE_DONE)
+        {
+            throw new Microsoft.Data.Sqlite.SqliteException($"reading {table}: {reader.Message()}", rc);
+        }
     }
 
     private object?[] ReadRow(sqlite3_stmt stmt, int columns, int count)

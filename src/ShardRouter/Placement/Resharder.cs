@@ -302,7 +302,7 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
                 {
                     // 1. Copy the slot as of an LSN of the source while its writes go on.
                     var copy = await ReadSlotAsync(fromId, tables, map.Slots, slot, since: null, epoch: null, cancellationToken);
-                    rows = await ApplyAsync(to, tables, map.Slots, slot, copy, cancellationToken);
+                    rows = await ApplyAsync(to, tables, map.Slots, slot, copy, cancellationToken, replace: true);
 
                     // 2. Catch up from the source's log until what is left is small.
                     var at = copy;
@@ -323,13 +323,13 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
                     heldFrom = Stopwatch.GetTimestamp();
                     var last = await ReadSlotAsync(fromId, tables, map.Slots, slot, at.Lsn, copy.Epoch, cancellationToken);
                     caughtUp += await ApplyAsync(to, tables, map.Slots, slot, last, cancellationToken);
+                    CheckTablesUnchanged(tables);
                 }
                 catch (DataException ex) when (ex.Code is "Truncated" or "StaleEpoch")
                 {
                     // The source's log no longer holds the changes since the copy, or it failed over (the copy
                     // may hold rows the new master never had): copy the whole slot again with its writes held.
                     LogRecopy(logger, slot, ex.Reason);
-                    await DeleteSlotAsync(to, map, slot);
                     if (!gateClosed)
                     {
                         await gate.CloseAsync(cancellationToken);
@@ -338,13 +338,22 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
                     }
 
                     var copy = await ReadSlotAsync(fromId, tables, map.Slots, slot, since: null, epoch: null, cancellationToken);
-                    rows = await ApplyAsync(to, tables, map.Slots, slot, copy, cancellationToken);
+                    rows = await ApplyAsync(to, tables, map.Slots, slot, copy, cancellationToken, replace: true);
                     caughtUp = 0;
+                    CheckTablesUnchanged(tables);
                 }
             }
             catch
             {
-                // Leave nothing behind on the destination: it does not own the slot.
+                // The slot stays where it was: its traffic goes on at once, and nothing is left behind on
+                // the destination, which does not own it (if this delete fails too, the next attempt's
+                // first write clears the slot there before copying).
+                if (gateClosed)
+                {
+                    gate.Open();
+                    gateClosed = false;
+                }
+
                 await DeleteSlotAsync(to, map, slot);
                 throw;
             }
@@ -404,12 +413,33 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
     }
 
     /// <summary>
+    /// The source is cleaned up with the tables registered then; a table registered during the copy
+    /// was not copied, so the move is undone and retried with it.
+    /// </summary>
+    private void CheckTablesUnchanged(List<SlotTableName> tables)
+    {
+        var now = router.Map.Tables.Select(t => new SlotTableName(t.Name, t.ShardKey)).ToList();
+        if (!now.SequenceEqual(tables))
+        {
+            throw new RouterException("Conflict", "the registered tables changed during a slot move; it is retried", 409, retriable: true);
+        }
+    }
+
+    /// <summary>
     /// Writes a slot copy (or delta) to the destination: rows upserted, keys that left the slot deleted
     /// (only while they are in this slot there), in batches of <see cref="RouterOptions.CopyBatchRows"/>.
+    /// A whole copy (<paramref name="replace"/>) first deletes whatever the destination holds of the
+    /// slot (an earlier attempt's leftovers), in the same transaction as its first batch.
     /// </summary>
-    private async Task<long> ApplyAsync(ShardInfo to, List<SlotTableName> tables, int slots, int slot, SlotRows copy, CancellationToken cancellationToken)
+    private async Task<long> ApplyAsync(ShardInfo to, List<SlotTableName> tables, int slots, int slot, SlotRows copy, CancellationToken cancellationToken, bool replace = false)
     {
         var statements = new List<object?[]>();
+        var clearing = replace ? tables.Count : 0;
+        if (replace)
+        {
+            statements.AddRange(tables.Select(t => (object?[])[$"DELETE FROM {Quote(t.Name)} WHERE infra_slot({Quote(t.ShardKey)}, ?) = ?", (long)slots, (long)slot]));
+        }
+
         foreach (var (table, shardKey) in copy.Tables.Zip(tables))
         {
             if (table.Gone.Count > 0)
@@ -431,7 +461,7 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
             await router.WriteAsync(to, chunk, "move", cancellationToken);
         }
 
-        return statements.Count;
+        return statements.Count - clearing;
     }
 
     private static string Quote(string name) => "\"" + name.Replace("\"", "\"\"", StringComparison.Ordinal) + "\"";
