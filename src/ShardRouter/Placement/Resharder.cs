@@ -358,15 +358,9 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
                 throw;
             }
 
-            if (!gateClosed)
-            {
-                await gate.CloseAsync(cancellationToken);
-                gateClosed = true;
-                heldFrom = Stopwatch.GetTimestamp();
-            }
-
-            // The flip records the cleanup of the source in the same map write; if the delete below
-            // fails or this router dies first, MoveNextAsync finishes it later.
+            // The slot's gate is closed here (both paths close it). The flip records the cleanup of the
+            // source in the same map write; if the delete below fails or this router dies first,
+            // MoveNextAsync finishes it later.
             await router.UpdateMapAsync(m => m.WithOwner(slot, toId));
             gate.Open();
             gateClosed = false;
