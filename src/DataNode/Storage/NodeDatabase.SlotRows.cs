@@ -55,9 +55,9 @@ internal sealed partial class NodeDatabase
             throw new NodeException(NodeErrorCode.Truncated, $"the copy is at LSN {since}, past this node's {lsn}");
         }
 
-        // Per table: changed keys (positions then values), and whether the row may have left the slot
-        // (a delete or a shard-key change whose old value was in it).
-        var changed = infos.ToDictionary(i => i.Name, _ => new Dictionary<string, (object?[] Key, bool MayHaveLeft)>(), StringComparer.OrdinalIgnoreCase);
+        // Per table: changed keys, and whether the row may have left the slot (a delete or a shard-key
+        // change whose old value was in it).
+        var changed = infos.ToDictionary(i => i.Name, _ => new Dictionary<string, ChangedRow>(), StringComparer.OrdinalIgnoreCase);
         var watch = infos.ToDictionary(i => i.Name, i => Array.FindIndex(i.Columns, c => c.Equals(i.ShardKey, StringComparison.OrdinalIgnoreCase)), StringComparer.OrdinalIgnoreCase);
         if (since < lsn)
         {
@@ -98,8 +98,8 @@ internal sealed partial class NodeDatabase
                                     var left = row.HasOld && ShardKey.Slot(row.Old, slots) == slot;
                                     var text = KeyText(row.KeyColumns, row.KeyValues);
                                     keys[text] = keys.TryGetValue(text, out var seen)
-                                        ? (seen.Key, seen.MayHaveLeft || left)
-                                        : ([.. row.KeyColumns.Cast<object?>(), .. row.KeyValues], left);
+                                        ? seen with { MayHaveLeft = seen.MayHaveLeft || left }
+                                        : new ChangedRow(row.KeyColumns, row.KeyValues, left);
                                 }
                             });
                         }
@@ -119,6 +119,9 @@ internal sealed partial class NodeDatabase
     });
 
     private sealed record SlotTableInfo(string Name, string ShardKey, string[] Columns);
+
+    /// <summary>A key the log says changed: its column positions and values, and whether it may have left the slot.</summary>
+    private readonly record struct ChangedRow(int[] Columns, object?[] Values, bool MayHaveLeft);
 
     private static SlotTableInfo DescribeSlotTable(SqlRunner reader, ShardedTable table)
     {
@@ -171,15 +174,14 @@ internal sealed partial class NodeDatabase
     /// they may have been in it (deleted, or their shard key changed away from it), else skipped (rows
     /// of other slots).
     /// </summary>
-    private SlotTableRows ReadChanged(SqlRunner reader, SlotTableInfo table, int slots, int slot, IEnumerable<(object?[] Key, bool MayHaveLeft)> changes)
+    private SlotTableRows ReadChanged(SqlRunner reader, SlotTableInfo table, int slots, int slot, IEnumerable<ChangedRow> changes)
     {
         var rows = new List<object?[]>();
         var gone = new List<object?[]>();
         string[] keyColumns = [];
-        foreach (var group in changes.GroupBy(c => string.Join(",", c.Key.Take(c.Key.Length / 2))))
+        foreach (var group in changes.GroupBy(c => string.Join(",", c.Columns)))
         {
-            var first = group.First().Key;
-            var positions = first.Take(first.Length / 2).Select(p => (int)p!).ToArray();
+            var positions = group.First().Columns;
             if (positions.Any(p => p >= table.Columns.Length))
             {
                 throw new InvalidOperationException($"a logged change of {table.Name} names a column the table does not have");
@@ -197,10 +199,9 @@ internal sealed partial class NodeDatabase
 
             var where = string.Join(" AND ", names.Select((n, i) => $"{Quote(n)} = ?{i + 1}"));
             using var stmt = PrepareInternal(reader, $"SELECT * FROM {Quote(table.Name)} WHERE {where} AND infra_slot({Quote(table.ShardKey)}, ?{names.Length + 1}) = ?{names.Length + 2}");
-            foreach (var (key, mayHaveLeft) in group)
+            foreach (var (_, values, mayHaveLeft) in group)
             {
                 raw.sqlite3_reset(stmt);
-                var values = key[positions.Length..];
                 for (var i = 0; i < values.Length; i++)
                 {
                     SqlRunner.BindValue(stmt, i + 1, values[i]);

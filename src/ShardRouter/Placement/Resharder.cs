@@ -431,7 +431,7 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
         var clearing = replace ? tables.Count : 0;
         if (replace)
         {
-            statements.AddRange(tables.Select(t => (object?[])[$"DELETE FROM {Quote(t.Name)} WHERE infra_slot({Quote(t.ShardKey)}, ?) = ?", (long)slots, (long)slot]));
+            statements.AddRange(tables.Select(t => ClearSlot(t.Name, t.ShardKey, slots, slot)));
         }
 
         foreach (var (table, shardKey) in copy.Tables.Zip(tables))
@@ -458,6 +458,10 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
         return statements.Count - clearing;
     }
 
+    /// <summary>The statement that deletes a slot's rows of one table.</summary>
+    private static object?[] ClearSlot(string table, string shardKey, int slots, int slot) =>
+        [$"DELETE FROM {Quote(table)} WHERE infra_slot({Quote(shardKey)}, ?) = ?", (long)slots, (long)slot];
+
     private static string Quote(string name) => "\"" + name.Replace("\"", "\"\"", StringComparison.Ordinal) + "\"";
 
     /// <summary>Deletes the slot's rows from the shard it left (never from its owner), then drops the record.</summary>
@@ -473,7 +477,7 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
 
     private async Task DeleteSlotAsync(ShardInfo shard, ShardMap map, int slot)
     {
-        var statements = map.Tables.Select(t => new object?[] { $"DELETE FROM \"{t.Name}\" WHERE infra_slot(\"{t.ShardKey}\", ?) = ?", (long)map.Slots, (long)slot }).ToList();
+        var statements = map.Tables.Select(t => ClearSlot(t.Name, t.ShardKey, map.Slots, slot)).ToList();
         if (statements.Count == 0)
         {
             return;
