@@ -118,51 +118,43 @@ internal sealed partial class Node : IAsyncDisposable
     public async Task<WriteAnswer> ExecuteAsync(WriteCommand command, CancellationToken cancellationToken)
     {
         var started = Stopwatch.GetTimestamp();
+        CheckWritable();
+        if (Interlocked.Increment(ref _pendingWrites) > Options.MaxPendingWrites)
+        {
+            throw new NodeException(NodeErrorCode.Busy, $"{Options.MaxPendingWrites} writes are already waiting; retry");
+        }
+
+        WriteOutcome outcome;
         try
         {
-            CheckWritable();
-            if (Interlocked.Increment(ref _pendingWrites) > Options.MaxPendingWrites)
-            {
-                throw new NodeException(NodeErrorCode.Busy, $"{Options.MaxPendingWrites} writes are already waiting; retry");
-            }
-
-            WriteOutcome outcome;
-            try
-            {
-                var job = new WriteJob(command);
-                Enqueue(job);
-                outcome = await job.Done.Task;
-            }
-            finally
-            {
-                Interlocked.Decrement(ref _pendingWrites);
-            }
-
-            if (outcome.Error is { } error)
-            {
-                throw error;
-            }
-
-            if (outcome.Entry is not null && Hub.SemiSyncRequired)
-            {
-                var needed = Options.SyncReplicas;
-                if (!await Hub.WaitReplicatedAsync(outcome.Lsn, Options.SyncTimeout, cancellationToken))
-                {
-                    throw new NodeException(NodeErrorCode.NotReplicated,
-                        $"not replicated: entry {outcome.Lsn} is committed on the master but {needed} replica(s) did not confirm it within {Options.SyncTimeout.TotalMilliseconds:0} ms; " +
-                        "it may or may not survive a failover");
-                }
-            }
-
-            _writes.Add(1);
-            _commitSeconds.Record(Stopwatch.GetElapsedTime(started).TotalSeconds);
-            return new WriteAnswer(outcome.Results!, outcome.Lsn, Db.Epoch);
+            var job = new WriteJob(command);
+            Enqueue(job);
+            outcome = await job.Done.Task;
         }
-        catch (NodeException ex)
+        finally
         {
-            CountError(ex.Code);
-            throw;
+            Interlocked.Decrement(ref _pendingWrites);
         }
+
+        if (outcome.Error is { } error)
+        {
+            throw error;
+        }
+
+        if (outcome.Entry is not null && Hub.SemiSyncRequired)
+        {
+            var needed = Options.SyncReplicas;
+            if (!await Hub.WaitReplicatedAsync(outcome.Lsn, Options.SyncTimeout, cancellationToken))
+            {
+                throw new NodeException(NodeErrorCode.NotReplicated,
+                    $"not replicated: entry {outcome.Lsn} is committed on the master but {needed} replica(s) did not confirm it within {Options.SyncTimeout.TotalMilliseconds:0} ms; " +
+                    "it may or may not survive a failover");
+            }
+        }
+
+        _writes.Add(1);
+        _commitSeconds.Record(Stopwatch.GetElapsedTime(started).TotalSeconds);
+        return new WriteAnswer(outcome.Results!, outcome.Lsn, Db.Epoch);
     }
 
     private void CheckWritable()
@@ -180,30 +172,56 @@ internal sealed partial class Node : IAsyncDisposable
 
     // ---------------------------------------------------------------- reads
 
+    /// <summary>What each query text has cost lately: the APIs run the cheap ones on the thread that read the request.</summary>
+    public QueryCosts QueryCosts { get; } = new();
+
     public async Task<QueryResult> QueryAsync(string sql, IReadOnlyList<object?> parameters, long? minLsn, TimeSpan? wait, CancellationToken cancellationToken)
     {
-        try
+        if (minLsn is { } min && Db.Lsn < min)
         {
-            if (minLsn is { } min && Db.Lsn < min)
+            var timeout = wait ?? Options.ReadWaitTimeout;
+            if (!await Applied.WaitAsync(min, timeout, cancellationToken))
             {
-                var timeout = wait ?? Options.ReadWaitTimeout;
-                if (!await Applied.WaitAsync(min, timeout, cancellationToken))
-                {
-                    throw new NodeException(NodeErrorCode.Behind, $"behind: this node has applied LSN {Db.Lsn}, the read needs {min} (waited {timeout.TotalMilliseconds:0} ms)");
-                }
+                throw new NodeException(NodeErrorCode.Behind, $"behind: this node has applied LSN {Db.Lsn}, the read needs {min} (waited {timeout.TotalMilliseconds:0} ms)");
             }
+        }
 
-            var result = Db.Query(sql, parameters);
-            _reads.Add(1);
-            return result;
-        }
-        catch (NodeException ex)
-        {
-            CountError(ex.Code);
-            throw;
-        }
+        var result = Db.Query(sql, parameters);
+        _reads.Add(1);
+        return result;
     }
 
+    /// <summary>
+    /// A read for an API that calls it on the thread that read the request: a text that has been cheap
+    /// (<see cref="QueryCosts"/>) and needs no wait — for an LSN, a read connection or a re-clone's swap —
+    /// runs right here; anything else goes on on the thread pool. Either way its cost is recorded.
+    /// </summary>
+    public async Task<QueryResult> QueryOnCallerIfCheapAsync(string sql, IReadOnlyList<object?> parameters, long? minLsn, TimeSpan? wait, CancellationToken cancellationToken)
+    {
+        var mustWait = minLsn is { } min && Db.Lsn < min;
+        if (!mustWait && QueryCosts.IsCheap(sql))
+        {
+            var started = Stopwatch.GetTimestamp();
+            if (Db.TryQuery(sql, parameters, mayWait: false) is { } now)
+            {
+                QueryCosts.Record(sql, Stopwatch.GetTimestamp() - started);
+                _reads.Add(1);
+                return now;
+            }
+        }
+
+        await Task.Yield();
+        var begun = Stopwatch.GetTimestamp();
+        var result = await QueryAsync(sql, parameters, minLsn, wait, cancellationToken);
+        if (!mustWait)
+        {
+            QueryCosts.Record(sql, Stopwatch.GetTimestamp() - begun);
+        }
+
+        return result;
+    }
+
+    /// <summary>Counts a refused request; the APIs call it once per request that ends in an error.</summary>
     public void CountError(NodeErrorCode code) => _errors.Add(1, new KeyValuePair<string, object?>("code", code.ToString()));
 
     // ---------------------------------------------------------------- roles

@@ -72,7 +72,8 @@ internal static class NodeServiceCollectionExtensions
         services.AddAdminEndpoint(sp =>
         {
             var options = sp.GetRequiredService<NodeOptions>();
-            return new AdminEndpointOptions(options.Http, options.AdminToken, options.MaxRequestBytes);
+            // Reads and writes run on the thread that read them when cheap (HttpApi); the rest on the pool.
+            return new AdminEndpointOptions(options.Http, options.AdminToken, options.MaxRequestBytes, InlinePaths: HttpApi.InlinePaths);
         });
         return services;
     }

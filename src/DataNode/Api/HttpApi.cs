@@ -18,6 +18,14 @@ namespace Infra.DataNode.Api;
 /// </summary>
 internal sealed class HttpApi(Node node) : IAdminRoutes
 {
+    /// <summary>
+    /// Paths Kestrel runs on the thread that read the request (<see cref="AdminEndpointOptions.InlinePaths"/>):
+    /// a write only parses its body and queues it for the writer thread, a read whose text has been cheap
+    /// (<see cref="QueryCosts"/>) runs right there; a large body, another query or a read that must wait
+    /// for an LSN first moves to the thread pool.
+    /// </summary>
+    public static readonly IReadOnlySet<string> InlinePaths = new HashSet<string>(StringComparer.Ordinal) { "/execute", "/query" };
+
     public void Map(IEndpointRouteBuilder routes)
     {
         routes.MapPost("/execute", context => Guard(context, ExecuteAsync));
@@ -38,6 +46,7 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
         }
         catch (NodeException ex)
         {
+            node.CountError(ex.Code);
             await ErrorAsync(context, ex.Code, ex.Message);
         }
         catch (BadHttpRequestException ex)
@@ -86,6 +95,7 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
 
     private async Task ExecuteAsync(HttpContext context)
     {
+        await LeaveIfLargeAsync(context);
         using var body = await ReadJsonAsync(context);
         var root = body.RootElement;
         JsonElement statements;
@@ -197,6 +207,7 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
 
     private async Task QueryAsync(HttpContext context)
     {
+        await LeaveIfLargeAsync(context);
         using var body = await ReadJsonAsync(context);
         var root = body.RootElement;
         if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("sql", out var sqlElement) || sqlElement.ValueKind != JsonValueKind.String)
@@ -237,7 +248,8 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
             wait = t.ValueKind == JsonValueKind.Number && t.TryGetInt32(out var ms) && ms is >= 0 and <= 600_000 ? TimeSpan.FromMilliseconds(ms) : throw Bad("\"timeoutMs\" must be 0..600000");
         }
 
-        var result = await node.QueryAsync(sql, parameters, minLsn, wait, context.RequestAborted);
+        var result = await node.QueryOnCallerIfCheapAsync(sql, parameters, minLsn, wait, context.RequestAborted);
+
         await JsonHttp.WriteAsync(context, w =>
         {
             w.WriteStartObject();
@@ -414,6 +426,15 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
         w.WriteNumber("lsn", node.Db.Lsn);
         w.WriteEndObject();
     });
+
+    /// <summary>A body over <see cref="NativeApi.InlineArgsLimit"/> bytes, or of unknown length, is read and parsed on the thread pool.</summary>
+    private static async ValueTask LeaveIfLargeAsync(HttpContext context)
+    {
+        if (context.Request.ContentLength is not (>= 0 and <= NativeApi.InlineArgsLimit))
+        {
+            await Task.Yield();
+        }
+    }
 
     private static async Task<JsonDocument> ReadJsonAsync(HttpContext context) =>
         await JsonHttp.ReadAsync(context) ?? throw Bad("the body is empty; expected JSON");

@@ -26,16 +26,29 @@ internal sealed partial class NativeApi(Node node, ILogger logger)
 {
     public const int MaxInFlightPerConnection = 256;
 
+    /// <summary>Arguments up to this size are parsed on the reading thread; larger requests leave it first.</summary>
+    public const int InlineArgsLimit = 4096;
+
     /// <summary>Serves a connection whose first frame (already read) was a request, not a replica's hello.</summary>
     public Task RunAsync(ConnectionContext connection, Frame first) =>
         RequestConnection.RunAsync(connection, node.Options.MaxReplicationFrameBytes, MaxInFlightPerConnection, HandleAsync, first.Whole, reason =>
         {
             LogBadFrame(logger, reason);
             node.CountError(NodeErrorCode.BadRequest);
-        });
+        }, handlerLeavesReader: true);
 
+    /// <summary>
+    /// Called on the connection's reading thread. A ping, a write (queued for the writer thread) and a
+    /// query whose text has been cheap (<see cref="QueryCosts"/>) run right there — the hop to the thread
+    /// pool would cost more than they do; everything else leaves the reading thread first.
+    /// </summary>
     private async Task<RequestAnswer> HandleAsync(string op, ReadOnlyMemory<byte> args, CancellationToken closing)
     {
+        if (args.Length > InlineArgsLimit || op is not ("ping" or "execute" or "query"))
+        {
+            await RequestConnection.LeaveReaderAsync();
+        }
+
         try
         {
             var value = args.IsEmpty ? null : MessagePackValues.ReadWhole(new ReadOnlySequence<byte>(args));
@@ -132,7 +145,8 @@ internal sealed partial class NativeApi(Node node, ILogger logger)
                         throw Bad("\"timeoutMs\" must be 0..600000");
                     }
 
-                    var result = await node.QueryAsync(sql, parameters, minLsn, timeoutMs is { } ms ? TimeSpan.FromMilliseconds(ms) : null, cancellationToken);
+                    var result = await node.QueryOnCallerIfCheapAsync(sql, parameters, minLsn, timeoutMs is { } ms ? TimeSpan.FromMilliseconds(ms) : null, cancellationToken);
+
                     return (ref MessagePackWriter w) =>
                     {
                         w.WriteMapHeader(3);

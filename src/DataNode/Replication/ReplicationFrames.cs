@@ -2,6 +2,7 @@ using System.Buffers;
 using System.IO.Pipelines;
 using Infra.Core.Framing;
 using Infra.DataNode.Storage;
+using Infra.Core.Networking.Epoll;
 using MessagePack;
 
 namespace Infra.DataNode.Replication;
@@ -126,6 +127,13 @@ internal sealed class FrameConnection(PipeReader input, PipeWriter output, int m
         finally
         {
             _writeLock.Release();
+        }
+
+        if (EpollEngine.IsEngineThread)
+        {
+            // A send that waited for the socket resumes on an epoll thread; what a replication stream does
+            // next (reading the log, a snapshot file) must not hold up that thread's other connections.
+            await Task.Yield();
         }
     }
 

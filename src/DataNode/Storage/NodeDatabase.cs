@@ -546,7 +546,13 @@ internal sealed partial class NodeDatabase : IDisposable
     // ---------------------------------------------------------------- reads (any thread)
 
     /// <summary>Runs a read-only query; the LSN returned is the one the rows reflect.</summary>
-    public QueryResult Query(string sql, IReadOnlyList<object?> parameters) => WithSnapshot((reader, lsn) =>
+    public QueryResult Query(string sql, IReadOnlyList<object?> parameters) => TryQuery(sql, parameters, mayWait: true)!;
+
+    /// <summary>
+    /// <see cref="Query"/>, or null without running it when <paramref name="mayWait"/> is false and it
+    /// would first have to wait (every read connection busy, or a re-clone swapping the database).
+    /// </summary>
+    public QueryResult? TryQuery(string sql, IReadOnlyList<object?> parameters, bool mayWait) => TryWithReader(Snapshot((reader, lsn) =>
     {
         var prepared = reader.Prepare(sql);
         try
@@ -582,10 +588,12 @@ internal sealed partial class NodeDatabase : IDisposable
         {
             SqlRunner.Release(prepared);
         }
-    });
+    }), mayWait, out var result) ? result : null;
 
     /// <summary>Runs <paramref name="work"/> on a reader inside one read transaction, with the LSN that snapshot reflects.</summary>
-    private T WithSnapshot<T>(Func<SqlRunner, long, T> work) => WithReader(reader =>
+    private T WithSnapshot<T>(Func<SqlRunner, long, T> work) => WithReader(Snapshot(work));
+
+    private static Func<SqlRunner, T> Snapshot<T>(Func<SqlRunner, long, T> work) => reader =>
     {
         reader.Run("BEGIN");
         try
@@ -596,7 +604,7 @@ internal sealed partial class NodeDatabase : IDisposable
         {
             reader.Run("COMMIT");
         }
-    });
+    };
 
     /// <summary>Entries from <paramref name="fromLsn"/> on, at most <paramref name="max"/>, read on a reader connection.</summary>
     public List<LogRecord> ReadLog(long fromLsn, int max) => WithReader(reader => ReadLog(reader, fromLsn, max));
@@ -789,8 +797,34 @@ internal sealed partial class NodeDatabase : IDisposable
 
     private T WithReader<T>(Func<SqlRunner, T> work)
     {
-        _readSlots.Wait();
-        _swap.EnterReadLock();
+        TryWithReader(work, mayWait: true, out var result);
+        return result;
+    }
+
+    /// <summary>Runs <paramref name="work"/> on a pooled reader; false, without running it, when it would have to wait and may not.</summary>
+    private bool TryWithReader<T>(Func<SqlRunner, T> work, bool mayWait, out T result)
+    {
+        if (!mayWait)
+        {
+            if (!_readSlots.Wait(0))
+            {
+                result = default!;
+                return false;
+            }
+
+            if (!_swap.TryEnterReadLock(0))
+            {
+                _readSlots.Release();
+                result = default!;
+                return false;
+            }
+        }
+        else
+        {
+            _readSlots.Wait();
+            _swap.EnterReadLock();
+        }
+
         SqlRunner? reader = null;
         try
         {
@@ -800,10 +834,17 @@ internal sealed partial class NodeDatabase : IDisposable
                 _readers.TryPop(out reader);
             }
 
+            if (reader is null && !mayWait)
+            {
+                result = default!; // opening a connection takes a while: not without waiting
+                return false;
+            }
+
             reader ??= OpenReader();
             try
             {
-                return work(reader);
+                result = work(reader);
+                return true;
             }
             finally
             {

@@ -104,10 +104,21 @@ public sealed class DataNodeClient : IAsyncDisposable
     public int InFlight => _rpc.InFlight;
 
     /// <summary>Connects to <c>host:port</c>.</summary>
-    public static async Task<DataNodeClient> ConnectAsync(string address, CancellationToken cancellationToken = default)
+    public static Task<DataNodeClient> ConnectAsync(string address, CancellationToken cancellationToken = default) =>
+        ConnectAsync(address, inline: false, cancellationToken);
+
+    /// <summary>
+    /// Connects to <c>host:port</c>. <paramref name="inline"/> is for a service's own request path (the
+    /// shard router's): the connection runs on Infra.Core's epoll engine when the process chose it
+    /// (<c>INFRA_SOCKET_ENGINE=epoll</c>), a request is written by the calling thread, and an answer
+    /// completes on the thread that read it, so the code after the caller's await runs there until its
+    /// next wait — it must never block, or every connection of that thread waits. Application code
+    /// leaves it false.
+    /// </summary>
+    public static async Task<DataNodeClient> ConnectAsync(string address, bool inline, CancellationToken cancellationToken = default)
     {
         var (host, port) = SplitAddress(address);
-        return new DataNodeClient(await FrameRpcClient.ConnectAsync(host, port, Errors, cancellationToken), address);
+        return new DataNodeClient(await FrameRpcClient.ConnectAsync(host, port, Errors, inline, cancellationToken), address);
     }
 
     public static (string Host, int Port) SplitAddress(string address)

@@ -1,9 +1,11 @@
 using System.Buffers;
 using System.Collections.Concurrent;
 using System.IO.Pipelines;
+using System.Net;
 using System.Net.Sockets;
 using System.Threading.Channels;
 using Infra.Core.Framing;
+using Infra.Core.Networking;
 using MessagePack;
 
 namespace Infra.Client.Rpc;
@@ -23,14 +25,23 @@ internal sealed record RpcErrors(string Peer, Func<string, string, Exception> Er
 /// server to wait): a peer that does not answer in time (hung, paused, partitioned) fails the request
 /// and the connection with it, since what it did with the request and the ones after is unknown
 /// (Kafka's clients do the same with request.timeout.ms).
+/// <para>
+/// Inline mode (<see cref="ConnectAsync(string, int, RpcErrors, bool, CancellationToken)"/>, for a
+/// service's own request path): the connection runs on Infra.Core's epoll engine when the process chose
+/// it, a request is written by the calling thread when nothing else is being written, and an answer
+/// completes on the thread that read it — the caller's code after its await runs there, up to its next
+/// wait, and must never block. No thread hop on either side of a call.
+/// </para>
 /// </summary>
 internal sealed class FrameRpcClient : IAsyncDisposable
 {
     private readonly Socket _socket;
-    private readonly NetworkStream _stream;
+    private readonly NetworkStream? _stream;
+    private readonly SocketConnection? _connection;
     private readonly PipeReader _input;
     private readonly RpcErrors _errors;
-    private readonly Channel<byte[]> _requests = Channel.CreateUnbounded<byte[]>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly bool _inline;
+    private readonly Channel<byte[]> _requests;
     private readonly ConcurrentDictionary<long, Pending> _pending = new();
     private readonly Task _writer;
     private readonly Task _reader;
@@ -38,12 +49,24 @@ internal sealed class FrameRpcClient : IAsyncDisposable
     private long _nextId;
     private volatile Exception? _lost;
 
-    private FrameRpcClient(Socket socket, RpcErrors errors)
+    private FrameRpcClient(Socket socket, SocketConnection? connection, RpcErrors errors, bool inline)
     {
         _socket = socket;
         _errors = errors;
-        _stream = new NetworkStream(socket, ownsSocket: true);
-        _input = PipeReader.Create(_stream);
+        _inline = inline;
+        if (connection is null)
+        {
+            _stream = new NetworkStream(socket, ownsSocket: true);
+            _input = PipeReader.Create(_stream);
+        }
+        else
+        {
+            _connection = connection;
+            _input = connection.Input;
+        }
+
+        // Inline: a request queued while the writer waits for work is written by the caller's thread.
+        _requests = Channel.CreateUnbounded<byte[]>(new UnboundedChannelOptions { SingleReader = true, AllowSynchronousContinuations = inline });
         var sweep = SweepInterval(_requestTimeout);
         _deadlines = TimeProvider.System.CreateTimer(static state => ((FrameRpcClient)state!).ExpireOverdue(), this, sweep, sweep);
         _reader = Task.Run(ReadLoopAsync); // after the timer: a loop that fails at once disposes it
@@ -90,8 +113,19 @@ internal sealed class FrameRpcClient : IAsyncDisposable
     /// <summary>Requests sent and not answered yet.</summary>
     public int InFlight => _pending.Count;
 
-    public static async Task<FrameRpcClient> ConnectAsync(string host, int port, RpcErrors errors, CancellationToken cancellationToken)
+    public static Task<FrameRpcClient> ConnectAsync(string host, int port, RpcErrors errors, CancellationToken cancellationToken) =>
+        ConnectAsync(host, port, errors, inline: false, cancellationToken);
+
+    /// <summary>Connects; <paramref name="inline"/> chooses inline mode (see the class).</summary>
+    public static async Task<FrameRpcClient> ConnectAsync(string host, int port, RpcErrors errors, bool inline, CancellationToken cancellationToken)
     {
+        if (inline && SocketConnection.Engine is not null)
+        {
+            EndPoint endPoint = IPAddress.TryParse(host, out var ip) ? new IPEndPoint(ip, port) : new DnsEndPoint(host, port);
+            var connection = await SocketConnection.ConnectAsync(endPoint, Timeout.InfiniteTimeSpan, TimeProvider.System, cancellationToken);
+            return new FrameRpcClient(connection.Socket, connection, errors, inline);
+        }
+
         var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
         try
         {
@@ -103,7 +137,7 @@ internal sealed class FrameRpcClient : IAsyncDisposable
             throw;
         }
 
-        return new FrameRpcClient(socket, errors);
+        return new FrameRpcClient(socket, null, errors, inline);
     }
 
     /// <summary>
@@ -113,7 +147,7 @@ internal sealed class FrameRpcClient : IAsyncDisposable
     public async Task<byte[]> SendAsync(string op, MessagePackBody args, TimeSpan serverWait = default)
     {
         var id = Interlocked.Increment(ref _nextId);
-        var answer = new TaskCompletionSource<byte[]>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var answer = new TaskCompletionSource<byte[]>(_inline ? TaskCreationOptions.None : TaskCreationOptions.RunContinuationsAsynchronously);
         var timeout = _requestTimeout + TimeSpan.FromTicks(Math.Clamp(serverWait.Ticks, 0, MaxTimeout.Ticks));
         _pending[id] = new Pending(answer, op, timeout, Environment.TickCount64 + (long)timeout.TotalMilliseconds);
         var frame = Frames.Build(id, op, args);
@@ -203,7 +237,7 @@ internal sealed class FrameRpcClient : IAsyncDisposable
                     reader.TryRead(out _);
                     if (next.Length > batch.Length)
                     {
-                        await _stream.WriteAsync(next);
+                        await WriteAsync(next);
                         continue;
                     }
 
@@ -213,13 +247,25 @@ internal sealed class FrameRpcClient : IAsyncDisposable
 
                 if (length > 0)
                 {
-                    await _stream.WriteAsync(batch.AsMemory(0, length));
+                    await WriteAsync(batch.AsMemory(0, length));
                 }
             }
         }
-        catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException)
+        catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException or InvalidOperationException)
         {
             Fail(ex);
+        }
+    }
+
+    private async ValueTask WriteAsync(ReadOnlyMemory<byte> bytes)
+    {
+        if (_connection is not null)
+        {
+            await _connection.Output.WriteAsync(bytes);
+        }
+        else
+        {
+            await _stream!.WriteAsync(bytes);
         }
     }
 
@@ -364,7 +410,15 @@ internal sealed class FrameRpcClient : IAsyncDisposable
     {
         Fail(new ObjectDisposedException(nameof(FrameRpcClient)));
         Shutdown();
-        await _stream.DisposeAsync();
+        if (_connection is not null)
+        {
+            await _connection.DisposeAsync();
+        }
+        else
+        {
+            await _stream!.DisposeAsync();
+        }
+
         try
         {
             await _reader;

@@ -19,8 +19,14 @@ namespace Infra.Core.Admin;
 /// Where the admin endpoint listens, what guards it, and the largest request body it reads (1 MiB unless a
 /// service needs more). <paramref name="IsAdmin"/> false when the endpoint is the service's own front
 /// door (the web node): it is then announced as <c>Listening on URL</c> without "(admin)".
+/// <paramref name="InlinePaths"/>, when set: Kestrel runs a request on the thread that read it instead
+/// of handing it to the thread pool (<c>UnsafePreferInlineScheduling</c>; with
+/// <c>DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=1</c> that is a socket engine thread), and a request
+/// for any other path is handed to the pool first. The handlers of these paths must leave the thread
+/// (<c>await Task.Yield()</c>) before anything that can take long: a hop costs more than a cheap request.
 /// </summary>
-public sealed record AdminEndpointOptions(IPEndPoint EndPoint, string? Token, long MaxRequestBodyBytes = 1 << 20, bool IsAdmin = true);
+public sealed record AdminEndpointOptions(IPEndPoint EndPoint, string? Token, long MaxRequestBodyBytes = 1 << 20, bool IsAdmin = true,
+    IReadOnlySet<string>? InlinePaths = null);
 
 /// <summary>Routes a service adds to its admin endpoint.</summary>
 public interface IAdminRoutes
@@ -73,6 +79,10 @@ public sealed partial class AdminServer : IHostedService, IAsyncDisposable
         builder.Services.AddSingleton(_loggerFactory);
         builder.Services.AddRoutingCore();
         builder.WebHost.UseKestrelCore();
+        if (_options.InlinePaths is not null)
+        {
+            builder.WebHost.UseSockets(sockets => sockets.UnsafePreferInlineScheduling = true);
+        }
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.AddServerHeader = false;
@@ -81,6 +91,19 @@ public sealed partial class AdminServer : IHostedService, IAsyncDisposable
         });
 
         var app = builder.Build();
+        if (_options.InlinePaths is { } inlinePaths)
+        {
+            app.Use(async (context, next) =>
+            {
+                if (!inlinePaths.Contains(context.Request.Path.Value ?? ""))
+                {
+                    await Task.Yield();
+                }
+
+                await next(context);
+            });
+        }
+
         app.UseRouting();
         if (_options.Token is { Length: > 0 } token)
         {

@@ -29,7 +29,14 @@ public static class RequestConnection
 {
     /// <param name="first">A request frame body already taken off the connection (a protocol sniffed by its first frame).</param>
     /// <param name="badFrame">Told, for logging and metrics, of every frame that is not a valid request.</param>
-    public static async Task RunAsync(ConnectionContext connection, int maxFrameBytes, int maxInFlight, RequestHandler handler, byte[]? first = null, Action<string>? badFrame = null)
+    /// <param name="handlerLeavesReader">
+    /// False (default): every request starts on the thread pool, so the connection's reader carries on at
+    /// once. True: the handler is called on the reading thread (an epoll thread, with Infra.Core's engine)
+    /// and must leave it itself (<see cref="LeaveReaderAsync"/>) before anything that can take long;
+    /// a cheap request then costs no thread hop at all.
+    /// </param>
+    public static async Task RunAsync(ConnectionContext connection, int maxFrameBytes, int maxInFlight, RequestHandler handler, byte[]? first = null, Action<string>? badFrame = null,
+        bool handlerLeavesReader = false)
     {
         ArgumentNullException.ThrowIfNull(connection);
         ArgumentNullException.ThrowIfNull(handler);
@@ -41,7 +48,7 @@ public static class RequestConnection
         if (first is not null)
         {
             await inFlight.WaitAsync(CancellationToken.None);
-            _ = RunOneAsync(connection.Output, writeLock, inFlight, first, handler, badFrame, closing);
+            _ = RunOneAsync(connection.Output, writeLock, inFlight, first, handler, badFrame, handlerLeavesReader, closing);
         }
 
         try
@@ -75,7 +82,7 @@ public static class RequestConnection
 
                     var bytes = body.ToArray();
                     await inFlight.WaitAsync(CancellationToken.None);
-                    _ = RunOneAsync(connection.Output, writeLock, inFlight, bytes, handler, badFrame, closing);
+                    _ = RunOneAsync(connection.Output, writeLock, inFlight, bytes, handler, badFrame, handlerLeavesReader, closing);
                 }
 
                 input.AdvanceTo(buffer.Start, buffer.End);
@@ -96,11 +103,22 @@ public static class RequestConnection
         }
     }
 
-    private static async Task RunOneAsync(PipeWriter output, SemaphoreSlim writeLock, SemaphoreSlim inFlight, byte[] frame, RequestHandler handler, Action<string>? badFrame, CancellationToken closing)
+    /// <summary>
+    /// For a handler called on the reading thread: goes on on the thread pool, so the connection's reader
+    /// (and, on an epoll thread, every other socket of that thread) carries on meanwhile.
+    /// </summary>
+    public static System.Runtime.CompilerServices.YieldAwaitable LeaveReaderAsync() => Task.Yield();
+
+    private static async Task RunOneAsync(PipeWriter output, SemaphoreSlim writeLock, SemaphoreSlim inFlight, byte[] frame, RequestHandler handler, Action<string>? badFrame,
+        bool handlerLeavesReader, CancellationToken closing)
     {
         try
         {
-            await Task.Yield();
+            if (!handlerLeavesReader)
+            {
+                await Task.Yield();
+            }
+
             long id = 0;
             RequestAnswer answer;
             try

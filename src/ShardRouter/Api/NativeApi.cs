@@ -18,11 +18,25 @@ internal sealed class NativeApi(Router router) : IConnectionHandler
 {
     public const int MaxInFlightPerConnection = 1024;
 
-    public Task OnConnectedAsync(ConnectionContext connection) =>
-        RequestConnection.RunAsync(connection, router.Options.MaxRequestBytes, MaxInFlightPerConnection, HandleAsync);
+    /// <summary>Arguments up to this size are parsed on the reading thread; larger requests leave it first.</summary>
+    private const int InlineArgsLimit = 4096;
 
+    public Task OnConnectedAsync(ConnectionContext connection) =>
+        RequestConnection.RunAsync(connection, router.Options.MaxRequestBytes, MaxInFlightPerConnection, HandleAsync, handlerLeavesReader: true);
+
+    /// <summary>
+    /// Called on the connection's reading thread (an epoll thread on the router's engine). A keyed read
+    /// or write runs right there, its node call written by this thread and its answer carried on by the
+    /// thread that reads it (<see cref="NodeConnections"/>): no thread hop anywhere on the path.
+    /// Everything else — fan-outs, DDL, the shard map — leaves the reading thread first.
+    /// </summary>
     private async Task<RequestAnswer> HandleAsync(string op, ReadOnlyMemory<byte> args, CancellationToken cancellationToken)
     {
+        if (args.Length > InlineArgsLimit || op is not ("ping" or "execute" or "query"))
+        {
+            await RequestConnection.LeaveReaderAsync();
+        }
+
         try
         {
             var value = MessagePackValues.ReadWhole(new System.Buffers.ReadOnlySequence<byte>(args));
@@ -77,7 +91,13 @@ internal sealed class NativeApi(Router router) : IConnectionHandler
 
             case "query":
                 {
-                    var reply = await router.QueryAsync(RequestParser.Query(args), cancellationToken);
+                    var request = RequestParser.Query(args);
+                    if (!request.HasKey)
+                    {
+                        await RequestConnection.LeaveReaderAsync();
+                    }
+
+                    var reply = await router.QueryAsync(request, cancellationToken);
                     return (ref MessagePackWriter w) =>
                     {
                         w.WriteMapHeader(reply.Failed.Count > 0 ? 4 : 3);

@@ -1,13 +1,17 @@
 using System.Collections.Concurrent;
 using System.Net.Sockets;
 using Infra.Client.Data;
+using Infra.Core.Networking.Epoll;
 
 namespace Infra.ShardRouter.Routing;
 
 /// <summary>
 /// A few multiplexed connections to one data node, opened on first use and reopened after a loss;
 /// calls are spread over them. Counts the router's requests in flight to the node (least-in-flight
-/// replica choice) and bounds each call by a timeout.
+/// replica choice) and bounds each call by a timeout. The connections are inline
+/// (<see cref="DataNodeClient.ConnectAsync(string, bool, CancellationToken)"/>): on the router's epoll
+/// engine an answer completes on the thread that read it, so a call made <c>inline</c> goes on there
+/// with no thread hop; every other call leaves that thread as soon as its answer is in.
 /// </summary>
 internal sealed class NodeConnections(string address, int connections, TimeSpan connectTimeout) : IAsyncDisposable
 {
@@ -21,7 +25,16 @@ internal sealed class NodeConnections(string address, int connections, TimeSpan 
 
     public int InFlight => Volatile.Read(ref _inFlight);
 
-    public async Task<T> CallAsync<T>(Func<DataNodeClient, Task<T>> call, TimeSpan timeout, CancellationToken cancellationToken = default)
+    /// <summary>A call whose caller goes on on the thread pool.</summary>
+    public Task<T> CallAsync<T>(Func<DataNodeClient, Task<T>> call, TimeSpan timeout, CancellationToken cancellationToken = default) =>
+        CallAsync(call, timeout, inline: false, cancellationToken);
+
+    /// <param name="inline">
+    /// True for the request path (a keyed read or write): the caller goes on on the thread that read the
+    /// answer and does nothing there that blocks. False (resharding, failover, DDL): the caller goes on
+    /// on the thread pool.
+    /// </param>
+    public async Task<T> CallAsync<T>(Func<DataNodeClient, Task<T>> call, TimeSpan timeout, bool inline, CancellationToken cancellationToken)
     {
         Interlocked.Increment(ref _inFlight);
         try
@@ -29,7 +42,14 @@ internal sealed class NodeConnections(string address, int connections, TimeSpan 
             var client = await GetAsync(cancellationToken);
             try
             {
-                return await call(client).WaitAsync(timeout, cancellationToken);
+                var answer = call(client).WaitAsync(timeout, cancellationToken);
+                await ((Task)answer).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+                if (!inline && EpollEngine.IsEngineThread)
+                {
+                    await Task.Yield();
+                }
+
+                return await answer;
             }
             catch (TimeoutException)
             {
@@ -68,7 +88,7 @@ internal sealed class NodeConnections(string address, int connections, TimeSpan 
             timeout.CancelAfter(connectTimeout);
             try
             {
-                var client = await DataNodeClient.ConnectAsync(Address, timeout.Token);
+                var client = await DataNodeClient.ConnectAsync(Address, inline: true, timeout.Token);
                 Volatile.Write(ref _clients[at], client);
                 return client;
             }

@@ -104,7 +104,7 @@ internal sealed partial class Router : IAsyncDisposable
         var started = Stopwatch.GetTimestamp();
         try
         {
-            var outcome = await Pool[shard.Master].CallAsync(c => c.ExecuteAsync(statements, shard.Epoch), Options.RequestTimeout, cancellationToken);
+            var outcome = await Pool[shard.Master].CallAsync(c => c.ExecuteAsync(statements, shard.Epoch), Options.RequestTimeout, inline: kind == "write", cancellationToken);
             Metrics.Request(shard.Id, kind, true, Stopwatch.GetElapsedTime(started).TotalSeconds);
             return outcome;
         }
@@ -194,7 +194,8 @@ internal sealed partial class Router : IAsyncDisposable
             try
             {
                 // A session read still asks the replica to check the LSN itself: the probe may be stale.
-                var rows = await Pool[replica].CallAsync(c => c.QueryAsync(request.Sql, request.Parameters, minLsn > 0 ? minLsn : null, minLsn > 0 ? 100 : null), Options.RequestTimeout, cancellationToken);
+                var rows = await Pool[replica].CallAsync(c => c.QueryAsync(request.Sql, request.Parameters, minLsn > 0 ? minLsn : null, minLsn > 0 ? 100 : null), Options.RequestTimeout,
+                    inline: request.HasKey, cancellationToken);
                 Metrics.Request(shard.Id, "read", true, Stopwatch.GetElapsedTime(started).TotalSeconds);
                 return (rows, replica);
             }
@@ -218,7 +219,7 @@ internal sealed partial class Router : IAsyncDisposable
         var begun = Stopwatch.GetTimestamp();
         try
         {
-            var rows = await Pool[shard.Master].CallAsync(c => c.QueryAsync(request.Sql, request.Parameters), Options.RequestTimeout, cancellationToken);
+            var rows = await Pool[shard.Master].CallAsync(c => c.QueryAsync(request.Sql, request.Parameters), Options.RequestTimeout, inline: request.HasKey, cancellationToken);
             Metrics.Request(shard.Id, "read", true, Stopwatch.GetElapsedTime(begun).TotalSeconds);
             return (rows, shard.Master);
         }

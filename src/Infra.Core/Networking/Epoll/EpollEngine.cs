@@ -32,6 +32,9 @@ public sealed class EpollEngine
         }
     }
 
+    /// <summary>True on one of an engine's epoll threads: work here holds up every socket of that thread.</summary>
+    public static bool IsEngineThread => _currentLoop is not null;
+
     /// <summary>Linux on x86-64 (the epoll_event layout the engine is written for).</summary>
     public static bool IsSupported => OperatingSystem.IsLinux() && RuntimeInformation.ProcessArchitecture == Architecture.X64;
 
