@@ -121,6 +121,7 @@ internal sealed partial class Node : IAsyncDisposable
         CheckWritable();
         if (Interlocked.Increment(ref _pendingWrites) > Options.MaxPendingWrites)
         {
+            Interlocked.Decrement(ref _pendingWrites);
             throw new NodeException(NodeErrorCode.Busy, $"{Options.MaxPendingWrites} writes are already waiting; retry");
         }
 

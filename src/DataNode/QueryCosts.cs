@@ -10,19 +10,22 @@ namespace Infra.DataNode;
 /// <see cref="MinSamples"/> runs averaging at most <see cref="CheapLimit"/> (each run weighs 1/8); one run of
 /// a millisecond or more lifts the average over the limit at once, and the text goes back to the thread
 /// pool until it has been fast for a while.
-/// Texts are counted up to <see cref="MaxTexts"/>; later ones are never cheap (queries are parameterised,
-/// so an application has few texts).
+/// At most <see cref="MaxTexts"/> texts are remembered (queries are parameterised, so an application has
+/// few); when a new one finds the table full, the table starts over. Texts longer than
+/// <see cref="MaxTextLength"/> are never counted, so never cheap.
 /// </summary>
 internal sealed class QueryCosts
 {
     public const int MaxTexts = 4096;
+    public const int MaxTextLength = 1024;
     public const int MinSamples = 8;
     public static readonly TimeSpan CheapLimit = TimeSpan.FromMicroseconds(100);
 
     private static readonly long CheapTicks = (long)(CheapLimit.TotalSeconds * Stopwatch.Frequency);
     private readonly ConcurrentDictionary<string, Cost> _costs = new(StringComparer.Ordinal);
+    private int _count;
 
-    public int Count => _costs.Count;
+    public int Count => Volatile.Read(ref _count);
 
     public bool IsCheap(string sql) =>
         _costs.TryGetValue(sql, out var cost) && Volatile.Read(ref cost.Samples) >= MinSamples && Volatile.Read(ref cost.AverageTicks) <= CheapTicks;
@@ -32,12 +35,24 @@ internal sealed class QueryCosts
     {
         if (!_costs.TryGetValue(sql, out var cost))
         {
-            if (_costs.Count >= MaxTexts)
+            if (sql.Length > MaxTextLength)
             {
                 return;
             }
 
-            cost = _costs.GetOrAdd(sql, static _ => new Cost());
+            if (Interlocked.Increment(ref _count) > MaxTexts)
+            {
+                // Full: forget everything (racing adds may be lost with it; they are relearned).
+                _costs.Clear();
+                Volatile.Write(ref _count, 1);
+            }
+
+            cost = new Cost();
+            if (!_costs.TryAdd(sql, cost))
+            {
+                Interlocked.Decrement(ref _count);
+                cost = _costs.GetValueOrDefault(sql) ?? cost;
+            }
         }
 
         // Racing runs may lose a sample; the average stays an average of real runs.

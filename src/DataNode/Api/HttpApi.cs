@@ -427,13 +427,20 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
         w.WriteEndObject();
     });
 
-    /// <summary>A body over <see cref="NativeApi.InlineArgsLimit"/> bytes, or of unknown length, is read and parsed on the thread pool.</summary>
+    /// <summary>
+    /// A body over <see cref="NativeApi.InlineArgsLimit"/> bytes, or of unknown length, is parsed on the
+    /// thread pool: it is received whole first (a read that waits resumes on the socket thread), then
+    /// the request moves to the pool.
+    /// </summary>
     private static async ValueTask LeaveIfLargeAsync(HttpContext context)
     {
-        if (context.Request.ContentLength is not (>= 0 and <= NativeApi.InlineArgsLimit))
+        if (context.Request.ContentLength is >= 0 and <= NativeApi.InlineArgsLimit)
         {
-            await Task.Yield();
+            return;
         }
+
+        await AdminServer.ReceiveBodyAsync(context);
+        await Task.Yield();
     }
 
     private static async Task<JsonDocument> ReadJsonAsync(HttpContext context) =>

@@ -550,7 +550,8 @@ internal sealed partial class NodeDatabase : IDisposable
 
     /// <summary>
     /// <see cref="Query"/>, or null without running it when <paramref name="mayWait"/> is false and it
-    /// would first have to wait (every read connection busy, or a re-clone swapping the database).
+    /// would first have to wait: every read slot taken, a re-clone swapping the database, or no pooled
+    /// read connection to take (opening one is slow).
     /// </summary>
     public QueryResult? TryQuery(string sql, IReadOnlyList<object?> parameters, bool mayWait) => TryWithReader(Snapshot((reader, lsn) =>
     {

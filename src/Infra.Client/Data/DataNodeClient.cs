@@ -80,10 +80,13 @@ public sealed class DataNodeClient : IAsyncDisposable
     private static readonly RpcErrors Errors = new("the data node", (code, message) => new DataException(code, message), (message, cause) => new DataException(message, cause));
     private readonly FrameRpcClient _rpc;
 
-    private DataNodeClient(FrameRpcClient rpc, string address)
+    private readonly bool _inline;
+
+    private DataNodeClient(FrameRpcClient rpc, string address, bool inline)
     {
         _rpc = rpc;
         Address = address;
+        _inline = inline;
     }
 
     public string Address { get; }
@@ -110,15 +113,16 @@ public sealed class DataNodeClient : IAsyncDisposable
     /// <summary>
     /// Connects to <c>host:port</c>. <paramref name="inline"/> is for a service's own request path (the
     /// shard router's): the connection runs on Infra.Core's epoll engine when the process chose it
-    /// (<c>INFRA_SOCKET_ENGINE=epoll</c>), a request is written by the calling thread, and an answer
-    /// completes on the thread that read it, so the code after the caller's await runs there until its
-    /// next wait — it must never block, or every connection of that thread waits. Application code
-    /// leaves it false.
+    /// (<c>INFRA_SOCKET_ENGINE=epoll</c>), a request is written by the calling thread, and the answer of
+    /// <see cref="ExecuteAsync"/> or <see cref="QueryAsync"/> completes on the thread that read it, so the
+    /// code after the caller's await runs there until its next wait — it must never block, or every
+    /// connection of that thread waits (the other operations' answers go on on the thread pool).
+    /// Application code leaves it false.
     /// </summary>
     public static async Task<DataNodeClient> ConnectAsync(string address, bool inline, CancellationToken cancellationToken = default)
     {
         var (host, port) = SplitAddress(address);
-        return new DataNodeClient(await FrameRpcClient.ConnectAsync(host, port, Errors, inline, cancellationToken), address);
+        return new DataNodeClient(await FrameRpcClient.ConnectAsync(host, port, Errors, inline, cancellationToken), address, inline);
     }
 
     public static (string Host, int Port) SplitAddress(string address)
@@ -152,7 +156,7 @@ public sealed class DataNodeClient : IAsyncDisposable
                 w.Write("epoch");
                 w.Write(e);
             }
-        });
+        }, inline: _inline);
         return ReadExecute(body);
     }
 
@@ -214,7 +218,7 @@ public sealed class DataNodeClient : IAsyncDisposable
                 w.Write("timeoutMs");
                 w.Write(t);
             }
-        });
+        }, inline: _inline);
         return ReadRows(body);
     }
 

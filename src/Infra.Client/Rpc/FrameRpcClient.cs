@@ -28,9 +28,9 @@ internal sealed record RpcErrors(string Peer, Func<string, string, Exception> Er
 /// <para>
 /// Inline mode (<see cref="ConnectAsync(string, int, RpcErrors, bool, CancellationToken)"/>, for a
 /// service's own request path): the connection runs on Infra.Core's epoll engine when the process chose
-/// it, a request is written by the calling thread when nothing else is being written, and an answer
-/// completes on the thread that read it — the caller's code after its await runs there, up to its next
-/// wait, and must never block. No thread hop on either side of a call.
+/// it, a request is written by the calling thread when nothing else is being written, and the answer of
+/// a request sent with <c>inline</c> completes on the thread that read it — the caller's code after its
+/// await runs there, up to its next wait, and must never block. No thread hop on either side of a call.
 /// </para>
 /// </summary>
 internal sealed class FrameRpcClient : IAsyncDisposable
@@ -144,10 +144,11 @@ internal sealed class FrameRpcClient : IAsyncDisposable
     /// Sends one request; the answer's result (MessagePack) when it is "ok". <paramref name="serverWait"/>
     /// is how long the request asks the server to hold it (a long poll): it extends the deadline.
     /// </summary>
-    public async Task<byte[]> SendAsync(string op, MessagePackBody args, TimeSpan serverWait = default)
+    /// <param name="inline">On an inline connection: the answer completes on the thread that read it (otherwise on the thread pool).</param>
+    public async Task<byte[]> SendAsync(string op, MessagePackBody args, TimeSpan serverWait = default, bool inline = false)
     {
         var id = Interlocked.Increment(ref _nextId);
-        var answer = new TaskCompletionSource<byte[]>(_inline ? TaskCreationOptions.None : TaskCreationOptions.RunContinuationsAsynchronously);
+        var answer = new TaskCompletionSource<byte[]>(_inline && inline ? TaskCreationOptions.None : TaskCreationOptions.RunContinuationsAsynchronously);
         var timeout = _requestTimeout + TimeSpan.FromTicks(Math.Clamp(serverWait.Ticks, 0, MaxTimeout.Ticks));
         _pending[id] = new Pending(answer, op, timeout, Environment.TickCount64 + (long)timeout.TotalMilliseconds);
         var frame = Frames.Build(id, op, args);
@@ -410,23 +411,26 @@ internal sealed class FrameRpcClient : IAsyncDisposable
     {
         Fail(new ObjectDisposedException(nameof(FrameRpcClient)));
         Shutdown();
-        if (_connection is not null)
+        if (_stream is not null)
         {
-            await _connection.DisposeAsync();
-        }
-        else
-        {
-            await _stream!.DisposeAsync();
+            await _stream.DisposeAsync();
         }
 
         try
         {
+            // The shut socket ends both loops; on the epoll engine the pipes' pooled buffers may be
+            // returned only after that (an epoll thread may still be receiving into them).
             await _reader;
             await _writer;
         }
         catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException)
         {
             // Closed.
+        }
+
+        if (_connection is not null)
+        {
+            await _connection.DisposeAsync();
         }
     }
 }

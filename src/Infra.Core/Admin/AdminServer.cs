@@ -22,8 +22,10 @@ namespace Infra.Core.Admin;
 /// <paramref name="InlinePaths"/>, when set: Kestrel runs a request on the thread that read it instead
 /// of handing it to the thread pool (<c>UnsafePreferInlineScheduling</c>; with
 /// <c>DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=1</c> that is a socket engine thread), and a request
-/// for any other path is handed to the pool first. The handlers of these paths must leave the thread
-/// (<c>await Task.Yield()</c>) before anything that can take long: a hop costs more than a cheap request.
+/// for any other path is received whole (<see cref="AdminServer.ReceiveBodyAsync"/>), then handed to the
+/// pool. The handlers of these paths must leave the thread (<c>await Task.Yield()</c>) before anything
+/// that can take long, and remember that any await of the request body that waits resumes on the
+/// socket thread: a hop costs more than a cheap request.
 /// </summary>
 public sealed record AdminEndpointOptions(IPEndPoint EndPoint, string? Token, long MaxRequestBodyBytes = 1 << 20, bool IsAdmin = true,
     IReadOnlySet<string>? InlinePaths = null);
@@ -97,6 +99,7 @@ public sealed partial class AdminServer : IHostedService, IAsyncDisposable
             {
                 if (!inlinePaths.Contains(context.Request.Path.Value ?? ""))
                 {
+                    await ReceiveBodyAsync(context);
                     await Task.Yield();
                 }
 
@@ -147,6 +150,30 @@ public sealed partial class AdminServer : IHostedService, IAsyncDisposable
         else
         {
             Hosting.ListeningLog.Listening(_logger, url);
+        }
+    }
+
+    /// <summary>
+    /// Waits until the whole request body has arrived (Kestrel still enforces its size limit), leaving it
+    /// unread: reading it afterwards does not wait, so does not resume on a socket thread.
+    /// </summary>
+    public static async Task ReceiveBodyAsync(HttpContext context)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        if (context.Request.ContentLength == 0)
+        {
+            return;
+        }
+
+        var body = context.Request.BodyReader;
+        while (true)
+        {
+            var result = await body.ReadAsync(context.RequestAborted);
+            body.AdvanceTo(result.Buffer.Start, result.Buffer.End);
+            if (result.IsCompleted || result.IsCanceled)
+            {
+                return;
+            }
         }
     }
 

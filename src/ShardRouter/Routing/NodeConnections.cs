@@ -1,7 +1,6 @@
 using System.Collections.Concurrent;
 using System.Net.Sockets;
 using Infra.Client.Data;
-using Infra.Core.Networking.Epoll;
 
 namespace Infra.ShardRouter.Routing;
 
@@ -10,8 +9,9 @@ namespace Infra.ShardRouter.Routing;
 /// calls are spread over them. Counts the router's requests in flight to the node (least-in-flight
 /// replica choice) and bounds each call by a timeout. The connections are inline
 /// (<see cref="DataNodeClient.ConnectAsync(string, bool, CancellationToken)"/>): on the router's epoll
-/// engine an answer completes on the thread that read it, so a call made <c>inline</c> goes on there
-/// with no thread hop; every other call leaves that thread as soon as its answer is in.
+/// engine the answer of a read or write completes on the thread that read it (other operations'
+/// answers complete on the thread pool), so a call made <c>inline</c> goes on there with no thread hop;
+/// every other call goes on on the thread pool.
 /// </summary>
 internal sealed class NodeConnections(string address, int connections, TimeSpan connectTimeout) : IAsyncDisposable
 {
@@ -44,7 +44,7 @@ internal sealed class NodeConnections(string address, int connections, TimeSpan 
             {
                 var answer = call(client).WaitAsync(timeout, cancellationToken);
                 await ((Task)answer).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
-                if (!inline && EpollEngine.IsEngineThread)
+                if (!inline)
                 {
                     await Task.Yield();
                 }
