@@ -428,13 +428,13 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
     });
 
     /// <summary>
-    /// A body over <see cref="NativeApi.InlineArgsLimit"/> bytes, or of unknown length, is parsed on the
+    /// A body over <see cref="RequestConnection.InlineArgsLimit"/> bytes, or of unknown length, is parsed on the
     /// thread pool: it is received whole first (a read that waits resumes on the socket thread), then
     /// the request moves to the pool.
     /// </summary>
     private static async ValueTask LeaveIfLargeAsync(HttpContext context)
     {
-        if (context.Request.ContentLength is >= 0 and <= NativeApi.InlineArgsLimit)
+        if (context.Request.ContentLength is >= 0 and <= RequestConnection.InlineArgsLimit)
         {
             return;
         }

@@ -26,8 +26,6 @@ internal sealed partial class NativeApi(Node node, ILogger logger)
 {
     public const int MaxInFlightPerConnection = 256;
 
-    /// <summary>Arguments up to this size are parsed on the reading thread; larger requests leave it first.</summary>
-    public const int InlineArgsLimit = 4096;
 
     /// <summary>Serves a connection whose first frame (already read) was a request, not a replica's hello.</summary>
     public Task RunAsync(ConnectionContext connection, Frame first) =>
@@ -44,7 +42,7 @@ internal sealed partial class NativeApi(Node node, ILogger logger)
     /// </summary>
     private async Task<RequestAnswer> HandleAsync(string op, ReadOnlyMemory<byte> args, CancellationToken closing)
     {
-        if (args.Length > InlineArgsLimit || op is not ("ping" or "execute" or "query"))
+        if (args.Length > RequestConnection.InlineArgsLimit || op is not ("ping" or "execute" or "query"))
         {
             await RequestConnection.LeaveReaderAsync();
         }

@@ -379,15 +379,7 @@ internal sealed partial class Follower(Node node, string master, bool reclone, I
         cancel.CancelAfter(timeout);
         try
         {
-            var frame = await frames.ReadAsync(cancel.Token);
-            if (!Thread.CurrentThread.IsThreadPoolThread)
-            {
-                // A read that waited resumes on a socket engine thread (the node runs .NET's socket
-                // completions inline); applying entries and writing snapshots must not hold it up.
-                await Task.Yield();
-            }
-
-            return frame;
+            return await frames.ReadAsync(cancel.Token);
         }
         catch (OperationCanceledException) when (!_stop.IsCancellationRequested)
         {

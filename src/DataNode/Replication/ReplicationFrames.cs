@@ -2,7 +2,6 @@ using System.Buffers;
 using System.IO.Pipelines;
 using Infra.Core.Framing;
 using Infra.DataNode.Storage;
-using Infra.Core.Networking.Epoll;
 using MessagePack;
 
 namespace Infra.DataNode.Replication;
@@ -59,6 +58,7 @@ internal sealed class FrameConnection(PipeReader input, PipeWriter output, int m
                 case FrameStatus.Complete:
                     var bytes = body.ToArray();
                     input.AdvanceTo(buffer.Start);
+                    await LeaveSocketThreadAsync();
                     return Parse(bytes);
                 case FrameStatus.Incomplete when !result.IsCompleted:
                     input.AdvanceTo(buffer.Start, buffer.End);
@@ -116,6 +116,19 @@ internal sealed class FrameConnection(PipeReader input, PipeWriter output, int m
 
     public ValueTask SendAsync(string tag, MessagePackBody body, CancellationToken cancellationToken) => SendAsync(0, tag, body, cancellationToken);
 
+    /// <summary>
+    /// A read or send that waited resumes on a socket thread (an epoll thread, or .NET's socket engine
+    /// with inline completions); what a replication stream does next — reading the log, applying
+    /// entries, writing a snapshot — must not hold up that thread's other connections.
+    /// </summary>
+    private static async ValueTask LeaveSocketThreadAsync()
+    {
+        if (!Thread.CurrentThread.IsThreadPoolThread)
+        {
+            await Task.Yield();
+        }
+    }
+
     public async ValueTask SendAsync(long id, string tag, MessagePackBody body, CancellationToken cancellationToken)
     {
         var frame = Frames.Build(id, tag, body);
@@ -129,12 +142,7 @@ internal sealed class FrameConnection(PipeReader input, PipeWriter output, int m
             _writeLock.Release();
         }
 
-        if (EpollEngine.IsEngineThread)
-        {
-            // A send that waited for the socket resumes on an epoll thread; what a replication stream does
-            // next (reading the log, a snapshot file) must not hold up that thread's other connections.
-            await Task.Yield();
-        }
+        await LeaveSocketThreadAsync();
     }
 
     public void Dispose() => _writeLock.Dispose();

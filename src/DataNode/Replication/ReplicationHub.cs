@@ -1,6 +1,5 @@
 using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
-using Infra.Core.Framing;
 using Infra.Core.Networking;
 using Infra.Core.Storage;
 using Infra.DataNode.Storage;
@@ -197,8 +196,6 @@ internal sealed partial class ReplicationHub(Node node, ILogger logger, Api.Nati
             return;
         }
 
-        // A replica: its stream runs on the thread pool, never on an epoll thread (RequestConnection's note).
-        await RequestConnection.LeaveReaderAsync();
         string id;
         long epoch, lastLsn, lastEpoch;
         bool wantClone;

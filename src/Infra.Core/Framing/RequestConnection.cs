@@ -103,6 +103,9 @@ public static class RequestConnection
         }
     }
 
+    /// <summary>Arguments up to this size are parsed on the reading thread by the services' handlers; larger requests leave it first.</summary>
+    public const int InlineArgsLimit = 4096;
+
     /// <summary>
     /// For a handler called on the reading thread: goes on on the thread pool, so the connection's reader
     /// (and, on an epoll thread, every other socket of that thread) carries on meanwhile.

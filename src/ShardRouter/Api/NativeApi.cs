@@ -18,9 +18,6 @@ internal sealed class NativeApi(Router router) : IConnectionHandler
 {
     public const int MaxInFlightPerConnection = 1024;
 
-    /// <summary>Arguments up to this size are parsed on the reading thread; larger requests leave it first.</summary>
-    private const int InlineArgsLimit = 4096;
-
     public Task OnConnectedAsync(ConnectionContext connection) =>
         RequestConnection.RunAsync(connection, router.Options.MaxRequestBytes, MaxInFlightPerConnection, HandleAsync, handlerLeavesReader: true);
 
@@ -32,7 +29,7 @@ internal sealed class NativeApi(Router router) : IConnectionHandler
     /// </summary>
     private async Task<RequestAnswer> HandleAsync(string op, ReadOnlyMemory<byte> args, CancellationToken cancellationToken)
     {
-        if (args.Length > InlineArgsLimit || op is not ("ping" or "execute" or "query"))
+        if (args.Length > RequestConnection.InlineArgsLimit || op is not ("ping" or "execute" or "query"))
         {
             await RequestConnection.LeaveReaderAsync();
         }
