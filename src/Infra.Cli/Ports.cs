@@ -7,7 +7,8 @@ namespace Infra.Cli;
 /// <summary>
 /// The ports of every node, chosen once per data directory and kept in <c>ports.json</c>: the
 /// shard router's stored map names data nodes by address, and a node restarted later must come
-/// back where the others look for it. Fresh ports are ones the kernel hands out for port 0.
+/// back where the others look for it. Fresh ports are free ones outside the kernel's ephemeral range
+/// (see <see cref="FreePort"/>).
 /// </summary>
 internal static class Ports
 {
@@ -43,8 +44,27 @@ internal static class Ports
         return ports;
     }
 
+    /// <summary>
+    /// A port nothing listens on, drawn at random from below the kernel's ephemeral range
+    /// (<c>ip_local_port_range</c>): ports from that range are what port 0 and every outgoing
+    /// connection get, so between choosing one here and the node binding it, a test's client
+    /// connection or another program's listener could take it. Falls back to port 0 where the
+    /// range cannot be read or leaves no room below it.
+    /// </summary>
     public static int FreePort(ISet<int>? avoid = null)
     {
+        if (UnsharedRange() is var (low, high))
+        {
+            for (var attempt = 0; attempt < 1000; attempt++)
+            {
+                var port = Random.Shared.Next(low, high);
+                if ((avoid is null || !avoid.Contains(port)) && IsFree(port))
+                {
+                    return port;
+                }
+            }
+        }
+
         for (var attempt = 0; ; attempt++)
         {
             using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
@@ -54,6 +74,25 @@ internal static class Ports
             {
                 return port;
             }
+        }
+    }
+
+    /// <summary>Ports [low, high) that the kernel never hands out on its own, or null.</summary>
+    internal static (int Low, int High)? UnsharedRange()
+    {
+        const int Floor = 10000; // below: well-known and registered services people run
+        try
+        {
+            var fields = File.ReadAllText("/proc/sys/net/ipv4/ip_local_port_range").Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries);
+            return fields.Length == 2 && int.TryParse(fields[0], out var ephemeralLow) && ephemeralLow > Floor + 1000 ? (Floor, ephemeralLow) : null;
+        }
+        catch (IOException)
+        {
+            return null;
+        }
+        catch (UnauthorizedAccessException)
+        {
+            return null;
         }
     }
 

@@ -87,6 +87,10 @@ public sealed class CliTests
             Assert.Equal(first.Values.Sum(p => p.Length), first.Values.SelectMany(p => p).Distinct().Count());
             Assert.Single(first["web-1"]);
             Assert.Equal(2, first["s0-master"].Length);
+            if (Ports.UnsharedRange() is var (low, high))
+            {
+                Assert.All(first.Values.SelectMany(p => p), port => Assert.InRange(port, low, high - 1));
+            }
         }
         finally
         {
