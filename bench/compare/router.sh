@@ -7,6 +7,12 @@
 #   at 1 client (p50 latency: router overhead = router p50 - direct p50) and 16 clients (rate), plus
 #   the router's own CPU time per request (from /proc) — what one router costs per request, the
 #   figure that says how far it scales on a bigger machine.
+#   hop     the 1-client p50s again with every process (nodes, router, HAProxy, wrk) pinned to one
+#           core, plus HAProxy (HTTP mode, one thread) in front of the replica as the yardstick for
+#           one proxy hop. On a KVM guest without guest halt-polling, waking a thread on the other,
+#           idle vCPU costs tens of µs, and whether the client and the server land on the same vCPU
+#           changes the direct p50 between ~20 and ~95 µs from run to run; unpinned overheads compare
+#           runs in different placements. Pinned, each figure has one placement: what the hop costs.
 #   failover  SIGKILL a shard master under a write loop, time to the first acknowledged write (N runs)
 #
 #   bash bench/compare/router.sh [runs=3] [seconds=10] [failovers=10]   WARMUP=3: seconds of the
@@ -21,7 +27,8 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 HERE="$ROOT/bench/compare/router"
 WORK=$(mktemp -d /var/tmp/infra-router-bench.XXXXXX)
 chmod 755 "$WORK"
-BASE=19800 PG=19890 ROWS=10000
+BASE=19800 PG=19890 HAP=19895 ROWS=10000
+PIN_CPU=${PIN_CPU:-$(( $(nproc) - 1 ))}
 PIDS=()
 
 cleanup() {
@@ -35,6 +42,7 @@ trap cleanup EXIT
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)
 command -v pgbench >/dev/null || missing+=(postgresql)
+command -v haproxy >/dev/null || missing+=(haproxy)
 if ((${#missing[@]})); then
   echo "installing ${missing[*]} ..." >&2
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
@@ -87,7 +95,7 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # wrk at $3 clients on $1 (path $2, body $4) -> "rate p50_us errors"
 wrk_run() {
   local threads=$(( $3 < 2 ? 1 : 2 ))
-  local out; out=$(ROWS=$ROWS REQ_PATH="$2" BODY="$4" wrk -t$threads -c"$3" -d"${SECONDS_EACH}s" --latency -s "$HERE/req.lua" "$1")
+  local out; out=$(ROWS=$ROWS REQ_PATH="$2" BODY="$4" ${PIN:-} wrk -t$threads -c"$3" -d"${SECONDS_EACH}s" --latency -s "$HERE/req.lua" "$1")
   local rate p50 errors
   rate=$(awk '/Requests\/sec/{print $2}' <<<"$out")
   p50=$(awk '$1=="50%"{v=$2; if (v ~ /us$/) {sub(/us/,"",v); print v} else if (v ~ /ms$/) {sub(/ms/,"",v); print v*1000} else {sub(/s/,"",v); print v*1000000}}' <<<"$out")
@@ -104,11 +112,11 @@ RESULTS="$WORK/results.txt"
 measure() { # test target url path body (uses $clients); through the router it also records router CPU per request
   local before ticks extra=""
   if ((WARMUP > 0)); then
-    ROWS=$ROWS REQ_PATH="$4" BODY="$5" wrk -t$(( clients < 2 ? 1 : 2 )) -c$clients -d"${WARMUP}s" -s "$HERE/req.lua" "$3" >/dev/null
+    ROWS=$ROWS REQ_PATH="$4" BODY="$5" ${PIN:-} wrk -t$(( clients < 2 ? 1 : 2 )) -c$clients -d"${WARMUP}s" -s "$HERE/req.lua" "$3" >/dev/null
   fi
   before=$(cpu_ticks $ROUTER_PID)
   read -r rate p50 errors < <(wrk_run "$3" "$4" $clients "$5")
-  if [[ $2 == router ]]; then
+  if [[ $2 == router* ]]; then
     ticks=$(( $(cpu_ticks $ROUTER_PID) - before ))
     extra=" router_cpu_us=$(python3 -c "print(round($ticks * 1e6 / $(getconf CLK_TCK) / max(1, $rate * $SECONDS_EACH), 1))")"
   fi
@@ -124,6 +132,33 @@ for run in $(seq 1 "$RUNS"); do
     measure write router $R /db/execute "$WRITE_ROUTER"
     measure write direct http://127.0.0.1:$((BASE + 1)) /execute "$WRITE_DIRECT"
   done
+
+  # The hop: everything on one core, HAProxy in front of the replica as the yardstick.
+  cat >"$WORK/haproxy.cfg" <<CFG
+global
+  nbthread 1
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+frontend f
+  bind 127.0.0.1:$HAP
+  default_backend b
+backend b
+  http-reuse always
+  server replica 127.0.0.1:$((BASE + 11))
+CFG
+  haproxy -f "$WORK/haproxy.cfg" -D -p "$WORK/haproxy.pid"
+  PIDS+=("$(cat "$WORK/haproxy.pid")")
+  for pid in "${PIDS[@]}"; do taskset -a -p -c "$PIN_CPU" "$pid" >/dev/null; done
+  clients=1 PIN="taskset -c $PIN_CPU"
+  measure read router-pinned $R /db/query "$READ_ROUTER"
+  measure read haproxy-pinned http://127.0.0.1:$HAP /query "$READ_DIRECT"
+  measure read direct-pinned http://127.0.0.1:$((BASE + 11)) /query "$READ_DIRECT"
+  measure write router-pinned $R /db/execute "$WRITE_ROUTER"
+  measure write direct-pinned http://127.0.0.1:$((BASE + 1)) /execute "$WRITE_DIRECT"
+  PIN=""
   stop_stack
 
   rm -rf "$WORK/pg"; mkdir -p "$WORK/pg"; chown postgres "$WORK/pg"
@@ -187,6 +222,13 @@ for test in ('read', 'write'):
     for c in ('1', '16'):
         r, d, p = (test, c, 'router'), (test, c, 'direct'), (test, c, 'pg')
         print(f"{test:6} {c:>7} {med(r,'rate'):9.0f} {med(d,'rate'):9.0f} {med(p,'rate'):9.0f} {med(r,'rate')/med(p,'rate'):9.2f} {med(r,'p50'):10.0f} {med(d,'p50'):10.0f} {med(r,'p50')-med(d,'p50'):9.0f} {med(r,'router_cpu_us'):13.1f}us")
+pin = lambda t, target: med((t, '1', target + '-pinned'), 'p50')
+print()
+print("1 client, every process pinned to one core: p50 in microseconds, and what the hop adds to the direct p50")
+print(f"{'test':6} {'direct':>7} {'haproxy':>8} {'router':>7} {'haproxy adds':>13} {'router adds':>12}")
+for test in ('read', 'write'):
+    d, h, r = pin(test, 'direct'), pin(test, 'haproxy'), pin(test, 'router')
+    print(f"{test:6} {d:7.0f} {h:8.0f} {r:7.0f} {h - d:13.0f} {r - d:12.0f}")
 fails = [float(l.split('=')[1]) for l in open(sys.argv[2]) if l.startswith('failover_ms=')]
 if fails:
     print(f"failover (SIGKILL -> first acknowledged write), {len(fails)} runs: median {statistics.median(fails):.0f} ms, min {min(fails):.0f}, max {max(fails):.0f}")

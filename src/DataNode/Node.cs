@@ -158,6 +158,25 @@ internal sealed partial class Node : IAsyncDisposable
         return new WriteAnswer(outcome.Results!, outcome.Lsn, Db.Epoch);
     }
 
+    /// <summary>
+    /// Closes a slot to writes tagged with it, or opens it again (<see cref="SlotChange"/>), through the
+    /// writer's queue: a tagged write queued before the change is applied as usual, one queued after it
+    /// is refused with <see cref="NodeErrorCode.SlotClosed"/>. The shard router closes a slot on its source
+    /// before it copies the slot's last changes, so a write it gave up on (timed out) cannot commit there
+    /// after the copy and be lost when the source's rows are deleted.
+    /// </summary>
+    public async Task ChangeSlotAsync(SlotChange change, long? epoch)
+    {
+        CheckWritable();
+        var job = new WriteJob(new WriteCommand([], epoch, SlotChange: change));
+        Enqueue(job);
+        var outcome = await job.Done.Task;
+        if (outcome.Error is { } error)
+        {
+            throw error;
+        }
+    }
+
     private void CheckWritable()
     {
         if (_role != NodeRole.Master)

@@ -90,7 +90,7 @@ internal static class RouterServiceCollectionExtensions
         services.AddAdminEndpoint(sp =>
         {
             var options = sp.GetRequiredService<RouterOptions>();
-            return new AdminEndpointOptions(options.Http, options.AdminToken, options.MaxRequestBytes);
+            return new AdminEndpointOptions(options.Http, options.AdminToken, options.MaxRequestBytes, InlinePaths: HttpApi.InlinePaths);
         });
         return services;
     }

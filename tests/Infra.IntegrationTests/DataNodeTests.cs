@@ -115,6 +115,24 @@ public sealed class DataNodeTests : IDisposable
         var twice = await Assert.ThrowsAsync<Infra.Client.Data.DataException>(() => client.SlotRowsAsync([new("t", "id"), new("T", "v")], Slots, 0, copy.Lsn));
         Assert.Equal("BadRequest", twice.Code);
 
+        // A slot closed to writes tagged with it (what a slot move does on its source); bad slot numbers are refused.
+        Assert.Equal([2], await client.CloseSlotAsync(2));
+        var closed = await Assert.ThrowsAsync<Infra.Client.Data.DataException>(() => client.ExecuteAsync([["INSERT INTO t(id, v) VALUES(?, ?)", 1000L, "late"]], slot: 2));
+        Assert.Equal("SlotClosed", closed.Code);
+        await client.ExecuteAsync([["INSERT INTO t(id, v) VALUES(?, ?)", 1001L, "other slot"]], slot: 3);
+        Assert.Equal([2], (await master.StatusAsync()).GetProperty("closedSlots").EnumerateArray().Select(e => e.GetInt32()));
+        foreach (var bad in new[] { -1, 65536 })
+        {
+            Assert.Equal("BadRequest", (await Assert.ThrowsAsync<Infra.Client.Data.DataException>(() => client.CloseSlotAsync(bad))).Code);
+            Assert.Equal("BadRequest", (await Assert.ThrowsAsync<Infra.Client.Data.DataException>(() => client.ExecuteAsync([["SELECT 1"]], slot: bad))).Code);
+        }
+
+        Assert.Equal("StaleEpoch", (await Assert.ThrowsAsync<Infra.Client.Data.DataException>(() => client.CloseSlotAsync(5, epoch: 99))).Code);
+        Assert.Empty(await client.OpenSlotAsync(2));
+        await client.ExecuteAsync([["INSERT INTO t(id, v) VALUES(?, ?)", 1000L, "reopened"]], slot: 2);
+        Assert.False((await master.StatusAsync()).TryGetProperty("closedSlots", out _));
+        await client.ExecuteAsync([["DELETE FROM t WHERE id IN (1000, 1001)"]]);
+
         // The connection and the node carry on.
         Assert.Equal(inSlot0.Count - 1, (await client.SlotRowsAsync(tables, Slots, 0)).Tables[0].Rows.Count);
     }

@@ -70,6 +70,19 @@ public sealed class ShardRouterTests
             Assert.Equal(1000 + i, read.GetProperty("rows")[0][0].GetInt64());
         }
 
+        // Bodies in chunked encoding and bodies over the inline limit (received whole, then parsed off the
+        // socket thread), and a keyed result too large to write on the socket thread.
+        var (chunked, chunkedAnswer) = await cluster.PostChunkedAsync("/db/execute", new { key = "user:big", statements = new[] { new object[] { "INSERT INTO acct(k, v) VALUES(?, ?)", "user:big", 1 } } });
+        Assert.True(chunked == 200, chunkedAnswer.ToString());
+        var padding = new string('x', 6000);
+        var (large, largeAnswer) = await cluster.ExecuteAsync("user:big", ["UPDATE acct SET v = length(?) WHERE k = ?", padding, "user:big"]);
+        Assert.True(large == 200, largeAnswer.ToString());
+        var chunkedRead = await cluster.PostChunkedAsync("/db/query", new { key = "user:big", sql = "SELECT v, ? FROM acct WHERE k = ?", @params = new object[] { padding, "user:big" }, consistency = "strong" });
+        Assert.Equal(6000, chunkedRead.Body.GetProperty("rows")[0][0].GetInt64());
+        var many = await cluster.QueryAsync(new { key = "user:big", sql = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000) SELECT i FROM n", consistency = "strong" });
+        Assert.Equal(Enumerable.Range(1, 1000).Select(i => (long)i), many.GetProperty("rows").EnumerateArray().Select(r => r[0].GetInt64()));
+        Assert.Equal(200, (await cluster.ExecuteAsync("user:big", ["DELETE FROM acct WHERE k = ?", "user:big"])).Status);
+
         // Replica reads go to the replica once it is in rotation; strong reads to the master.
         var shard0 = cluster.Shards[0];
         var key0 = Enumerable.Range(0, 40).Select(i => $"user:{i}").First(k => ShardCluster.OwnerOf(map, k) == "s0");
@@ -355,6 +368,30 @@ public sealed class ShardRouterTests
             var rows = await node.Master.QueryAsync("SELECT k FROM acct");
             Assert.All(rows.GetProperty("rows").EnumerateArray(), r => Assert.Equal(node.Id, ShardCluster.OwnerOf(mapAfter, r[0].GetString()!)));
         }
+
+        // A slot that moved is closed on the master it left: a write for it that reaches that master late
+        // (one the router gave up on, still queued there) is refused instead of landing on a shard that no
+        // longer owns the slot, whose copy of it is gone. Slots the master still owns take tagged writes as before.
+        var movedKey = Enumerable.Range(0, 2000).Select(n => $"late:{n}").First(k => ShardCluster.OwnerOf(mapAfter, k) == "s2");
+        var source = cluster.Shards.Single(s => s.Id == ShardCluster.OwnerOf(mapBefore, movedKey)).Master;
+        var movedSlot = Infra.Core.Placement.ShardKey.Slot(movedKey, mapAfter.GetProperty("slots").GetInt32());
+        Assert.Contains(movedSlot, (await source.StatusAsync()).GetProperty("closedSlots").EnumerateArray().Select(e => e.GetInt32()));
+        await using (var late = await DataNodeClient.ConnectAsync(source.ReplicationAddress))
+        {
+            var refused = await Assert.ThrowsAsync<DataException>(() => late.ExecuteAsync([["INSERT INTO acct(k, v) VALUES(?, ?)", movedKey, 1L]], slot: movedSlot));
+            Assert.Equal("SlotClosed", refused.Code);
+            Assert.Equal(0, (await source.QueryAsync("SELECT count(*) FROM acct WHERE k = '" + movedKey + "'")).GetProperty("rows")[0][0].GetInt64());
+            var stillOpen = Infra.Core.Placement.ShardKey.Slot("seed:0", mapAfter.GetProperty("slots").GetInt32());
+            if (ShardCluster.OwnerOf(mapAfter, "seed:0") == ShardCluster.OwnerOf(mapBefore, movedKey))
+            {
+                await late.ExecuteAsync([["UPDATE acct SET v = v WHERE k = ?", "seed:0"]], slot: stillOpen);
+            }
+        }
+
+        // Through the router the key's writes go to its new owner as usual.
+        var (routed, routedAnswer) = await cluster.ExecuteAsync(movedKey, ["INSERT INTO acct(k, v) VALUES(?, ?)", movedKey, 1]);
+        Assert.True(routed == 200, routedAnswer.ToString());
+        Assert.Equal("s2", routedAnswer.GetProperty("shard").GetString());
     }
 
     [Fact]

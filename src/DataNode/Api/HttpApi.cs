@@ -277,6 +277,17 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
                 w.WriteNumber("fencedBy", node.FencedBy);
             }
 
+            if (db.ClosedSlots is { Count: > 0 } closed)
+            {
+                w.WriteStartArray("closedSlots");
+                foreach (var slot in closed)
+                {
+                    w.WriteNumberValue(slot);
+                }
+
+                w.WriteEndArray();
+            }
+
             w.WriteStartObject("sync");
             w.WriteString("mode", node.Options.Sync == SyncMode.SemiSync ? "semi-sync" : "async");
             w.WriteBoolean("waiting", node.Hub.SemiSyncRequired);

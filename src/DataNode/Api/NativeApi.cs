@@ -15,10 +15,10 @@ namespace Infra.DataNode.Api;
 /// replica's <c>hello</c> speaks this): length-prefixed MessagePack frames, a request is
 /// <c>[id, op, {args}]</c> with id &gt; 0, the answer <c>[id, "ok", {result}]</c> or
 /// <c>[id, "&lt;ErrorCode&gt;", "message"]</c>. Requests on one connection run concurrently and are
-/// answered as they finish (<see cref="RequestConnection"/>). Ops: <c>execute</c> {statements: [[sql, params…]], epoch?} →
+/// answered as they finish (<see cref="RequestConnection"/>). Ops: <c>execute</c> {statements: [[sql, params…]], epoch?, slot?} →
 /// {results: [[rowsAffected, lastInsertId]…], lsn, epoch}; <c>query</c> {sql, params?, minLsn?,
 /// timeoutMs?} → {columns, rows, lsn}; <c>status</c>; <c>checksum</c>; <c>promote</c> {epoch};
-/// <c>follow</c> {master, epoch?, reclone?}; <c>claim</c> {epoch, leader}; <c>slotRows</c> {tables: [[name, shardKey]…], slots, slot, since?, epoch?} →
+/// <c>follow</c> {master, epoch?, reclone?}; <c>claim</c> {epoch, leader}; <c>closeSlot</c> / <c>openSlot</c> {slot, epoch?} → {closedSlots} (writes tagged with a closed slot are refused, SlotClosed); <c>slotRows</c> {tables: [[name, shardKey]…], slots, slot, since?, epoch?} →
 /// {lsn, epoch, tables: [{name, columns, rows, keyColumns, gone}]} (a slot's rows, or the delta since an LSN, for resharding); <c>ping</c>. State-changing
 /// ops carry <c>token</c> when the node has an admin token.
 /// </summary>
@@ -102,7 +102,7 @@ internal sealed partial class NativeApi(Node node, ILogger logger)
                     }
 
                     var epoch = OptionalLong(args, "epoch");
-                    var answer = await node.ExecuteAsync(new WriteCommand(list, epoch), cancellationToken);
+                    var answer = await node.ExecuteAsync(new WriteCommand(list, epoch, OptionalSlot(args)), cancellationToken);
                     return (ref MessagePackWriter w) =>
                     {
                         w.WriteMapHeader(3);
@@ -259,6 +259,24 @@ internal sealed partial class NativeApi(Node node, ILogger logger)
                     return Status();
                 }
 
+            case "closeSlot" or "openSlot":
+                {
+                    CheckToken(args);
+                    var slot = OptionalSlot(args) ?? throw Bad($"expected {{slot, epoch?}}: the slot to {(op == "closeSlot" ? "close" : "open")}");
+                    await node.ChangeSlotAsync(new SlotChange(slot, op == "closeSlot"), OptionalLong(args, "epoch"));
+                    var closed = node.Db.ClosedSlots;
+                    return (ref MessagePackWriter w) =>
+                    {
+                        w.WriteMapHeader(1);
+                        w.Write("closedSlots");
+                        w.WriteArrayHeader(closed.Count);
+                        foreach (var s in closed)
+                        {
+                            w.Write(s);
+                        }
+                    };
+                }
+
             case "claim":
                 {
                     CheckToken(args);
@@ -323,7 +341,7 @@ internal sealed partial class NativeApi(Node node, ILogger logger)
         var given = args.GetValueOrDefault("token") as string ?? "";
         if (!CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(given), Encoding.UTF8.GetBytes(expected)))
         {
-            throw new NodeException(NodeErrorCode.Unauthorized, "this node requires its admin token for promote, follow and claim");
+            throw new NodeException(NodeErrorCode.Unauthorized, "this node requires its admin token for promote, follow, claim, closeSlot and openSlot");
         }
     }
 
@@ -374,6 +392,14 @@ internal sealed partial class NativeApi(Node node, ILogger logger)
         null => null,
         long l when l >= 0 => l,
         _ => throw Bad($"\"{name}\" must be a non-negative integer"),
+    };
+
+    /// <summary>A shard-map slot number (0–65535), or null when the request has none.</summary>
+    private static int? OptionalSlot(Dictionary<string, object?> args) => args.GetValueOrDefault("slot") switch
+    {
+        null => null,
+        long l and >= 0 and <= ushort.MaxValue => (int)l,
+        _ => throw Bad("\"slot\" must be an integer from 0 to 65535"),
     };
 
     private static long RequiredLong(Dictionary<string, object?> args, string name) =>

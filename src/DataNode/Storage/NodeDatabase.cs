@@ -9,8 +9,16 @@ namespace Infra.DataNode.Storage;
 /// <summary>One statement of a write request: SQL and its positional parameters.</summary>
 internal sealed record SqlStatement(string Sql, IReadOnlyList<object?> Parameters);
 
-/// <summary>A write request: statements run in one transaction; <see cref="Epoch"/>, when given, must be the node's.</summary>
-internal sealed record WriteCommand(IReadOnlyList<SqlStatement> Statements, long? Epoch = null);
+/// <summary>
+/// A write request: statements run in one transaction; <see cref="Epoch"/>, when given, must be the node's.
+/// <see cref="Slot"/>, when given, is the shard-map slot the write is for (the shard router sends it) and
+/// must not be closed here. A command with <see cref="SlotChange"/> and no statements closes or reopens
+/// a slot instead, in its place in the writer's queue.
+/// </summary>
+internal sealed record WriteCommand(IReadOnlyList<SqlStatement> Statements, long? Epoch = null, int? Slot = null, SlotChange? SlotChange = null);
+
+/// <summary>Closes a slot to writes tagged with it (it is leaving this shard, or has left), or opens it again.</summary>
+internal readonly record struct SlotChange(int Slot, bool Closed);
 
 internal readonly record struct StatementResult(long RowsAffected, long LastInsertId);
 
@@ -74,6 +82,8 @@ internal sealed partial class NodeDatabase : IDisposable
     private long _historyEpoch;
     private int _generation;
     private long _commitsSinceTrim;
+    private readonly HashSet<int> _closedSlots = [];
+    private int[] _closedSlotsView = [];
 
     private NodeDatabase(string directory, DatabaseSettings settings, TimeProvider time)
     {
@@ -93,6 +103,12 @@ internal sealed partial class NodeDatabase : IDisposable
     public long Lsn => Volatile.Read(ref _lsn);
 
     public long Epoch => Volatile.Read(ref _epoch);
+
+    /// <summary>
+    /// Slots closed to tagged writes (<see cref="WriteCommand.Slot"/>), sorted. Kept in memory only: a
+    /// restart forgets them along with every write that was still queued, so no late write survives it.
+    /// </summary>
+    public IReadOnlyList<int> ClosedSlots => Volatile.Read(ref _closedSlotsView);
 
     /// <summary>Replica ids that semi-sync counts on (every replica that ever connected, until forgotten).</summary>
     public IReadOnlyList<string> RegisteredReplicas { get; private set; } = [];
@@ -152,6 +168,24 @@ internal sealed partial class NodeDatabase : IDisposable
                 if (command.Epoch is { } expected && expected != epoch)
                 {
                     outcomes[i] = Failed(new NodeException(NodeErrorCode.StaleEpoch, $"the request is for epoch {expected}; this node is at epoch {epoch}"));
+                    continue;
+                }
+
+                if (command.SlotChange is { } change)
+                {
+                    var changed = change.Closed ? _closedSlots.Add(change.Slot) : _closedSlots.Remove(change.Slot);
+                    if (changed)
+                    {
+                        Volatile.Write(ref _closedSlotsView, [.. _closedSlots.Order()]);
+                    }
+
+                    outcomes[i] = new WriteOutcome([], next, null, null);
+                    continue;
+                }
+
+                if (command.Slot is { } slot && _closedSlots.Contains(slot))
+                {
+                    outcomes[i] = Failed(new NodeException(NodeErrorCode.SlotClosed, $"slot {slot} is closed on this shard (it has moved or is moving to another); the write was not applied"));
                     continue;
                 }
 

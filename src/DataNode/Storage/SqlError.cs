@@ -35,6 +35,9 @@ internal enum NodeErrorCode
 
     /// <summary>A state-changing request without the admin token the node requires (401).</summary>
     Unauthorized,
+
+    /// <summary>A write for a shard-map slot that is closed here: the slot has moved, or is moving, to another shard (409).</summary>
+    SlotClosed,
 }
 
 /// <summary>A request failed with a code the client can act on.</summary>
@@ -45,7 +48,7 @@ internal sealed class NodeException(NodeErrorCode code, string message) : Except
     public static int HttpStatus(NodeErrorCode code) => code switch
     {
         NodeErrorCode.BadRequest or NodeErrorCode.SqlError or NodeErrorCode.NotAllowed => 400,
-        NodeErrorCode.NotMaster or NodeErrorCode.StaleEpoch or NodeErrorCode.Truncated => 409,
+        NodeErrorCode.NotMaster or NodeErrorCode.StaleEpoch or NodeErrorCode.Truncated or NodeErrorCode.SlotClosed => 409,
         NodeErrorCode.Unauthorized => 401,
         _ => 503,
     };

@@ -137,13 +137,23 @@ public sealed class DataNodeClient : IAsyncDisposable
         return (address[..colon].Trim('[', ']'), port);
     }
 
-    /// <summary>Runs statements (each <c>[sql, params…]</c>) in one transaction on the master; <paramref name="epoch"/>, when given, must be the node's.</summary>
-    public async Task<ExecuteOutcome> ExecuteAsync(IReadOnlyList<object?[]> statements, long? epoch = null)
+    /// <summary>
+    /// Runs statements (each <c>[sql, params…]</c>) in one transaction on the master; <paramref name="epoch"/>,
+    /// when given, must be the node's; <paramref name="slot"/>, when given, tags the write with its shard-map
+    /// slot, and the node refuses it (SlotClosed) if that slot is closed there (<see cref="CloseSlotAsync"/>).
+    /// </summary>
+    public async Task<ExecuteOutcome> ExecuteAsync(IReadOnlyList<object?[]> statements, long? epoch = null, int? slot = null)
     {
         ArgumentNullException.ThrowIfNull(statements);
         var body = await _rpc.SendAsync("execute", (ref MessagePackWriter w) =>
         {
-            w.WriteMapHeader(epoch is null ? 1 : 2);
+            w.WriteMapHeader(1 + (epoch is null ? 0 : 1) + (slot is null ? 0 : 1));
+            if (slot is { } s)
+            {
+                w.Write("slot");
+                w.Write(s);
+            }
+
             w.Write("statements");
             w.WriteArrayHeader(statements.Count);
             foreach (var statement in statements)
@@ -285,6 +295,20 @@ public sealed class DataNodeClient : IAsyncDisposable
     /// <summary>Makes the node a replica of <paramref name="master"/> (a data node's <c>--listen</c> address).</summary>
     public async Task<DataNodeStatus> FollowAsync(string master, long? epoch = null, bool reclone = false, string? token = null) =>
         ToStatus(await _rpc.CallAsync("follow", new() { ["master"] = master, ["epoch"] = epoch, ["reclone"] = reclone, ["token"] = token }));
+
+    /// <summary>
+    /// Closes a shard-map slot on the master to writes tagged with it, in order with the writes queued before
+    /// (those are applied, later ones refused); the slots closed now. Not persisted: a restart opens them all.
+    /// </summary>
+    public async Task<IReadOnlyList<int>> CloseSlotAsync(int slot, long? epoch = null, string? token = null) =>
+        ReadClosedSlots(await _rpc.CallAsync("closeSlot", new() { ["slot"] = slot, ["epoch"] = epoch, ["token"] = token }));
+
+    /// <summary>Opens a slot closed by <see cref="CloseSlotAsync"/>; the slots still closed.</summary>
+    public async Task<IReadOnlyList<int>> OpenSlotAsync(int slot, long? epoch = null, string? token = null) =>
+        ReadClosedSlots(await _rpc.CallAsync("openSlot", new() { ["slot"] = slot, ["epoch"] = epoch, ["token"] = token }));
+
+    private static int[] ReadClosedSlots(Dictionary<string, object?> answer) =>
+        answer.GetValueOrDefault("closedSlots") is List<object?> slots ? [.. slots.OfType<long>().Select(s => (int)s)] : [];
 
     /// <summary>Claims <paramref name="epoch"/> for the node <paramref name="leaderId"/>: the node joins it as a replica and votes for that leader only.</summary>
     public async Task<DataNodeStatus> ClaimAsync(long epoch, string leaderId, string? token = null) =>

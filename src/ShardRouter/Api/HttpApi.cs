@@ -17,6 +17,14 @@ namespace Infra.ShardRouter.Api;
 /// </summary>
 internal sealed class HttpApi(Router router, Resharder resharder) : IAdminRoutes
 {
+    /// <summary>
+    /// Paths Kestrel runs on the thread that read the request (<see cref="AdminEndpointOptions.InlinePaths"/>),
+    /// as the MessagePack API does: a keyed read or write is parsed and sent to its node right there, and
+    /// the node's answer is turned into the response by the thread that read it (<see cref="NodeConnections"/>).
+    /// A large body, a fan-out or a large result moves to the thread pool first.
+    /// </summary>
+    public static readonly IReadOnlySet<string> InlinePaths = new HashSet<string>(StringComparer.Ordinal) { "/db/execute", "/db/query" };
+
     public void Map(IEndpointRouteBuilder routes)
     {
         routes.MapPost("/db/execute", context => Guard(context, ExecuteAsync));
@@ -100,6 +108,7 @@ internal sealed class HttpApi(Router router, Resharder resharder) : IAdminRoutes
 
     private async Task ExecuteAsync(HttpContext context)
     {
+        await LeaveIfLargeAsync(context);
         var (key, statements) = RequestParser.Execute(await ReadAsync(context), router.Options.MaxStatements);
         var reply = await router.ExecuteAsync(key, statements, context.RequestAborted);
         await JsonHttp.WriteAsync(context, w =>
@@ -127,8 +136,19 @@ internal sealed class HttpApi(Router router, Resharder resharder) : IAdminRoutes
 
     private async Task QueryAsync(HttpContext context)
     {
+        await LeaveIfLargeAsync(context);
         var request = RequestParser.Query(await ReadAsync(context));
+        if (!request.HasKey)
+        {
+            await Task.Yield();
+        }
+
         var reply = await router.QueryAsync(request, context.RequestAborted);
+        if (reply.Rows.Count > NativeApi.InlineResultRows)
+        {
+            await Task.Yield();
+        }
+
         await JsonHttp.WriteAsync(context, w =>
         {
             w.WriteStartObject();
@@ -288,6 +308,18 @@ internal sealed class HttpApi(Router router, Resharder resharder) : IAdminRoutes
             w.WriteNumber("slotsToMove", moving);
             w.WriteEndObject();
         });
+    }
+
+    /// <summary>On an inline path: a body over the inline limit (or of unknown length) is received whole, then the request moves to the pool.</summary>
+    private static async ValueTask LeaveIfLargeAsync(HttpContext context)
+    {
+        if (context.Request.ContentLength is >= 0 and <= RequestConnection.InlineArgsLimit)
+        {
+            return;
+        }
+
+        await AdminServer.ReceiveBodyAsync(context);
+        await Task.Yield();
     }
 
     private static async Task<Dictionary<string, object?>> ReadAsync(HttpContext context)

@@ -18,6 +18,9 @@ internal sealed class NativeApi(Router router) : IConnectionHandler
 {
     public const int MaxInFlightPerConnection = 1024;
 
+    /// <summary>Results with more rows than this are written out on the thread pool, not on a socket thread (both APIs).</summary>
+    public const int InlineResultRows = 256;
+
     public Task OnConnectedAsync(ConnectionContext connection) =>
         RequestConnection.RunAsync(connection, router.Options.MaxRequestBytes, MaxInFlightPerConnection, HandleAsync, handlerLeavesReader: true);
 
@@ -95,6 +98,11 @@ internal sealed class NativeApi(Router router) : IConnectionHandler
                     }
 
                     var reply = await router.QueryAsync(request, cancellationToken);
+                    if (reply.Rows.Count > InlineResultRows)
+                    {
+                        await RequestConnection.LeaveReaderAsync();
+                    }
+
                     return (ref MessagePackWriter w) =>
                     {
                         w.WriteMapHeader(reply.Failed.Count > 0 ? 4 : 3);

@@ -147,7 +147,7 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
         var statements = schema.Rows.Select(r => new object?[] { IfNotExists((string)r[1]!) }).ToList();
         if (statements.Count > 0)
         {
-            await router.WriteAsync(shard, statements, "ddl", CancellationToken.None);
+            await router.WriteAsync(shard, statements, "ddl", slot: null, CancellationToken.None);
         }
     }
 
@@ -288,7 +288,12 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
         var to = map.Find(toId)!;
         var gate = router.SlotGate(slot);
         var gateClosed = false;
+        var sourceClosed = false;
         long heldFrom = 0;
+
+        // The destination may have closed this slot when it moved away from there before: writes tagged with
+        // it must be taken there once it owns the slot again.
+        await ChangeSlotAsync(toId, slot, closed: false, cancellationToken);
 
         // Fan-outs wait for the whole move: until the flip the destination holds copies of rows it does not own yet.
         await router.FanOutGate.CloseAsync(cancellationToken);
@@ -317,10 +322,14 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
                         }
                     }
 
-                    // 3. Hold the slot's writes (in-flight ones finish first) and copy the last changes.
+                    // 3. Hold the slot's writes (in-flight ones finish first), close the slot on the source (a
+                    // write this router gave up on, still queued there, is refused instead of committing after
+                    // the last copy) and copy the last changes.
                     await gate.CloseAsync(cancellationToken);
                     gateClosed = true;
                     heldFrom = Stopwatch.GetTimestamp();
+                    sourceClosed = true;
+                    await ChangeSlotAsync(fromId, slot, closed: true, cancellationToken);
                     var last = await ReadSlotAsync(fromId, tables, map.Slots, slot, at.Lsn, copy.Epoch, cancellationToken);
                     caughtUp += await ApplyAsync(to, tables, map.Slots, slot, last, cancellationToken);
                     CheckTablesUnchanged(tables);
@@ -337,6 +346,8 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
                         heldFrom = Stopwatch.GetTimestamp();
                     }
 
+                    sourceClosed = true;
+                    await ChangeSlotAsync(fromId, slot, closed: true, cancellationToken);
                     var copy = await ReadSlotAsync(fromId, tables, map.Slots, slot, since: null, epoch: null, cancellationToken);
                     rows = await ApplyAsync(to, tables, map.Slots, slot, copy, cancellationToken, replace: true);
                     caughtUp = 0;
@@ -348,6 +359,11 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
                 // The slot stays where it was: its traffic goes on at once, and nothing is left behind on
                 // the destination, which does not own it (if this delete fails too, the next attempt's
                 // first write clears the slot there before copying).
+                if (sourceClosed)
+                {
+                    await ReopenOnSourceAsync(fromId, slot);
+                }
+
                 if (gateClosed)
                 {
                     gate.Open();
@@ -391,6 +407,32 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
             {
                 gate.Open();
             }
+        }
+    }
+
+    /// <summary>Closes the slot on the shard's current master to writes tagged with it, or opens it again.</summary>
+    private async Task ChangeSlotAsync(string shardId, int slot, bool closed, CancellationToken cancellationToken)
+    {
+        var shard = router.Map.Find(shardId) ?? throw new RouterException("NotFound", $"shard {shardId} left the map during a move", 404);
+        await router.Pool[shard.Master].CallAsync(
+            c => closed ? c.CloseSlotAsync(slot, shard.Epoch, router.Options.NodeToken) : c.OpenSlotAsync(slot, shard.Epoch, router.Options.NodeToken),
+            router.Options.RequestTimeout, cancellationToken);
+    }
+
+    /// <summary>
+    /// A failed move gives the slot back to its source's writes. If the source cannot be told (it is down),
+    /// a restart opens its slots anyway; one that stays up refuses the slot's writes (SlotClosed, retriable)
+    /// until the move is tried again, which opens or moves it.
+    /// </summary>
+    private async Task ReopenOnSourceAsync(string fromId, int slot)
+    {
+        try
+        {
+            await ChangeSlotAsync(fromId, slot, closed: false, CancellationToken.None);
+        }
+        catch (Exception ex) when (ex is DataException or RouterException)
+        {
+            LogReopenFailed(logger, slot, fromId, ex.Message);
         }
     }
 
@@ -452,7 +494,7 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
 
         foreach (var chunk in statements.Chunk(router.Options.CopyBatchRows))
         {
-            await router.WriteAsync(to, chunk, "move", cancellationToken);
+            await router.WriteAsync(to, chunk, "move", slot: null, cancellationToken);
         }
 
         return statements.Count - clearing;
@@ -488,7 +530,7 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
         {
             try
             {
-                await router.WriteAsync(router.Map.Find(shard.Id) ?? shard, statements, "move", CancellationToken.None);
+                await router.WriteAsync(router.Map.Find(shard.Id) ?? shard, statements, "move", slot: null, CancellationToken.None);
                 return;
             }
             catch (RouterException ex) when (ex.Retriable && attempt < 20)
@@ -512,6 +554,9 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
 
     [LoggerMessage(EventId = 724, Level = LogLevel.Information, Message = "Deleted the rows slot {Slot} left on {Shard} when it moved away (a cleanup an earlier move did not finish)")]
     private static partial void LogCleanedUp(ILogger logger, int slot, string shard);
+
+    [LoggerMessage(EventId = 726, Level = LogLevel.Warning, Message = "Could not reopen slot {Slot} on {Shard} after a failed move ({Reason}); its writes are refused there until the move is retried")]
+    private static partial void LogReopenFailed(ILogger logger, int slot, string shard, string reason);
 
     [LoggerMessage(EventId = 722, Level = LogLevel.Warning, Message = "Shard {Shard} is drained and left the map")]
     private static partial void LogRemoved(ILogger logger, string shard);

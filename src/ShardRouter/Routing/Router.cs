@@ -89,12 +89,16 @@ internal sealed partial class Router : IAsyncDisposable
         var slot = SlotOfKey(key);
         using var pass = await _slotGates[slot].EnterAsync(cancellationToken);
         var shard = _map.OwnerOf(slot);
-        var outcome = await WriteAsync(shard, statements, "write", cancellationToken);
+        var outcome = await WriteAsync(shard, statements, "write", slot, cancellationToken);
         return new ExecuteReply(outcome, shard.Id);
     }
 
-    /// <summary>Statements to one shard's master, with the shard's epoch.</summary>
-    public async Task<ExecuteOutcome> WriteAsync(ShardInfo shard, IReadOnlyList<object?[]> statements, string kind, CancellationToken cancellationToken)
+    /// <summary>
+    /// Statements to one shard's master, with the shard's epoch, and for a keyed write its slot: the master
+    /// refuses it if the slot has been closed there for a move (<see cref="Placement.Resharder"/>), so a write
+    /// that reaches it late cannot commit behind the move's last copy.
+    /// </summary>
+    public async Task<ExecuteOutcome> WriteAsync(ShardInfo shard, IReadOnlyList<object?[]> statements, string kind, int? slot, CancellationToken cancellationToken)
     {
         if (Health.Shard(shard.Id).FailingOver)
         {
@@ -104,7 +108,7 @@ internal sealed partial class Router : IAsyncDisposable
         var started = Stopwatch.GetTimestamp();
         try
         {
-            var outcome = await Pool[shard.Master].CallAsync(c => c.ExecuteAsync(statements, shard.Epoch), Options.RequestTimeout, inline: kind == "write", cancellationToken);
+            var outcome = await Pool[shard.Master].CallAsync(c => c.ExecuteAsync(statements, shard.Epoch, slot), Options.RequestTimeout, inline: kind == "write", cancellationToken);
             Metrics.Request(shard.Id, kind, true, Stopwatch.GetElapsedTime(started).TotalSeconds);
             return outcome;
         }
@@ -266,7 +270,7 @@ internal sealed partial class Router : IAsyncDisposable
         {
             try
             {
-                var outcome = await WriteAsync(shard, statements, "ddl", cancellationToken);
+                var outcome = await WriteAsync(shard, statements, "ddl", slot: null, cancellationToken);
                 outcomes.Add(new SchemaOutcome(shard.Id, true, outcome.Lsn, null, null));
             }
             catch (RouterException ex)

@@ -83,9 +83,14 @@ internal sealed class ShardCluster : IAsyncDisposable
         }
     }
 
-    public async Task<(int Status, JsonElement Body)> PostAsync(string path, object body)
+    /// <summary>POSTs the body as JSON with a Content-Length, as most clients send it (<see cref="PostChunkedAsync"/> for the other way).</summary>
+    public Task<(int Status, JsonElement Body)> PostAsync(string path, object body) => PostRawAsync(path, JsonSerializer.Serialize(body));
+
+    /// <summary>POSTs the body as JSON in chunked transfer encoding (no Content-Length).</summary>
+    public async Task<(int Status, JsonElement Body)> PostChunkedAsync(string path, object body)
     {
         using var response = await Http.PostAsJsonAsync(path, body);
+        Assert.Null(response.RequestMessage?.Content?.Headers.ContentLength);
         var text = await response.Content.ReadAsStringAsync();
         return ((int)response.StatusCode, text.Length == 0 ? default : JsonDocument.Parse(text).RootElement.Clone());
     }
