@@ -7,8 +7,8 @@
 #   at 1 client (p50 latency: router overhead = router p50 - direct p50) and 16 clients (rate), plus
 #   the router's own CPU time per request (from /proc) — what one router costs per request, the
 #   figure that says how far it scales on a bigger machine.
-#   hop     the 1-client p50s again with every process (nodes, router, HAProxy, wrk) pinned to one
-#           core, plus HAProxy (HTTP mode, one thread) in front of the replica as the yardstick for
+#   hop     the 1-client p50s again over one shard with every process (nodes, router, HAProxy, wrk)
+#           pinned to one core, plus HAProxy (HTTP mode, one thread) in front of the replica as the yardstick for
 #           one proxy hop. On a KVM guest without guest halt-polling, waking a thread on the other,
 #           idle vCPU costs tens of µs, and whether the client and the server land on the same vCPU
 #           changes the direct p50 between ~20 and ~95 µs from run to run; unpinned overheads compare
@@ -132,8 +132,12 @@ for run in $(seq 1 "$RUNS"); do
     measure write router $R /db/execute "$WRITE_ROUTER"
     measure write direct http://127.0.0.1:$((BASE + 1)) /execute "$WRITE_DIRECT"
   done
+  stop_stack
 
-  # The hop: everything on one core, HAProxy in front of the replica as the yardstick.
+  # The hop: one shard behind the router (so "direct" is the very node the router calls; with two,
+  # writes alternating between two masters cost ~150 µs more each than writes to one, router or
+  # not), everything on one core, HAProxy in front of the replica as the yardstick.
+  start_stack 1
   cat >"$WORK/haproxy.cfg" <<CFG
 global
   nbthread 1
