@@ -7,14 +7,6 @@ using Infra.DataNode;
 // with its completions inline (HttpApi.InlinePaths). INFRA_SOCKET_ENGINE=dotnet and
 // DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=0 go back. Both must be set before the first socket
 // exists; an explicit setting wins.
-if (Environment.GetEnvironmentVariable(SocketConnection.EngineVariable) is null)
-{
-    Environment.SetEnvironmentVariable(SocketConnection.EngineVariable, "epoll");
-}
-
-if (Environment.GetEnvironmentVariable("DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS") is null)
-{
-    Environment.SetEnvironmentVariable("DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS", "1");
-}
+SocketConnection.PreferInlineCompletions();
 
 return await ServiceHost.RunAsync(args, NodeCommandLine.Definition, builder => builder.Services.AddDataNode());

@@ -7,14 +7,6 @@ using Infra.LoadBalancer;
 // goes back to .NET's engine. Run socket completions of .NET's engine (accepts, the admin port, and
 // everything with INFRA_SOCKET_ENGINE=dotnet) inline on its epoll threads too. Both must be set
 // before the first socket exists; an explicit setting wins.
-if (Environment.GetEnvironmentVariable(SocketConnection.EngineVariable) is null)
-{
-    Environment.SetEnvironmentVariable(SocketConnection.EngineVariable, "epoll");
-}
-
-if (Environment.GetEnvironmentVariable("DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS") is null)
-{
-    Environment.SetEnvironmentVariable("DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS", "1");
-}
+SocketConnection.PreferInlineCompletions();
 
 return await ServiceHost.RunAsync(args, LoadBalancerCommandLine.Definition, builder => builder.Services.AddLoadBalancer());

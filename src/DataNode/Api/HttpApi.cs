@@ -95,7 +95,7 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
 
     private async Task ExecuteAsync(HttpContext context)
     {
-        await LeaveIfLargeAsync(context);
+        await AdminServer.LeaveIfLargeAsync(context);
         using var body = await ReadJsonAsync(context);
         var root = body.RootElement;
         JsonElement statements;
@@ -207,7 +207,7 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
 
     private async Task QueryAsync(HttpContext context)
     {
-        await LeaveIfLargeAsync(context);
+        await AdminServer.LeaveIfLargeAsync(context);
         using var body = await ReadJsonAsync(context);
         var root = body.RootElement;
         if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("sql", out var sqlElement) || sqlElement.ValueKind != JsonValueKind.String)
@@ -443,17 +443,6 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
     /// thread pool: it is received whole first (a read that waits resumes on the socket thread), then
     /// the request moves to the pool.
     /// </summary>
-    private static async ValueTask LeaveIfLargeAsync(HttpContext context)
-    {
-        if (context.Request.ContentLength is >= 0 and <= RequestConnection.InlineArgsLimit)
-        {
-            return;
-        }
-
-        await AdminServer.ReceiveBodyAsync(context);
-        await Task.Yield();
-    }
-
     private static async Task<JsonDocument> ReadJsonAsync(HttpContext context) =>
         await JsonHttp.ReadAsync(context) ?? throw Bad("the body is empty; expected JSON");
 

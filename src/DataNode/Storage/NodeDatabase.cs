@@ -82,8 +82,7 @@ internal sealed partial class NodeDatabase : IDisposable
     private long _historyEpoch;
     private int _generation;
     private long _commitsSinceTrim;
-    private readonly HashSet<int> _closedSlots = [];
-    private int[] _closedSlotsView = [];
+    private int[] _closedSlots = []; // sorted; replaced (never changed) by the writer thread, read by any
 
     private NodeDatabase(string directory, DatabaseSettings settings, TimeProvider time)
     {
@@ -108,7 +107,7 @@ internal sealed partial class NodeDatabase : IDisposable
     /// Slots closed to tagged writes (<see cref="WriteCommand.Slot"/>), sorted. Kept in memory only: a
     /// restart forgets them along with every write that was still queued, so no late write survives it.
     /// </summary>
-    public IReadOnlyList<int> ClosedSlots => Volatile.Read(ref _closedSlotsView);
+    public IReadOnlyList<int> ClosedSlots => Volatile.Read(ref _closedSlots);
 
     /// <summary>Replica ids that semi-sync counts on (every replica that ever connected, until forgotten).</summary>
     public IReadOnlyList<string> RegisteredReplicas { get; private set; } = [];
@@ -173,17 +172,17 @@ internal sealed partial class NodeDatabase : IDisposable
 
                 if (command.SlotChange is { } change)
                 {
-                    var changed = change.Closed ? _closedSlots.Add(change.Slot) : _closedSlots.Remove(change.Slot);
-                    if (changed)
+                    var closed = Array.BinarySearch(_closedSlots, change.Slot) >= 0;
+                    if (closed != change.Closed)
                     {
-                        Volatile.Write(ref _closedSlotsView, [.. _closedSlots.Order()]);
+                        Volatile.Write(ref _closedSlots, change.Closed ? [.. _closedSlots.Append(change.Slot).Order()] : [.. _closedSlots.Where(s => s != change.Slot)]);
                     }
 
                     outcomes[i] = new WriteOutcome([], next, null, null);
                     continue;
                 }
 
-                if (command.Slot is { } slot && _closedSlots.Contains(slot))
+                if (command.Slot is { } slot && Array.BinarySearch(_closedSlots, slot) >= 0)
                 {
                     outcomes[i] = Failed(new NodeException(NodeErrorCode.SlotClosed, $"slot {slot} is closed on this shard (it has moved or is moving to another); the write was not applied"));
                     continue;

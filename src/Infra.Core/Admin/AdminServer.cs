@@ -177,6 +177,23 @@ public sealed partial class AdminServer : IHostedService, IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// For a handler on an inline path: a body over <see cref="Framing.RequestConnection.InlineArgsLimit"/>, or of
+    /// unknown length (chunked), is received whole and the request moves to the thread pool before it is parsed;
+    /// a small one stays on the socket thread.
+    /// </summary>
+    public static async ValueTask LeaveIfLargeAsync(HttpContext context)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        if (context.Request.ContentLength is >= 0 and <= Framing.RequestConnection.InlineArgsLimit)
+        {
+            return;
+        }
+
+        await ReceiveBodyAsync(context);
+        await Task.Yield();
+    }
+
     private Task WriteHealthAsync(HttpContext context)
     {
         var reasons = _readiness.Select(r => r.NotReadyReason).OfType<string>().ToList();

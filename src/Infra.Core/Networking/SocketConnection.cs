@@ -49,6 +49,26 @@ public sealed class SocketConnection : IAsyncDisposable
         }
     }
 
+    /// <summary>.NET's switch that runs its socket engine's completions on its epoll threads instead of the thread pool.</summary>
+    public const string DotnetInlineCompletionsVariable = "DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS";
+
+    /// <summary>
+    /// A service's defaults for request paths with no hop to the thread pool: connections on Infra.Core's
+    /// epoll engine (<see cref="EngineVariable"/> = epoll) and .NET's own socket completions (accepts, Kestrel)
+    /// inline (<see cref="DotnetInlineCompletionsVariable"/> = 1). Call first thing in Main: both are read
+    /// when the first socket is made. An explicit setting of either wins (dotnet / 0 go back).
+    /// </summary>
+    public static void PreferInlineCompletions()
+    {
+        foreach (var (variable, value) in new[] { (EngineVariable, "epoll"), (DotnetInlineCompletionsVariable, "1") })
+        {
+            if (Environment.GetEnvironmentVariable(variable) is null)
+            {
+                Environment.SetEnvironmentVariable(variable, value);
+            }
+        }
+    }
+
     /// <summary>The epoll engine this process runs its connections on, or null for .NET's.</summary>
     public static EpollEngine? Engine => SharedEngine.Value;
 

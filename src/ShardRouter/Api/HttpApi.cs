@@ -108,7 +108,7 @@ internal sealed class HttpApi(Router router, Resharder resharder) : IAdminRoutes
 
     private async Task ExecuteAsync(HttpContext context)
     {
-        await LeaveIfLargeAsync(context);
+        await AdminServer.LeaveIfLargeAsync(context);
         var (key, statements) = RequestParser.Execute(await ReadAsync(context), router.Options.MaxStatements);
         var reply = await router.ExecuteAsync(key, statements, context.RequestAborted);
         await JsonHttp.WriteAsync(context, w =>
@@ -136,7 +136,7 @@ internal sealed class HttpApi(Router router, Resharder resharder) : IAdminRoutes
 
     private async Task QueryAsync(HttpContext context)
     {
-        await LeaveIfLargeAsync(context);
+        await AdminServer.LeaveIfLargeAsync(context);
         var request = RequestParser.Query(await ReadAsync(context));
         if (!request.HasKey)
         {
@@ -308,18 +308,6 @@ internal sealed class HttpApi(Router router, Resharder resharder) : IAdminRoutes
             w.WriteNumber("slotsToMove", moving);
             w.WriteEndObject();
         });
-    }
-
-    /// <summary>On an inline path: a body over the inline limit (or of unknown length) is received whole, then the request moves to the pool.</summary>
-    private static async ValueTask LeaveIfLargeAsync(HttpContext context)
-    {
-        if (context.Request.ContentLength is >= 0 and <= RequestConnection.InlineArgsLimit)
-        {
-            return;
-        }
-
-        await AdminServer.ReceiveBodyAsync(context);
-        await Task.Yield();
     }
 
     private static async Task<Dictionary<string, object?>> ReadAsync(HttpContext context)
