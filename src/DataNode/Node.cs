@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
+using Infra.Core.Threading;
 using Infra.DataNode.Replication;
 using Infra.DataNode.Storage;
 using Microsoft.Extensions.Logging;
@@ -25,7 +26,9 @@ internal sealed partial class Node : IAsyncDisposable
 {
     public const string MeterName = "Infra.DataNode";
 
-    private readonly BlockingCollection<Job> _jobs = new(new ConcurrentQueue<Job>());
+    private readonly ConcurrentQueue<Job> _jobs = new();
+    private readonly WakeSignal _jobArrived = new();
+    private int _closed;
     private readonly Thread _writerThread;
     private readonly ILogger _logger;
     private readonly ILoggerFactory _loggerFactory;
@@ -378,21 +381,54 @@ internal sealed partial class Node : IAsyncDisposable
 
     private void Enqueue(Job job)
     {
-        try
+        _jobs.Enqueue(job);
+        if (Volatile.Read(ref _closed) == 0)
         {
-            _jobs.Add(job);
+            try
+            {
+                _jobArrived.Set();
+                return;
+            }
+            catch (ObjectDisposedException)
+            {
+                // Closed meanwhile.
+            }
         }
-        catch (InvalidOperationException)
+
+        // Closed: the writer may have looked for the last time already.
+        FailQueued();
+    }
+
+    private void FailQueued()
+    {
+        while (_jobs.TryDequeue(out var job))
         {
             job.Fail(new NodeException(NodeErrorCode.Unavailable, "the node is shutting down"));
         }
     }
 
+    /// <summary>
+    /// The writer thread: takes what is queued, runs consecutive writes as one group (one transaction,
+    /// one fsync), then waits for more without spinning (<see cref="WakeSignal"/>). Once closed it runs
+    /// what was queued before and stops.
+    /// </summary>
     private void WriterLoop()
     {
         var group = new List<WriteJob>();
-        foreach (var job in _jobs.GetConsumingEnumerable())
+        while (true)
         {
+            var closed = Volatile.Read(ref _closed) != 0;
+            if (!_jobs.TryDequeue(out var job))
+            {
+                if (closed)
+                {
+                    return;
+                }
+
+                _jobArrived.Wait(Timeout.InfiniteTimeSpan);
+                continue;
+            }
+
             Job? next = job;
             while (next is not null)
             {
@@ -401,7 +437,7 @@ internal sealed partial class Node : IAsyncDisposable
                 if (current is WriteJob write)
                 {
                     group.Add(write);
-                    while (group.Count < Options.MaxGroupSize && _jobs.TryTake(out var more))
+                    while (group.Count < Options.MaxGroupSize && _jobs.TryDequeue(out var more))
                     {
                         if (more is WriteJob w)
                         {
@@ -482,10 +518,13 @@ internal sealed partial class Node : IAsyncDisposable
         await StopFollowerAsync();
         Hub.DisconnectAll();
         Applied.ReleaseAll();
-        _jobs.CompleteAdding();
+        Interlocked.Exchange(ref _closed, 1);
+        _jobArrived.Set();
         _writerThread.Join(TimeSpan.FromSeconds(30));
+        FailQueued();
+
         Db.Dispose();
-        _jobs.Dispose();
+        _jobArrived.Dispose();
     }
 
     private abstract class Job
