@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using Infra.Client.Data;
+using Infra.Core.Placement;
 using Infra.IntegrationTests.Harness;
 
 namespace Infra.IntegrationTests;
@@ -498,6 +499,56 @@ public sealed class ShardRouterTests
         Assert.Equal(((long)Rows * (Rows - 1) / 2) + insertedSum + updates, row[1].GetInt64());
         var left = await third.Shard.Master.QueryAsync("SELECT count(*) FROM items");
         Assert.Equal(0, left.GetProperty("rows")[0][0].GetInt64());
+    }
+
+    [Fact]
+    public async Task A_fan_out_never_repeats_rows_a_moved_slot_left_on_its_old_shard()
+    {
+        // A slot moved from s1 to s0 and the delete of its rows on s1 failed: the map records the cleanup.
+        // s1's master is down, so the cleanup cannot finish, but s1's replica still answers reads.
+        await using var cluster = await ShardCluster.StartAsync(2, "--fail-after", "1000");
+        await CreateAccountsAsync(cluster);
+        var map = await cluster.ShardsAsync();
+        var keys = Enumerable.Range(0, 40).Select(i => $"a{i}").ToList();
+        foreach (var key in keys)
+        {
+            var (status, body) = await cluster.ExecuteAsync(key, ["INSERT INTO acct(k, v) VALUES(?, ?)", key, 1]);
+            Assert.True(status == 200, body.ToString());
+        }
+
+        var moved = keys.First(k => ShardCluster.OwnerOf(map, k) == "s0");
+        var slot = ShardKey.Slot(moved, map.GetProperty("slots").GetInt32());
+        var s1 = cluster.Shards[1];
+        var (left, leftBody) = await s1.Master.ExecuteAsync(["INSERT INTO acct(k, v) VALUES(?, ?)", moved, 1]); // semi-sync: on the replica too
+        Assert.True(left == 200, leftBody.ToString());
+
+        var seed = $$"""
+            {"version":{{map.GetProperty("version").GetInt64() + 1}},"slots":{{map.GetProperty("slots").GetInt32()}},
+             "shards":[{{string.Join(",", cluster.Shards.Select(s => s.Json))}}],
+             "tables":{{map.GetProperty("tables").GetRawText()}},"owners":{{map.GetProperty("owners").GetRawText()}},
+             "cleanups":[[{{slot}},"s1"]]}
+            """;
+        var oldAddress = s1.Master.ReplicationAddress;
+        s1.Master.Process.Kill();
+        await cluster.StartRouterAsync(seed, "--fail-after", "1000");
+
+        // Without the whole answer of s1 the fan-out fails (or leaves s1 out when partial answers are allowed), never repeats the row.
+        var (failed, failure) = await cluster.PostAsync("/db/query", new { sql = "SELECT k FROM acct" });
+        Assert.True(failed == 503, failure.ToString());
+        Assert.Contains("s1", failure.ToString(), StringComparison.Ordinal);
+        var partial = await cluster.QueryAsync(new { sql = "SELECT k FROM acct", allowPartial = true });
+        var seen = partial.GetProperty("rows").EnumerateArray().Select(r => r[0].GetString()).ToList();
+        Assert.Equal(seen.Distinct().Count(), seen.Count);
+        Assert.Contains(moved, seen);
+        Assert.Contains(partial.GetProperty("failedShards").EnumerateArray(), f => f.GetProperty("shard").GetString() == "s1" && f.GetProperty("code").GetString() == "CleanupPending");
+
+        // s1's master is back: the next fan-out deletes the leftovers first and answers every row once.
+        s1.Master = await DataNodeProcess.StartAsync(s1.MasterDir, "--role", "master", "--listen", oldAddress);
+        await Eventually.HoldsAsync(async () => (await cluster.PostAsync("/db/query", new { sql = "SELECT k FROM acct" })).Status == 200, "the fan-out answers again", TimeSpan.FromSeconds(60));
+        var whole = await cluster.QueryAsync(new { sql = "SELECT k FROM acct ORDER BY k", orderBy = new[] { "k" } });
+        Assert.Equal(keys.Order(StringComparer.Ordinal), whole.GetProperty("rows").EnumerateArray().Select(r => r[0].GetString()!));
+        Assert.Equal(0, (await cluster.ShardsAsync()).GetProperty("resharding").GetProperty("pendingCleanups").GetInt32());
+        Assert.Equal(0, (await s1.Master.QueryAsync("SELECT count(*) FROM acct WHERE k = ?", moved)).GetProperty("rows")[0][0].GetInt64());
     }
 
     private sealed class DisposableShard(ShardNodes shard) : IAsyncDisposable

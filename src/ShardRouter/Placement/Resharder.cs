@@ -166,6 +166,7 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
+        router.SettleCleanup = cleanup => CleanUpAsync(router.Map, cleanup, tries: 1);
         while (!stoppingToken.IsCancellationRequested)
         {
             try
@@ -507,17 +508,17 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
     private static string Quote(string name) => "\"" + name.Replace("\"", "\"\"", StringComparison.Ordinal) + "\"";
 
     /// <summary>Deletes the slot's rows from the shard it left (never from its owner), then drops the record.</summary>
-    private async Task CleanUpAsync(ShardMap map, SlotCleanup cleanup)
+    private async Task CleanUpAsync(ShardMap map, SlotCleanup cleanup, int tries = 20)
     {
         if (map.Find(cleanup.Shard) is { } shard && map.OwnerOf(cleanup.Slot).Id != cleanup.Shard)
         {
-            await DeleteSlotAsync(shard, map, cleanup.Slot);
+            await DeleteSlotAsync(shard, map, cleanup.Slot, tries);
         }
 
         await router.UpdateMapAsync(m => m.WithoutCleanup(cleanup));
     }
 
-    private async Task DeleteSlotAsync(ShardInfo shard, ShardMap map, int slot)
+    private async Task DeleteSlotAsync(ShardInfo shard, ShardMap map, int slot, int tries = 20)
     {
         var statements = map.Tables.Select(t => ClearSlot(t.Name, t.ShardKey, map.Slots, slot)).ToList();
         if (statements.Count == 0)
@@ -533,7 +534,7 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
                 await router.WriteAsync(router.Map.Find(shard.Id) ?? shard, statements, "move", slot: null, CancellationToken.None);
                 return;
             }
-            catch (RouterException ex) when (ex.Retriable && attempt < 20)
+            catch (RouterException ex) when (ex.Retriable && attempt + 1 < tries)
             {
                 await Task.Delay(TimeSpan.FromMilliseconds(250));
             }

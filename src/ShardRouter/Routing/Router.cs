@@ -47,6 +47,12 @@ internal sealed partial class Router : IAsyncDisposable
 
     public ShardMap Map => _map;
 
+    /// <summary>
+    /// Deletes the rows a moved slot left on its old shard and drops the record, one try (set by the
+    /// <see cref="Resharder"/>). A fan-out runs the pending ones of the shards it asks first.
+    /// </summary>
+    public Func<SlotCleanup, Task>? SettleCleanup { get; set; }
+
     /// <summary>Changes the map: persisted durably, then published. Changes are serialised.</summary>
     public async Task<ShardMap> UpdateMapAsync(Func<ShardMap, ShardMap> change)
     {
@@ -142,11 +148,18 @@ internal sealed partial class Router : IAsyncDisposable
     private async Task<QueryReply> FanOutAsync(QueryRequest request, CancellationToken cancellationToken)
     {
         using var pass = await _fanOuts.EnterAsync(cancellationToken);
-        var shards = _map.Shards;
+        var map = _map;
+        var unsettled = map.Cleanups.Count == 0 ? [] : await SettleCleanupsAsync(map);
+        var shards = map.Shards;
         var tasks = shards.Select(async shard =>
         {
             try
             {
+                if (unsettled.Contains(shard.Id))
+                {
+                    throw new RouterException("CleanupPending", $"shard {shard.Id} still holds the rows of a slot that moved away and they could not be deleted now: its answer would repeat rows of another shard", 503, retriable: true);
+                }
+
                 return (shard.Id, Result: await QueryShardAsync(shard, request, cancellationToken), Error: (RouterException?)null);
             }
             catch (RouterException ex) when (ex.Status >= 500)
@@ -175,6 +188,34 @@ internal sealed partial class Router : IAsyncDisposable
         var merged = Merge.Rows(columns, [.. ok.Select(r => r.Result.Item1.Rows)], request.OrderBy, request.Limit);
         Metrics.FanOuts.Add(1, new KeyValuePair<string, object?>("outcome", failed.Count > 0 ? "partial" : "ok"));
         return new QueryReply(columns, merged, [.. ok.Select(r => new ShardAnswer(r.Id, r.Result.Item2, r.Result.Item1.Lsn, r.Result.Item1.Rows.Count))], failed);
+    }
+
+    /// <summary>
+    /// Runs the pending cleanups (rows slots left behind when they moved away, whose delete failed):
+    /// a shard that still holds such rows would answer a fan-out with rows another shard also returns.
+    /// The shards whose cleanups could not be finished now.
+    /// </summary>
+    private async Task<HashSet<string>> SettleCleanupsAsync(ShardMap map)
+    {
+        var settle = SettleCleanup;
+        var failed = await Task.WhenAll(map.Cleanups.GroupBy(c => c.Shard).Select(async cleanups =>
+        {
+            foreach (var cleanup in cleanups)
+            {
+                try
+                {
+                    await (settle?.Invoke(cleanup) ?? throw new RouterException("CleanupPending", "no resharder runs cleanups", 503));
+                }
+                catch (Exception ex) when (ex is RouterException or DataException)
+                {
+                    LogCleanupPending(_logger, cleanup.Slot, cleanup.Shard, ex.Message);
+                    return cleanups.Key;
+                }
+            }
+
+            return null;
+        }));
+        return [.. failed.OfType<string>()];
     }
 
     /// <summary>One shard's part of a read, on the node the consistency level allows.</summary>
@@ -307,4 +348,7 @@ internal sealed partial class Router : IAsyncDisposable
     }
 
     public async ValueTask DisposeAsync() => await Pool.DisposeAsync();
+
+    [LoggerMessage(EventId = 709, Level = LogLevel.Warning, Message = "A fan-out leaves out shard {Shard}: it still holds rows of slot {Slot}, which moved away, and deleting them failed ({Reason})")]
+    private static partial void LogCleanupPending(ILogger logger, int slot, string shard, string reason);
 }

@@ -65,14 +65,7 @@ internal sealed class ShardCluster : IAsyncDisposable
                 cluster.Shards.Add(await ShardNodes.StartAsync($"s{i}", cluster.NewDir));
             }
 
-            var routerDir = cluster.NewDir();
-            Directory.CreateDirectory(routerDir);
-            var seed = Path.Combine(routerDir, "shards.json");
-            await File.WriteAllTextAsync(seed, $$"""{"shards":[{{string.Join(",", cluster.Shards.Select(s => s.Json))}}]}""");
-            var args = new List<string> { "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--shards", seed, "--data-dir", routerDir, "--probe-interval", "200ms", "--probe-timeout", "300ms" };
-            args.AddRange(routerArgs);
-            cluster.Router = await ServiceProcess.StartAsync(Artifacts.ShardRouter, args, expectedEndpoints: 2);
-            cluster.Http = new HttpClient(new SocketsHttpHandler { UseProxy = false }) { BaseAddress = cluster.Router.AdminEndpoint!, Timeout = TimeSpan.FromSeconds(60) };
+            await cluster.StartRouterAsync($$"""{"shards":[{{string.Join(",", cluster.Shards.Select(s => s.Json))}}]}""", routerArgs);
             await Eventually.HoldsAsync(async () => (await cluster.Http.GetAsync("/healthz")).IsSuccessStatusCode, "the router is ready", TimeSpan.FromSeconds(30));
             return cluster;
         }
@@ -81,6 +74,29 @@ internal sealed class ShardCluster : IAsyncDisposable
             await cluster.DisposeAsync();
             throw;
         }
+    }
+
+    /// <summary>
+    /// Stops the router (if one runs) and starts a new one with a fresh data directory and
+    /// <paramref name="seedJson"/> as its --shards file (a whole map may be given: owners, cleanups).
+    /// Returns once it listens (its /healthz may still say a shard is down).
+    /// </summary>
+    public async Task StartRouterAsync(string seedJson, params string[] routerArgs)
+    {
+        Http?.Dispose();
+        if (Router is not null)
+        {
+            await Router.DisposeAsync();
+        }
+
+        var routerDir = NewDir();
+        Directory.CreateDirectory(routerDir);
+        var seed = Path.Combine(routerDir, "shards.json");
+        await File.WriteAllTextAsync(seed, seedJson);
+        var args = new List<string> { "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--shards", seed, "--data-dir", routerDir, "--probe-interval", "200ms", "--probe-timeout", "300ms" };
+        args.AddRange(routerArgs);
+        Router = await ServiceProcess.StartAsync(Artifacts.ShardRouter, args, expectedEndpoints: 2);
+        Http = new HttpClient(new SocketsHttpHandler { UseProxy = false }) { BaseAddress = Router.AdminEndpoint!, Timeout = TimeSpan.FromSeconds(60) };
     }
 
     /// <summary>POSTs the body as JSON with a Content-Length, as most clients send it (<see cref="PostChunkedAsync"/> for the other way).</summary>
