@@ -531,7 +531,8 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
         {
             try
             {
-                await router.WriteAsync(router.Map.Find(shard.Id) ?? shard, statements, "move", slot: null, CancellationToken.None);
+                var deleted = await router.WriteAsync(router.Map.Find(shard.Id) ?? shard, statements, "move", slot: null, CancellationToken.None);
+                router.RaiseFanOutFloor(shard.Id, deleted.Lsn);
                 return;
             }
             catch (RouterException ex) when (ex.Retriable && attempt + 1 < tries)

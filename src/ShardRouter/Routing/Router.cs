@@ -18,6 +18,7 @@ internal sealed partial class Router : IAsyncDisposable
     private readonly SemaphoreSlim _mapLock = new(1, 1);
     private readonly Gate[] _slotGates;
     private readonly Gate _fanOuts = new();
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, long> _fanOutFloors = new();
     private readonly ILogger _logger;
     private volatile ShardMap _map;
     private int _roundRobin;
@@ -52,6 +53,13 @@ internal sealed partial class Router : IAsyncDisposable
     /// <see cref="Resharder"/>). A fan-out runs the pending ones of the shards it asks first.
     /// </summary>
     public Func<SlotCleanup, Task>? SettleCleanup { get; set; }
+
+    /// <summary>
+    /// A fan-out reads <paramref name="shard"/> only where <paramref name="lsn"/> is applied: the LSN of
+    /// the delete that cleared a slot's rows there after the slot moved away (a replica that has not
+    /// applied it would still return them, next to the new owner's copy).
+    /// </summary>
+    public void RaiseFanOutFloor(string shard, long lsn) => _fanOutFloors.AddOrUpdate(shard, lsn, (_, old) => Math.Max(old, lsn));
 
     /// <summary>Changes the map: persisted durably, then published. Changes are serialised.</summary>
     public async Task<ShardMap> UpdateMapAsync(Func<ShardMap, ShardMap> change)
@@ -231,6 +239,11 @@ internal sealed partial class Router : IAsyncDisposable
                     minLsn = Math.Max(minLsn, token.Lsn);
                 }
             }
+        }
+
+        if (!request.HasKey && _fanOutFloors.TryGetValue(shard.Id, out var floor))
+        {
+            minLsn = Math.Max(minLsn, floor);
         }
 
         if (request.Consistency != Consistency.Strong && PickReplica(shard, minLsn) is { } replica)
