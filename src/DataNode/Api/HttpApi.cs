@@ -95,7 +95,6 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
 
     private async Task ExecuteAsync(HttpContext context)
     {
-        await AdminServer.LeaveIfLargeAsync(context);
         using var body = await ReadJsonAsync(context);
         var root = body.RootElement;
         JsonElement statements;
@@ -207,7 +206,6 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
 
     private async Task QueryAsync(HttpContext context)
     {
-        await AdminServer.LeaveIfLargeAsync(context);
         using var body = await ReadJsonAsync(context);
         var root = body.RootElement;
         if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("sql", out var sqlElement) || sqlElement.ValueKind != JsonValueKind.String)
@@ -249,7 +247,6 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
         }
 
         var result = await node.QueryOnCallerIfCheapAsync(sql, parameters, minLsn, wait, context.RequestAborted);
-
         await JsonHttp.WriteAsync(context, w =>
         {
             w.WriteStartObject();
@@ -438,11 +435,6 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
         w.WriteEndObject();
     });
 
-    /// <summary>
-    /// A body over <see cref="RequestConnection.InlineArgsLimit"/> bytes, or of unknown length, is parsed on the
-    /// thread pool: it is received whole first (a read that waits resumes on the socket thread), then
-    /// the request moves to the pool.
-    /// </summary>
     private static async Task<JsonDocument> ReadJsonAsync(HttpContext context) =>
         await JsonHttp.ReadAsync(context) ?? throw Bad("the body is empty; expected JSON");
 

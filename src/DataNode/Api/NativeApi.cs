@@ -26,7 +26,6 @@ internal sealed partial class NativeApi(Node node, ILogger logger)
 {
     public const int MaxInFlightPerConnection = 256;
 
-
     /// <summary>Serves a connection whose first frame (already read) was a request, not a replica's hello.</summary>
     public Task RunAsync(ConnectionContext connection, Frame first) =>
         RequestConnection.RunAsync(connection, node.Options.MaxReplicationFrameBytes, MaxInFlightPerConnection, HandleAsync, first.Whole, reason =>
@@ -144,7 +143,6 @@ internal sealed partial class NativeApi(Node node, ILogger logger)
                     }
 
                     var result = await node.QueryOnCallerIfCheapAsync(sql, parameters, minLsn, timeoutMs is { } ms ? TimeSpan.FromMilliseconds(ms) : null, cancellationToken);
-
                     return (ref MessagePackWriter w) =>
                     {
                         w.WriteMapHeader(3);

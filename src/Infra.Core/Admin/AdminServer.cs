@@ -21,9 +21,10 @@ namespace Infra.Core.Admin;
 /// door (the web node): it is then announced as <c>Listening on URL</c> without "(admin)".
 /// <paramref name="InlinePaths"/>, when set: Kestrel runs a request on the thread that read it instead
 /// of handing it to the thread pool (<c>UnsafePreferInlineScheduling</c>; with
-/// <c>DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=1</c> that is a socket engine thread), and a request
-/// for any other path is received whole (<see cref="AdminServer.ReceiveBodyAsync"/>), then handed to the
-/// pool. The handlers of these paths must leave the thread (<c>await Task.Yield()</c>) before anything
+/// <c>DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=1</c> that is a socket engine thread) when its body is
+/// at most <see cref="Framing.RequestConnection.InlineArgsLimit"/> bytes; a request for any other path, or
+/// with a larger body or one of unknown length, is received whole (<see cref="AdminServer.ReceiveBodyAsync"/>),
+/// then handed to the pool. The handlers of these paths must leave the thread (<c>await Task.Yield()</c>) before anything
 /// that can take long, and remember that any await of the request body that waits resumes on the
 /// socket thread: a hop costs more than a cheap request.
 /// </summary>
@@ -97,7 +98,10 @@ public sealed partial class AdminServer : IHostedService, IAsyncDisposable
         {
             app.Use(async (context, next) =>
             {
-                if (!inlinePaths.Contains(context.Request.Path.Value ?? ""))
+                // Another path, or a body over InlineArgsLimit or of unknown length (chunked): received
+                // whole, then the request moves to the thread pool. A small body stays on the socket thread.
+                if (!inlinePaths.Contains(context.Request.Path.Value ?? "")
+                    || context.Request.ContentLength is not (>= 0 and <= Framing.RequestConnection.InlineArgsLimit))
                 {
                     await ReceiveBodyAsync(context);
                     await Task.Yield();
@@ -175,23 +179,6 @@ public sealed partial class AdminServer : IHostedService, IAsyncDisposable
                 return;
             }
         }
-    }
-
-    /// <summary>
-    /// For a handler on an inline path: a body over <see cref="Framing.RequestConnection.InlineArgsLimit"/>, or of
-    /// unknown length (chunked), is received whole and the request moves to the thread pool before it is parsed;
-    /// a small one stays on the socket thread.
-    /// </summary>
-    public static async ValueTask LeaveIfLargeAsync(HttpContext context)
-    {
-        ArgumentNullException.ThrowIfNull(context);
-        if (context.Request.ContentLength is >= 0 and <= Framing.RequestConnection.InlineArgsLimit)
-        {
-            return;
-        }
-
-        await ReceiveBodyAsync(context);
-        await Task.Yield();
     }
 
     private Task WriteHealthAsync(HttpContext context)

@@ -21,7 +21,7 @@ internal sealed class HttpApi(Router router, Resharder resharder) : IAdminRoutes
     /// Paths Kestrel runs on the thread that read the request (<see cref="AdminEndpointOptions.InlinePaths"/>),
     /// as the MessagePack API does: a keyed read or write is parsed and sent to its node right there, and
     /// the node's answer is turned into the response by the thread that read it (<see cref="NodeConnections"/>).
-    /// A large body, a fan-out or a large result moves to the thread pool first.
+    /// A large body moves to the thread pool first; a fan-out or a large result does in <see cref="Router.QueryAsync"/>.
     /// </summary>
     public static readonly IReadOnlySet<string> InlinePaths = new HashSet<string>(StringComparer.Ordinal) { "/db/execute", "/db/query" };
 
@@ -108,7 +108,6 @@ internal sealed class HttpApi(Router router, Resharder resharder) : IAdminRoutes
 
     private async Task ExecuteAsync(HttpContext context)
     {
-        await AdminServer.LeaveIfLargeAsync(context);
         var (key, statements) = RequestParser.Execute(await ReadAsync(context), router.Options.MaxStatements);
         var reply = await router.ExecuteAsync(key, statements, context.RequestAborted);
         await JsonHttp.WriteAsync(context, w =>
@@ -136,18 +135,7 @@ internal sealed class HttpApi(Router router, Resharder resharder) : IAdminRoutes
 
     private async Task QueryAsync(HttpContext context)
     {
-        await AdminServer.LeaveIfLargeAsync(context);
-        var request = RequestParser.Query(await ReadAsync(context));
-        if (!request.HasKey)
-        {
-            await Task.Yield();
-        }
-
-        var reply = await router.QueryAsync(request, context.RequestAborted);
-        if (reply.Rows.Count > NativeApi.InlineResultRows)
-        {
-            await Task.Yield();
-        }
+        var reply = await router.QueryAsync(RequestParser.Query(await ReadAsync(context)), context.RequestAborted);
 
         await JsonHttp.WriteAsync(context, w =>
         {

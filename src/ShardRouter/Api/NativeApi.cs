@@ -18,9 +18,6 @@ internal sealed class NativeApi(Router router) : IConnectionHandler
 {
     public const int MaxInFlightPerConnection = 1024;
 
-    /// <summary>Results with more rows than this are written out on the thread pool, not on a socket thread (both APIs).</summary>
-    public const int InlineResultRows = 256;
-
     public Task OnConnectedAsync(ConnectionContext connection) =>
         RequestConnection.RunAsync(connection, router.Options.MaxRequestBytes, MaxInFlightPerConnection, HandleAsync, handlerLeavesReader: true);
 
@@ -28,7 +25,7 @@ internal sealed class NativeApi(Router router) : IConnectionHandler
     /// Called on the connection's reading thread (an epoll thread on the router's engine). A keyed read
     /// or write runs right there, its node call written by this thread and its answer carried on by the
     /// thread that reads it (<see cref="NodeConnections"/>): no thread hop anywhere on the path.
-    /// Everything else — fan-outs, DDL, the shard map — leaves the reading thread first.
+    /// Everything else — DDL, the shard map — leaves the reading thread first (fan-outs and large results leave it in <see cref="Router.QueryAsync"/>).
     /// </summary>
     private async Task<RequestAnswer> HandleAsync(string op, ReadOnlyMemory<byte> args, CancellationToken cancellationToken)
     {
@@ -91,17 +88,7 @@ internal sealed class NativeApi(Router router) : IConnectionHandler
 
             case "query":
                 {
-                    var request = RequestParser.Query(args);
-                    if (!request.HasKey)
-                    {
-                        await RequestConnection.LeaveReaderAsync();
-                    }
-
-                    var reply = await router.QueryAsync(request, cancellationToken);
-                    if (reply.Rows.Count > InlineResultRows)
-                    {
-                        await RequestConnection.LeaveReaderAsync();
-                    }
+                    var reply = await router.QueryAsync(RequestParser.Query(args), cancellationToken);
 
                     return (ref MessagePackWriter w) =>
                     {

@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using Infra.Client.Data;
 using Infra.ShardRouter.Failover;
@@ -18,7 +19,7 @@ internal sealed partial class Router : IAsyncDisposable
     private readonly SemaphoreSlim _mapLock = new(1, 1);
     private readonly Gate[] _slotGates;
     private readonly Gate _fanOuts = new();
-    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, long> _fanOutFloors = new();
+    private readonly ConcurrentDictionary<string, long> _fanOutFloors = new();
     private readonly ILogger _logger;
     private volatile ShardMap _map;
     private int _roundRobin;
@@ -138,6 +139,14 @@ internal sealed partial class Router : IAsyncDisposable
 
     // ---------------------------------------------------------------- reads
 
+    /// <summary>Results with more rows than this are turned into an answer on the thread pool, not on a socket thread.</summary>
+    public const int InlineResultRows = 256;
+
+    /// <summary>
+    /// A read. Called by both APIs on the socket thread that read the request: a keyed read goes on
+    /// there (its node's answer too) unless its result is large; a fan-out leaves it first (it waits on
+    /// every shard and merges).
+    /// </summary>
     public async Task<QueryReply> QueryAsync(QueryRequest request, CancellationToken cancellationToken)
     {
         if (request.HasKey)
@@ -147,9 +156,15 @@ internal sealed partial class Router : IAsyncDisposable
             var shard = _map.OwnerOf(slot);
             var (rows, node) = await QueryShardAsync(shard, request, cancellationToken);
             var merged = Merge.Rows(rows.Columns, [rows.Rows], request.OrderBy, request.Limit);
+            if (merged.Count > InlineResultRows)
+            {
+                await Task.Yield();
+            }
+
             return new QueryReply(rows.Columns, merged, [new ShardAnswer(shard.Id, node, rows.Lsn, rows.Rows.Count)], []);
         }
 
+        await Task.Yield();
         return await FanOutAsync(request, cancellationToken);
     }
 
@@ -161,13 +176,14 @@ internal sealed partial class Router : IAsyncDisposable
         var shards = map.Shards;
         var tasks = shards.Select(async shard =>
         {
+            if (unsettled.Contains(shard.Id))
+            {
+                return (shard.Id, Result: default, Error: new RouterException("CleanupPending",
+                    $"shard {shard.Id} still holds the rows of a slot that moved away and they could not be deleted now: its answer would repeat rows of another shard", 503, retriable: true));
+            }
+
             try
             {
-                if (unsettled.Contains(shard.Id))
-                {
-                    throw new RouterException("CleanupPending", $"shard {shard.Id} still holds the rows of a slot that moved away and they could not be deleted now: its answer would repeat rows of another shard", 503, retriable: true);
-                }
-
                 return (shard.Id, Result: await QueryShardAsync(shard, request, cancellationToken), Error: (RouterException?)null);
             }
             catch (RouterException ex) when (ex.Status >= 500)
@@ -205,14 +221,18 @@ internal sealed partial class Router : IAsyncDisposable
     /// </summary>
     private async Task<HashSet<string>> SettleCleanupsAsync(ShardMap map)
     {
-        var settle = SettleCleanup;
+        if (SettleCleanup is not { } settle)
+        {
+            return [.. map.Cleanups.Select(c => c.Shard)]; // nothing runs cleanups here
+        }
+
         var failed = await Task.WhenAll(map.Cleanups.GroupBy(c => c.Shard).Select(async cleanups =>
         {
             foreach (var cleanup in cleanups)
             {
                 try
                 {
-                    await (settle?.Invoke(cleanup) ?? throw new RouterException("CleanupPending", "no resharder runs cleanups", 503));
+                    await settle(cleanup);
                 }
                 catch (Exception ex) when (ex is RouterException or DataException)
                 {
