@@ -145,14 +145,21 @@ internal sealed partial class Node : IAsyncDisposable
             throw error;
         }
 
-        if (outcome.Entry is not null && Hub.SemiSyncRequired)
+        // Under semi-sync the acknowledgement waits for the write's LSN, also when the write changed
+        // nothing (no entry; its LSN is the last one it saw): its answer (0 rows deleted, an INSERT OR
+        // IGNORE that found the row) may rest on an earlier write that replicas have not confirmed, which
+        // a failover would lose. The router's cleanup relies on it: a repeated delete must not report
+        // the rows gone before the delete that removed them is on a replica.
+        if (Hub.SemiSyncRequired && outcome.Lsn > 0)
         {
             var needed = Options.SyncReplicas;
             if (!await Hub.WaitReplicatedAsync(outcome.Lsn, Options.SyncTimeout, cancellationToken))
             {
-                throw new NodeException(NodeErrorCode.NotReplicated,
-                    $"not replicated: entry {outcome.Lsn} is committed on the master but {needed} replica(s) did not confirm it within {Options.SyncTimeout.TotalMilliseconds:0} ms; " +
-                    "it may or may not survive a failover");
+                throw new NodeException(NodeErrorCode.NotReplicated, outcome.Entry is not null
+                    ? $"not replicated: entry {outcome.Lsn} is committed on the master but {needed} replica(s) did not confirm it within {Options.SyncTimeout.TotalMilliseconds:0} ms; " +
+                      "it may or may not survive a failover"
+                    : $"not replicated: the write changed nothing, but what it read includes entry {outcome.Lsn}, which {needed} replica(s) did not confirm within {Options.SyncTimeout.TotalMilliseconds:0} ms; " +
+                      "its answer may not hold after a failover");
             }
         }
 

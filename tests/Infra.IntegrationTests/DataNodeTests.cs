@@ -157,6 +157,33 @@ public sealed class DataNodeTests : IDisposable
     }
 
     [Fact]
+    public async Task Semi_sync_does_not_acknowledge_a_write_that_changed_nothing_before_what_it_saw_is_replicated()
+    {
+        await using var master = await DataNodeProcess.StartAsync(NewDir(), "--role", "master", "--sync-timeout", "300ms");
+        var replicaDir = NewDir();
+        var replica = await DataNodeProcess.StartAsync(replicaDir, "--role", "replica", "--master", master.ReplicationAddress);
+        await CreateTableAsync(master);
+        Assert.Equal(200, (await master.ExecuteAsync(["INSERT INTO t(id, v) VALUES(1, 'x')"])).Status);
+        await replica.DisposeAsync(); // SIGKILL
+
+        // The delete commits on the master but no replica confirms it.
+        var (deleted, deletedBody) = await master.ExecuteAsync(["DELETE FROM t WHERE id = 1"]);
+        Assert.True(deleted == 503, deletedBody.ToString());
+
+        // Repeated, it deletes nothing: "0 rows, the row is gone" rests on the unconfirmed delete, which a
+        // failover to the replica would undo. It must not be acknowledged either (it was, with no entry to wait for).
+        var (again, againBody) = await master.ExecuteAsync(["DELETE FROM t WHERE id = 1"]);
+        Assert.True(again == 503, againBody.ToString());
+        Assert.Equal("NotReplicated", againBody.GetProperty("code").GetString());
+        Assert.Contains("changed nothing", againBody.GetProperty("error").GetString(), StringComparison.Ordinal);
+
+        // Once the replica is back and has the delete, the same no-op write is acknowledged, and the replica agrees.
+        await using var back = await DataNodeProcess.StartAsync(replicaDir, "--role", "replica", "--master", master.ReplicationAddress);
+        await Eventually.HoldsAsync(async () => (await master.ExecuteAsync(["DELETE FROM t WHERE id = 1"])).Status == 200, "the no-op write is confirmed");
+        Assert.Equal(0, (await back.QueryAsync("SELECT count(*) FROM t WHERE id = 1")).GetProperty("rows")[0][0].GetInt64());
+    }
+
+    [Fact]
     public async Task Replica_catches_up_after_a_restart()
     {
         await using var master = await DataNodeProcess.StartAsync(NewDir(), "--role", "master", "--sync", "async");
