@@ -551,6 +551,119 @@ public sealed class ShardRouterTests
         Assert.Equal(0, (await s1.Master.QueryAsync("SELECT count(*) FROM acct WHERE k = ?", moved)).GetProperty("rows")[0][0].GetInt64());
     }
 
+    [Fact]
+    public async Task Killing_the_router_during_a_move_loses_and_duplicates_nothing_and_the_move_finishes_after_a_restart()
+    {
+        await using var cluster = await ShardCluster.StartAsync(2);
+        await CreateAccountsAsync(cluster);
+        const int Seeds = 1500;
+        for (var i = 0; i < Seeds; i += 50)
+        {
+            await Task.WhenAll(Enumerable.Range(i, 50).Select(async n =>
+            {
+                var (status, body) = await cluster.ExecuteAsync($"seed:{n}", ["INSERT INTO acct(k, v) VALUES(?, ?)", $"seed:{n}", n]);
+                Assert.True(status == 200, body.ToString());
+            }));
+        }
+
+        // Load through every restart: a write acknowledged must survive; one whose answer was lost with
+        // the router (or refused while it was down) may or may not have landed, but never twice.
+        var acknowledged = new ConcurrentDictionary<string, long>();
+        var unknown = new ConcurrentDictionary<string, long>();
+        using var stop = new CancellationTokenSource();
+        var next = 100_000;
+        async Task WriterAsync()
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                var n = Interlocked.Increment(ref next);
+                var key = $"live:{n}";
+                try
+                {
+                    var (status, _) = await cluster.ExecuteAsync(key, ["INSERT INTO acct(k, v) VALUES(?, ?)", key, n]);
+                    (status == 200 ? acknowledged : unknown)[key] = n;
+                    if (status == 200)
+                    {
+                        continue;
+                    }
+                }
+                catch (Exception ex) when (ex is HttpRequestException or ObjectDisposedException or TaskCanceledException or InvalidOperationException)
+                {
+                    unknown[key] = n;
+                }
+
+                await Task.Delay(20); // the router is restarting
+            }
+        }
+
+        var load = Enumerable.Range(0, 3).Select(_ => WriterAsync()).ToList();
+        await using var third = await ShardNodes.StartAsync("s2", cluster.NewDir).ContinueWith(t => new DisposableShard(t.Result));
+        var (accepted, answer) = await cluster.PostRawAsync("/shards", third.Shard.Json);
+        Assert.True(accepted == 202, answer.ToString());
+        var toMove = answer.GetProperty("slotsToMove").GetInt32();
+
+        // SIGKILL the router three times while slots move (wherever in a move it happens to be), each
+        // time after the new process has moved some slots itself.
+        for (var kill = 0; kill < 3; kill++)
+        {
+            await Eventually.HoldsAsync(async () => (await cluster.ShardsAsync()).GetProperty("resharding").GetProperty("movedSlots").GetInt32() >= 40,
+                "the router moves slots", TimeSpan.FromSeconds(120));
+            var pending = (await cluster.ShardsAsync()).GetProperty("resharding").GetProperty("pendingSlots").GetInt32();
+            Assert.True(pending > 1, $"the move finished before kill {kill + 1}; {pending} slots left");
+            await cluster.RestartRouterAsync();
+            await Eventually.HoldsAsync(async () => (await cluster.Http.GetAsync("/healthz")).IsSuccessStatusCode, "the restarted router is ready", TimeSpan.FromSeconds(30));
+        }
+
+        await Eventually.HoldsAsync(async () =>
+        {
+            var resharding = (await cluster.ShardsAsync()).GetProperty("resharding");
+            return resharding.GetProperty("pendingSlots").GetInt32() == 0 && resharding.GetProperty("pendingCleanups").GetInt32() == 0;
+        }, "the restarted router finishes the move and its cleanups", TimeSpan.FromSeconds(180));
+        await Eventually.HoldsAsync(() => acknowledged.Count >= 50, "writes flowed", TimeSpan.FromSeconds(30));
+        await stop.CancelAsync();
+        await Task.WhenAll(load);
+
+        var map = await cluster.ShardsAsync();
+        Assert.Equal(toMove, map.GetProperty("shards").EnumerateArray().Single(s => s.GetProperty("id").GetString() == "s2").GetProperty("slotCount").GetInt32());
+
+        // Every row once, every acknowledged write there; nothing that was never attempted.
+        var rows = (await cluster.QueryAsync(new { sql = "SELECT k, v FROM acct", consistency = "strong" })).GetProperty("rows").EnumerateArray()
+            .Select(r => (Key: r[0].GetString()!, Value: r[1].GetInt64())).ToList();
+        var duplicated = rows.GroupBy(r => r.Key).Where(g => g.Count() > 1).Select(g => g.Key).ToList();
+        Assert.True(duplicated.Count == 0, "rows twice: " + string.Join(", ", duplicated.Take(5)));
+        var present = rows.ToDictionary(r => r.Key, r => r.Value);
+        for (var n = 0; n < Seeds; n++)
+        {
+            Assert.Equal(n, present[$"seed:{n}"]);
+        }
+
+        var lost = acknowledged.Where(a => !present.TryGetValue(a.Key, out var v) || v != a.Value).Select(a => a.Key).ToList();
+        Assert.True(lost.Count == 0, $"{lost.Count} acknowledged writes lost: " + string.Join(", ", lost.Take(5)));
+        Assert.All(present.Keys.Where(k => k.StartsWith("live:", StringComparison.Ordinal)), k => Assert.True(acknowledged.ContainsKey(k) || unknown.ContainsKey(k), k));
+
+        // Every row on the shard that owns its slot, and no master refuses a slot it owns (a kill between
+        // closing a slot on its source and flipping it must not leave it closed there for good).
+        var slots = map.GetProperty("slots").GetInt32();
+        var owners = new string[slots];
+        foreach (var run in map.GetProperty("owners").EnumerateArray())
+        {
+            for (var slot = run[1].GetInt32(); slot <= run[2].GetInt32(); slot++)
+            {
+                owners[slot] = run[0].GetString()!;
+            }
+        }
+
+        foreach (var (id, master) in cluster.Shards.Select(s => (s.Id, s.Master)).Append(("s2", third.Shard.Master)))
+        {
+            var held = await master.QueryAsync("SELECT k FROM acct");
+            Assert.All(held.GetProperty("rows").EnumerateArray(), r => Assert.Equal(id, owners[ShardKey.Slot(r[0].GetString()!, slots)]));
+            if ((await master.StatusAsync()).TryGetProperty("closedSlots", out var closed))
+            {
+                Assert.All(closed.EnumerateArray(), slot => Assert.NotEqual(id, owners[slot.GetInt32()]));
+            }
+        }
+    }
+
     private sealed class DisposableShard(ShardNodes shard) : IAsyncDisposable
     {
         public ShardNodes Shard { get; } = shard;

@@ -34,6 +34,7 @@ internal sealed class ShardNodes(string id, DataNodeProcess master, DataNodeProc
 internal sealed class ShardCluster : IAsyncDisposable
 {
     private readonly List<string> _dirs = [];
+    private List<string> _routerArgs = [];
 
     private ShardCluster()
     {
@@ -95,7 +96,26 @@ internal sealed class ShardCluster : IAsyncDisposable
         await File.WriteAllTextAsync(seed, seedJson);
         var args = new List<string> { "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--shards", seed, "--data-dir", routerDir, "--probe-interval", "200ms", "--probe-timeout", "300ms" };
         args.AddRange(routerArgs);
-        Router = await ServiceProcess.StartAsync(Artifacts.ShardRouter, args, expectedEndpoints: 2);
+        _routerArgs = args;
+        await LaunchRouterAsync();
+    }
+
+    /// <summary>
+    /// SIGKILLs the router and starts it again with the same arguments and data directory (its stored
+    /// map wins over the seed), on new ports. Returns once it listens.
+    /// </summary>
+    public async Task RestartRouterAsync()
+    {
+        Router.Kill();
+        await Router.WaitForExitAsync(TimeSpan.FromSeconds(10));
+        Http.Dispose();
+        await Router.DisposeAsync();
+        await LaunchRouterAsync();
+    }
+
+    private async Task LaunchRouterAsync()
+    {
+        Router = await ServiceProcess.StartAsync(Artifacts.ShardRouter, _routerArgs, expectedEndpoints: 2);
         Http = new HttpClient(new SocketsHttpHandler { UseProxy = false }) { BaseAddress = Router.AdminEndpoint!, Timeout = TimeSpan.FromSeconds(60) };
     }
 
