@@ -84,7 +84,14 @@ public sealed partial class AdminServer : IHostedService, IAsyncDisposable
         builder.WebHost.UseKestrelCore();
         if (_options.InlinePaths is not null)
         {
-            builder.WebHost.UseSockets(sockets => sockets.UnsafePreferInlineScheduling = true);
+            builder.WebHost.UseSockets(sockets =>
+            {
+                sockets.UnsafePreferInlineScheduling = true;
+                // Read into a buffer straight away instead of a zero-byte read first: one recv less
+                // per request (+4% replica point reads at 16 clients); each idle keep-alive connection
+                // holds a pooled 4 KB block meanwhile.
+                sockets.WaitForDataBeforeAllocatingBuffer = false;
+            });
         }
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
