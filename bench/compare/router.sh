@@ -13,6 +13,7 @@
 #           idle vCPU costs tens of µs, and whether the client and the server land on the same vCPU
 #           changes the direct p50 between ~20 and ~95 µs from run to run; unpinned overheads compare
 #           runs in different placements. Pinned, each figure has one placement: what the hop costs.
+#           Then the same over the MessagePack protocol, from a Python client (router/hop.py).
 #   failover  SIGKILL a shard master under a write loop, time to the first acknowledged write (N runs)
 #
 #   bash bench/compare/router.sh [runs=3] [seconds=10] [failovers=10]   WARMUP=3: seconds of the
@@ -162,6 +163,10 @@ CFG
   measure read direct-pinned http://127.0.0.1:$((BASE + 11)) /query "$READ_DIRECT"
   measure write router-pinned $R /db/execute "$WRITE_ROUTER"
   measure write direct-pinned http://127.0.0.1:$((BASE + 1)) /execute "$WRITE_DIRECT"
+  # The same hop over the MessagePack protocol (what the C# client speaks), from a Python client:
+  # no .NET on the client side to share the core's caches with the router.
+  taskset -c "$PIN_CPU" python3 "$HERE/hop.py" read $((BASE + 10)) $((BASE + 80)) 3000 "$RUNS" "$ROWS" | tee -a "$RESULTS"
+  taskset -c "$PIN_CPU" python3 "$HERE/hop.py" write $BASE $((BASE + 80)) 3000 "$RUNS" "$ROWS" | tee -a "$RESULTS"
   PIN=""
   stop_stack
 
@@ -233,6 +238,11 @@ print(f"{'test':6} {'direct':>7} {'haproxy':>8} {'router':>7} {'haproxy adds':>1
 for test in ('read', 'write'):
     d, h, r = pin(test, 'direct'), pin(test, 'haproxy'), pin(test, 'router')
     print(f"{test:6} {d:7.0f} {h:8.0f} {r:7.0f} {h - d:13.0f} {r - d:12.0f}")
+print("the same over the MessagePack protocol (bench/compare/router/hop.py, a Python client): p50 in microseconds")
+print(f"{'test':6} {'direct':>7} {'router':>7} {'router adds':>12}")
+for test in ('read', 'write'):
+    d, r = pin(test, 'direct-native'), pin(test, 'router-native')
+    print(f"{test:6} {d:7.0f} {r:7.0f} {r - d:12.0f}")
 fails = [float(l.split('=')[1]) for l in open(sys.argv[2]) if l.startswith('failover_ms=')]
 if fails:
     print(f"failover (SIGKILL -> first acknowledged write), {len(fails)} runs: median {statistics.median(fails):.0f} ms, min {min(fails):.0f}, max {max(fails):.0f}")
