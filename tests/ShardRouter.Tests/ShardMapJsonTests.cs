@@ -221,6 +221,32 @@ public sealed class ShardMapJsonTests
         Assert.Contains("every shard is draining", Assert.Throws<FormatException>(() => two.WithShard(new ShardInfo("b", "h2:1", [], Draining: true))).Message, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public void A_finished_cleanup_keeps_its_fan_out_floor_in_the_map_across_restarts_and_changes()
+    {
+        var map = ShardMap.Seed([new ShardInfo("a", "h1:1", []), new ShardInfo("b", "h2:1", [])]);
+        var from = map.OwnerOf(7).Id;
+        var to = map.Shards.First(s => s.Id != from).Id;
+        var done = map.WithOwner(7, to).WithoutCleanup(new SlotCleanup(7, from)).WithFanOutFloor(from, 42);
+        Assert.Equal(42, done.Find(from)!.FanOutFloor);
+        Assert.Equal(0, done.Find(to)!.FanOutFloor);
+
+        // Only raised; unknown shards change nothing.
+        Assert.Same(done, done.WithFanOutFloor(from, 41));
+        Assert.Same(done, done.WithFanOutFloor(from, 42));
+        Assert.Same(done, done.WithFanOutFloor("nope", 99));
+        Assert.Equal(43, done.WithFanOutFloor(from, 43).Find(from)!.FanOutFloor);
+
+        // Read back after a restart; kept by a failover's change of master and by other map changes.
+        var reread = ShardMap.Parse(done.ToJson());
+        Assert.Equal(42, reread.Find(from)!.FanOutFloor);
+        var failedOver = reread.WithShard(reread.Find(from)! with { Master = "h9:1", Epoch = 2 }).WithTables([new TableInfo("t", "k")]);
+        Assert.Equal(42, ShardMap.Parse(failedOver.ToJson()).Find(from)!.FanOutFloor);
+
+        // A map without floors reads as floor 0 (maps written before the field existed).
+        Assert.DoesNotContain("fanOutFloor", System.Text.Encoding.UTF8.GetString(map.ToJson()), StringComparison.Ordinal);
+    }
+
     public static TheoryData<string, string> Hostile => new()
     {
         // Not a map at all
@@ -286,6 +312,11 @@ public sealed class ShardMapJsonTests
         { "{\"shards\": [{\"id\": \"a\", \"master\": \"h:1\"}], \"tables\": [{\"name\": \"t\", \"shardKey\": \"k\"}, {\"name\": \"T\", \"shardKey\": \"k\"}]}", "table T appears twice" },
         { "{\"shards\": [{\"id\": \"a\", \"master\": \"h:1\", \"epoch\": 1.5}]}", "\"epoch\" must be" },
         { "{\"shards\": [{\"id\": \"a\", \"master\": \"h:1\", \"epoch\": 1e30}]}", "\"epoch\" must be" },
+        { "{\"shards\": [{\"id\": \"a\", \"master\": \"h:1\", \"fanOutFloor\": -1}]}", "\"fanOutFloor\" must be" },
+        { "{\"shards\": [{\"id\": \"a\", \"master\": \"h:1\", \"fanOutFloor\": 2.5}]}", "\"fanOutFloor\" must be" },
+        { "{\"shards\": [{\"id\": \"a\", \"master\": \"h:1\", \"fanOutFloor\": \"7\"}]}", "\"fanOutFloor\" must be" },
+        { "{\"shards\": [{\"id\": \"a\", \"master\": \"h:1\", \"fanOutFloor\": 1e30}]}", "\"fanOutFloor\" must be" },
+        { "{\"shards\": [{\"id\": \"a\", \"master\": \"h:1\", \"fanOutFloor\": null}]}", "\"fanOutFloor\" must be" },
         { "{\"shards\": [{\"id\": \"a\", \"master\": \"h:1\", \"epoch\": \"1\"}]}", "\"epoch\" must be" },
         { "{\"shards\": [{\"id\": \"a\", \"master\": \"h:1\", \"epoch\": null}]}", "\"epoch\" must be" },
         { "{\"shards\": [{\"id\": \"a\", \"master\": \"h:1\", \"draining\": true}]}", "every shard is draining" },

@@ -93,7 +93,7 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
         var shard = router.Map.Find(id) ?? throw new RouterException("NotFound", $"no shard {id}", 404);
         try
         {
-            await router.UpdateMapAsync(map => map.WithShard(shard with { Draining = true }));
+            await router.UpdateMapAsync(map => map.Find(id) is { } current ? map.WithShard(current with { Draining = true }) : map);
         }
         catch (FormatException ex)
         {
@@ -512,18 +512,21 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
     {
         if (map.Find(cleanup.Shard) is { } shard && map.OwnerOf(cleanup.Slot).Id != cleanup.Shard)
         {
-            await DeleteSlotAsync(shard, map, cleanup.Slot, tries);
+            var lsn = await DeleteSlotAsync(shard, map, cleanup.Slot, tries);
+            await router.UpdateMapAsync(m => m.WithoutCleanup(cleanup).WithFanOutFloor(cleanup.Shard, lsn));
+            return;
         }
 
         await router.UpdateMapAsync(m => m.WithoutCleanup(cleanup));
     }
 
-    private async Task DeleteSlotAsync(ShardInfo shard, ShardMap map, int slot, int tries = 20)
+    /// <summary>Deletes a slot's rows from a shard (its current master, a few tries); the delete's LSN (0: no tables).</summary>
+    private async Task<long> DeleteSlotAsync(ShardInfo shard, ShardMap map, int slot, int tries = 20)
     {
         var statements = map.Tables.Select(t => ClearSlot(t.Name, t.ShardKey, map.Slots, slot)).ToList();
         if (statements.Count == 0)
         {
-            return;
+            return 0;
         }
 
         // The current master of the shard (it may have failed over meanwhile); a few tries.
@@ -533,7 +536,7 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
             {
                 var deleted = await router.WriteAsync(router.Map.Find(shard.Id) ?? shard, statements, "move", slot: null, CancellationToken.None);
                 router.RaiseFanOutFloor(shard.Id, deleted.Lsn);
-                return;
+                return deleted.Lsn;
             }
             catch (RouterException ex) when (ex.Retriable && attempt + 1 < tries)
             {

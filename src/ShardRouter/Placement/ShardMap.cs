@@ -7,7 +7,13 @@ namespace Infra.ShardRouter.Placement;
 
 /// <summary>One shard: its master and replicas (data-node <c>--listen</c> addresses), its epoch and weight.</summary>
 /// <param name="Draining">Being removed: it wins no slots, and goes once it owns none.</param>
-internal sealed record ShardInfo(string Id, string Master, IReadOnlyList<string> Replicas, long Epoch = 1, double Weight = 1.0, bool Draining = false)
+/// <param name="FanOutFloor">
+/// The LSN of the last delete that cleared a moved slot's rows from this shard: a fan-out reads the shard
+/// only on a node that has applied it (a replica behind it would still return those rows next to their new
+/// owner's copy). Kept in the map so that a restarted router still knows it.
+/// </param>
+internal sealed record ShardInfo(string Id, string Master, IReadOnlyList<string> Replicas, long Epoch = 1, double Weight = 1.0, bool Draining = false,
+    long FanOutFloor = 0)
 {
     public IEnumerable<string> Nodes => [Master, .. Replicas];
 }
@@ -211,6 +217,10 @@ internal sealed class ShardMap
         return map;
     }
 
+    /// <summary>Raises a shard's <see cref="ShardInfo.FanOutFloor"/> (never lowers it); the same map when nothing changes.</summary>
+    public ShardMap WithFanOutFloor(string shardId, long lsn) =>
+        Find(shardId) is { } shard && lsn > shard.FanOutFloor ? WithShard(shard with { FanOutFloor = lsn }) : this;
+
     /// <summary>Gives a slot to a shard, and records that the rows it leaves on its old owner are to be deleted.</summary>
     public ShardMap WithOwner(int slot, string shardId)
     {
@@ -324,6 +334,10 @@ internal sealed class ShardMap
         w.WriteNumber("epoch", shard.Epoch);
         w.WriteNumber("weight", shard.Weight);
         w.WriteBoolean("draining", shard.Draining);
+        if (shard.FanOutFloor > 0)
+        {
+            w.WriteNumber("fanOutFloor", shard.FanOutFloor);
+        }
     }
 
     /// <summary><c>"tables"</c> and <c>"owners"</c> (runs of consecutive slots: [shard, first, last]) into the current object.</summary>
@@ -539,7 +553,8 @@ internal sealed class ShardMap
         var epoch = element.TryGetProperty("epoch", out var e) ? (e.ValueKind == JsonValueKind.Number && e.TryGetInt64(out var ep) && ep >= 0 ? ep : throw new FormatException($"shard {id}: \"epoch\" must be a non-negative integer")) : 1;
         var weight = element.TryGetProperty("weight", out var w) ? (w.ValueKind == JsonValueKind.Number && w.GetDouble() is var wt && wt > 0 && wt <= 1e6 ? wt : throw new FormatException($"shard {id}: \"weight\" must be a number in (0, 1e6]")) : 1.0;
         var draining = element.TryGetProperty("draining", out var d) && (d.ValueKind is JsonValueKind.True or JsonValueKind.False ? d.GetBoolean() : throw new FormatException($"shard {id}: \"draining\" must be true or false"));
-        return new ShardInfo(id, master, replicas, epoch, weight, draining);
+        var floor = element.TryGetProperty("fanOutFloor", out var f) ? (f.ValueKind == JsonValueKind.Number && f.TryGetInt64(out var fl) && fl >= 0 ? fl : throw new FormatException($"shard {id}: \"fanOutFloor\" must be a non-negative integer")) : 0;
+        return new ShardInfo(id, master, replicas, epoch, weight, draining, floor);
     }
 
     private static TableInfo ParseTable(JsonElement t)

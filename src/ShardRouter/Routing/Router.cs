@@ -58,7 +58,8 @@ internal sealed partial class Router : IAsyncDisposable
     /// <summary>
     /// A fan-out reads <paramref name="shard"/> only where <paramref name="lsn"/> is applied: the LSN of
     /// the delete that cleared a slot's rows there after the slot moved away (a replica that has not
-    /// applied it would still return them, next to the new owner's copy).
+    /// applied it would still return them, next to the new owner's copy). In memory, and at once; a
+    /// finished cleanup also keeps its floor in the map (<see cref="ShardInfo.FanOutFloor"/>).
     /// </summary>
     public void RaiseFanOutFloor(string shard, long lsn) => _fanOutFloors.AddOrUpdate(shard, lsn, (_, old) => Math.Max(old, lsn));
 
@@ -261,9 +262,13 @@ internal sealed partial class Router : IAsyncDisposable
             }
         }
 
-        if (!request.HasKey && _fanOutFloors.TryGetValue(shard.Id, out var floor))
+        if (!request.HasKey)
         {
-            minLsn = Math.Max(minLsn, floor);
+            minLsn = Math.Max(minLsn, shard.FanOutFloor);
+            if (_fanOutFloors.TryGetValue(shard.Id, out var floor))
+            {
+                minLsn = Math.Max(minLsn, floor);
+            }
         }
 
         if (request.Consistency != Consistency.Strong && PickReplica(shard, minLsn) is { } replica)
