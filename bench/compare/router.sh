@@ -7,13 +7,14 @@
 #   at 1 client (p50 latency: router overhead = router p50 - direct p50) and 16 clients (rate), plus
 #   the router's own CPU time per request (from /proc) — what one router costs per request, the
 #   figure that says how far it scales on a bigger machine.
-#   hop     the 1-client p50s again over one shard with every process (nodes, router, HAProxy, wrk)
-#           pinned to one core, plus HAProxy (HTTP mode, one thread) in front of the replica as the yardstick for
-#           one proxy hop. On a KVM guest without guest halt-polling, waking a thread on the other,
-#           idle vCPU costs tens of µs, and whether the client and the server land on the same vCPU
-#           changes the direct p50 between ~20 and ~95 µs from run to run; unpinned overheads compare
-#           runs in different placements. Pinned, each figure has one placement: what the hop costs.
-#           Then the same over the MessagePack protocol, from a Python client (router/hop.py).
+#   hop     the 1-client p50s again over one shard with every process (nodes, router, HAProxy, client)
+#           pinned to one core, plus HAProxy (HTTP mode, one thread) in front of the replica (reads)
+#           and the master (writes) as the yardstick for one proxy hop. On a KVM guest without guest
+#           halt-polling, waking a thread on the other, idle vCPU costs tens of µs, and whether the
+#           client and the server land on the same vCPU changes the direct p50 between ~20 and ~95 µs
+#           from run to run; unpinned overheads compare runs in different placements. Pinned, each
+#           figure has one placement: what the hop costs. The client is router/hop.py (Python, HTTP
+#           and MessagePack built by hand): wrk's 1-connection write p50s were bimodal here.
 #   failover  SIGKILL a shard master under a write loop, time to the first acknowledged write (N runs)
 #
 #   bash bench/compare/router.sh [runs=3] [seconds=10] [failovers=10]   WARMUP=3: seconds of the
@@ -96,7 +97,7 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # wrk at $3 clients on $1 (path $2, body $4) -> "rate p50_us errors"
 wrk_run() {
   local threads=$(( $3 < 2 ? 1 : 2 ))
-  local out; out=$(ROWS=$ROWS REQ_PATH="$2" BODY="$4" ${PIN:-} wrk -t$threads -c"$3" -d"${SECONDS_EACH}s" --latency -s "$HERE/req.lua" "$1")
+  local out; out=$(ROWS=$ROWS REQ_PATH="$2" BODY="$4" wrk -t$threads -c"$3" -d"${SECONDS_EACH}s" --latency -s "$HERE/req.lua" "$1")
   local rate p50 errors
   rate=$(awk '/Requests\/sec/{print $2}' <<<"$out")
   p50=$(awk '$1=="50%"{v=$2; if (v ~ /us$/) {sub(/us/,"",v); print v} else if (v ~ /ms$/) {sub(/ms/,"",v); print v*1000} else {sub(/s/,"",v); print v*1000000}}' <<<"$out")
@@ -113,7 +114,7 @@ RESULTS="$WORK/results.txt"
 measure() { # test target url path body (uses $clients); through the router it also records router CPU per request
   local before ticks extra=""
   if ((WARMUP > 0)); then
-    ROWS=$ROWS REQ_PATH="$4" BODY="$5" ${PIN:-} wrk -t$(( clients < 2 ? 1 : 2 )) -c$clients -d"${WARMUP}s" -s "$HERE/req.lua" "$3" >/dev/null
+    ROWS=$ROWS REQ_PATH="$4" BODY="$5" wrk -t$(( clients < 2 ? 1 : 2 )) -c$clients -d"${WARMUP}s" -s "$HERE/req.lua" "$3" >/dev/null
   fi
   before=$(cpu_ticks $ROUTER_PID)
   read -r rate p50 errors < <(wrk_run "$3" "$4" $clients "$5")
@@ -137,7 +138,8 @@ for run in $(seq 1 "$RUNS"); do
 
   # The hop: one shard behind the router (so "direct" is the very node the router calls; with two,
   # writes alternating between two masters cost ~150 µs more each than writes to one, router or
-  # not), everything on one core, HAProxy in front of the replica as the yardstick.
+  # not), everything on one core, HAProxy in front of the replica (reads) and of the master (writes)
+  # as the yardstick.
   start_stack 1
   cat >"$WORK/haproxy.cfg" <<CFG
 global
@@ -153,21 +155,21 @@ frontend f
 backend b
   http-reuse always
   server replica 127.0.0.1:$((BASE + 11))
+frontend fw
+  bind 127.0.0.1:$((HAP + 1))
+  default_backend bw
+backend bw
+  http-reuse always
+  server master 127.0.0.1:$((BASE + 1))
 CFG
   haproxy -f "$WORK/haproxy.cfg" -D -p "$WORK/haproxy.pid"
   PIDS+=("$(cat "$WORK/haproxy.pid")")
   for pid in "${PIDS[@]}"; do taskset -a -p -c "$PIN_CPU" "$pid" >/dev/null; done
-  clients=1 PIN="taskset -c $PIN_CPU"
-  measure read router-pinned $R /db/query "$READ_ROUTER"
-  measure read haproxy-pinned http://127.0.0.1:$HAP /query "$READ_DIRECT"
-  measure read direct-pinned http://127.0.0.1:$((BASE + 11)) /query "$READ_DIRECT"
-  measure write router-pinned $R /db/execute "$WRITE_ROUTER"
-  measure write direct-pinned http://127.0.0.1:$((BASE + 1)) /execute "$WRITE_DIRECT"
-  # The same hop over the MessagePack protocol (what the C# client speaks), from a Python client:
-  # no .NET on the client side to share the core's caches with the router.
-  taskset -c "$PIN_CPU" python3 "$HERE/hop.py" read $((BASE + 10)) $((BASE + 80)) 3000 "$RUNS" "$ROWS" | tee -a "$RESULTS"
-  taskset -c "$PIN_CPU" python3 "$HERE/hop.py" write $BASE $((BASE + 80)) 3000 "$RUNS" "$ROWS" | tee -a "$RESULTS"
-  PIN=""
+  # A Python client on the same core: over HTTP to the node, through HAProxy and through the router,
+  # and over MessagePack to the node and through the router (router/hop.py), alternated.
+  HOP_ROUNDS=$(( RUNS < 3 ? 3 : RUNS ))
+  taskset -c "$PIN_CPU" python3 "$HERE/hop.py" read $((BASE + 10)):$((BASE + 11)) $((BASE + 80)):$((BASE + 81)) 0:$HAP 3000 $HOP_ROUNDS "$ROWS" | tee -a "$RESULTS"
+  taskset -c "$PIN_CPU" python3 "$HERE/hop.py" write $BASE:$((BASE + 1)) $((BASE + 80)):$((BASE + 81)) 0:$((HAP + 1)) 3000 $HOP_ROUNDS "$ROWS" | tee -a "$RESULTS"
   stop_stack
 
   rm -rf "$WORK/pg"; mkdir -p "$WORK/pg"; chown postgres "$WORK/pg"
@@ -222,7 +224,7 @@ import sys, statistics, collections
 rows = collections.defaultdict(lambda: collections.defaultdict(list))
 for line in open(sys.argv[1]):
     kv = dict(p.split('=', 1) for p in line.split())
-    for metric in ('rate', 'p50', 'router_cpu_us'):
+    for metric in ('rate', 'p50', 'mean', 'router_cpu_us'):
         if metric in kv and kv[metric] not in ('', 'nan'):
             rows[(kv['test'], kv['clients'], kv['target'])][metric].append(float(kv[metric]))
 med = lambda k, m: statistics.median(rows[k][m]) if rows.get(k) and rows[k].get(m) else float('nan')
@@ -231,18 +233,16 @@ for test in ('read', 'write'):
     for c in ('1', '16'):
         r, d, p = (test, c, 'router'), (test, c, 'direct'), (test, c, 'pg')
         print(f"{test:6} {c:>7} {med(r,'rate'):9.0f} {med(d,'rate'):9.0f} {med(p,'rate'):9.0f} {med(r,'rate')/med(p,'rate'):9.2f} {med(r,'p50'):10.0f} {med(d,'p50'):10.0f} {med(r,'p50')-med(d,'p50'):9.0f} {med(r,'router_cpu_us'):13.1f}us")
-pin = lambda t, target: med((t, '1', target + '-pinned'), 'p50')
+pin = lambda t, target, m='p50': med((t, '1', target + '-pinned'), m)
 print()
-print("1 client, every process pinned to one core: p50 in microseconds, and what the hop adds to the direct p50")
-print(f"{'test':6} {'direct':>7} {'haproxy':>8} {'router':>7} {'haproxy adds':>13} {'router adds':>12}")
+print("1 client, every process pinned to one core, a Python client (router/hop.py): p50 µs (mean), and what each hop adds to the direct p50")
+print(f"{'test':6} {'protocol':9} {'direct':>11} {'haproxy':>11} {'router':>11} {'haproxy adds':>13} {'router adds':>12}")
 for test in ('read', 'write'):
-    d, h, r = pin(test, 'direct'), pin(test, 'haproxy'), pin(test, 'router')
-    print(f"{test:6} {d:7.0f} {h:8.0f} {r:7.0f} {h - d:13.0f} {r - d:12.0f}")
-print("the same over the MessagePack protocol (bench/compare/router/hop.py, a Python client): p50 in microseconds")
-print(f"{'test':6} {'direct':>7} {'router':>7} {'router adds':>12}")
-for test in ('read', 'write'):
-    d, r = pin(test, 'direct-native'), pin(test, 'router-native')
-    print(f"{test:6} {d:7.0f} {r:7.0f} {r - d:12.0f}")
+    for proto in ('http', 'native'):
+        d, h, r = (pin(test, f'{t}-{proto}') for t in ('direct', 'haproxy', 'router'))
+        dm, hm, rm = (pin(test, f'{t}-{proto}', 'mean') for t in ('direct', 'haproxy', 'router'))
+        cell = lambda p, m: f"{p:.0f} ({m:.0f})" if p == p else "-"
+        print(f"{test:6} {proto if proto == 'http' else 'msgpack':9} {cell(d, dm):>11} {cell(h, hm):>11} {cell(r, rm):>11} {(f'{h - d:.0f}' if h == h else '-'):>13} {r - d:12.0f}")
 fails = [float(l.split('=')[1]) for l in open(sys.argv[2]) if l.startswith('failover_ms=')]
 if fails:
     print(f"failover (SIGKILL -> first acknowledged write), {len(fails)} runs: median {statistics.median(fails):.0f} ms, min {min(fails):.0f}, max {max(fails):.0f}")
