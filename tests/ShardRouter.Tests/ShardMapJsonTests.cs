@@ -243,8 +243,9 @@ public sealed class ShardMapJsonTests
         var failedOver = reread.WithShard(reread.Find(from)! with { Master = "h9:1", Epoch = 2 }).WithTables([new TableInfo("t", "k")]);
         Assert.Equal(42, ShardMap.Parse(failedOver.ToJson()).Find(from)!.FanOutFloor);
 
-        // A map without floors reads as floor 0 (maps written before the field existed).
+        // A map without floors is written without the field, and reads back (as a map written before the field existed) with floor 0.
         Assert.DoesNotContain("fanOutFloor", System.Text.Encoding.UTF8.GetString(map.ToJson()), StringComparison.Ordinal);
+        Assert.All(ShardMap.Parse(map.ToJson()).Shards, s => Assert.Equal(0, s.FanOutFloor));
     }
 
     public static TheoryData<string, string> Hostile => new()
