@@ -243,6 +243,8 @@ for test in ('read', 'write'):
         dm, hm, rm = (pin(test, f'{t}-{proto}', 'mean') for t in ('direct', 'haproxy', 'router'))
         cell = lambda p, m: f"{p:.0f} ({m:.0f})" if p == p else "-"
         print(f"{test:6} {proto if proto == 'http' else 'msgpack':9} {cell(d, dm):>11} {cell(h, hm):>11} {cell(r, rm):>11} {(f'{h - d:.0f}' if h == h else '-'):>13} {r - d:12.0f}")
+print("(the router reaches the node over MessagePack whatever the client speaks: its http row is measured against the")
+print(" node's HTTP path, which is slower for writes; like for like: router on the msgpack row, HAProxy on the http row)")
 fails = [float(l.split('=')[1]) for l in open(sys.argv[2]) if l.startswith('failover_ms=')]
 if fails:
     print(f"failover (SIGKILL -> first acknowledged write), {len(fails)} runs: median {statistics.median(fails):.0f} ms, min {min(fails):.0f}, max {max(fails):.0f}")
