@@ -371,7 +371,8 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
                     gateClosed = false;
                 }
 
-                await DeleteSlotAsync(to, map, slot);
+                var cleared = await DeleteSlotAsync(to, map, slot);
+                await router.UpdateMapAsync(m => m.WithFanOutFloor(to.Id, cleared)); // before fan-outs resume
                 throw;
             }
 
@@ -520,7 +521,10 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
         await router.UpdateMapAsync(m => m.WithoutCleanup(cleanup));
     }
 
-    /// <summary>Deletes a slot's rows from a shard (its current master, a few tries); the delete's LSN (0: no tables).</summary>
+    /// <summary>
+    /// Deletes a slot's rows from a shard (its current master, a few tries); the delete's LSN (0: no
+    /// tables), which the caller makes the shard's fan-out floor (<see cref="ShardInfo.FanOutFloor"/>).
+    /// </summary>
     private async Task<long> DeleteSlotAsync(ShardInfo shard, ShardMap map, int slot, int tries = 20)
     {
         var statements = map.Tables.Select(t => ClearSlot(t.Name, t.ShardKey, map.Slots, slot)).ToList();
@@ -535,7 +539,6 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
             try
             {
                 var deleted = await router.WriteAsync(router.Map.Find(shard.Id) ?? shard, statements, "move", slot: null, CancellationToken.None);
-                router.RaiseFanOutFloor(shard.Id, deleted.Lsn);
                 return deleted.Lsn;
             }
             catch (RouterException ex) when (ex.Retriable && attempt + 1 < tries)

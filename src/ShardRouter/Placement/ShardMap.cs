@@ -8,9 +8,10 @@ namespace Infra.ShardRouter.Placement;
 /// <summary>One shard: its master and replicas (data-node <c>--listen</c> addresses), its epoch and weight.</summary>
 /// <param name="Draining">Being removed: it wins no slots, and goes once it owns none.</param>
 /// <param name="FanOutFloor">
-/// The LSN of the last delete that cleared a moved slot's rows from this shard: a fan-out reads the shard
-/// only on a node that has applied it (a replica behind it would still return those rows next to their new
-/// owner's copy). Kept in the map so that a restarted router still knows it.
+/// The LSN of the last delete that cleared rows of a slot this shard does not own (left by a slot that
+/// moved away, or copied by a move that failed): a fan-out reads the shard only on a node that has applied
+/// it (a replica behind it would still return those rows next to their owner's). Kept in the map so that a
+/// restarted router still knows it.
 /// </param>
 internal sealed record ShardInfo(string Id, string Master, IReadOnlyList<string> Replicas, long Epoch = 1, double Weight = 1.0, bool Draining = false,
     long FanOutFloor = 0)

@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Diagnostics;
 using Infra.Client.Data;
 using Infra.ShardRouter.Failover;
@@ -19,7 +18,6 @@ internal sealed partial class Router : IAsyncDisposable
     private readonly SemaphoreSlim _mapLock = new(1, 1);
     private readonly Gate[] _slotGates;
     private readonly Gate _fanOuts = new();
-    private readonly ConcurrentDictionary<string, long> _fanOutFloors = new();
     private readonly ILogger _logger;
     private volatile ShardMap _map;
     private int _roundRobin;
@@ -54,14 +52,6 @@ internal sealed partial class Router : IAsyncDisposable
     /// <see cref="Resharder"/>). A fan-out runs the pending ones of the shards it asks first.
     /// </summary>
     public Func<SlotCleanup, Task>? SettleCleanup { get; set; }
-
-    /// <summary>
-    /// A fan-out reads <paramref name="shard"/> only where <paramref name="lsn"/> is applied: the LSN of
-    /// the delete that cleared a slot's rows there after the slot moved away (a replica that has not
-    /// applied it would still return them, next to the new owner's copy). In memory, and at once; a
-    /// finished cleanup also keeps its floor in the map (<see cref="ShardInfo.FanOutFloor"/>).
-    /// </summary>
-    public void RaiseFanOutFloor(string shard, long lsn) => _fanOutFloors.AddOrUpdate(shard, lsn, (_, old) => Math.Max(old, lsn));
 
     /// <summary>Changes the map: persisted durably, then published. Changes are serialised.</summary>
     public async Task<ShardMap> UpdateMapAsync(Func<ShardMap, ShardMap> change)
@@ -172,9 +162,8 @@ internal sealed partial class Router : IAsyncDisposable
     private async Task<QueryReply> FanOutAsync(QueryRequest request, CancellationToken cancellationToken)
     {
         using var pass = await _fanOuts.EnterAsync(cancellationToken);
-        var map = _map;
-        var unsettled = map.Cleanups.Count == 0 ? [] : await SettleCleanupsAsync(map);
-        var shards = map.Shards;
+        var unsettled = _map.Cleanups.Count == 0 ? [] : await SettleCleanupsAsync(_map);
+        var shards = _map.Shards; // after the cleanups: the fan-out floors of their deletes are in it
         var tasks = shards.Select(async shard =>
         {
             if (unsettled.Contains(shard.Id))
@@ -265,10 +254,6 @@ internal sealed partial class Router : IAsyncDisposable
         if (!request.HasKey)
         {
             minLsn = Math.Max(minLsn, shard.FanOutFloor);
-            if (_fanOutFloors.TryGetValue(shard.Id, out var floor))
-            {
-                minLsn = Math.Max(minLsn, floor);
-            }
         }
 
         if (request.Consistency != Consistency.Strong && PickReplica(shard, minLsn) is { } replica)
