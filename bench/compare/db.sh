@@ -2,7 +2,7 @@
 # Side-by-side: our data node (SQLite, synchronous=FULL) vs PostgreSQL 15 (Debian, fsync on,
 # synchronous_commit=on, no replica), same machine, runs alternated, fresh data each run:
 #
-#   write async      single-row INSERT transactions/s through the master's HTTP API, one replica
+#   write async      single-row INSERT transactions/s through the master's API, one replica
 #                    connected, acknowledged after the master's commit      (1 and 16 clients)
 #   write semi-sync  the same, acknowledged after the replica has it durably (1 and 16 clients)
 #   read replica     point SELECT by primary key/s on the replica, 100k rows (16 clients)
@@ -11,8 +11,13 @@
 #   bash bench/compare/db.sh [runs=3] [seconds=10]      WARMUP=3: seconds of the same load before
 #                                                        each figure, not measured (both systems)
 #
-# Our load generator is wrk (HTTP/JSON, one request in flight per connection); PostgreSQL's is
-# pgbench (its binary protocol, prepared statements). Needs wrk and postgresql (installed from
+# Each of our figures is taken twice on the same nodes: over HTTP/JSON with wrk ("http"), and over
+# the node's MessagePack protocol (--listen) with db/nload.c ("native": C, epoll, one request in
+# flight per connection -- what pgbench is to PostgreSQL's wire protocol, which pgbench speaks with
+# prepared statements). Load-generator threads: 1 for 1 client, 2 for 16 (wrk -t2, pgbench -j2,
+# nload 2); reads at 16 clients are also measured with 1 thread for both nload and pgbench, and the
+# summary compares each system's better one (one thread suits our node, two suit PostgreSQL: the
+# generator and the server share the two cores). Needs wrk, gcc and postgresql (installed from
 # Debian when missing) and the .NET SDK. Runs PostgreSQL as the postgres user.
 set -euo pipefail
 
@@ -38,6 +43,7 @@ trap cleanup EXIT
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)
 command -v pgbench >/dev/null || missing+=(postgresql)
+command -v gcc >/dev/null || missing+=(gcc)
 if ((${#missing[@]})); then
   echo "installing ${missing[*]} ..." >&2
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
@@ -46,6 +52,7 @@ PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 
 dotnet build "$ROOT/src/DataNode" -c Release -v q -nologo >/dev/null
 NODE="$ROOT/src/DataNode/bin/Release/net10.0/Infra.DataNode.dll"
+gcc -O2 -pthread -o "$WORK/nload" "$HERE/nload.c"
 
 wait_http() { # url
   for _ in $(seq 1 300); do
@@ -106,37 +113,55 @@ wrk_rate() { # url script clients -> "rate errors"
   echo "$rate $errors"
 }
 
-pg_rate() { # script clients
-  local threads=$(( $2 < 2 ? 1 : 2 ))
+native_rate() { # port read|write clients threads -> "rate errors"
+  local out
+  out=$("$WORK/nload" 127.0.0.1 "$1" "$2" "$3" "$4" "$SECONDS_EACH" $ROWS "$WARMUP")
+  sed -n 's/^rate=\([0-9.]*\) errors=\([0-9]*\)$/\1 \2/p' <<<"$out"
+}
+
+pg_rate() { # script clients [threads]
+  local threads=${3:-$(( $2 < 2 ? 1 : 2 ))}
   ((WARMUP > 0)) && pgbench -h 127.0.0.1 -p $PG -U postgres -n -M prepared -c "$2" -j $threads -T "$WARMUP" -f "$HERE/$1" postgres >/dev/null 2>&1
   pgbench -h 127.0.0.1 -p $PG -U postgres -n -M prepared -c "$2" -j $threads -T "$SECONDS_EACH" -f "$HERE/$1" postgres 2>/dev/null \
     | awk '/^tps/{print $3; exit}'
 }
 
 RESULTS="$WORK/results.txt"
+record() { # test clients target rate [errors]
+  echo "test=$1 clients=$2 target=$3 rate=$4 errors=${5:-0}" | tee -a "$RESULTS"
+}
+
 for run in $(seq 1 "$RUNS"); do
   for sync in async semi-sync; do
     for clients in 1 16; do
       start_nodes $sync
       read -r rate errors < <(wrk_rate http://127.0.0.1:$M_HTTP/execute write.lua $clients)
-      echo "test=write-$sync clients=$clients target=ours rate=$rate errors=$errors" | tee -a "$RESULTS"
+      record write-$sync $clients http "$rate" "$errors"
+      read -r rate errors < <(native_rate $M write $clients $(( clients < 2 ? 1 : 2 )))
+      record write-$sync $clients native "$rate" "$errors"
       stop_nodes
     done
   done
   start_nodes semi-sync
   preload_nodes
   read -r rate errors < <(wrk_rate http://127.0.0.1:$R_HTTP/query read.lua 16)
-  echo "test=read-replica clients=16 target=ours rate=$rate errors=$errors" | tee -a "$RESULTS"
+  record read-replica 16 http "$rate" "$errors"
+  for threads in 1 2; do
+    read -r rate errors < <(native_rate $R read 16 $threads)
+    record read-replica 16 native-t$threads "$rate" "$errors"
+  done
   stop_nodes
 
   for clients in 1 16; do
     start_pg
-    echo "test=write clients=$clients target=pg rate=$(pg_rate pg-write.sql $clients)" | tee -a "$RESULTS"
+    record write $clients pg "$(pg_rate pg-write.sql $clients)"
     stop_pg
   done
   start_pg
   psql -h 127.0.0.1 -p $PG -U postgres -q -c "INSERT INTO kv(v) SELECT repeat('x', 100) FROM generate_series(1, $ROWS)" -c "VACUUM ANALYZE kv"
-  echo "test=read clients=16 target=pg rate=$(pg_rate pg-read.sql 16)" | tee -a "$RESULTS"
+  for threads in 1 2; do
+    record read 16 pg-t$threads "$(pg_rate pg-read.sql 16 $threads)"
+  done
   stop_pg
 done
 
@@ -145,14 +170,26 @@ echo "medians over $RUNS runs, ${SECONDS_EACH}s each ($(nproc) cores, $(df -T "$
 python3 - "$RESULTS" <<'PY'
 import sys, statistics, collections
 rows = collections.defaultdict(list)
+errors = collections.Counter()
 for line in open(sys.argv[1]):
     kv = dict(p.split('=', 1) for p in line.split())
     rows[(kv['test'], kv['clients'], kv['target'])].append(float(kv['rate']))
+    errors[(kv['test'], kv['clients'], kv['target'])] += int(kv.get('errors') or 0)
 med = lambda k: statistics.median(rows[k]) if rows.get(k) else float('nan')
-print(f"{'test':18} {'clients':>7} {'ours':>9} {'postgres':>9} {'ours/pg':>8}")
-for test, peer in [('write-async', 'write'), ('write-semi-sync', 'write'), ('read-replica', 'read')]:
+ratio = lambda a, b: a / b if b else float('nan')
+print(f"{'test':18} {'clients':>7} {'http':>9} {'native':>9} {'postgres':>9} {'http/pg':>8} {'native/pg':>9}")
+for test, peer in [('write-async', 'write'), ('write-semi-sync', 'write')]:
     for clients in ['1', '16']:
-        o, p = med((test, clients, 'ours')), med((peer, clients, 'pg'))
-        if o == o:
-            print(f"{test:18} {clients:>7} {o:>9.0f} {p:>9.0f} {o/p if p else float('nan'):>8.2f}")
+        h, n, p = med((test, clients, 'http')), med((test, clients, 'native')), med((peer, clients, 'pg'))
+        print(f"{test:18} {clients:>7} {h:>9.0f} {n:>9.0f} {p:>9.0f} {ratio(h, p):>8.2f} {ratio(n, p):>9.2f}")
+h = med(('read-replica', '16', 'http'))
+n1, n2 = med(('read-replica', '16', 'native-t1')), med(('read-replica', '16', 'native-t2'))
+p1, p2 = med(('read', '16', 'pg-t1')), med(('read', '16', 'pg-t2'))
+n, p = max(n1, n2), max(p1, p2)
+print(f"{'read-replica':18} {'16':>7} {h:>9.0f} {n:>9.0f} {p:>9.0f} {ratio(h, p):>8.2f} {ratio(n, p):>9.2f}")
+print(f"  reads by load-generator threads: native 1 thread {n1:.0f}, 2 threads {n2:.0f}; pgbench -j1 {p1:.0f}, -j2 {p2:.0f}"
+      f" (same thread count: 1 -> {ratio(n1, p1):.2f}, 2 -> {ratio(n2, p2):.2f}); http is wrk -t2")
+bad = {k: v for k, v in errors.items() if v}
+if bad:
+    print("requests answered with an error: " + ", ".join(f"{t}/{c}/{g}: {v}" for (t, c, g), v in sorted(bad.items())))
 PY

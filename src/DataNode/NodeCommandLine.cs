@@ -24,6 +24,7 @@ internal static class NodeCommandLine
             ["--max-sql-size"] = "MaxSqlBytes",
             ["--max-request-size"] = "MaxRequestBytes",
             ["--max-result-rows"] = "MaxResultRows",
+            ["--read-mmap"] = "ReadMmap",
             ["--max-pending-writes"] = "MaxPendingWrites",
             ["--max-group"] = "MaxGroupSize",
             ["--admin-token"] = "AdminToken",
@@ -57,6 +58,7 @@ internal static class NodeCommandLine
             Reads
               --read-wait DURATION       a read with minLsn waits this long, then answers "behind" (2s)
               --max-result-rows N        (100000)
+              --read-mmap SIZE           of the database file mapped by each read connection (256mb; 0: none)
 
             Limits
               --max-request-size SIZE    HTTP body (16mb)

@@ -50,6 +50,8 @@ internal sealed class NodeOptions : ServiceOptions
 
     public int MaxResultRows { get; set; } = 100_000;
 
+    public long ReadMmapBytes { get; set; } = 256L << 20;
+
     public int MaxPendingWrites { get; set; } = 10_000;
 
     public int MaxGroupSize { get; set; } = 256;
@@ -67,6 +69,7 @@ internal sealed class NodeOptions : ServiceOptions
         Synchronous = Synchronous,
         LogRetention = LogRetention,
         MaxResultRows = MaxResultRows,
+        ReadMmapBytes = ReadMmapBytes,
     };
 
     public override void Bind(ConfigReader reader)
@@ -125,6 +128,7 @@ internal sealed class NodeOptions : ServiceOptions
         MaxSqlBytes = (int)reader.Size("MaxSqlBytes", MaxSqlBytes, 16, 64L << 20);
         MaxRequestBytes = (int)reader.Size("MaxRequestBytes", MaxRequestBytes, 1024, 256L << 20);
         MaxResultRows = reader.Number("MaxResultRows", MaxResultRows, 1, 100_000_000);
+        ReadMmapBytes = reader.Size("ReadMmap", ReadMmapBytes, 0, 1L << 40);
         MaxPendingWrites = reader.Number("MaxPendingWrites", MaxPendingWrites, 1, 1_000_000);
         MaxGroupSize = reader.Number("MaxGroupSize", MaxGroupSize, 1, 100_000);
         AdminToken = reader.Text("AdminToken", null) is { Length: > 0 } token ? token : null;

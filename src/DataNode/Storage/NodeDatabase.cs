@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
 using Infra.Core.Storage;
@@ -44,6 +45,12 @@ internal sealed record DatabaseSettings
     public long LogRetention { get; init; } = 100_000;
 
     public int MaxResultRows { get; init; } = 100_000;
+
+    /// <summary>
+    /// How much of the database file each read connection maps into memory (SQLite's mmap_size; 0: none).
+    /// Mapped pages are read without a pread(2) and a copy into the connection's own page cache.
+    /// </summary>
+    public long ReadMmapBytes { get; init; } = 256L << 20;
 }
 
 /// <summary>
@@ -906,7 +913,7 @@ internal sealed partial class NodeDatabase : IDisposable
         var connection = new SqliteConnection(new SqliteConnectionStringBuilder { DataSource = Path, Mode = SqliteOpenMode.ReadOnly, Pooling = false }.ToString());
         connection.Open();
         var runner = new SqlRunner(connection, readOnly: true);
-        runner.Exec("PRAGMA busy_timeout=10000;");
+        runner.Exec($"PRAGMA busy_timeout=10000; PRAGMA mmap_size={_settings.ReadMmapBytes.ToString(CultureInfo.InvariantCulture)};");
         return runner;
     }
 
