@@ -30,6 +30,7 @@ public sealed class ReadMmapTests : IDisposable
 
         // A read connection opens (and maps the file) while the file is small...
         Assert.Equal("first", db.Query("SELECT v FROM t WHERE id = ?", [0L]).Rows.Single()[0]);
+        Assert.Equal(mmapBytes, db.ReaderMmapSize());
 
         // ...then the table grows to several MB, well past a 64 KB mapping, with checkpoints moving it from the WAL into the file.
         var value = new string('v', 300);

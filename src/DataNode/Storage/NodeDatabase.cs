@@ -588,6 +588,9 @@ internal sealed partial class NodeDatabase : IDisposable
     /// <summary>Runs a read-only query; the LSN returned is the one the rows reflect.</summary>
     public QueryResult Query(string sql, IReadOnlyList<object?> parameters) => TryQuery(sql, parameters, mayWait: true)!;
 
+    /// <summary>The mapping size a pooled read connection has (SQLite's <c>mmap_size</c>, after its compile-time cap).</summary>
+    internal long ReaderMmapSize() => WithReader(reader => reader.ScalarLong("PRAGMA mmap_size"));
+
     /// <summary>
     /// <see cref="Query"/>, or null without running it when <paramref name="mayWait"/> is false and it
     /// would first have to wait: every read slot taken, a re-clone swapping the database, or no pooled
