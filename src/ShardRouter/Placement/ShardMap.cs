@@ -406,7 +406,7 @@ internal sealed class ShardMap
             }
 
             var slots = root.TryGetProperty("slots", out var s) ? (s.ValueKind == JsonValueKind.Number && s.TryGetInt32(out var n) && n is >= 1 and <= 1 << 20 ? n : throw new FormatException("\"slots\" must be 1..1048576")) : SlotTable.DefaultSlots;
-            var version = root.TryGetProperty("version", out var v) ? (v.ValueKind == JsonValueKind.Number && v.TryGetInt64(out var ver) && ver >= 1 ? ver : throw new FormatException("\"version\" must be a positive integer")) : 1;
+            var version = OptionalInteger(root, "version", min: 1, fallback: 1, where: "");
             var shards = new List<ShardInfo>();
             foreach (var element in shardsElement.EnumerateArray())
             {
@@ -551,12 +551,18 @@ internal sealed class ShardMap
             }
         }
 
-        var epoch = element.TryGetProperty("epoch", out var e) ? (e.ValueKind == JsonValueKind.Number && e.TryGetInt64(out var ep) && ep >= 0 ? ep : throw new FormatException($"shard {id}: \"epoch\" must be a non-negative integer")) : 1;
+        var epoch = OptionalInteger(element, "epoch", min: 0, fallback: 1, where: $"shard {id}: ");
         var weight = element.TryGetProperty("weight", out var w) ? (w.ValueKind == JsonValueKind.Number && w.GetDouble() is var wt && wt > 0 && wt <= 1e6 ? wt : throw new FormatException($"shard {id}: \"weight\" must be a number in (0, 1e6]")) : 1.0;
         var draining = element.TryGetProperty("draining", out var d) && (d.ValueKind is JsonValueKind.True or JsonValueKind.False ? d.GetBoolean() : throw new FormatException($"shard {id}: \"draining\" must be true or false"));
-        var floor = element.TryGetProperty("fanOutFloor", out var f) ? (f.ValueKind == JsonValueKind.Number && f.TryGetInt64(out var fl) && fl >= 0 ? fl : throw new FormatException($"shard {id}: \"fanOutFloor\" must be a non-negative integer")) : 0;
+        var floor = OptionalInteger(element, "fanOutFloor", min: 0, fallback: 0, where: $"shard {id}: ");
         return new ShardInfo(id, master, replicas, epoch, weight, draining, floor);
     }
+
+    /// <summary>An optional integer property, at least <paramref name="min"/> (0 or 1); <paramref name="fallback"/> when absent.</summary>
+    private static long OptionalInteger(JsonElement element, string name, long min, long fallback, string where) =>
+        !element.TryGetProperty(name, out var value) ? fallback
+        : value.ValueKind == JsonValueKind.Number && value.TryGetInt64(out var number) && number >= min ? number
+        : throw new FormatException($"{where}\"{name}\" must be a {(min >= 1 ? "positive" : "non-negative")} integer");
 
     private static TableInfo ParseTable(JsonElement t)
     {
