@@ -552,6 +552,72 @@ public sealed class ShardRouterTests
     }
 
     [Fact]
+    public async Task A_slot_a_failed_move_left_closed_on_its_source_is_opened_again_once_the_source_answers()
+    {
+        // The map gives s1 one slot of s0 too many, so the router moves one of s1's slots to s0. s1's master
+        // sits behind a proxy: once the move has closed the slot there, the proxy drops s1's slotRows requests
+        // (the move fails) and, until the test allows them, its openSlot requests (the reopen fails). Every
+        // later try of the move fails on its first read, before it would close and reopen the slot itself.
+        await using var cluster = await ShardCluster.StartAsync(2, "--fail-after", "1000");
+        await CreateAccountsAsync(cluster);
+        var map = await cluster.ShardsAsync();
+        var slots = map.GetProperty("slots").GetInt32();
+        var s1 = cluster.Shards[1];
+        var owners = new string[slots];
+        foreach (var run in map.GetProperty("owners").EnumerateArray())
+        {
+            Array.Fill(owners, run[0].GetString()!, run[1].GetInt32(), run[2].GetInt32() - run[1].GetInt32() + 1);
+        }
+
+        owners[Array.IndexOf(owners, "s0")] = "s1";
+        var runs = new List<string>();
+        for (var from = 0; from < slots;)
+        {
+            var to = from;
+            while (to + 1 < slots && owners[to + 1] == owners[from])
+            {
+                to++;
+            }
+
+            runs.Add($"""["{owners[from]}",{from},{to}]""");
+            from = to + 1;
+        }
+
+        var openAllowed = false;
+        FrameDropProxy? proxy = null;
+        proxy = new FrameDropProxy(s1.Master.ReplicationAddress, op =>
+            (op == "slotRows" && proxy!.Seen("closeSlot") > 0) || (op == "openSlot" && !Volatile.Read(ref openAllowed)));
+        await using var _ = proxy;
+        var seed = $$"""
+            {"version":{{map.GetProperty("version").GetInt64() + 1}},"slots":{{slots}},
+             "shards":[{{cluster.Shards[0].Json}},{"id":"s1","master":"{{proxy.Address}}","replicas":["{{s1.Replica.ReplicationAddress}}"]}],
+             "tables":{{map.GetProperty("tables").GetRawText()}},"owners":[{{string.Join(",", runs)}}]}
+            """;
+        await cluster.StartRouterAsync(seed, "--fail-after", "1000", "--request-timeout", "1s");
+
+        async Task<int[]> ClosedOnS1Async() =>
+            (await s1.Master.StatusAsync()).TryGetProperty("closedSlots", out var closed) ? [.. closed.EnumerateArray().Select(c => c.GetInt32())] : [];
+
+        await Eventually.HoldsAsync(() => Task.FromResult(proxy.Dropped("openSlot") > 0), "the move closed a slot on s1 and could not reopen it", TimeSpan.FromSeconds(60));
+        var slot = Assert.Single(await ClosedOnS1Async());
+        var key = Enumerable.Range(0, 1_000_000).Select(i => $"r{i}").First(k => ShardKey.Slot(k, slots) == slot);
+        var (refused, refusal) = await cluster.ExecuteAsync(key, ["INSERT INTO acct(k, v) VALUES(?, 1)", key]);
+        Assert.True(refused == 503 && refusal.GetProperty("code").GetString() == "SlotClosed", refusal.ToString());
+
+        // s1 answers openSlot again (its reads for the move still hang): the slot opens and takes writes,
+        // though the move itself cannot finish.
+        Volatile.Write(ref openAllowed, true);
+        await Eventually.HoldsAsync(async () => !(await ClosedOnS1Async()).Contains(slot), "s1 opens the slot again", TimeSpan.FromSeconds(30));
+        var (written, writeBody) = await cluster.ExecuteAsync(key, ["INSERT INTO acct(k, v) VALUES(?, 1)", key]);
+        Assert.True(written == 200, writeBody.ToString());
+        Assert.Equal("s1", writeBody.GetProperty("shard").GetString());
+        Assert.Equal(1, (await s1.Master.QueryAsync("SELECT count(*) FROM acct WHERE k = ?", key)).GetProperty("rows")[0][0].GetInt64());
+        var resharding = (await cluster.ShardsAsync()).GetProperty("resharding");
+        Assert.Equal(0, resharding.GetProperty("pendingReopens").GetInt32());
+        Assert.True(resharding.GetProperty("pendingSlots").GetInt32() == 1, resharding.ToString());
+    }
+
+    [Fact]
     public async Task Killing_the_router_during_a_move_loses_and_duplicates_nothing_and_the_move_finishes_after_a_restart()
     {
         await using var cluster = await ShardCluster.StartAsync(2);

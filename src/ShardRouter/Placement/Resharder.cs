@@ -41,6 +41,16 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
 
     private static readonly TimeSpan CleanupBackoff = TimeSpan.FromSeconds(5);
 
+    /// <summary>
+    /// Slots this router closed on a source for a move that then failed, and could not open there again
+    /// (the source did not answer), with when to try each again. The source refuses the slot's writes
+    /// meanwhile; a later attempt of the move may never close and reopen it (its destination is down, or
+    /// no longer wanted), so the reopen is retried on its own until it succeeds or the slot lives elsewhere.
+    /// </summary>
+    private readonly Dictionary<SlotOnShard, long> _reopens = [];
+
+    private static readonly TimeSpan ReopenBackoff = TimeSpan.FromSeconds(1);
+
     /// <summary>Slots whose owner is not where rendezvous hashing wants them.</summary>
     public int Pending
     {
@@ -113,6 +123,7 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
         w.WriteNumber("caughtUpRows", Interlocked.Read(ref _caughtUp)); // rows changed during copies, copied again from the source's log
         lock (_lock)
         {
+            w.WriteNumber("pendingReopens", _reopens.Count); // slots a failed move left closed on their owner, reopened on retry
             w.WriteNumber("lastMoveWritesHeldMs", Math.Round(_lastHeldMs, 2));
             if (_current is not null)
             {
@@ -209,6 +220,7 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
     /// </summary>
     public async Task<bool> MoveNextAsync(CancellationToken cancellationToken)
     {
+        await ReopenPendingAsync(cancellationToken);
         var map = router.Map;
         var now = Environment.TickCount64;
         lock (_lock)
@@ -422,19 +434,75 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
     }
 
     /// <summary>
-    /// A failed move gives the slot back to its source's writes. If the source cannot be told (it is down),
-    /// a restart opens its slots anyway; one that stays up refuses the slot's writes (SlotClosed, retriable)
-    /// until the move is tried again, which opens or moves it.
+    /// A failed move gives the slot back to its source's writes. If the source cannot be told (it does not
+    /// answer), it refuses the slot's writes (SlotClosed, retriable) until <see cref="ReopenPendingAsync"/>
+    /// gets through (a restart of the source opens its slots anyway).
     /// </summary>
     private async Task ReopenOnSourceAsync(string fromId, int slot)
     {
         try
         {
             await ChangeSlotAsync(fromId, slot, closed: false, CancellationToken.None);
+            lock (_lock)
+            {
+                _reopens.Remove(new SlotOnShard(slot, fromId)); // an earlier failed reopen of it is done too
+            }
         }
         catch (Exception ex) when (ex is DataException or RouterException)
         {
             LogReopenFailed(logger, slot, fromId, ex.Message);
+            lock (_lock)
+            {
+                _reopens[new SlotOnShard(slot, fromId)] = 0; // due at once: the next round of the loop tries again
+            }
+        }
+    }
+
+    /// <summary>
+    /// Opens again the slots failed moves left closed on their sources (those due; one that fails waits
+    /// <see cref="ReopenBackoff"/>). One whose slot now lives on another shard is dropped, not opened: the
+    /// slot stays closed where it left, as after any move. Runs on the resharding loop, between moves.
+    /// </summary>
+    private async Task ReopenPendingAsync(CancellationToken cancellationToken)
+    {
+        List<SlotOnShard> due;
+        var now = Environment.TickCount64;
+        lock (_lock)
+        {
+            due = [.. _reopens.Where(r => r.Value <= now).Select(r => r.Key)];
+        }
+
+        foreach (var reopen in due)
+        {
+            var map = router.Map;
+            if (map.Find(reopen.Shard) is null || map.OwnerOf(reopen.Slot).Id != reopen.Shard)
+            {
+                lock (_lock)
+                {
+                    _reopens.Remove(reopen);
+                }
+
+                continue;
+            }
+
+            try
+            {
+                await ChangeSlotAsync(reopen.Shard, reopen.Slot, closed: false, cancellationToken);
+                lock (_lock)
+                {
+                    _reopens.Remove(reopen);
+                }
+
+                LogReopened(logger, reopen.Slot, reopen.Shard);
+            }
+            catch (Exception ex) when (ex is DataException or RouterException)
+            {
+                lock (_lock)
+                {
+                    _reopens[reopen] = Environment.TickCount64 + (long)ReopenBackoff.TotalMilliseconds;
+                    _lastError = ex.Message;
+                }
+            }
         }
     }
 
@@ -563,8 +631,14 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
     [LoggerMessage(EventId = 724, Level = LogLevel.Information, Message = "Deleted the rows slot {Slot} left on {Shard} when it moved away (a cleanup an earlier move did not finish)")]
     private static partial void LogCleanedUp(ILogger logger, int slot, string shard);
 
-    [LoggerMessage(EventId = 726, Level = LogLevel.Warning, Message = "Could not reopen slot {Slot} on {Shard} after a failed move ({Reason}); its writes are refused there until the move is retried")]
+    [LoggerMessage(EventId = 726, Level = LogLevel.Warning, Message = "Could not reopen slot {Slot} on {Shard} after a failed move ({Reason}); its writes are refused there until a retry gets through")]
     private static partial void LogReopenFailed(ILogger logger, int slot, string shard, string reason);
+
+    [LoggerMessage(EventId = 727, Level = LogLevel.Information, Message = "Reopened slot {Slot} on {Shard}, which a failed move had left closed")]
+    private static partial void LogReopened(ILogger logger, int slot, string shard);
+
+    /// <summary>A slot on one shard.</summary>
+    private readonly record struct SlotOnShard(int Slot, string Shard);
 
     [LoggerMessage(EventId = 722, Level = LogLevel.Warning, Message = "Shard {Shard} is drained and left the map")]
     private static partial void LogRemoved(ILogger logger, string shard);

@@ -1,0 +1,141 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.Collections.Concurrent;
+using System.Net;
+using System.Net.Sockets;
+using MessagePack;
+
+namespace Infra.IntegrationTests.Harness;
+
+/// <summary>
+/// A TCP proxy in front of a node's MessagePack port (length-prefixed frames of <c>[id, op, args]</c>)
+/// that forwards every request except those the test's rule drops: a dropped request never reaches
+/// the node and is never answered, as with a node that hangs for that one call. Answers pass through
+/// untouched. Counts the requests it saw by op.
+/// </summary>
+internal sealed class FrameDropProxy : IAsyncDisposable
+{
+    private readonly TcpListener _listener = new(IPAddress.Loopback, 0);
+    private readonly IPEndPoint _upstream;
+    private readonly Func<string, bool> _drop;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly ConcurrentDictionary<string, int> _seen = new();
+    private readonly ConcurrentDictionary<string, int> _dropped = new();
+    private readonly ConcurrentBag<TcpClient> _sockets = [];
+    private readonly Task _loop;
+
+    /// <param name="upstream">host:port of the node.</param>
+    /// <param name="drop">Called with each request's op; true drops it.</param>
+    public FrameDropProxy(string upstream, Func<string, bool> drop)
+    {
+        _upstream = IPEndPoint.Parse(upstream);
+        _drop = drop;
+        _listener.Start();
+        _loop = Task.Run(AcceptLoopAsync);
+    }
+
+    public string Address => $"127.0.0.1:{((IPEndPoint)_listener.LocalEndpoint).Port}";
+
+    /// <summary>Requests with this op that arrived (dropped or not).</summary>
+    public int Seen(string op) => _seen.GetValueOrDefault(op);
+
+    /// <summary>Requests with this op that were dropped.</summary>
+    public int Dropped(string op) => _dropped.GetValueOrDefault(op);
+
+    private async Task AcceptLoopAsync()
+    {
+        while (!_stop.IsCancellationRequested)
+        {
+            TcpClient client;
+            try
+            {
+                client = await _listener.AcceptTcpClientAsync(_stop.Token);
+            }
+            catch (Exception ex) when (ex is OperationCanceledException or SocketException or ObjectDisposedException)
+            {
+                return;
+            }
+
+            _ = Task.Run(() => ServeAsync(client));
+        }
+    }
+
+    private async Task ServeAsync(TcpClient client)
+    {
+        using var upstream = new TcpClient { NoDelay = true };
+        _sockets.Add(client);
+        _sockets.Add(upstream);
+        try
+        {
+            client.NoDelay = true;
+            await upstream.ConnectAsync(_upstream, _stop.Token);
+            var fromClient = client.GetStream();
+            var toNode = upstream.GetStream();
+            var answers = toNode.CopyToAsync(fromClient, _stop.Token);
+            var header = new byte[4];
+            while (true)
+            {
+                await fromClient.ReadExactlyAsync(header, _stop.Token);
+                var body = new byte[BinaryPrimitives.ReadInt32BigEndian(header)];
+                await fromClient.ReadExactlyAsync(body, _stop.Token);
+                var op = OpOf(body);
+                _seen.AddOrUpdate(op, 1, (_, n) => n + 1);
+                if (_drop(op))
+                {
+                    _dropped.AddOrUpdate(op, 1, (_, n) => n + 1);
+                    continue;
+                }
+
+                await toNode.WriteAsync(header, _stop.Token);
+                await toNode.WriteAsync(body, _stop.Token);
+                if (answers.IsCompleted)
+                {
+                    break;
+                }
+            }
+        }
+        catch (Exception ex) when (ex is IOException or SocketException or OperationCanceledException or ObjectDisposedException or EndOfStreamException)
+        {
+            // Either side went away: the other is closed below.
+        }
+        finally
+        {
+            client.Dispose();
+        }
+    }
+
+    private static string OpOf(byte[] body)
+    {
+        try
+        {
+            var reader = new MessagePackReader(new ReadOnlySequence<byte>(body));
+            reader.ReadArrayHeader();
+            reader.Skip();
+            return reader.ReadString() ?? "";
+        }
+        catch (MessagePackSerializationException)
+        {
+            return "";
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _stop.CancelAsync();
+        _listener.Stop();
+        foreach (var socket in _sockets)
+        {
+            socket.Dispose();
+        }
+
+        try
+        {
+            await _loop;
+        }
+        catch (OperationCanceledException)
+        {
+        }
+
+        _stop.Dispose();
+    }
+}
