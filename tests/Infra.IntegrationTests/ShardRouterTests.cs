@@ -414,7 +414,7 @@ public sealed class ShardRouterTests
         }, "the router promotes the replica", TimeSpan.FromSeconds(30));
         var epoch = (await cluster.ShardsAsync()).GetProperty("shards")[0].GetProperty("epoch").GetInt64();
         Assert.True(epoch >= 3, $"epoch {epoch}: the new master's epoch is above the one claimed on the old master");
-        // The map names the new master a moment before the shard stops answering FailingOver (retriable by contract).
+        // The map names the new master just before the shard stops answering FailingOver (retriable by contract).
         await Eventually.HoldsAsync(async () =>
         {
             var (after, answer) = await cluster.ExecuteAsync("a", ["UPDATE acct SET v = 2 WHERE k = ?", "a"]);
@@ -428,6 +428,51 @@ public sealed class ShardRouterTests
                 && await shard.Master.LsnAsync() == await shard.Replica.LsnAsync();
         }, "the old master follows the new one", TimeSpan.FromSeconds(30));
         Assert.Equal(await shard.Replica.ChecksumAsync(), await shard.Master.ChecksumAsync());
+    }
+
+    [Fact]
+    public async Task A_replica_that_hangs_when_told_to_follow_holds_up_neither_the_failed_over_shard_nor_failure_detection()
+    {
+        // s0 has two replicas: its own, and one that hangs on "follow" (a proxy in front of a replica of an
+        // unrelated empty master: it answers probes and votes, and has too little data to be chosen).
+        await using var cluster = await ShardCluster.StartAsync(2);
+        await using var otherMaster = await DataNodeProcess.StartAsync(cluster.NewDir(), "--role", "master");
+        await using var hung = await DataNodeProcess.StartAsync(cluster.NewDir(), "--role", "replica", "--master", otherMaster.ReplicationAddress);
+        await using var proxy = new FrameDropProxy(hung.ReplicationAddress, op => op == "follow");
+        var map = await cluster.ShardsAsync();
+        var (s0, s1) = (cluster.Shards[0], cluster.Shards[1]);
+        var seed = $$"""
+            {"version":{{map.GetProperty("version").GetInt64() + 1}},"slots":{{map.GetProperty("slots").GetInt32()}},
+             "shards":[{"id":"s0","master":"{{s0.Master.ReplicationAddress}}","replicas":["{{s0.Replica.ReplicationAddress}}","{{proxy.Address}}"]},{{s1.Json}}],
+             "owners":{{map.GetProperty("owners").GetRawText()}}}
+            """;
+        await cluster.StartRouterAsync(seed, "--request-timeout", "120s");
+        await CreateAccountsAsync(cluster);
+        var keys = Enumerable.Range(0, 200).Select(i => $"f{i}").ToList();
+        var onS0 = keys.First(k => ShardCluster.OwnerOf(map, k) == "s0");
+        var onS1 = keys.First(k => ShardCluster.OwnerOf(map, k) == "s1");
+        foreach (var key in keys.Take(20))
+        {
+            var (status, body) = await cluster.ExecuteAsync(key, ["INSERT INTO acct(k, v) VALUES(?, 1)", key]);
+            Assert.True(status == 200, body.ToString());
+        }
+
+        // s0's master dies: its replica is promoted and the hung node is told to follow it (that call hangs
+        // for the 120 s request timeout). Writes to s0 go on at the new master well before that.
+        s0.Master.Process.Kill();
+        await Eventually.HoldsAsync(async () => (await cluster.ShardsAsync()).GetProperty("shards")[0].GetProperty("master").GetString() == s0.Replica.ReplicationAddress,
+            "the router promotes s0's replica", TimeSpan.FromSeconds(30));
+        await Eventually.HoldsAsync(() => Task.FromResult(proxy.Dropped("follow") > 0), "the hung node is told to follow", TimeSpan.FromSeconds(30));
+        await Eventually.HoldsAsync(async () => (await cluster.ExecuteAsync(onS0, ["UPDATE acct SET v = 2 WHERE k = ?", onS0])).Status == 200,
+            "a write to s0 goes through on its new master", TimeSpan.FromSeconds(30));
+
+        // Failure detection goes on meanwhile: s1's master dies too and is replaced.
+        s1.Master.Process.Kill();
+        await Eventually.HoldsAsync(async () => (await cluster.ShardsAsync()).GetProperty("shards")[1].GetProperty("master").GetString() == s1.Replica.ReplicationAddress,
+            "the router promotes s1's replica while a follow call to s0's hung node is still pending", TimeSpan.FromSeconds(30));
+        await Eventually.HoldsAsync(async () => (await cluster.ExecuteAsync(onS1, ["UPDATE acct SET v = 2 WHERE k = ?", onS1])).Status == 200,
+            "a write to s1 goes through on its new master", TimeSpan.FromSeconds(30));
+        Assert.Equal(1, proxy.Seen("follow"));
     }
 
     [Fact]

@@ -121,7 +121,7 @@ internal sealed partial class FailoverMonitor(Router router, TimeProvider time, 
                 replica.LagMs = state.LagMs(now, status.Lsn);
                 if (masterOk && NeedsRepointing(status, shard))
                 {
-                    await RepointAsync(shard, address, cancellationToken);
+                    StartRepoint(shard.Id, address, shard.Master, shard.Epoch, cancellationToken);
                 }
             }
         }
@@ -139,17 +139,42 @@ internal sealed partial class FailoverMonitor(Router router, TimeProvider time, 
     private static bool NeedsRepointing(DataNodeStatus status, ShardInfo shard) =>
         status.Epoch <= shard.Epoch && (status.IsMaster || (!status.Connected && !string.Equals(status.Master, shard.Master, StringComparison.OrdinalIgnoreCase)));
 
-    private async Task RepointAsync(ShardInfo shard, string address, CancellationToken cancellationToken)
+    /// <summary>
+    /// Tells a node to follow the shard's master, in the background: a node that hangs on the call (up to
+    /// the request timeout) must hold up neither the probe rounds, which detect failed masters of every
+    /// shard, nor a failover's return to service. One call per node at a time; a node still on the wrong
+    /// side after it is told again by a later round.
+    /// </summary>
+    private void StartRepoint(string shardId, string address, string master, long epoch, CancellationToken cancellationToken)
     {
-        try
+        var health = router.Health.Node(address);
+        if (Interlocked.Exchange(ref health.Repointing, 1) != 0)
         {
-            await router.Pool[address].CallAsync(c => c.FollowAsync(shard.Master, shard.Epoch, token: router.Options.NodeToken), router.Options.RequestTimeout, cancellationToken);
-            LogRepointed(logger, shard.Id, address, shard.Master, shard.Epoch);
+            return;
         }
-        catch (DataException ex)
-        {
-            LogRepointFailed(logger, shard.Id, address, ex.Message);
-        }
+
+        _ = Task.Run(
+            async () =>
+            {
+                try
+                {
+                    await router.Pool[address].CallAsync(c => c.FollowAsync(master, epoch, token: router.Options.NodeToken), router.Options.RequestTimeout, cancellationToken);
+                    LogRepointed(logger, shardId, address, master, epoch);
+                }
+                catch (DataException ex)
+                {
+                    LogRepointFailed(logger, shardId, address, ex.Message);
+                }
+                catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+                {
+                    // The router is stopping.
+                }
+                finally
+                {
+                    Volatile.Write(ref health.Repointing, 0);
+                }
+            },
+            CancellationToken.None);
     }
 
     private async Task AdoptAsync(ShardInfo shard, string address, long epoch)
@@ -242,22 +267,16 @@ internal sealed partial class FailoverMonitor(Router router, TimeProvider time, 
                 : map);
             state.ResetSamples();
             router.Health.Node(chosen).Status = promoted;
+            state.FailingOver = false; // the map names the new master: its writes go there from now on
             state.Failovers++;
             state.LastFailover = $"{time.GetUtcNow():O}: {shard.Master} -> {chosen} (epoch {epoch}, LSN {promoted.Lsn}) in {time.GetElapsedTime(started).TotalMilliseconds:0} ms";
             router.Metrics.Failovers.Add(1, new("shard", shard.Id), new("outcome", "promoted"));
             LogFailedOver(logger, shard.Id, shard.Master, chosen, epoch, promoted.Lsn, time.GetElapsedTime(started).TotalMilliseconds);
 
-            // The rest follow the new master (the old one is told when it comes back).
+            // The rest follow the new master (the old one is told when it comes back), in the background.
             foreach (var address in others)
             {
-                try
-                {
-                    await router.Pool[address].CallAsync(c => c.FollowAsync(chosen, epoch, token: router.Options.NodeToken), router.Options.RequestTimeout, cancellationToken);
-                }
-                catch (DataException ex)
-                {
-                    LogRepointFailed(logger, shard.Id, address, ex.Message);
-                }
+                StartRepoint(shard.Id, address, chosen, epoch, cancellationToken);
             }
 
             return true;

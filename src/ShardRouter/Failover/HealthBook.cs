@@ -26,6 +26,9 @@ internal sealed class NodeHealth(string address)
     public long LagMs { get; set; }
 
     public string? LastError { get; set; }
+
+    /// <summary>1 while the router is telling it to follow a master (one such call at a time).</summary>
+    public int Repointing;
 }
 
 /// <summary>What the router tracks per shard: whether a failover runs, and recent master LSNs (replica lag).</summary>
