@@ -430,15 +430,19 @@ public sealed class ShardRouterTests
         Assert.Equal(await shard.Replica.ChecksumAsync(), await shard.Master.ChecksumAsync());
     }
 
-    [Fact]
-    public async Task A_replica_that_hangs_when_told_to_follow_holds_up_neither_the_failed_over_shard_nor_failure_detection()
+    [Theory]
+    [InlineData("follow")]
+    [InlineData("claim")]
+    public async Task A_replica_that_hangs_holds_up_neither_its_failed_over_shard_nor_failure_detection(string hangsOn)
     {
-        // s0 has two replicas: its own, and one that hangs on "follow" (a proxy in front of a replica of an
-        // unrelated empty master: it answers probes and votes, and has too little data to be chosen).
+        // s0 has two replicas: its own, and one that never answers `hangsOn` (a proxy in front of a replica of
+        // an unrelated empty master: it answers probes, and has too little data to be chosen). Hanging on
+        // "follow", it is told to follow after the promotion; hanging on "claim", s0's failover waits for
+        // its vote (a majority of 2 needs it) until the request timeout.
         await using var cluster = await ShardCluster.StartAsync(2);
         await using var otherMaster = await DataNodeProcess.StartAsync(cluster.NewDir(), "--role", "master");
         await using var hung = await DataNodeProcess.StartAsync(cluster.NewDir(), "--role", "replica", "--master", otherMaster.ReplicationAddress);
-        await using var proxy = new FrameDropProxy(hung.ReplicationAddress, op => op == "follow");
+        await using var proxy = new FrameDropProxy(hung.ReplicationAddress, op => op == hangsOn);
         var map = await cluster.ShardsAsync();
         var (s0, s1) = (cluster.Shards[0], cluster.Shards[1]);
         var seed = $$"""
@@ -457,22 +461,37 @@ public sealed class ShardRouterTests
             Assert.True(status == 200, body.ToString());
         }
 
-        // s0's master dies: its replica is promoted and the hung node is told to follow it (that call hangs
-        // for the 120 s request timeout). Writes to s0 go on at the new master well before that.
+        // s0's master dies. Hanging on "follow": its replica is promoted, the hung node is told to follow it
+        // (that call hangs for the 120 s request timeout), and writes to s0 go on at the new master well
+        // before that. Hanging on "claim": s0's failover waits for the vote.
         s0.Master.Process.Kill();
-        await Eventually.HoldsAsync(async () => (await cluster.ShardsAsync()).GetProperty("shards")[0].GetProperty("master").GetString() == s0.Replica.ReplicationAddress,
-            "the router promotes s0's replica", TimeSpan.FromSeconds(30));
-        await Eventually.HoldsAsync(() => Task.FromResult(proxy.Dropped("follow") > 0), "the hung node is told to follow", TimeSpan.FromSeconds(30));
-        await Eventually.HoldsAsync(async () => (await cluster.ExecuteAsync(onS0, ["UPDATE acct SET v = 2 WHERE k = ?", onS0])).Status == 200,
-            "a write to s0 goes through on its new master", TimeSpan.FromSeconds(30));
+        if (hangsOn == "follow")
+        {
+            await Eventually.HoldsAsync(async () => (await cluster.ShardsAsync()).GetProperty("shards")[0].GetProperty("master").GetString() == s0.Replica.ReplicationAddress,
+                "the router promotes s0's replica", TimeSpan.FromSeconds(30));
+        }
+
+        await Eventually.HoldsAsync(() => Task.FromResult(proxy.Dropped(hangsOn) > 0), $"the hung node is asked to {hangsOn}", TimeSpan.FromSeconds(30));
+        if (hangsOn == "follow")
+        {
+            await Eventually.HoldsAsync(async () => (await cluster.ExecuteAsync(onS0, ["UPDATE acct SET v = 2 WHERE k = ?", onS0])).Status == 200,
+                "a write to s0 goes through on its new master", TimeSpan.FromSeconds(30));
+        }
 
         // Failure detection goes on meanwhile: s1's master dies too and is replaced.
         s1.Master.Process.Kill();
         await Eventually.HoldsAsync(async () => (await cluster.ShardsAsync()).GetProperty("shards")[1].GetProperty("master").GetString() == s1.Replica.ReplicationAddress,
-            "the router promotes s1's replica while a follow call to s0's hung node is still pending", TimeSpan.FromSeconds(30));
+            "the router promotes s1's replica while s0's hung node has not answered", TimeSpan.FromSeconds(30));
         await Eventually.HoldsAsync(async () => (await cluster.ExecuteAsync(onS1, ["UPDATE acct SET v = 2 WHERE k = ?", onS1])).Status == 200,
             "a write to s1 goes through on its new master", TimeSpan.FromSeconds(30));
-        Assert.Equal(1, proxy.Seen("follow"));
+        Assert.Equal(1, proxy.Seen(hangsOn));
+        if (hangsOn == "claim")
+        {
+            // s0's failover is still waiting for the vote; its writes fail fast, retriable.
+            Assert.Equal(s0.Master.ReplicationAddress, (await cluster.ShardsAsync()).GetProperty("shards")[0].GetProperty("master").GetString());
+            var (refused, refusal) = await cluster.ExecuteAsync(onS0, ["UPDATE acct SET v = 3 WHERE k = ?", onS0]);
+            Assert.True(refused == 503 && refusal.GetProperty("code").GetString() == "FailingOver", refusal.ToString());
+        }
     }
 
     [Fact]

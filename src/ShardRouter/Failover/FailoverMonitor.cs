@@ -128,9 +128,33 @@ internal sealed partial class FailoverMonitor(Router router, TimeProvider time, 
 
         if (!masterOk && Math.Max(master.Failures, master.NotMaster) >= router.Options.FailAfter)
         {
-            await FailoverAsync(shard, cancellationToken);
+            StartFailover(shard, cancellationToken);
         }
     }
+
+    /// <summary>
+    /// Fails the shard over in the background: its calls to the replicas (claims, the promotion) may each
+    /// take up to the request timeout, and the probe rounds must go on detecting failures of the other
+    /// shards meanwhile. The shard is skipped by the rounds while it fails over (its lock and flag).
+    /// </summary>
+    private void StartFailover(ShardInfo shard, CancellationToken cancellationToken) =>
+        _ = Task.Run(
+            async () =>
+            {
+                try
+                {
+                    await FailoverAsync(shard, cancellationToken);
+                }
+                catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+                {
+                    // The router is stopping.
+                }
+                catch (Exception ex) when (ex is RouterException or IOException or InvalidOperationException)
+                {
+                    LogFailoverFailed(logger, shard.Id, ex.Message);
+                }
+            },
+            CancellationToken.None);
 
     /// <summary>
     /// An old master back at an older epoch, or a replica that is not streaming and points at another
