@@ -11,7 +11,7 @@ public sealed class SlotRowsTests : IDisposable
 {
     private const int Slots = 4;
     private const int Slot = 1;
-    private static readonly ShardedTable[] Tables = [new("acct", "k"), new("items", "owner"), new("docs", "owner")];
+    private static readonly ShardedTable[] Tables = [new("acct", "k"), new("items", "owner"), new("docs", "owner"), new("gen", "k")];
 
     private readonly string _root = Path.Combine(Path.GetTempPath(), "infra-slots-" + Guid.NewGuid().ToString("N")[..10]);
     private readonly NodeDatabase _source;
@@ -29,7 +29,8 @@ public sealed class SlotRowsTests : IDisposable
         db.SetEpochAndRole(1, "master");
         Write(db, ("CREATE TABLE acct(k TEXT PRIMARY KEY, v INTEGER)", []),
             ("CREATE TABLE items(owner TEXT NOT NULL, n INTEGER NOT NULL, v BLOB, PRIMARY KEY(owner, n))", []),
-            ("CREATE TABLE docs(id INTEGER PRIMARY KEY, owner TEXT NOT NULL, body TEXT)", [])); // shard key outside the primary key
+            ("CREATE TABLE docs(id INTEGER PRIMARY KEY, owner TEXT NOT NULL, body TEXT)", []), // shard key outside the primary key
+            ("CREATE TABLE gen(g INTEGER AS (length(k)) VIRTUAL, k TEXT PRIMARY KEY, v INTEGER, s INTEGER AS (v * 2) STORED)", [])); // generated columns around the others
         return db;
     }
 
@@ -106,6 +107,58 @@ public sealed class SlotRowsTests : IDisposable
     }
 
     [Fact]
+    public void Generated_columns_are_not_copied_and_do_not_shift_the_columns_after_them()
+    {
+        // gen's first column is generated (virtual) and its last too (stored): the copy and the delta carry
+        // k and v, each in its place, and the destination computes the rest.
+        var inSlot = KeysIn(Slot, 4, "gen");
+        foreach (var k in inSlot)
+        {
+            Write(_source, ("INSERT INTO gen(k, v) VALUES(?, ?)", [k, (long)k.Length * 10]));
+        }
+
+        var copy = _source.SlotRows(Tables, Slots, Slot, since: null, epoch: null);
+        Assert.Equal(["k", "v"], copy.Tables[3].Columns);
+        Assert.All(copy.Tables[3].Rows, r => Assert.Equal(((string)r[0]!).Length * 10L, r[1]));
+        Apply(copy);
+        AssertCopyHoldsTheSlot();
+
+        Write(_source, ("UPDATE gen SET v = v + 1 WHERE k = ?", [inSlot[0]]));
+        Write(_source, ("DELETE FROM gen WHERE k = ?", [inSlot[1]]));
+        Write(_source, ("INSERT INTO gen(k, v) VALUES(?, 5)", [KeysIn(Slot, 1, "gen-new")[0]]));
+        Write(_source, ("UPDATE gen SET k = ? WHERE k = ?", [KeysIn(0, 1, "gen-away")[0], inSlot[2]]));
+        var delta = _source.SlotRows(Tables, Slots, Slot, copy.Lsn, copy.Epoch);
+        Assert.Equal(["k"], delta.Tables[3].KeyColumns);
+        Assert.Equal(2, delta.Tables[3].Gone.Count);
+        Apply(delta);
+        AssertCopyHoldsTheSlot();
+    }
+
+    [Theory]
+    [InlineData("ALTER TABLE docs DROP COLUMN body")]
+    [InlineData("ALTER TABLE acct ADD COLUMN extra INTEGER")]
+    [InlineData("CREATE INDEX items_v ON items(v)")]
+    public void A_delta_across_a_schema_change_is_refused_so_the_slot_is_copied_again(string ddl)
+    {
+        // docs(id, owner, body): changes logged before a DROP COLUMN name columns by their old positions.
+        var key = KeysIn(Slot, 1)[0];
+        Write(_source, ("INSERT INTO docs(id, owner, body) VALUES(1, ?, 'b')", [key]), ("INSERT INTO acct(k, v) VALUES(?, 1)", [key]));
+        var copy = _source.SlotRows(Tables, Slots, Slot, since: null, epoch: null);
+        Write(_source, ("UPDATE docs SET body = 'c' WHERE id = 1", []), ("UPDATE acct SET v = 2 WHERE k = ?", [key]));
+        Write(_source, (ddl, []));
+        Write(_source, ("UPDATE acct SET v = 3 WHERE k = ?", [key]));
+
+        var refused = Assert.Throws<NodeException>(() => _source.SlotRows(Tables, Slots, Slot, copy.Lsn, copy.Epoch));
+        Assert.Equal(NodeErrorCode.Truncated, refused.Code);
+        Assert.Contains("schema changed", refused.Message, StringComparison.Ordinal);
+
+        // A copy taken after the change (which the router sends to every shard) is whole and current.
+        Write(_copy, (ddl, []));
+        Apply(_source.SlotRows(Tables, Slots, Slot, since: null, epoch: null));
+        Assert.Equal(3L, _copy.Query("SELECT v FROM acct WHERE k = ?", [key]).Rows.Single()[0]);
+    }
+
+    [Fact]
     public void A_delta_carries_inserts_updates_deletes_and_rows_whose_shard_key_moves_in_or_out()
     {
         var inSlot = KeysIn(Slot, 6);
@@ -166,7 +219,7 @@ public sealed class SlotRowsTests : IDisposable
         using var small = NodeDatabase.Open(Path.Combine(_root, "small"), new DatabaseSettings { LogRetention = 10 }, TimeProvider.System);
         small.SetEpochAndRole(1, "master");
         Write(small, ("CREATE TABLE acct(k TEXT PRIMARY KEY, v INTEGER)", []), ("CREATE TABLE items(owner TEXT, n INTEGER, v BLOB, PRIMARY KEY(owner, n))", []),
-            ("CREATE TABLE docs(id INTEGER PRIMARY KEY, owner TEXT, body TEXT)", []));
+            ("CREATE TABLE docs(id INTEGER PRIMARY KEY, owner TEXT, body TEXT)", []), ("CREATE TABLE gen(k TEXT PRIMARY KEY, v INTEGER)", []));
         var copy = small.SlotRows(Tables, Slots, Slot, null, null);
         for (var i = 0; i < 600; i++)
         {

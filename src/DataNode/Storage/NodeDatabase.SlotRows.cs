@@ -89,6 +89,13 @@ internal sealed partial class NodeDatabase
 
                     foreach (var part in EntryCodec.Decode(record.Body))
                     {
+                        if (part is StatementPart ddl)
+                        {
+                            // Changes logged before a schema change name columns by position in the old
+                            // layout (a DROP COLUMN shifts them): the slot must be copied again whole.
+                            throw new NodeException(NodeErrorCode.Truncated, $"the schema changed at LSN {record.Lsn} ({Shorten(ddl.Sql)}), after the copy; copy the slot again");
+                        }
+
                         if (part is ChangesetPart changes)
                         {
                             SessionNative.ForEachChangedKey(changes.Changeset, table => watch.GetValueOrDefault(table, -1), row =>
@@ -153,9 +160,18 @@ internal sealed partial class NodeDatabase
         return new SlotTableInfo(table.Name, table.ShardKey, [.. columns]);
     }
 
+    private static string Shorten(string sql) => sql.Length <= 80 ? sql : sql[..77] + "...";
+
+    /// <summary>
+    /// The columns a copy carries, by name: <c>pragma_table_info</c> leaves generated columns out (the
+    /// destination computes them, and they cannot be inserted), while <c>SELECT *</c> would return them
+    /// and shift every column after one.
+    /// </summary>
+    private static string ColumnList(SlotTableInfo table) => string.Join(", ", table.Columns.Select(Quote));
+
     private SlotTableRows ReadSlot(SqlRunner reader, SlotTableInfo table, int slots, int slot)
     {
-        using var stmt = PrepareInternal(reader, $"SELECT * FROM {Quote(table.Name)} WHERE infra_slot({Quote(table.ShardKey)}, ?) = ?");
+        using var stmt = PrepareInternal(reader, $"SELECT {ColumnList(table)} FROM {Quote(table.Name)} WHERE infra_slot({Quote(table.ShardKey)}, ?) = ?");
         raw.sqlite3_bind_int64(stmt, 1, slots);
         raw.sqlite3_bind_int64(stmt, 2, slot);
         var rows = new List<object?[]>();
@@ -198,7 +214,7 @@ internal sealed partial class NodeDatabase
             }
 
             var where = string.Join(" AND ", names.Select((n, i) => $"{Quote(n)} = ?{i + 1}"));
-            using var stmt = PrepareInternal(reader, $"SELECT * FROM {Quote(table.Name)} WHERE {where} AND infra_slot({Quote(table.ShardKey)}, ?{names.Length + 1}) = ?{names.Length + 2}");
+            using var stmt = PrepareInternal(reader, $"SELECT {ColumnList(table)} FROM {Quote(table.Name)} WHERE {where} AND infra_slot({Quote(table.ShardKey)}, ?{names.Length + 1}) = ?{names.Length + 2}");
             foreach (var (_, values, mayHaveLeft) in group)
             {
                 raw.sqlite3_reset(stmt);
