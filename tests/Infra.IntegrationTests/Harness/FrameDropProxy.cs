@@ -31,7 +31,7 @@ internal sealed class FrameDropProxy : IAsyncDisposable
         _upstream = IPEndPoint.Parse(upstream);
         _drop = drop;
         _listener.Start();
-        _loop = Task.Run(AcceptLoopAsync);
+        _loop = Task.Run(() => AcceptLoop.RunAsync(_listener, ServeAsync, _stop.Token));
     }
 
     public string Address => $"127.0.0.1:{((IPEndPoint)_listener.LocalEndpoint).Port}";
@@ -41,24 +41,6 @@ internal sealed class FrameDropProxy : IAsyncDisposable
 
     /// <summary>Requests with this op that were dropped.</summary>
     public int Dropped(string op) => _dropped.GetValueOrDefault(op);
-
-    private async Task AcceptLoopAsync()
-    {
-        while (!_stop.IsCancellationRequested)
-        {
-            TcpClient client;
-            try
-            {
-                client = await _listener.AcceptTcpClientAsync(_stop.Token);
-            }
-            catch (Exception ex) when (ex is OperationCanceledException or SocketException or ObjectDisposedException)
-            {
-                return;
-            }
-
-            _ = Task.Run(() => ServeAsync(client));
-        }
-    }
 
     private async Task ServeAsync(TcpClient client)
     {

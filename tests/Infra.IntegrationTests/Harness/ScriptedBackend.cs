@@ -21,7 +21,7 @@ internal sealed class ScriptedBackend : IAsyncDisposable
     {
         _onRequest = onRequest;
         _listener.Start();
-        _loop = Task.Run(AcceptLoopAsync);
+        _loop = Task.Run(() => AcceptLoop.RunAsync(_listener, ServeAsync, _stop.Token));
     }
 
     public string Url => $"http://127.0.0.1:{((IPEndPoint)_listener.LocalEndpoint).Port}";
@@ -31,24 +31,6 @@ internal sealed class ScriptedBackend : IAsyncDisposable
 
     /// <summary>Answers health checks with 200 and hands every other request to the script.</summary>
     public static ScriptedBackend Create(Func<NetworkStream, ScriptedRequest, Task> onRequest) => new(onRequest);
-
-    private async Task AcceptLoopAsync()
-    {
-        while (!_stop.IsCancellationRequested)
-        {
-            TcpClient client;
-            try
-            {
-                client = await _listener.AcceptTcpClientAsync(_stop.Token);
-            }
-            catch (Exception ex) when (ex is OperationCanceledException or ObjectDisposedException or SocketException)
-            {
-                return;
-            }
-
-            _ = Task.Run(() => ServeAsync(client));
-        }
-    }
 
     private async Task ServeAsync(TcpClient client)
     {
