@@ -72,4 +72,26 @@ public sealed class ClosedSlotTests : IDisposable
         _db.ExecuteGroup([new WriteCommand([], SlotChange: new SlotChange(9, Closed: false)), new WriteCommand([], SlotChange: new SlotChange(5, Closed: true))]);
         Assert.Equal([5], _db.ClosedSlots);
     }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void A_master_that_steps_down_forgets_its_closed_slots_and_takes_them_if_promoted_again(bool byClaim)
+    {
+        _db.ExecuteGroup([new WriteCommand([], SlotChange: new SlotChange(5, Closed: true))]);
+        Assert.Equal([5], _db.ClosedSlots);
+        if (byClaim)
+        {
+            Assert.True(_db.Claim(2, "other-node")); // votes for another leader: a replica now
+        }
+        else
+        {
+            _db.SetEpochAndRole(2, "replica"); // told to follow the new master
+        }
+
+        Assert.Empty(_db.ClosedSlots);
+        _db.SetEpochAndRole(3, "master");
+        Assert.Null(_db.ExecuteGroup([Insert("back", slot: 5)])[0].Error);
+        Assert.Equal(1, Count("back"));
+    }
 }

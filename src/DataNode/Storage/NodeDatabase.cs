@@ -470,6 +470,7 @@ internal sealed partial class NodeDatabase : IDisposable
 
         Volatile.Write(ref _epoch, epoch);
         StoredRole = "replica";
+        ForgetClosedSlots();
         return true;
     }
 
@@ -496,7 +497,18 @@ internal sealed partial class NodeDatabase : IDisposable
 
         Volatile.Write(ref _epoch, epoch);
         StoredRole = role;
+        if (role != "master")
+        {
+            ForgetClosedSlots();
+        }
     }
+
+    /// <summary>
+    /// Closed slots are what this node remembers of slot moves while it is master. When it steps down they
+    /// go: its successor never knew them, and a slot that comes back meanwhile is opened on the successor,
+    /// so a node promoted again must not refuse it from old memory.
+    /// </summary>
+    private void ForgetClosedSlots() => Volatile.Write(ref _closedSlots, []);
 
     /// <summary>
     /// The last LSN a node whose log ends at (<paramref name="lastEpoch"/>, <paramref name="lastLsn"/>)
