@@ -430,6 +430,90 @@ public sealed class ShardRouterTests
         Assert.Equal(await shard.Replica.ChecksumAsync(), await shard.Master.ChecksumAsync());
     }
 
+    [Fact]
+    public async Task A_failed_move_whose_copy_cannot_be_deleted_leaves_a_cleanup_so_fan_outs_never_repeat_its_rows()
+    {
+        // As above, the map gives s1 one slot too many, so one of s1's slots (each holds 3 rows) moves to s0.
+        // s0's master sits behind a proxy that lets the move's first copy batch (2 statements: the clear and
+        // one row) through and drops every later execute: the copy fails, and so does deleting it.
+        await using var cluster = await ShardCluster.StartAsync(2, "--fail-after", "1000");
+        await CreateAccountsAsync(cluster);
+        var map = await cluster.ShardsAsync();
+        var slots = map.GetProperty("slots").GetInt32();
+        var (s0, s1) = (cluster.Shards[0], cluster.Shards[1]);
+        var owners = new string[slots];
+        foreach (var run in map.GetProperty("owners").EnumerateArray())
+        {
+            Array.Fill(owners, run[0].GetString()!, run[1].GetInt32(), run[2].GetInt32() - run[1].GetInt32() + 1);
+        }
+
+        owners[Array.IndexOf(owners, "s0")] = "s1";
+        var perSlot = new int[slots];
+        var keys = new List<string>();
+        for (var i = 0; perSlot.Where((n, slot) => owners[slot] == "s1" && n < 3).Any(); i++)
+        {
+            var key = $"m{i}";
+            var slot = ShardKey.Slot(key, slots);
+            if (owners[slot] == "s1" && perSlot[slot] < 3)
+            {
+                perSlot[slot]++;
+                keys.Add(key);
+            }
+        }
+
+        foreach (var chunk in keys.Chunk(400))
+        {
+            var (put, body) = await s1.Master.ExecuteAsync([$"INSERT INTO acct(k, v) VALUES {string.Join(",", chunk.Select(_ => "(?, 1)"))}", .. chunk]);
+            Assert.True(put == 200, body.ToString());
+        }
+
+        var healed = false;
+        FrameDropProxy? proxy = null;
+        proxy = new FrameDropProxy(s0.Master.ReplicationAddress, op => op == "execute" && proxy!.Seen("execute") >= 2 && !Volatile.Read(ref healed));
+        await using var dropping = proxy;
+        var runs = new List<string>();
+        for (var from = 0; from < slots;)
+        {
+            var to = from;
+            while (to + 1 < slots && owners[to + 1] == owners[from])
+            {
+                to++;
+            }
+
+            runs.Add($"""["{owners[from]}",{from},{to}]""");
+            from = to + 1;
+        }
+
+        var seed = $$"""
+            {"version":{{map.GetProperty("version").GetInt64() + 1}},"slots":{{slots}},
+             "shards":[{"id":"s0","master":"{{proxy.Address}}","replicas":["{{s0.Replica.ReplicationAddress}}"]},{{s1.Json}}],
+             "tables":{{map.GetProperty("tables").GetRawText()}},"owners":[{{string.Join(",", runs)}}]}
+            """;
+        await cluster.StartRouterAsync(seed, "--fail-after", "1000", "--request-timeout", "300ms", "--copy-batch", "2");
+
+        // The move failed and its copy could not be deleted: a cleanup of s0 is pending, and s0's replica
+        // holds the copied row. A fan-out leaves s0 out (or fails) instead of returning that row twice.
+        await Eventually.HoldsAsync(async () => (await cluster.ShardsAsync()).GetProperty("resharding").TryGetProperty("lastError", out _),
+            "the move fails", TimeSpan.FromSeconds(90));
+        Assert.True(proxy.Dropped("execute") > 0);
+        var partial = await cluster.QueryAsync(new { sql = "SELECT k FROM acct", allowPartial = true });
+        var seen = partial.GetProperty("rows").EnumerateArray().Select(r => r[0].GetString()!).ToList();
+        Assert.Equal(seen.Count, seen.Distinct().Count());
+        Assert.Contains(partial.GetProperty("failedShards").EnumerateArray(), f => f.GetProperty("shard").GetString() == "s0" && f.GetProperty("code").GetString() == "CleanupPending");
+        var (failed, failure) = await cluster.PostAsync("/db/query", new { sql = "SELECT k FROM acct" });
+        Assert.True(failed == 503, failure.ToString());
+
+        // s0 answers again: the cleanup runs, the slot moves, and every row is there once.
+        Volatile.Write(ref healed, true);
+        await Eventually.HoldsAsync(async () =>
+        {
+            var resharding = (await cluster.ShardsAsync()).GetProperty("resharding");
+            return resharding.GetProperty("pendingSlots").GetInt32() == 0 && resharding.GetProperty("pendingCleanups").GetInt32() == 0;
+        }, "the move finishes", TimeSpan.FromSeconds(60));
+        var whole = await cluster.QueryAsync(new { sql = "SELECT k FROM acct ORDER BY k", orderBy = new[] { "k" } });
+        Assert.Equal(keys.Order(StringComparer.Ordinal), whole.GetProperty("rows").EnumerateArray().Select(r => r[0].GetString()!));
+    }
+
     [Theory]
     [InlineData("follow")]
     [InlineData("claim")]

@@ -312,6 +312,11 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
         await router.FanOutGate.CloseAsync(cancellationToken);
         try
         {
+            // Until the flip, whatever the copy leaves on the destination is to be deleted: recorded first, so
+            // that a move that fails and cannot delete it, or a router that dies mid-copy, leaves a pending
+            // cleanup (fan-outs settle it or leave that shard out) instead of rows two shards return.
+            var destinationCleanup = new SlotCleanup(slot, toId);
+            await router.UpdateMapAsync(m => m.Cleanups.Contains(destinationCleanup) ? m : m.WithCleanup(destinationCleanup));
             long rows;
             long caughtUp = 0;
             try
@@ -383,15 +388,24 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
                     gateClosed = false;
                 }
 
-                var cleared = await DeleteSlotAsync(to, map, slot);
-                await router.UpdateMapAsync(m => m.WithFanOutFloor(to.Id, cleared)); // before fan-outs resume
+                try
+                {
+                    var cleared = await DeleteSlotAsync(to, map, slot);
+                    await router.UpdateMapAsync(m => m.WithoutCleanup(destinationCleanup).WithFanOutFloor(to.Id, cleared)); // before fan-outs resume
+                }
+                catch (Exception ex) when (ex is RouterException or DataException)
+                {
+                    // The cleanup stays recorded: MoveNextAsync and fan-outs finish it. The move's own failure is the one reported.
+                    LogMoveFailed(logger, $"deleting slot {slot}'s copy from {to.Id} after a failed move: {ex.Message}");
+                }
+
                 throw;
             }
 
             // The slot's gate is closed here (both paths close it). The flip records the cleanup of the
             // source in the same map write; if the delete below fails or this router dies first,
             // MoveNextAsync finishes it later.
-            await router.UpdateMapAsync(m => m.WithOwner(slot, toId));
+            await router.UpdateMapAsync(m => m.WithoutCleanup(destinationCleanup).WithOwner(slot, toId));
             gate.Open();
             gateClosed = false;
             var held = Stopwatch.GetElapsedTime(heldFrom).TotalMilliseconds;

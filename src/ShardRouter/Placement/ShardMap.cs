@@ -243,6 +243,10 @@ internal sealed class ShardMap
         return new ShardMap(Version + 1, Slots, [.. Shards], owners, [.. Tables], [.. cleanups]);
     }
 
+    /// <summary>Records that a shard holds rows of a slot it does not own, to be deleted.</summary>
+    public ShardMap WithCleanup(SlotCleanup cleanup) =>
+        Cleanups.Contains(cleanup) ? this : new ShardMap(Version + 1, Slots, [.. Shards], [.. Owners], [.. Tables], [.. Cleanups, cleanup]);
+
     /// <summary>The slot's rows are gone from that shard.</summary>
     public ShardMap WithoutCleanup(SlotCleanup cleanup) =>
         Cleanups.Contains(cleanup) ? new ShardMap(Version + 1, Slots, [.. Shards], [.. Owners], [.. Tables], [.. Cleanups.Where(c => c != cleanup)]) : this;
