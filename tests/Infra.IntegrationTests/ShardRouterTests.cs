@@ -357,6 +357,12 @@ public sealed class ShardRouterTests
         var mapAfter = await cluster.ShardsAsync();
         var counts = mapAfter.GetProperty("shards").EnumerateArray().ToDictionary(s => s.GetProperty("id").GetString()!, s => s.GetProperty("slotCount").GetInt32());
         Assert.Equal(toMove, counts["s2"]);
+
+        // Reads that must see the moved rows (fan-outs; session reads holding the old shard's token) wait for a
+        // replica of s2 that has the copies: each flip raised s2's fan-out floor to its LSN after the copy.
+        var s2Floor = mapAfter.GetProperty("shards").EnumerateArray().Single(s => s.GetProperty("id").GetString() == "s2")
+            .TryGetProperty("fanOutFloor", out var floor) ? floor.GetInt64() : 0;
+        Assert.True(s2Floor > 0 && s2Floor <= await third.Shard.Master.LsnAsync(), $"s2's fan-out floor {s2Floor}");
         for (var slotKey = 0; slotKey < 2000; slotKey++)
         {
             var key = $"probe:{slotKey}";

@@ -30,6 +30,14 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
     private long _caughtUp;
     private double _lastHeldMs;
 
+    /// <summary>
+    /// The destination's LSN after the current move's last copy write (moves run one at a time, on the
+    /// resharding loop). The flip makes it the destination's fan-out floor: reads that must see the
+    /// slot's rows (fan-outs, session reads whose token is another shard's) wait for a replica that has
+    /// the copy.
+    /// </summary>
+    private long _copiedLsn;
+
     /// <summary>Catch-up rounds with the slot's writes flowing before they are held for the last changes.</summary>
     private const int MaxCatchUpRounds = 5;
 
@@ -316,6 +324,7 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
             // that a move that fails and cannot delete it, or a router that dies mid-copy, leaves a pending
             // cleanup (fan-outs settle it or leave that shard out) instead of rows two shards return.
             var destinationCleanup = new SlotCleanup(slot, toId);
+            _copiedLsn = 0;
             await router.UpdateMapAsync(m => m.Cleanups.Contains(destinationCleanup) ? m : m.WithCleanup(destinationCleanup));
             long rows;
             long caughtUp = 0;
@@ -405,7 +414,8 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
             // The slot's gate is closed here (both paths close it). The flip records the cleanup of the
             // source in the same map write; if the delete below fails or this router dies first,
             // MoveNextAsync finishes it later.
-            await router.UpdateMapAsync(m => m.WithoutCleanup(destinationCleanup).WithOwner(slot, toId));
+            var copiedLsn = _copiedLsn;
+            await router.UpdateMapAsync(m => m.WithoutCleanup(destinationCleanup).WithOwner(slot, toId).WithFanOutFloor(toId, copiedLsn));
             gate.Open();
             gateClosed = false;
             var held = Stopwatch.GetElapsedTime(heldFrom).TotalMilliseconds;
@@ -578,7 +588,8 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
 
         foreach (var chunk in statements.Chunk(router.Options.CopyBatchRows))
         {
-            await router.WriteAsync(to, chunk, "move", slot: null, cancellationToken);
+            var written = await router.WriteAsync(to, chunk, "move", slot: null, cancellationToken);
+            _copiedLsn = Math.Max(_copiedLsn, written.Lsn);
         }
 
         return statements.Count - clearing;

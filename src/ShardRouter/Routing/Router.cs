@@ -242,12 +242,24 @@ internal sealed partial class Router : IAsyncDisposable
         long minLsn = 0;
         if (request.Consistency == Consistency.Session)
         {
+            var elsewhere = false;
             foreach (var token in request.Tokens)
             {
                 if (token.Shard == shard.Id)
                 {
                     minLsn = Math.Max(minLsn, token.Lsn);
                 }
+                else
+                {
+                    elsewhere = true;
+                }
+            }
+
+            // A token of another shard may be for rows whose slot has moved here since: the shard's
+            // fan-out floor is at least its LSN after every copy that moved a slot in.
+            if (elsewhere)
+            {
+                minLsn = Math.Max(minLsn, shard.FanOutFloor);
             }
         }
 
