@@ -564,6 +564,7 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
     private async Task<long> ApplyAsync(ShardInfo to, List<SlotTableName> tables, int slots, int slot, SlotRows copy, CancellationToken cancellationToken, bool replace = false)
     {
         var statements = new List<object?[]>();
+        var upserts = new List<(int At, string Table)>();
         var clearing = replace ? tables.Count : 0;
         if (replace)
         {
@@ -581,15 +582,36 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
 
             if (table.Rows.Count > 0)
             {
-                var insert = $"INSERT OR REPLACE INTO {Quote(table.Name)} ({string.Join(", ", table.Columns.Select(Quote))}) VALUES ({string.Join(", ", table.Columns.Select(_ => "?"))})";
-                statements.AddRange(table.Rows.Select(r => (object?[])[insert, .. r]));
+                // A row with the same key (or another unique value) already on the destination is updated
+                // only when it is in this slot (an earlier copy); one of another slot is left alone and
+                // stops the move below (REPLACE would have deleted it).
+                var columns = string.Join(", ", table.Columns.Select(Quote));
+                var insert = $"INSERT INTO {Quote(table.Name)} ({columns}) VALUES ({string.Join(", ", table.Columns.Select(_ => "?"))}) " +
+                    $"ON CONFLICT DO UPDATE SET {string.Join(", ", table.Columns.Select(c => $"{Quote(c)} = excluded.{Quote(c)}"))} " +
+                    $"WHERE infra_slot({Quote(table.Name)}.{Quote(shardKey.ShardKey)}, ?) = ?";
+                foreach (var row in table.Rows)
+                {
+                    upserts.Add((statements.Count, table.Name));
+                    statements.Add([insert, .. row, (long)slots, (long)slot]);
+                }
             }
         }
 
-        foreach (var chunk in statements.Chunk(router.Options.CopyBatchRows))
+        var next = 0;
+        for (var start = 0; start < statements.Count; start += router.Options.CopyBatchRows)
         {
+            var chunk = statements.GetRange(start, Math.Min(router.Options.CopyBatchRows, statements.Count - start));
             var written = await router.WriteAsync(to, chunk, "move", slot: null, cancellationToken);
             _copiedLsn = Math.Max(_copiedLsn, written.Lsn);
+            for (; next < upserts.Count && upserts[next].At < start + chunk.Count; next++)
+            {
+                if (written.Results[upserts[next].At - start].RowsAffected == 0)
+                {
+                    throw new RouterException("Conflict",
+                        $"slot {slot} cannot move to {to.Id}: a row of {upserts[next].Table} has the key (or a unique value) of a row {to.Id} holds in another slot. " +
+                        "Keys of a table whose primary key does not contain the shard key must be unique across shards (e.g. UUIDs, not per-shard autoincrement)", 409);
+                }
+            }
         }
 
         return statements.Count - clearing;
