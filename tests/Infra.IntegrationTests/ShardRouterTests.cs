@@ -440,7 +440,7 @@ public sealed class ShardRouterTests
     [Fact]
     public async Task A_failed_move_whose_copy_cannot_be_deleted_leaves_a_cleanup_so_fan_outs_never_repeat_its_rows()
     {
-        // As above, the map gives s1 one slot too many, so one of s1's slots (each holds 3 rows) moves to s0.
+        // The map gives s1 one slot of s0 too many, so one of s1's slots (each holds 3 rows) moves to s0.
         // s0's master sits behind a proxy that lets the move's first copy batch (2 statements: the clear and
         // one row) through and drops every later execute: the copy fails, and so does deleting it.
         await using var cluster = await ShardCluster.StartAsync(2, "--fail-after", "1000");
@@ -448,11 +448,7 @@ public sealed class ShardRouterTests
         var map = await cluster.ShardsAsync();
         var slots = map.GetProperty("slots").GetInt32();
         var (s0, s1) = (cluster.Shards[0], cluster.Shards[1]);
-        var owners = new string[slots];
-        foreach (var run in map.GetProperty("owners").EnumerateArray())
-        {
-            Array.Fill(owners, run[0].GetString()!, run[1].GetInt32(), run[2].GetInt32() - run[1].GetInt32() + 1);
-        }
+        var owners = ShardCluster.SlotOwners(map);
 
         owners[Array.IndexOf(owners, "s0")] = "s1";
         var perSlot = new int[slots];
@@ -478,24 +474,7 @@ public sealed class ShardRouterTests
         FrameDropProxy? proxy = null;
         proxy = new FrameDropProxy(s0.Master.ReplicationAddress, op => op == "execute" && proxy!.Seen("execute") >= 2 && !Volatile.Read(ref healed));
         await using var dropping = proxy;
-        var runs = new List<string>();
-        for (var from = 0; from < slots;)
-        {
-            var to = from;
-            while (to + 1 < slots && owners[to + 1] == owners[from])
-            {
-                to++;
-            }
-
-            runs.Add($"""["{owners[from]}",{from},{to}]""");
-            from = to + 1;
-        }
-
-        var seed = $$"""
-            {"version":{{map.GetProperty("version").GetInt64() + 1}},"slots":{{slots}},
-             "shards":[{"id":"s0","master":"{{proxy.Address}}","replicas":["{{s0.Replica.ReplicationAddress}}"]},{{s1.Json}}],
-             "tables":{{map.GetProperty("tables").GetRawText()}},"owners":[{{string.Join(",", runs)}}]}
-            """;
+        var seed = ShardCluster.SeedMap(map, $$"""{"id":"s0","master":"{{proxy.Address}}","replicas":["{{s0.Replica.ReplicationAddress}}"]},{{s1.Json}}""", owners);
         await cluster.StartRouterAsync(seed, "--fail-after", "1000", "--request-timeout", "300ms", "--copy-batch", "2");
 
         // The move failed and its copy could not be deleted: a cleanup of s0 is pending, and s0's replica
@@ -536,11 +515,7 @@ public sealed class ShardRouterTests
         Assert.True(created == 200, createBody.ToString());
         var map = await cluster.ShardsAsync();
         var slots = map.GetProperty("slots").GetInt32();
-        var owners = new string[slots];
-        foreach (var run in map.GetProperty("owners").EnumerateArray())
-        {
-            Array.Fill(owners, run[0].GetString()!, run[1].GetInt32(), run[2].GetInt32() - run[1].GetInt32() + 1);
-        }
+        var owners = ShardCluster.SlotOwners(map);
 
         owners[Array.IndexOf(owners, "s0")] = "s1";
         var onS1 = new Dictionary<int, string>();
@@ -568,24 +543,7 @@ public sealed class ShardRouterTests
             }
         }
 
-        var runs = new List<string>();
-        for (var from = 0; from < slots;)
-        {
-            var to = from;
-            while (to + 1 < slots && owners[to + 1] == owners[from])
-            {
-                to++;
-            }
-
-            runs.Add($"""["{owners[from]}",{from},{to}]""");
-            from = to + 1;
-        }
-
-        var seed = $$"""
-            {"version":{{map.GetProperty("version").GetInt64() + 1}},"slots":{{slots}},
-             "shards":[{{string.Join(",", cluster.Shards.Select(s => s.Json))}}],
-             "tables":{{map.GetProperty("tables").GetRawText()}},"owners":[{{string.Join(",", runs)}}]}
-            """;
+        var seed = ShardCluster.SeedMap(map, string.Join(",", cluster.Shards.Select(s => s.Json)), owners);
         await cluster.StartRouterAsync(seed, "--fail-after", "1000");
         await Eventually.HoldsAsync(async () =>
             (await cluster.ShardsAsync()).GetProperty("resharding").TryGetProperty("lastError", out var error) && error.GetString()!.Contains("unique across shards", StringComparison.Ordinal),
@@ -797,36 +755,15 @@ public sealed class ShardRouterTests
         var map = await cluster.ShardsAsync();
         var slots = map.GetProperty("slots").GetInt32();
         var s1 = cluster.Shards[1];
-        var owners = new string[slots];
-        foreach (var run in map.GetProperty("owners").EnumerateArray())
-        {
-            Array.Fill(owners, run[0].GetString()!, run[1].GetInt32(), run[2].GetInt32() - run[1].GetInt32() + 1);
-        }
+        var owners = ShardCluster.SlotOwners(map);
 
         owners[Array.IndexOf(owners, "s0")] = "s1";
-        var runs = new List<string>();
-        for (var from = 0; from < slots;)
-        {
-            var to = from;
-            while (to + 1 < slots && owners[to + 1] == owners[from])
-            {
-                to++;
-            }
-
-            runs.Add($"""["{owners[from]}",{from},{to}]""");
-            from = to + 1;
-        }
-
         var openAllowed = false;
         FrameDropProxy? proxy = null;
         proxy = new FrameDropProxy(s1.Master.ReplicationAddress, op =>
             (op == "slotRows" && proxy!.Seen("closeSlot") > 0) || (op == "openSlot" && !Volatile.Read(ref openAllowed)));
         await using var _ = proxy;
-        var seed = $$"""
-            {"version":{{map.GetProperty("version").GetInt64() + 1}},"slots":{{slots}},
-             "shards":[{{cluster.Shards[0].Json}},{"id":"s1","master":"{{proxy.Address}}","replicas":["{{s1.Replica.ReplicationAddress}}"]}],
-             "tables":{{map.GetProperty("tables").GetRawText()}},"owners":[{{string.Join(",", runs)}}]}
-            """;
+        var seed = ShardCluster.SeedMap(map, $$"""{{cluster.Shards[0].Json}},{"id":"s1","master":"{{proxy.Address}}","replicas":["{{s1.Replica.ReplicationAddress}}"]}""", owners);
         await cluster.StartRouterAsync(seed, "--fail-after", "1000", "--request-timeout", "1s");
 
         async Task<int[]> ClosedOnS1Async() =>

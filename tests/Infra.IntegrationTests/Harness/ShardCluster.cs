@@ -165,6 +165,43 @@ internal sealed class ShardCluster : IAsyncDisposable
         throw new InvalidOperationException($"slot {slot} has no owner");
     }
 
+    /// <summary>The owner of every slot in <paramref name="map"/> (GET /shards).</summary>
+    public static string[] SlotOwners(JsonElement map)
+    {
+        var owners = new string[map.GetProperty("slots").GetInt32()];
+        foreach (var run in map.GetProperty("owners").EnumerateArray())
+        {
+            Array.Fill(owners, run[0].GetString()!, run[1].GetInt32(), run[2].GetInt32() - run[1].GetInt32() + 1);
+        }
+
+        return owners;
+    }
+
+    /// <summary>
+    /// A whole map to seed a router with: <paramref name="map"/>'s next version and tables, the given
+    /// shards (JSON objects, comma-separated) and these slot owners (written as runs of consecutive slots).
+    /// </summary>
+    public static string SeedMap(JsonElement map, string shardsJson, string[] owners)
+    {
+        var runs = new List<string>();
+        for (var from = 0; from < owners.Length;)
+        {
+            var to = from;
+            while (to + 1 < owners.Length && owners[to + 1] == owners[from])
+            {
+                to++;
+            }
+
+            runs.Add($"""["{owners[from]}",{from},{to}]""");
+            from = to + 1;
+        }
+
+        return $$"""
+            {"version":{{map.GetProperty("version").GetInt64() + 1}},"slots":{{owners.Length}},"shards":[{{shardsJson}}],
+             "tables":{{map.GetProperty("tables").GetRawText()}},"owners":[{{string.Join(",", runs)}}]}
+            """;
+    }
+
     public async ValueTask DisposeAsync()
     {
         Http?.Dispose();
