@@ -558,6 +558,23 @@ public sealed class ShardRouterTests
         Assert.Equal(1, (await cluster.ShardsAsync()).GetProperty("resharding").GetProperty("pendingSlots").GetInt32());
     }
 
+    [Fact]
+    public async Task Two_concurrent_adds_of_the_same_shard_id_add_it_once()
+    {
+        await using var cluster = await ShardCluster.StartAsync(1);
+        await CreateAccountsAsync(cluster);
+        await using var first = await DataNodeProcess.StartAsync(cluster.NewDir(), "--role", "master");
+        await using var second = await DataNodeProcess.StartAsync(cluster.NewDir(), "--role", "master");
+        var adds = await Task.WhenAll(new[] { first, second }.Select(node =>
+            cluster.PostRawAsync("/shards", $$"""{"id":"s1","master":"{{node.ReplicationAddress}}","replicas":[]}""")));
+
+        // One is added; the other is refused, whichever came second — never a second s1 replacing the first.
+        Assert.Equal([202, 409], adds.Select(a => a.Status).Order());
+        var winner = adds[0].Status == 202 ? first : second;
+        var shards = (await cluster.ShardsAsync()).GetProperty("shards").EnumerateArray().Where(s => s.GetProperty("id").GetString() == "s1").ToList();
+        Assert.Equal(winner.ReplicationAddress, Assert.Single(shards).GetProperty("master").GetString());
+    }
+
     [Theory]
     [InlineData("follow")]
     [InlineData("claim")]

@@ -95,7 +95,11 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
         await CopySchemaAsync(shard with { Epoch = status.Epoch });
         try
         {
-            await router.UpdateMapAsync(map => map.WithShard(shard with { Epoch = status.Epoch }));
+            // Checked again under the map's lock: a concurrent add of the same id (the check above is before
+            // the calls to the new master) must not replace the shard the first one added.
+            await router.UpdateMapAsync(map => map.Find(shard.Id) is null
+                ? map.WithShard(shard with { Epoch = status.Epoch })
+                : throw new RouterException("Conflict", $"shard {shard.Id} is already in the map", 409));
         }
         catch (FormatException ex)
         {
