@@ -30,14 +30,6 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
     private long _caughtUp;
     private double _lastHeldMs;
 
-    /// <summary>
-    /// The destination's LSN after the current move's last copy write (moves run one at a time, on the
-    /// resharding loop). The flip makes it the destination's fan-out floor: reads that must see the
-    /// slot's rows (fan-outs, session reads whose token is another shard's) wait for a replica that has
-    /// the copy.
-    /// </summary>
-    private long _copiedLsn;
-
     /// <summary>Catch-up rounds with the slot's writes flowing before they are held for the last changes.</summary>
     private const int MaxCatchUpRounds = 5;
 
@@ -328,8 +320,19 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
             // that a move that fails and cannot delete it, or a router that dies mid-copy, leaves a pending
             // cleanup (fan-outs settle it or leave that shard out) instead of rows two shards return.
             var destinationCleanup = new SlotCleanup(slot, toId);
-            _copiedLsn = 0;
-            await router.UpdateMapAsync(m => m.Cleanups.Contains(destinationCleanup) ? m : m.WithCleanup(destinationCleanup));
+            await router.UpdateMapAsync(m => m.WithCleanup(destinationCleanup));
+
+            // The destination's LSN after the copy's last write. The flip makes it the destination's fan-out
+            // floor: reads that must see the slot's rows (fan-outs, session reads holding another shard's
+            // token) wait for a replica that has the copy.
+            long copiedLsn = 0;
+            async Task<long> ApplyToDestinationAsync(SlotRows part, bool replace = false)
+            {
+                var (statements, lsn) = await ApplyAsync(to, tables, map.Slots, slot, part, cancellationToken, replace);
+                copiedLsn = Math.Max(copiedLsn, lsn);
+                return statements;
+            }
+
             long rows;
             long caughtUp = 0;
             try
@@ -338,14 +341,14 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
                 {
                     // 1. Copy the slot as of an LSN of the source while its writes go on.
                     var copy = await ReadSlotAsync(fromId, tables, map.Slots, slot, since: null, epoch: null, cancellationToken);
-                    rows = await ApplyAsync(to, tables, map.Slots, slot, copy, cancellationToken, replace: true);
+                    rows = await ApplyToDestinationAsync(copy, replace: true);
 
                     // 2. Catch up from the source's log until what is left is small.
                     var at = copy;
                     for (var round = 0; round < MaxCatchUpRounds; round++)
                     {
                         var delta = await ReadSlotAsync(fromId, tables, map.Slots, slot, at.Lsn, copy.Epoch, cancellationToken);
-                        caughtUp += await ApplyAsync(to, tables, map.Slots, slot, delta, cancellationToken);
+                        caughtUp += await ApplyToDestinationAsync(delta);
                         at = delta;
                         if (delta.Changes <= SmallDelta)
                         {
@@ -362,7 +365,7 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
                     sourceClosed = true;
                     await ChangeSlotAsync(fromId, slot, closed: true, cancellationToken);
                     var last = await ReadSlotAsync(fromId, tables, map.Slots, slot, at.Lsn, copy.Epoch, cancellationToken);
-                    caughtUp += await ApplyAsync(to, tables, map.Slots, slot, last, cancellationToken);
+                    caughtUp += await ApplyToDestinationAsync(last);
                     CheckTablesUnchanged(tables);
                 }
                 catch (DataException ex) when (ex.Code is "Truncated" or "StaleEpoch")
@@ -380,7 +383,7 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
                     sourceClosed = true;
                     await ChangeSlotAsync(fromId, slot, closed: true, cancellationToken);
                     var copy = await ReadSlotAsync(fromId, tables, map.Slots, slot, since: null, epoch: null, cancellationToken);
-                    rows = await ApplyAsync(to, tables, map.Slots, slot, copy, cancellationToken, replace: true);
+                    rows = await ApplyToDestinationAsync(copy, replace: true);
                     caughtUp = 0;
                     CheckTablesUnchanged(tables);
                 }
@@ -418,7 +421,6 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
             // The slot's gate is closed here (both paths close it). The flip records the cleanup of the
             // source in the same map write; if the delete below fails or this router dies first,
             // MoveNextAsync finishes it later.
-            var copiedLsn = _copiedLsn;
             await router.UpdateMapAsync(m => m.WithoutCleanup(destinationCleanup).WithOwner(slot, toId).WithFanOutFloor(toId, copiedLsn));
             gate.Open();
             gateClosed = false;
@@ -563,9 +565,10 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
     /// Writes a slot copy (or delta) to the destination: rows upserted, keys that left the slot deleted
     /// (only while they are in this slot there), in batches of <see cref="RouterOptions.CopyBatchRows"/>.
     /// A whole copy (<paramref name="replace"/>) first deletes whatever the destination holds of the
-    /// slot (an earlier attempt's leftovers), in the same transaction as its first batch.
+    /// slot (an earlier attempt's leftovers), in the same transaction as its first batch. Returns the
+    /// statements written (the clearing ones aside) and the destination's LSN after the last batch.
     /// </summary>
-    private async Task<long> ApplyAsync(ShardInfo to, List<SlotTableName> tables, int slots, int slot, SlotRows copy, CancellationToken cancellationToken, bool replace = false)
+    private async Task<(long Statements, long Lsn)> ApplyAsync(ShardInfo to, List<SlotTableName> tables, int slots, int slot, SlotRows copy, CancellationToken cancellationToken, bool replace = false)
     {
         var statements = new List<object?[]>();
         var upserts = new List<(int At, string Table)>();
@@ -602,11 +605,12 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
         }
 
         var next = 0;
+        long lsn = 0;
         for (var start = 0; start < statements.Count; start += router.Options.CopyBatchRows)
         {
             var chunk = statements.GetRange(start, Math.Min(router.Options.CopyBatchRows, statements.Count - start));
             var written = await router.WriteAsync(to, chunk, "move", slot: null, cancellationToken);
-            _copiedLsn = Math.Max(_copiedLsn, written.Lsn);
+            lsn = Math.Max(lsn, written.Lsn);
             for (; next < upserts.Count && upserts[next].At < start + chunk.Count; next++)
             {
                 if (written.Results[upserts[next].At - start].RowsAffected == 0)
@@ -618,7 +622,7 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
             }
         }
 
-        return statements.Count - clearing;
+        return (statements.Count - clearing, lsn);
     }
 
     /// <summary>The statement that deletes a slot's rows of one table.</summary>
