@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Globalization;
 using System.Text.Json;
 using Infra.Client.Data;
 using Infra.Core.Placement;
@@ -803,6 +804,84 @@ public sealed class ShardRouterTests
         var resharding = (await cluster.ShardsAsync()).GetProperty("resharding");
         Assert.Equal(0, resharding.GetProperty("pendingReopens").GetInt32());
         Assert.True(resharding.GetProperty("pendingSlots").GetInt32() == 1, resharding.ToString());
+    }
+
+    [Fact]
+    public async Task A_flip_whose_map_cannot_be_saved_undoes_the_move_and_the_router_goes_on()
+    {
+        // The map gives s1 one slot of s0 too many, so the router moves one of s1's slots (each holds a row)
+        // to s0. When the move closes the slot on s1 (just before the flip), a directory appears where the
+        // router writes its map's temporary file: the flip cannot be saved. The router must not stop, and the
+        // slot must take writes on s1 again; once the map can be saved, the move finishes and loses nothing.
+        await using var cluster = await ShardCluster.StartAsync(2, "--fail-after", "1000");
+        await CreateAccountsAsync(cluster);
+        var map = await cluster.ShardsAsync();
+        var slots = map.GetProperty("slots").GetInt32();
+        var s1 = cluster.Shards[1];
+        var owners = ShardCluster.SlotOwners(map);
+        owners[Array.IndexOf(owners, "s0")] = "s1";
+        var keyOfSlot = new Dictionary<int, string>();
+        for (var i = 0; keyOfSlot.Count < owners.Count(o => o == "s1"); i++)
+        {
+            var key = $"m{i}";
+            if (owners[ShardKey.Slot(key, slots)] == "s1")
+            {
+                keyOfSlot.TryAdd(ShardKey.Slot(key, slots), key);
+            }
+        }
+
+        var keys = keyOfSlot.Values.ToList();
+        foreach (var chunk in keys.Chunk(400))
+        {
+            var (put, body) = await s1.Master.ExecuteAsync([$"INSERT INTO acct(k, v) VALUES {string.Join(",", chunk.Select(_ => "(?, 1)"))}", .. chunk]);
+            Assert.True(put == 200, body.ToString());
+        }
+
+        // The router's data directory is set before the router starts, so the rule never sees another one.
+        string Blocker() => Path.Combine(cluster.RouterDir, "shard-map.json.tmp");
+        var healed = false;
+        await using var proxy = new FrameDropProxy(s1.Master.ReplicationAddress, op =>
+        {
+            if (op == "closeSlot" && !Volatile.Read(ref healed))
+            {
+                Directory.CreateDirectory(Blocker());
+            }
+
+            return false;
+        });
+        var seed = ShardCluster.SeedMap(map, $$"""{{cluster.Shards[0].Json}},{"id":"s1","master":"{{proxy.Address}}","replicas":["{{s1.Replica.ReplicationAddress}}"]}""", owners);
+        await cluster.StartRouterAsync(seed, "--fail-after", "1000", "--request-timeout", "2s");
+
+        await Eventually.HoldsAsync(async () =>
+            (await cluster.ShardsAsync()).GetProperty("resharding").TryGetProperty("lastError", out var error) && error.GetString()!.Contains("cannot save the shard map", StringComparison.Ordinal),
+            "the flip fails to save the map", TimeSpan.FromSeconds(60));
+        Assert.False(cluster.Router.HasExited);
+        Assert.True(proxy.Seen("closeSlot") > 0);
+        var moving = (await cluster.ShardsAsync()).GetProperty("resharding").GetProperty("moving").GetString()!;
+        Assert.EndsWith(": s1 -> s0", moving, StringComparison.Ordinal);
+        var slot = int.Parse(moving["slot ".Length..moving.IndexOf(':', StringComparison.Ordinal)], CultureInfo.InvariantCulture);
+
+        // The slot is still s1's and takes writes there (the move reopened it; a retry may hold it briefly).
+        var fresh = Enumerable.Range(0, 1_000_000).Select(i => $"n{i}").First(k => ShardKey.Slot(k, slots) == slot);
+        await Eventually.HoldsAsync(async () => (await cluster.ExecuteAsync(fresh, ["INSERT OR REPLACE INTO acct(k, v) VALUES(?, 1)", fresh])).Status == 200,
+            "a write to the slot goes through on s1", TimeSpan.FromSeconds(30));
+        Assert.Equal(1, (await s1.Master.QueryAsync("SELECT count(*) FROM acct WHERE k = ?", fresh)).GetProperty("rows")[0][0].GetInt64());
+        Assert.Equal("s1", ShardCluster.SlotOwners(await cluster.ShardsAsync())[slot]);
+
+        // The map can be saved again: the move finishes, every row once, on s0.
+        Volatile.Write(ref healed, true);
+        Directory.Delete(Blocker());
+        await Eventually.HoldsAsync(async () =>
+        {
+            var resharding = (await cluster.ShardsAsync()).GetProperty("resharding");
+            return resharding.GetProperty("pendingSlots").GetInt32() == 0 && resharding.GetProperty("pendingCleanups").GetInt32() == 0;
+        }, "the move finishes", TimeSpan.FromSeconds(60));
+        Assert.Equal("s0", ShardCluster.SlotOwners(await cluster.ShardsAsync())[slot]);
+        var all = keys.Append(fresh).Order(StringComparer.Ordinal).ToList();
+        var whole = await cluster.QueryAsync(new { sql = "SELECT k FROM acct ORDER BY k", orderBy = new[] { "k" } });
+        Assert.Equal(all, whole.GetProperty("rows").EnumerateArray().Select(r => r[0].GetString()!));
+        Assert.Equal(2, (await cluster.Shards[0].Master.QueryAsync("SELECT count(*) FROM acct")).GetProperty("rows")[0][0].GetInt64());
+        Assert.Equal(0, (await s1.Master.QueryAsync("SELECT count(*) FROM acct WHERE k IN (?, ?)", keyOfSlot[slot], fresh)).GetProperty("rows")[0][0].GetInt64());
     }
 
     [Fact]

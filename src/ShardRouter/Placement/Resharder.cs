@@ -195,14 +195,24 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
             {
                 break;
             }
-            catch (Exception ex) when (ex is RouterException or DataException or InvalidOperationException)
+            catch (Exception ex) when (ex is not OperationCanceledException || !stoppingToken.IsCancellationRequested)
             {
+                // Whatever failed, the loop goes on (it alone moves slots and finishes cleanups); an exception
+                // escaping it would stop the host.
                 lock (_lock)
                 {
                     _lastError = ex.Message;
                 }
 
-                LogMoveFailed(logger, ex.Message);
+                if (ex is RouterException or DataException)
+                {
+                    LogMoveFailed(logger, ex.Message);
+                }
+                else
+                {
+                    LogMoveCrashed(logger, ex);
+                }
+
                 try
                 {
                     await Task.Delay(TimeSpan.FromSeconds(1), stoppingToken);
@@ -366,7 +376,6 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
                     await ChangeSlotAsync(fromId, slot, closed: true, cancellationToken);
                     var last = await ReadSlotAsync(fromId, tables, map.Slots, slot, at.Lsn, copy.Epoch, cancellationToken);
                     caughtUp += await ApplyToDestinationAsync(last);
-                    CheckTablesUnchanged(tables);
                 }
                 catch (DataException ex) when (ex.Code is "Truncated" or "StaleEpoch")
                 {
@@ -385,8 +394,15 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
                     var copy = await ReadSlotAsync(fromId, tables, map.Slots, slot, since: null, epoch: null, cancellationToken);
                     rows = await ApplyToDestinationAsync(copy, replace: true);
                     caughtUp = 0;
-                    CheckTablesUnchanged(tables);
                 }
+
+                // The slot's gate is closed here (both paths close it). The flip records the cleanup of the
+                // source in the same map write; if the delete below fails or this router dies first,
+                // MoveNextAsync finishes it later. The tables are checked under the map's lock, so none can be
+                // registered between the check and the flip. A flip that fails (the map cannot be saved) leaves
+                // the map as it was, and the move is undone below like any other failure.
+                await router.UpdateMapAsync(m => CheckTablesUnchanged(m, tables)
+                    .WithoutCleanup(destinationCleanup).WithOwner(slot, toId).WithFanOutFloor(toId, copiedLsn));
             }
             catch
             {
@@ -418,10 +434,6 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
                 throw;
             }
 
-            // The slot's gate is closed here (both paths close it). The flip records the cleanup of the
-            // source in the same map write; if the delete below fails or this router dies first,
-            // MoveNextAsync finishes it later.
-            await router.UpdateMapAsync(m => m.WithoutCleanup(destinationCleanup).WithOwner(slot, toId).WithFanOutFloor(toId, copiedLsn));
             gate.Open();
             gateClosed = false;
             var held = Stopwatch.GetElapsedTime(heldFrom).TotalMilliseconds;
@@ -549,17 +561,14 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
     }
 
     /// <summary>
-    /// The source is cleaned up with the tables registered then; a table registered during the copy
-    /// was not copied, so the move is undone and retried with it.
+    /// The map, if its registered tables are those a move copied; a table registered during the copy was
+    /// not copied (and the source is cleaned up with the tables registered then), so the move is undone
+    /// and retried with it.
     /// </summary>
-    private void CheckTablesUnchanged(List<SlotTableName> tables)
-    {
-        var now = router.Map.Tables.Select(t => new SlotTableName(t.Name, t.ShardKey)).ToList();
-        if (!now.SequenceEqual(tables))
-        {
-            throw new RouterException("Conflict", "the registered tables changed during a slot move; it is retried", 409, retriable: true);
-        }
-    }
+    private static ShardMap CheckTablesUnchanged(ShardMap map, List<SlotTableName> tables) =>
+        map.Tables.Select(t => new SlotTableName(t.Name, t.ShardKey)).SequenceEqual(tables)
+            ? map
+            : throw new RouterException("Conflict", "the registered tables changed during a slot move; it is retried", 409, retriable: true);
 
     /// <summary>
     /// Writes a slot copy (or delta) to the destination: rows upserted, keys that left the slot deleted
@@ -682,6 +691,9 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
 
     [LoggerMessage(EventId = 721, Level = LogLevel.Warning, Message = "A slot move failed (it is retried): {Reason}")]
     private static partial void LogMoveFailed(ILogger logger, string reason);
+
+    [LoggerMessage(EventId = 728, Level = LogLevel.Error, Message = "A slot move failed unexpectedly (it is retried)")]
+    private static partial void LogMoveCrashed(ILogger logger, Exception exception);
 
     [LoggerMessage(EventId = 724, Level = LogLevel.Information, Message = "Deleted the rows slot {Slot} left on {Shard} when it moved away (a cleanup an earlier move did not finish)")]
     private static partial void LogCleanedUp(ILogger logger, int slot, string shard);

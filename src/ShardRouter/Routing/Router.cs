@@ -53,7 +53,10 @@ internal sealed partial class Router : IAsyncDisposable
     /// </summary>
     public Func<SlotCleanup, Task>? SettleCleanup { get; set; }
 
-    /// <summary>Changes the map: persisted durably, then published. Changes are serialised.</summary>
+    /// <summary>
+    /// Changes the map: persisted durably, then published. Changes are serialised. A map that cannot be
+    /// saved is not published (a retriable <see cref="RouterException"/>, Unavailable).
+    /// </summary>
     public async Task<ShardMap> UpdateMapAsync(Func<ShardMap, ShardMap> change)
     {
         await _mapLock.WaitAsync();
@@ -62,7 +65,16 @@ internal sealed partial class Router : IAsyncDisposable
             var next = change(_map);
             if (!ReferenceEquals(next, _map))
             {
-                Store.Save(next);
+                try
+                {
+                    Store.Save(next);
+                }
+                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+                {
+                    // The map in memory stays the stored one: nothing may act on a change a restart would forget.
+                    throw new RouterException("Unavailable", $"cannot save the shard map to {Store.Path}: {ex.Message}", 503, retriable: true);
+                }
+
                 _map = next;
             }
 

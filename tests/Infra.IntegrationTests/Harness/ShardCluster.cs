@@ -47,6 +47,9 @@ internal sealed class ShardCluster : IAsyncDisposable
     public HttpClient Http { get; private set; } = null!;
 
     /// <summary>host:port of the router's MessagePack listener.</summary>
+    /// <summary>The router's --data-dir (its stored map).</summary>
+    public string RouterDir { get; private set; } = "";
+
     public string RouterAddress => $"127.0.0.1:{Router.Endpoints[0].Port}";
 
     public string NewDir()
@@ -90,7 +93,7 @@ internal sealed class ShardCluster : IAsyncDisposable
             await Router.DisposeAsync();
         }
 
-        var routerDir = NewDir();
+        var routerDir = RouterDir = NewDir();
         Directory.CreateDirectory(routerDir);
         var seed = Path.Combine(routerDir, "shards.json");
         await File.WriteAllTextAsync(seed, seedJson);
