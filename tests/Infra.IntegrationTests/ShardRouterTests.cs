@@ -807,6 +807,32 @@ public sealed class ShardRouterTests
     }
 
     [Fact]
+    public async Task A_slot_closed_on_its_owner_with_no_move_holding_it_is_opened_again()
+    {
+        // What a close that reached the node after the reopen meant to undo it leaves behind (or a move of a
+        // router that was restarted): the owner refuses the slot's writes though nothing holds them. The
+        // router sees it in its probes and opens the slot.
+        await using var cluster = await ShardCluster.StartAsync(2);
+        await CreateAccountsAsync(cluster);
+        var map = await cluster.ShardsAsync();
+        var slots = map.GetProperty("slots").GetInt32();
+        var key = Enumerable.Range(0, 1000).Select(i => $"c{i}").First(k => ShardCluster.OwnerOf(map, k) == "s0");
+        var slot = ShardKey.Slot(key, slots);
+        var epoch = map.GetProperty("shards")[0].GetProperty("epoch").GetInt64();
+        await using (var node = await DataNodeClient.ConnectAsync(cluster.Shards[0].Master.ReplicationAddress))
+        {
+            Assert.Contains(slot, await node.CloseSlotAsync(slot, epoch));
+        }
+
+        var (refused, refusal) = await cluster.ExecuteAsync(key, ["INSERT INTO acct(k, v) VALUES(?, 1)", key]);
+        Assert.True(refused == 503 && refusal.GetProperty("code").GetString() == "SlotClosed", refusal.ToString());
+        await Eventually.HoldsAsync(async () => (await cluster.ExecuteAsync(key, ["INSERT OR REPLACE INTO acct(k, v) VALUES(?, 1)", key])).Status == 200,
+            "the router opens the slot on s0", TimeSpan.FromSeconds(30));
+        Assert.False((await cluster.Shards[0].Master.StatusAsync()).TryGetProperty("closedSlots", out _));
+        Assert.Equal(0, (await cluster.ShardsAsync()).GetProperty("resharding").GetProperty("pendingReopens").GetInt32());
+    }
+
+    [Fact]
     public async Task A_flip_whose_map_cannot_be_saved_undoes_the_move_and_the_router_goes_on()
     {
         // The map gives s1 one slot of s0 too many, so the router moves one of s1's slots (each holds a row)

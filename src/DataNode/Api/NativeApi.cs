@@ -266,12 +266,7 @@ internal sealed partial class NativeApi(Node node, ILogger logger)
                     return (ref MessagePackWriter w) =>
                     {
                         w.WriteMapHeader(1);
-                        w.Write("closedSlots");
-                        w.WriteArrayHeader(closed.Count);
-                        foreach (var s in closed)
-                        {
-                            w.Write(s);
-                        }
+                        WriteClosedSlots(ref w, closed);
                     };
                 }
 
@@ -288,7 +283,7 @@ internal sealed partial class NativeApi(Node node, ILogger logger)
         }
     }
 
-    /// <summary>{nodeId, role, epoch, lsn, master?, connected?, masterLsn?, diverged?, fencedBy?}.</summary>
+    /// <summary>{nodeId, role, epoch, lsn, fencedBy, closedSlots? (a master's, when any), master?, connected?, masterLsn?, diverged?}.</summary>
     private MessagePackBody Status()
     {
         var db = node.Db;
@@ -302,9 +297,10 @@ internal sealed partial class NativeApi(Node node, ILogger logger)
         var fencedBy = node.FencedBy;
         var connected = follower?.Connected ?? false;
         var masterLsn = follower?.MasterLsn ?? 0;
+        IReadOnlyList<int> closed = replica ? [] : db.ClosedSlots;
         return (ref MessagePackWriter w) =>
         {
-            w.WriteMapHeader(replica ? 9 : 5);
+            w.WriteMapHeader((replica ? 9 : 5) + (closed.Count > 0 ? 1 : 0));
             w.Write("nodeId");
             w.Write(nodeId);
             w.Write("role");
@@ -315,6 +311,11 @@ internal sealed partial class NativeApi(Node node, ILogger logger)
             w.Write(lsn);
             w.Write("fencedBy");
             w.Write(fencedBy);
+            if (closed.Count > 0)
+            {
+                WriteClosedSlots(ref w, closed);
+            }
+
             if (replica)
             {
                 w.Write("master");
@@ -327,6 +328,16 @@ internal sealed partial class NativeApi(Node node, ILogger logger)
                 MessagePackValues.WriteSqlValue(ref w, diverged);
             }
         };
+    }
+
+    private static void WriteClosedSlots(ref MessagePackWriter w, IReadOnlyList<int> closed)
+    {
+        w.Write("closedSlots");
+        w.WriteArrayHeader(closed.Count);
+        foreach (var slot in closed)
+        {
+            w.Write(slot);
+        }
     }
 
     private void CheckToken(Dictionary<string, object?> args)

@@ -68,6 +68,9 @@ public sealed record SlotRows(long Lsn, long Epoch, IReadOnlyList<SlotTableRows>
 public sealed record DataNodeStatus(string NodeId, string Role, long Epoch, long Lsn, long FencedBy, string? Master, bool Connected, long MasterLsn, string? Diverged)
 {
     public bool IsMaster => Role == "master";
+
+    /// <summary>A master's slots closed to writes (<see cref="DataNodeClient.CloseSlotAsync"/>).</summary>
+    public IReadOnlyList<int> ClosedSlots { get; init; } = [];
 }
 
 /// <summary>
@@ -365,7 +368,10 @@ public sealed class DataNodeClient : IAsyncDisposable
         s.GetValueOrDefault("master") as string,
         s.GetValueOrDefault("connected") is true,
         s.GetValueOrDefault("masterLsn") as long? ?? 0,
-        s.GetValueOrDefault("diverged") as string);
+        s.GetValueOrDefault("diverged") as string)
+    {
+        ClosedSlots = ReadClosedSlots(s),
+    };
 
     public ValueTask DisposeAsync() => _rpc.DisposeAsync();
 }

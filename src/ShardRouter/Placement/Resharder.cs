@@ -43,13 +43,20 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
 
     /// <summary>
     /// Slots this router closed on a source for a move that then failed, and could not open there again
-    /// (the source did not answer), with when to try each again. The source refuses the slot's writes
+    /// (the source did not answer), and slots found closed on their owner with no move holding them
+    /// (<see cref="FindStrayClosedSlots"/>), with when to try each again. The source refuses the slot's writes
     /// meanwhile; a later attempt of the move may never close and reopen it (its destination is down, or
     /// no longer wanted), so the reopen is retried on its own until it succeeds or the slot lives elsewhere.
     /// </summary>
     private readonly Dictionary<SlotOnShard, long> _reopens = [];
 
     private static readonly TimeSpan ReopenBackoff = TimeSpan.FromSeconds(1);
+
+    /// <summary>
+    /// Slots the probes saw closed on the master of the shard that owns them, with when each was first
+    /// seen so (Environment.TickCount64); see <see cref="FindStrayClosedSlots"/>.
+    /// </summary>
+    private readonly Dictionary<SlotOnShard, long> _strayClosed = [];
 
     /// <summary>Slots whose owner is not where rendezvous hashing wants them.</summary>
     public int Pending
@@ -234,6 +241,7 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
     /// </summary>
     public async Task<bool> MoveNextAsync(CancellationToken cancellationToken)
     {
+        FindStrayClosedSlots();
         await ReopenPendingAsync(cancellationToken);
         var map = router.Map;
         var now = Environment.TickCount64;
@@ -501,6 +509,45 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
     }
 
     /// <summary>
+    /// A slot closed on the master of the shard that owns it refuses that slot's writes for nothing once no
+    /// move holds it, and this runs between this router's moves: a close that reached the node after the
+    /// reopen meant to undo it (a close that timed out and its reopen took different connections), or a
+    /// move this router was making when it was restarted. One the probes keep reporting closed for a grace
+    /// period (three probe intervals, at least 3 s: a status taken during the last move is stale) is queued
+    /// for <see cref="ReopenPendingAsync"/>.
+    /// </summary>
+    private void FindStrayClosedSlots()
+    {
+        var map = router.Map;
+        var now = Environment.TickCount64;
+        var grace = (long)Math.Max(3000, 3 * router.Options.ProbeInterval.TotalMilliseconds);
+        var seen = new HashSet<SlotOnShard>();
+        foreach (var shard in map.Shards)
+        {
+            if (router.Health.TryGetNode(shard.Master, out var health) && health.Up && health.Status is { IsMaster: true, ClosedSlots: { Count: > 0 } closed })
+            {
+                seen.UnionWith(closed.Where(slot => slot >= 0 && slot < map.Slots && map.OwnerOf(slot).Id == shard.Id).Select(slot => new SlotOnShard(slot, shard.Id)));
+            }
+        }
+
+        lock (_lock)
+        {
+            foreach (var gone in _strayClosed.Keys.Where(k => !seen.Contains(k)).ToList())
+            {
+                _strayClosed.Remove(gone);
+            }
+
+            foreach (var stray in seen)
+            {
+                if (!_strayClosed.TryAdd(stray, now) && now - _strayClosed[stray] >= grace && _reopens.TryAdd(stray, 0))
+                {
+                    LogStrayClosed(logger, stray.Slot, stray.Shard);
+                }
+            }
+        }
+    }
+
+    /// <summary>
     /// Opens again the slots failed moves left closed on their sources (those due; one that fails waits
     /// <see cref="ReopenBackoff"/>). One whose slot now lives on another shard is dropped, not opened: the
     /// slot stays closed where it left, as after any move. Runs on the resharding loop, between moves.
@@ -700,6 +747,9 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
 
     [LoggerMessage(EventId = 726, Level = LogLevel.Warning, Message = "Could not reopen slot {Slot} on {Shard} after a failed move ({Reason}); its writes are refused there until a retry gets through")]
     private static partial void LogReopenFailed(ILogger logger, int slot, string shard, string reason);
+
+    [LoggerMessage(EventId = 729, Level = LogLevel.Warning, Message = "Slot {Slot} is closed on {Shard}, which owns it, with no move holding it; opening it")]
+    private static partial void LogStrayClosed(ILogger logger, int slot, string shard);
 
     [LoggerMessage(EventId = 727, Level = LogLevel.Information, Message = "Reopened slot {Slot} on {Shard}, which a failed move had left closed")]
     private static partial void LogReopened(ILogger logger, int slot, string shard);
