@@ -807,6 +807,49 @@ public sealed class ShardRouterTests
     }
 
     [Fact]
+    public async Task A_session_read_after_its_slot_moved_does_not_read_a_replica_that_lacks_the_copy()
+    {
+        // Keys written on s0 and s1 (each write's token names its shard); then a third shard takes some
+        // of their slots while its replica receives nothing (its master's replication answers are held;
+        // it stays connected and, with a 60 s lag bound, in the read rotation). A session read of a moved
+        // key with its old token must not be answered by that replica, which lacks the copy.
+        await using var cluster = await ShardCluster.StartAsync(2, "--max-replica-lag", "60s");
+        await CreateAccountsAsync(cluster);
+        var dir = cluster.NewDir();
+        await using var master = await DataNodeProcess.StartAsync(dir, "--role", "master", "--sync", "async"); // semi-sync would wait for the held replica
+        var (created, createBody) = await master.ExecuteAsync(["CREATE TABLE IF NOT EXISTS acct(k TEXT PRIMARY KEY, v INTEGER NOT NULL)"]);
+        Assert.True(created == 200, createBody.ToString());
+        await using var proxy = new FrameDropProxy(master.ReplicationAddress, _ => false);
+        await using var replica = await DataNodeProcess.StartAsync(cluster.NewDir(), "--role", "replica", "--master", proxy.Address);
+        await Eventually.HoldsAsync(async () => await replica.LsnAsync() == await master.LsnAsync(), "the new replica has the table", TimeSpan.FromSeconds(30));
+
+        var tokens = new Dictionary<string, JsonElement>();
+        foreach (var key in Enumerable.Range(0, 300).Select(i => $"s{i}"))
+        {
+            var (written, answer) = await cluster.ExecuteAsync(key, ["INSERT INTO acct(k, v) VALUES(?, 7)", key]);
+            Assert.True(written == 200, answer.ToString());
+            tokens[key] = answer.GetProperty("token").Clone();
+        }
+
+        proxy.PauseAnswers();
+        var (accepted, added) = await cluster.PostRawAsync("/shards", $$"""{"id":"s2","master":"{{master.ReplicationAddress}}","replicas":["{{replica.ReplicationAddress}}"],"weight":0.2}""");
+        Assert.True(accepted == 202, added.ToString());
+        await Eventually.HoldsAsync(async () => (await cluster.ShardsAsync()).GetProperty("resharding").GetProperty("pendingSlots").GetInt32() == 0, "s2 has its slots", TimeSpan.FromSeconds(60));
+        var map = await cluster.ShardsAsync();
+        var moved = tokens.Keys.Where(k => ShardCluster.OwnerOf(map, k) == "s2").ToList();
+        Assert.NotEmpty(moved);
+        Assert.True(map.GetProperty("shards")[2].GetProperty("fanOutFloor").GetInt64() > await replica.LsnAsync());
+
+        foreach (var key in moved)
+        {
+            var read = await cluster.QueryAsync(new { key, sql = "SELECT v FROM acct WHERE k = ?", @params = new object[] { key }, consistency = "session", token = tokens[key] });
+            Assert.True(read.GetProperty("rows").GetArrayLength() == 1, $"{key}: {read}");
+        }
+
+        proxy.ResumeAnswers();
+    }
+
+    [Fact]
     public async Task A_slot_closed_on_its_owner_with_no_move_holding_it_is_opened_again()
     {
         // What a close that reached the node after the reopen meant to undo it leaves behind (or a move of a

@@ -11,7 +11,8 @@ namespace Infra.IntegrationTests.Harness;
 /// A TCP proxy in front of a node's MessagePack port (length-prefixed frames of <c>[id, op, args]</c>)
 /// that forwards every request except those the test's rule drops: a dropped request never reaches
 /// the node and is never answered, as with a node that hangs for that one call. Answers pass through
-/// untouched. Counts the requests it saw by op.
+/// untouched, unless <see cref="PauseAnswers"/> holds them (in front of a master's replication port: its
+/// replica falls behind while it stays connected). Counts the requests it saw by op.
 /// </summary>
 internal sealed class FrameDropProxy : IAsyncDisposable
 {
@@ -23,6 +24,7 @@ internal sealed class FrameDropProxy : IAsyncDisposable
     private readonly ConcurrentDictionary<string, int> _dropped = new();
     private readonly ConcurrentBag<TcpClient> _sockets = [];
     private readonly Task _loop;
+    private volatile TaskCompletionSource _answersFlow = NewFlow(open: true);
 
     /// <param name="upstream">host:port of the node.</param>
     /// <param name="drop">Called with each request's op; true drops it.</param>
@@ -42,6 +44,39 @@ internal sealed class FrameDropProxy : IAsyncDisposable
     /// <summary>Requests with this op that were dropped.</summary>
     public int Dropped(string op) => _dropped.GetValueOrDefault(op);
 
+    /// <summary>Holds the node's bytes (on every connection, new ones too) until <see cref="ResumeAnswers"/>.</summary>
+    public void PauseAnswers()
+    {
+        if (_answersFlow.Task.IsCompleted)
+        {
+            _answersFlow = NewFlow(open: false);
+        }
+    }
+
+    public void ResumeAnswers() => _answersFlow.TrySetResult();
+
+    private static TaskCompletionSource NewFlow(bool open)
+    {
+        var flow = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        if (open)
+        {
+            flow.SetResult();
+        }
+
+        return flow;
+    }
+
+    private async Task PumpAnswersAsync(NetworkStream fromNode, NetworkStream toClient)
+    {
+        var buffer = new byte[64 * 1024];
+        int read;
+        while ((read = await fromNode.ReadAsync(buffer, _stop.Token)) > 0)
+        {
+            await _answersFlow.Task.WaitAsync(_stop.Token);
+            await toClient.WriteAsync(buffer.AsMemory(0, read), _stop.Token);
+        }
+    }
+
     private async Task ServeAsync(TcpClient client)
     {
         using var upstream = new TcpClient { NoDelay = true };
@@ -53,7 +88,7 @@ internal sealed class FrameDropProxy : IAsyncDisposable
             await upstream.ConnectAsync(_upstream, _stop.Token);
             var fromClient = client.GetStream();
             var toNode = upstream.GetStream();
-            var answers = toNode.CopyToAsync(fromClient, _stop.Token);
+            var answers = PumpAnswersAsync(toNode, fromClient);
             var header = new byte[4];
             while (true)
             {
