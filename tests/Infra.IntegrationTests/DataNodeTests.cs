@@ -128,6 +128,17 @@ public sealed class DataNodeTests : IDisposable
         }
 
         Assert.Equal("StaleEpoch", (await Assert.ThrowsAsync<Infra.Client.Data.DataException>(() => client.CloseSlotAsync(5, epoch: 99))).Code);
+
+        // A close may name its closer (a router's id): the status reports it, a later close replaces it, opening forgets it.
+        Assert.Equal([2, 7], await client.CloseSlotAsync(7, by: "router-a"));
+        Assert.Equal("router-a", (await client.StatusAsync()).ClosedBy[7]);
+        Assert.Equal("router-a", (await master.StatusAsync()).GetProperty("closedBy").GetProperty("7").GetString());
+        await client.CloseSlotAsync(7, by: "router-b");
+        Assert.Equal(new Dictionary<int, string> { [7] = "router-b" }, (await client.StatusAsync()).ClosedBy);
+        Assert.Equal("BadRequest", (await Assert.ThrowsAsync<Infra.Client.Data.DataException>(() => client.CloseSlotAsync(8, by: new string('x', 201)))).Code);
+        Assert.Equal("BadRequest", (await Assert.ThrowsAsync<Infra.Client.Data.DataException>(() => client.CloseSlotAsync(8, by: ""))).Code);
+        Assert.Equal([2], await client.OpenSlotAsync(7));
+        Assert.Empty((await client.StatusAsync()).ClosedBy);
         Assert.Empty(await client.OpenSlotAsync(2));
         await client.ExecuteAsync([["INSERT INTO t(id, v) VALUES(?, ?)", 1000L, "reopened"]], slot: 2);
         Assert.False((await master.StatusAsync()).TryGetProperty("closedSlots", out _));

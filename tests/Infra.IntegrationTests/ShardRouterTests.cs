@@ -854,24 +854,35 @@ public sealed class ShardRouterTests
     {
         // What a close that reached the node after the reopen meant to undo it leaves behind (or a move of a
         // router that was restarted): the owner refuses the slot's writes though nothing holds them. The
-        // router sees it in its probes and opens the slot.
+        // router sees in its probes that it closed the slot itself and opens it; a slot another router
+        // closed (its map may say the slot has moved) is left alone.
         await using var cluster = await ShardCluster.StartAsync(2);
         await CreateAccountsAsync(cluster);
         var map = await cluster.ShardsAsync();
         var slots = map.GetProperty("slots").GetInt32();
-        var key = Enumerable.Range(0, 1000).Select(i => $"c{i}").First(k => ShardCluster.OwnerOf(map, k) == "s0");
-        var slot = ShardKey.Slot(key, slots);
+        var keys = Enumerable.Range(0, 1000).Select(i => $"c{i}").Where(k => ShardCluster.OwnerOf(map, k) == "s0").DistinctBy(k => ShardKey.Slot(k, slots)).Take(2).ToList();
+        var (mine, others) = (keys[0], keys[1]);
         var epoch = map.GetProperty("shards")[0].GetProperty("epoch").GetInt64();
+        var routerId = (await File.ReadAllTextAsync(Path.Combine(cluster.RouterDir, "router-id"))).Trim();
         await using (var node = await DataNodeClient.ConnectAsync(cluster.Shards[0].Master.ReplicationAddress))
         {
-            Assert.Contains(slot, await node.CloseSlotAsync(slot, epoch));
+            Assert.Contains(ShardKey.Slot(mine, slots), await node.CloseSlotAsync(ShardKey.Slot(mine, slots), epoch, by: routerId));
+            Assert.Contains(ShardKey.Slot(others, slots), await node.CloseSlotAsync(ShardKey.Slot(others, slots), epoch, by: "another-router"));
         }
 
-        var (refused, refusal) = await cluster.ExecuteAsync(key, ["INSERT INTO acct(k, v) VALUES(?, 1)", key]);
-        Assert.True(refused == 503 && refusal.GetProperty("code").GetString() == "SlotClosed", refusal.ToString());
-        await Eventually.HoldsAsync(async () => (await cluster.ExecuteAsync(key, ["INSERT OR REPLACE INTO acct(k, v) VALUES(?, 1)", key])).Status == 200,
-            "the router opens the slot on s0", TimeSpan.FromSeconds(30));
-        Assert.False((await cluster.Shards[0].Master.StatusAsync()).TryGetProperty("closedSlots", out _));
+        foreach (var key in keys)
+        {
+            var (refused, refusal) = await cluster.ExecuteAsync(key, ["INSERT INTO acct(k, v) VALUES(?, 1)", key]);
+            Assert.True(refused == 503 && refusal.GetProperty("code").GetString() == "SlotClosed", refusal.ToString());
+        }
+
+        await Eventually.HoldsAsync(async () => (await cluster.ExecuteAsync(mine, ["INSERT OR REPLACE INTO acct(k, v) VALUES(?, 1)", mine])).Status == 200,
+            "the router opens the slot it closed on s0", TimeSpan.FromSeconds(30));
+        var status = await cluster.Shards[0].Master.StatusAsync();
+        Assert.Equal([ShardKey.Slot(others, slots)], status.GetProperty("closedSlots").EnumerateArray().Select(e => e.GetInt32()));
+        Assert.Equal("another-router", status.GetProperty("closedBy").GetProperty(ShardKey.Slot(others, slots).ToString(CultureInfo.InvariantCulture)).GetString());
+        var (stillRefused, stillRefusal) = await cluster.ExecuteAsync(others, ["INSERT INTO acct(k, v) VALUES(?, 1)", others]);
+        Assert.True(stillRefused == 503 && stillRefusal.GetProperty("code").GetString() == "SlotClosed", stillRefusal.ToString());
         Assert.Equal(0, (await cluster.ShardsAsync()).GetProperty("resharding").GetProperty("pendingReopens").GetInt32());
     }
 

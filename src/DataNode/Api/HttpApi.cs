@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text.Json;
 using Infra.Core.Admin;
 using Infra.Core.Framing;
@@ -283,6 +284,16 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
                 }
 
                 w.WriteEndArray();
+                if (db.ClosedBy is { Count: > 0 } closedBy)
+                {
+                    w.WriteStartObject("closedBy");
+                    foreach (var (slot, by) in closedBy.OrderBy(c => c.Key))
+                    {
+                        w.WriteString(slot.ToString(CultureInfo.InvariantCulture), by);
+                    }
+
+                    w.WriteEndObject();
+                }
             }
 
             w.WriteStartObject("sync");

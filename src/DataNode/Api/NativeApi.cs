@@ -18,7 +18,7 @@ namespace Infra.DataNode.Api;
 /// answered as they finish (<see cref="RequestConnection"/>). Ops: <c>execute</c> {statements: [[sql, params…]], epoch?, slot?} →
 /// {results: [[rowsAffected, lastInsertId]…], lsn, epoch}; <c>query</c> {sql, params?, minLsn?,
 /// timeoutMs?} → {columns, rows, lsn}; <c>status</c>; <c>checksum</c>; <c>promote</c> {epoch};
-/// <c>follow</c> {master, epoch?, reclone?}; <c>claim</c> {epoch, leader}; <c>closeSlot</c> / <c>openSlot</c> {slot, epoch?} → {closedSlots} (writes tagged with a closed slot are refused, SlotClosed); <c>slotRows</c> {tables: [[name, shardKey]…], slots, slot, since?, epoch?} →
+/// <c>follow</c> {master, epoch?, reclone?}; <c>claim</c> {epoch, leader}; <c>closeSlot</c> / <c>openSlot</c> {slot, epoch?, by?} → {closedSlots} (writes tagged with a closed slot are refused, SlotClosed); <c>slotRows</c> {tables: [[name, shardKey]…], slots, slot, since?, epoch?} →
 /// {lsn, epoch, tables: [{name, columns, rows, keyColumns, gone}]} (a slot's rows, or the delta since an LSN, for resharding); <c>ping</c>. State-changing
 /// ops carry <c>token</c> when the node has an admin token.
 /// </summary>
@@ -261,7 +261,13 @@ internal sealed partial class NativeApi(Node node, ILogger logger)
                 {
                     CheckToken(args);
                     var slot = OptionalSlot(args) ?? throw Bad($"expected {{slot, epoch?}}: the slot to {(op == "closeSlot" ? "close" : "open")}");
-                    await node.ChangeSlotAsync(new SlotChange(slot, op == "closeSlot"), OptionalLong(args, "epoch"));
+                    var by = args.GetValueOrDefault("by") switch
+                    {
+                        null => null,
+                        string { Length: > 0 and <= 200 } b => b,
+                        _ => throw Bad("\"by\" (who closes the slot) must be a string of 1 to 200 characters"),
+                    };
+                    await node.ChangeSlotAsync(new SlotChange(slot, op == "closeSlot", by), OptionalLong(args, "epoch"));
                     var closed = node.Db.ClosedSlots;
                     return (ref MessagePackWriter w) =>
                     {
@@ -283,7 +289,7 @@ internal sealed partial class NativeApi(Node node, ILogger logger)
         }
     }
 
-    /// <summary>{nodeId, role, epoch, lsn, fencedBy, closedSlots? (a master's, when any), master?, connected?, masterLsn?, diverged?}.</summary>
+    /// <summary>{nodeId, role, epoch, lsn, fencedBy, closedSlots? and closedBy? ([[slot, by]…]) (a master's, when any), master?, connected?, masterLsn?, diverged?}.</summary>
     private MessagePackBody Status()
     {
         var db = node.Db;
@@ -298,9 +304,10 @@ internal sealed partial class NativeApi(Node node, ILogger logger)
         var connected = follower?.Connected ?? false;
         var masterLsn = follower?.MasterLsn ?? 0;
         IReadOnlyList<int> closed = replica ? [] : db.ClosedSlots;
+        var closedBy = closed.Count > 0 ? db.ClosedBy : null;
         return (ref MessagePackWriter w) =>
         {
-            w.WriteMapHeader((replica ? 9 : 5) + (closed.Count > 0 ? 1 : 0));
+            w.WriteMapHeader((replica ? 9 : 5) + (closed.Count > 0 ? 1 : 0) + (closedBy is { Count: > 0 } ? 1 : 0));
             w.Write("nodeId");
             w.Write(nodeId);
             w.Write("role");
@@ -314,6 +321,18 @@ internal sealed partial class NativeApi(Node node, ILogger logger)
             if (closed.Count > 0)
             {
                 WriteClosedSlots(ref w, closed);
+            }
+
+            if (closedBy is { Count: > 0 })
+            {
+                w.Write("closedBy");
+                w.WriteArrayHeader(closedBy.Count);
+                foreach (var (slot, by) in closedBy)
+                {
+                    w.WriteArrayHeader(2);
+                    w.Write(slot);
+                    w.Write(by);
+                }
             }
 
             if (replica)

@@ -19,7 +19,8 @@ internal sealed record SqlStatement(string Sql, IReadOnlyList<object?> Parameter
 internal sealed record WriteCommand(IReadOnlyList<SqlStatement> Statements, long? Epoch = null, int? Slot = null, SlotChange? SlotChange = null);
 
 /// <summary>Closes a slot to writes tagged with it (it is leaving this shard, or has left), or opens it again.</summary>
-internal readonly record struct SlotChange(int Slot, bool Closed);
+/// <summary>Closes or opens a slot; <paramref name="By"/> names who closed it (a shard router's id), reported in the status.</summary>
+internal readonly record struct SlotChange(int Slot, bool Closed, string? By = null);
 
 internal readonly record struct StatementResult(long RowsAffected, long LastInsertId);
 
@@ -90,6 +91,7 @@ internal sealed partial class NodeDatabase : IDisposable
     private int _generation;
     private long _commitsSinceTrim;
     private int[] _closedSlots = []; // sorted; replaced (never changed) by the writer thread, read by any
+    private Dictionary<int, string> _closedBy = []; // the closer of each closed slot that named one; replaced likewise
 
     private NodeDatabase(string directory, DatabaseSettings settings, TimeProvider time)
     {
@@ -115,6 +117,9 @@ internal sealed partial class NodeDatabase : IDisposable
     /// restart forgets them along with every write that was still queued, so no late write survives it.
     /// </summary>
     public IReadOnlyList<int> ClosedSlots => Volatile.Read(ref _closedSlots);
+
+    /// <summary>Who closed each closed slot whose close named a closer (<see cref="SlotChange.By"/>).</summary>
+    public IReadOnlyDictionary<int, string> ClosedBy => Volatile.Read(ref _closedBy);
 
     /// <summary>Replica ids that semi-sync counts on (every replica that ever connected, until forgotten).</summary>
     public IReadOnlyList<string> RegisteredReplicas { get; private set; } = [];
@@ -183,6 +188,19 @@ internal sealed partial class NodeDatabase : IDisposable
                     if (closed != change.Closed)
                     {
                         Volatile.Write(ref _closedSlots, change.Closed ? [.. _closedSlots.Append(change.Slot).Order()] : [.. _closedSlots.Where(s => s != change.Slot)]);
+                    }
+
+                    var by = change.Closed ? change.By : null;
+                    if (_closedBy.GetValueOrDefault(change.Slot) != by)
+                    {
+                        var closers = new Dictionary<int, string>(_closedBy);
+                        closers.Remove(change.Slot);
+                        if (by is not null)
+                        {
+                            closers[change.Slot] = by;
+                        }
+
+                        Volatile.Write(ref _closedBy, closers);
                     }
 
                     outcomes[i] = new WriteOutcome([], next, null, null);
@@ -508,7 +526,11 @@ internal sealed partial class NodeDatabase : IDisposable
     /// go: its successor never knew them, and a slot that comes back meanwhile is opened on the successor,
     /// so a node promoted again must not refuse it from old memory.
     /// </summary>
-    private void ForgetClosedSlots() => Volatile.Write(ref _closedSlots, []);
+    private void ForgetClosedSlots()
+    {
+        Volatile.Write(ref _closedSlots, []);
+        Volatile.Write(ref _closedBy, []);
+    }
 
     /// <summary>
     /// The last LSN a node whose log ends at (<paramref name="lastEpoch"/>, <paramref name="lastLsn"/>)

@@ -71,6 +71,9 @@ public sealed record DataNodeStatus(string NodeId, string Role, long Epoch, long
 
     /// <summary>A master's slots closed to writes (<see cref="DataNodeClient.CloseSlotAsync"/>).</summary>
     public IReadOnlyList<int> ClosedSlots { get; init; } = [];
+
+    /// <summary>Who closed each of <see cref="ClosedSlots"/> whose close named a closer.</summary>
+    public IReadOnlyDictionary<int, string> ClosedBy { get; init; } = new Dictionary<int, string>();
 }
 
 /// <summary>
@@ -302,9 +305,10 @@ public sealed class DataNodeClient : IAsyncDisposable
     /// <summary>
     /// Closes a shard-map slot on the master to writes tagged with it, in order with the writes queued before
     /// (those are applied, later ones refused); the slots closed now. Not persisted: a restart opens them all.
+    /// <paramref name="by"/> names the closer (a shard router's id), reported in the status (<see cref="DataNodeStatus.ClosedBy"/>).
     /// </summary>
-    public async Task<IReadOnlyList<int>> CloseSlotAsync(int slot, long? epoch = null, string? token = null) =>
-        ReadClosedSlots(await _rpc.CallAsync("closeSlot", new() { ["slot"] = slot, ["epoch"] = epoch, ["token"] = token }));
+    public async Task<IReadOnlyList<int>> CloseSlotAsync(int slot, long? epoch = null, string? token = null, string? by = null) =>
+        ReadClosedSlots(await _rpc.CallAsync("closeSlot", new() { ["slot"] = slot, ["epoch"] = epoch, ["token"] = token, ["by"] = by }));
 
     /// <summary>Opens a slot closed by <see cref="CloseSlotAsync"/>; the slots still closed.</summary>
     public async Task<IReadOnlyList<int>> OpenSlotAsync(int slot, long? epoch = null, string? token = null) =>
@@ -371,6 +375,9 @@ public sealed class DataNodeClient : IAsyncDisposable
         s.GetValueOrDefault("diverged") as string)
     {
         ClosedSlots = ReadClosedSlots(s),
+        ClosedBy = s.GetValueOrDefault("closedBy") is List<object?> closers
+            ? closers.OfType<List<object?>>().Where(c => c is [long, string]).ToDictionary(c => (int)(long)c[0]!, c => (string)c[1]!)
+            : new Dictionary<int, string>(),
     };
 
     public ValueTask DisposeAsync() => _rpc.DisposeAsync();

@@ -13,10 +13,25 @@ internal sealed class MapStore(string dataDir)
 
     public string Path { get; } = System.IO.Path.Combine(dataDir, FileName);
 
+    /// <summary>
+    /// This router's id, kept in <c>router-id</c> beside the map (made at the first start): the data nodes
+    /// record it with the slots a move closes, so that the router, restarted too, tells its own closes
+    /// from another router's (<see cref="Resharder"/>).
+    /// </summary>
+    public string RouterId { get; private set; } = "";
+
     /// <summary>The stored map, else the seed file's, else an error.</summary>
     public ShardMap Load(string? seedFile)
     {
         Directory.CreateDirectory(dataDir);
+        var idFile = System.IO.Path.Combine(dataDir, "router-id");
+        RouterId = File.Exists(idFile) ? File.ReadAllText(idFile).Trim() : "";
+        if (RouterId.Length is 0 or > 200)
+        {
+            RouterId = "router-" + Guid.NewGuid().ToString("N")[..12];
+            DirectorySync.WriteFileAtomically(idFile, System.Text.Encoding.UTF8.GetBytes(RouterId));
+        }
+
         if (File.Exists(Path))
         {
             return Parse(Path);

@@ -479,7 +479,7 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
     {
         var shard = router.Map.Find(shardId) ?? throw new RouterException("NotFound", $"shard {shardId} left the map during a move", 404);
         await router.Pool[shard.Master].CallAsync(
-            c => closed ? c.CloseSlotAsync(slot, shard.Epoch, router.Options.NodeToken) : c.OpenSlotAsync(slot, shard.Epoch, router.Options.NodeToken),
+            c => closed ? c.CloseSlotAsync(slot, shard.Epoch, router.Options.NodeToken, by: router.Store.RouterId) : c.OpenSlotAsync(slot, shard.Epoch, router.Options.NodeToken),
             router.Options.RequestTimeout, cancellationToken);
     }
 
@@ -509,12 +509,14 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
     }
 
     /// <summary>
-    /// A slot closed on the master of the shard that owns it refuses that slot's writes for nothing once no
-    /// move holds it, and this runs between this router's moves: a close that reached the node after the
-    /// reopen meant to undo it (a close that timed out and its reopen took different connections), or a
-    /// move this router was making when it was restarted. One the probes keep reporting closed for a grace
-    /// period (three probe intervals, at least 3 s: a status taken during the last move is stale) is queued
-    /// for <see cref="ReopenPendingAsync"/>.
+    /// A slot this router closed on the master of the shard that owns it refuses that slot's writes for
+    /// nothing once no move holds it, and this runs between this router's moves: a close that reached the
+    /// node after the reopen meant to undo it (a close that timed out and its reopen took different
+    /// connections), or a move this router was making when it was restarted. One the probes keep reporting
+    /// closed by this router (<see cref="MapStore.RouterId"/>) for a grace period (three probe intervals, at
+    /// least 3 s: a status taken during the last move is stale) is queued for <see cref="ReopenPendingAsync"/>.
+    /// A slot another router closed is left alone: its map may say the slot has moved, when this one's does
+    /// not know yet.
     /// </summary>
     private void FindStrayClosedSlots()
     {
@@ -524,9 +526,10 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
         var seen = new HashSet<SlotOnShard>();
         foreach (var shard in map.Shards)
         {
-            if (router.Health.TryGetNode(shard.Master, out var health) && health.Up && health.Status is { IsMaster: true, ClosedSlots: { Count: > 0 } closed })
+            if (router.Health.TryGetNode(shard.Master, out var health) && health.Up && health.Status is { IsMaster: true, ClosedBy: { Count: > 0 } closed })
             {
-                seen.UnionWith(closed.Where(slot => slot >= 0 && slot < map.Slots && map.OwnerOf(slot).Id == shard.Id).Select(slot => new SlotOnShard(slot, shard.Id)));
+                seen.UnionWith(closed.Where(c => c.Value == router.Store.RouterId && c.Key >= 0 && c.Key < map.Slots && map.OwnerOf(c.Key).Id == shard.Id)
+                    .Select(c => new SlotOnShard(c.Key, shard.Id)));
             }
         }
 
