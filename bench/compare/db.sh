@@ -7,6 +7,9 @@
 #   write semi-sync  the same, acknowledged after the replica has it durably (1 and 16 clients)
 #   read replica     point SELECT by primary key/s on the replica, 100k rows (16 clients)
 #   PostgreSQL       the same INSERT / SELECT through pgbench -M prepared (1 and 16 clients)
+#   PostgreSQL + standby  the same INSERTs with a streaming standby on the same machine: async, and
+#                    synchronous (synchronous_standby_names='*': a commit waits for the standby's
+#                    flush) -- the like-for-like peers of our async and semi-sync writes
 #
 #   bash bench/compare/db.sh [runs=3] [seconds=10]      WARMUP=3: seconds of the same load before
 #                                                        each figure, not measured (both systems)
@@ -28,12 +31,13 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 HERE="$ROOT/bench/compare/db"
 WORK=$(mktemp -d /var/tmp/infra-db-bench.XXXXXX)
 chmod 755 "$WORK"
-M=19760 M_HTTP=19761 R=19762 R_HTTP=19763 PG=19764
+M=19760 M_HTTP=19761 R=19762 R_HTTP=19763 PG=19764 PGS=19765
 ROWS=100000
 PIDS=()
 
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  [[ -d "$WORK/pgs" ]] && su postgres -c "$PGBIN/pg_ctl -D $WORK/pgs -m immediate stop" >/dev/null 2>&1 || true
   [[ -d "$WORK/pg" ]] && su postgres -c "$PGBIN/pg_ctl -D $WORK/pg -m immediate stop" >/dev/null 2>&1 || true
   wait 2>/dev/null || true
   rm -rf "$WORK"
@@ -94,14 +98,32 @@ PY
   curl -sf http://127.0.0.1:$R_HTTP/query -d "{\"sql\":\"SELECT count(*) FROM kv\",\"minLsn\":$lsn,\"timeoutMs\":60000}" >/dev/null
 }
 
-start_pg() {
-  rm -rf "$WORK/pg"; mkdir -p "$WORK/pg"; chown postgres "$WORK/pg"
+start_pg() { # [standby: async|sync]
+  rm -rf "$WORK/pg" "$WORK/pgs"; mkdir -p "$WORK/pg"; chown postgres "$WORK/pg"
   su postgres -c "$PGBIN/initdb -D $WORK/pg -A trust -U postgres" >/dev/null
+  [[ ${1:-} == sync ]] && echo "synchronous_standby_names = '*'" >>"$WORK/pg/postgresql.conf"
   su postgres -c "$PGBIN/pg_ctl -D $WORK/pg -l $WORK/pg/log -o '-p $PG -k $WORK/pg -c listen_addresses=127.0.0.1 -c fsync=on -c synchronous_commit=on -c max_connections=100 -c shared_buffers=256MB' -w start" >/dev/null
+  if [[ -n ${1:-} ]]; then
+    # A streaming standby from a base backup, on the same disk; writes start once it streams.
+    mkdir -m 700 "$WORK/pgs"; chown postgres "$WORK/pgs"
+    su postgres -c "$PGBIN/pg_basebackup -h 127.0.0.1 -p $PG -U postgres -D $WORK/pgs -R -X stream 2>&1" | { grep -v 'skipping special file' || true; } >&2
+    su postgres -c "$PGBIN/pg_ctl -D $WORK/pgs -l $WORK/pgs/log -o '-p $PGS -k $WORK/pgs' -w start" >/dev/null
+    local state=""
+    for _ in $(seq 1 100); do
+      state=$(psql -h 127.0.0.1 -p $PG -U postgres -Atc "SELECT state || '/' || sync_state FROM pg_stat_replication" 2>/dev/null || true)
+      [[ $state == streaming/$1 ]] && break
+      sleep 0.1
+    done
+    [[ $state == streaming/$1 ]] || { echo "the PostgreSQL standby is not streaming as $1 ($state)" >&2; return 1; }
+  fi
   psql -h 127.0.0.1 -p $PG -U postgres -q -c "CREATE TABLE kv(id bigserial PRIMARY KEY, v text NOT NULL)"
 }
 
-stop_pg() { su postgres -c "$PGBIN/pg_ctl -D $WORK/pg -m fast -w stop" >/dev/null; }
+stop_pg() {
+  [[ -d "$WORK/pgs" ]] && su postgres -c "$PGBIN/pg_ctl -D $WORK/pgs -m fast -w stop" >/dev/null
+  su postgres -c "$PGBIN/pg_ctl -D $WORK/pg -m fast -w stop" >/dev/null
+  rm -rf "$WORK/pgs"
+}
 
 wrk_rate() { # url script clients -> "rate errors"
   local threads=$(( $3 < 2 ? 1 : 2 ))
@@ -156,6 +178,11 @@ for run in $(seq 1 "$RUNS"); do
     start_pg
     record write $clients pg "$(pg_rate pg-write.sql $clients)"
     stop_pg
+    for standby in async sync; do
+      start_pg $standby
+      record write $clients pg-standby-$standby "$(pg_rate pg-write.sql $clients)"
+      stop_pg
+    done
   done
   start_pg
   psql -h 127.0.0.1 -p $PG -U postgres -q -c "INSERT INTO kv(v) SELECT repeat('x', 100) FROM generate_series(1, $ROWS)" -c "VACUUM ANALYZE kv"
@@ -177,11 +204,14 @@ for line in open(sys.argv[1]):
     errors[(kv['test'], kv['clients'], kv['target'])] += int(kv.get('errors') or 0)
 med = lambda k: statistics.median(rows[k]) if rows.get(k) else float('nan')
 ratio = lambda a, b: a / b if b else float('nan')
-print(f"{'test':18} {'clients':>7} {'http':>9} {'native':>9} {'postgres':>9} {'http/pg':>8} {'native/pg':>9}")
-for test, peer in [('write-async', 'write'), ('write-semi-sync', 'write')]:
+print(f"{'test':18} {'clients':>7} {'http':>9} {'native':>9} {'postgres':>9} {'http/pg':>8} {'native/pg':>9} {'pg+standby':>10} {'native/pg+standby':>17}")
+for test, standby in [('write-async', 'async'), ('write-semi-sync', 'sync')]:
     for clients in ['1', '16']:
-        h, n, p = med((test, clients, 'http')), med((test, clients, 'native')), med((peer, clients, 'pg'))
-        print(f"{test:18} {clients:>7} {h:>9.0f} {n:>9.0f} {p:>9.0f} {ratio(h, p):>8.2f} {ratio(n, p):>9.2f}")
+        h, n, p = med((test, clients, 'http')), med((test, clients, 'native')), med(('write', clients, 'pg'))
+        s = med(('write', clients, 'pg-standby-' + standby))
+        print(f"{test:18} {clients:>7} {h:>9.0f} {n:>9.0f} {p:>9.0f} {ratio(h, p):>8.2f} {ratio(n, p):>9.2f} {s:>10.0f} {ratio(n, s):>17.2f}")
+print("  pg+standby: PostgreSQL with a streaming standby on the same machine, async for write-async, synchronous"
+      " (synchronous_standby_names='*') for write-semi-sync")
 h = med(('read-replica', '16', 'http'))
 n1, n2 = med(('read-replica', '16', 'native-t1')), med(('read-replica', '16', 'native-t2'))
 p1, p2 = med(('read', '16', 'pg-t1')), med(('read', '16', 'pg-t2'))
