@@ -39,7 +39,9 @@ internal sealed class LoadBalancer : IAsyncDisposable
 
         if (!extra.Contains("--health-interval"))
         {
-            args.AddRange(["--health-interval", "200ms", "--health-timeout", "150ms"]);
+            // Fast enough that killed backends leave rotation within a second, slow enough that a busy CI
+            // runner answering a check late does not take a live one out (150 ms did, once).
+            args.AddRange(["--health-interval", "300ms", "--health-timeout", "300ms"]);
         }
 
         args.AddRange(extra);
