@@ -137,7 +137,15 @@ public sealed class DataNodeTests : IDisposable
         Assert.Equal(new Dictionary<int, string> { [7] = "router-b" }, (await client.StatusAsync()).ClosedBy);
         Assert.Equal("BadRequest", (await Assert.ThrowsAsync<Infra.Client.Data.DataException>(() => client.CloseSlotAsync(8, by: new string('x', 201)))).Code);
         Assert.Equal("BadRequest", (await Assert.ThrowsAsync<Infra.Client.Data.DataException>(() => client.CloseSlotAsync(8, by: ""))).Code);
-        Assert.Equal([2], await client.OpenSlotAsync(7));
+        Assert.Equal("BadRequest", (await Assert.ThrowsAsync<Infra.Client.Data.DataException>(() => client.OpenSlotAsync(7, ifClosedBy: new string('x', 201)))).Code);
+
+        // A conditional open changes nothing unless the close it names is the one in force (a late reopen of
+        // an earlier close must not undo a later one).
+        Assert.Equal([2, 7], await client.OpenSlotAsync(7, ifClosedBy: "router-a"));
+        Assert.Equal([2, 7], await client.OpenSlotAsync(8, ifClosedBy: "router-b"));
+        Assert.Equal([2], await client.OpenSlotAsync(7, ifClosedBy: "router-b"));
+        await client.CloseSlotAsync(7, by: "router-c");
+        Assert.Equal([2], await client.OpenSlotAsync(7)); // unconditional
         Assert.Empty((await client.StatusAsync()).ClosedBy);
         Assert.Empty(await client.OpenSlotAsync(2));
         await client.ExecuteAsync([["INSERT INTO t(id, v) VALUES(?, ?)", 1000L, "reopened"]], slot: 2);

@@ -18,7 +18,7 @@ namespace Infra.DataNode.Api;
 /// answered as they finish (<see cref="RequestConnection"/>). Ops: <c>execute</c> {statements: [[sql, params…]], epoch?, slot?} →
 /// {results: [[rowsAffected, lastInsertId]…], lsn, epoch}; <c>query</c> {sql, params?, minLsn?,
 /// timeoutMs?} → {columns, rows, lsn}; <c>status</c>; <c>checksum</c>; <c>promote</c> {epoch};
-/// <c>follow</c> {master, epoch?, reclone?}; <c>claim</c> {epoch, leader}; <c>closeSlot</c> / <c>openSlot</c> {slot, epoch?, by?} → {closedSlots} (writes tagged with a closed slot are refused, SlotClosed); <c>slotRows</c> {tables: [[name, shardKey]…], slots, slot, since?, epoch?} →
+/// <c>follow</c> {master, epoch?, reclone?}; <c>claim</c> {epoch, leader}; <c>closeSlot</c> {slot, epoch?, by?} / <c>openSlot</c> {slot, epoch?, ifClosedBy?} → {closedSlots} (writes tagged with a closed slot are refused, SlotClosed); <c>slotRows</c> {tables: [[name, shardKey]…], slots, slot, since?, epoch?} →
 /// {lsn, epoch, tables: [{name, columns, rows, keyColumns, gone}]} (a slot's rows, or the delta since an LSN, for resharding); <c>ping</c>. State-changing
 /// ops carry <c>token</c> when the node has an admin token.
 /// </summary>
@@ -261,11 +261,12 @@ internal sealed partial class NativeApi(Node node, ILogger logger)
                 {
                     CheckToken(args);
                     var slot = OptionalSlot(args) ?? throw Bad($"expected {{slot, epoch?}}: the slot to {(op == "closeSlot" ? "close" : "open")}");
-                    var by = args.GetValueOrDefault("by") switch
+                    var byName = op == "closeSlot" ? "by" : "ifClosedBy";
+                    var by = args.GetValueOrDefault(byName) switch
                     {
                         null => null,
                         string { Length: > 0 and <= 200 } b => b,
-                        _ => throw Bad("\"by\" (who closes the slot) must be a string of 1 to 200 characters"),
+                        _ => throw Bad($"\"{byName}\" (the name of a close) must be a string of 1 to 200 characters"),
                     };
                     await node.ChangeSlotAsync(new SlotChange(slot, op == "closeSlot", by), OptionalLong(args, "epoch"));
                     var closed = node.Db.ClosedSlots;

@@ -19,7 +19,10 @@ internal sealed record SqlStatement(string Sql, IReadOnlyList<object?> Parameter
 internal sealed record WriteCommand(IReadOnlyList<SqlStatement> Statements, long? Epoch = null, int? Slot = null, SlotChange? SlotChange = null);
 
 /// <summary>Closes a slot to writes tagged with it (it is leaving this shard, or has left), or opens it again.</summary>
-/// <summary>Closes or opens a slot; <paramref name="By"/> names who closed it (a shard router's id), reported in the status.</summary>
+/// <summary>
+/// Closes or opens a slot. A close's <paramref name="By"/> names it (a shard router's id and attempt), reported
+/// in the status; an open's <paramref name="By"/>, when set, opens the slot only while that close is in force.
+/// </summary>
 internal readonly record struct SlotChange(int Slot, bool Closed, string? By = null);
 
 internal readonly record struct StatementResult(long RowsAffected, long LastInsertId);
@@ -184,6 +187,13 @@ internal sealed partial class NodeDatabase : IDisposable
 
                 if (command.SlotChange is { } change)
                 {
+                    if (!change.Closed && change.By is not null && _closedBy.GetValueOrDefault(change.Slot) != change.By)
+                    {
+                        // A conditional open whose close is no longer the one in force (a later close replaced it).
+                        outcomes[i] = new WriteOutcome([], next, null, null);
+                        continue;
+                    }
+
                     var closed = Array.BinarySearch(_closedSlots, change.Slot) >= 0;
                     if (closed != change.Closed)
                     {

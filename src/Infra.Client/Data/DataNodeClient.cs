@@ -310,9 +310,12 @@ public sealed class DataNodeClient : IAsyncDisposable
     public async Task<IReadOnlyList<int>> CloseSlotAsync(int slot, long? epoch = null, string? token = null, string? by = null) =>
         ReadClosedSlots(await _rpc.CallAsync("closeSlot", new() { ["slot"] = slot, ["epoch"] = epoch, ["token"] = token, ["by"] = by }));
 
-    /// <summary>Opens a slot closed by <see cref="CloseSlotAsync"/>; the slots still closed.</summary>
-    public async Task<IReadOnlyList<int>> OpenSlotAsync(int slot, long? epoch = null, string? token = null) =>
-        ReadClosedSlots(await _rpc.CallAsync("openSlot", new() { ["slot"] = slot, ["epoch"] = epoch, ["token"] = token }));
+    /// <summary>
+    /// Opens a slot closed by <see cref="CloseSlotAsync"/>; the slots still closed. With
+    /// <paramref name="ifClosedBy"/>, only while the close in force is the one named so (else nothing changes).
+    /// </summary>
+    public async Task<IReadOnlyList<int>> OpenSlotAsync(int slot, long? epoch = null, string? token = null, string? ifClosedBy = null) =>
+        ReadClosedSlots(await _rpc.CallAsync("openSlot", new() { ["slot"] = slot, ["epoch"] = epoch, ["token"] = token, ["ifClosedBy"] = ifClosedBy }));
 
     private static int[] ReadClosedSlots(Dictionary<string, object?> answer) =>
         answer.GetValueOrDefault("closedSlots") is List<object?> slots ? [.. slots.OfType<long>().Select(s => (int)s)] : [];
@@ -375,10 +378,26 @@ public sealed class DataNodeClient : IAsyncDisposable
         s.GetValueOrDefault("diverged") as string)
     {
         ClosedSlots = ReadClosedSlots(s),
-        ClosedBy = s.GetValueOrDefault("closedBy") is List<object?> closers
-            ? closers.OfType<List<object?>>().Where(c => c is [long, string]).ToDictionary(c => (int)(long)c[0]!, c => (string)c[1]!)
-            : new Dictionary<int, string>(),
+        ClosedBy = ReadClosedBy(s),
     };
+
+    /// <summary>closedBy: [[slot, by]…]; malformed pairs are skipped and a repeated slot keeps its first closer.</summary>
+    private static Dictionary<int, string> ReadClosedBy(Dictionary<string, object?> status)
+    {
+        var closers = new Dictionary<int, string>();
+        if (status.GetValueOrDefault("closedBy") is List<object?> pairs)
+        {
+            foreach (var pair in pairs)
+            {
+                if (pair is List<object?> { Count: 2 } p && p[0] is long slot and >= 0 and <= int.MaxValue && p[1] is string by)
+                {
+                    closers.TryAdd((int)slot, by);
+                }
+            }
+        }
+
+        return closers;
+    }
 
     public ValueTask DisposeAsync() => _rpc.DisposeAsync();
 }

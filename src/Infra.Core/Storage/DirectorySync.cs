@@ -35,6 +35,19 @@ public static partial class DirectorySync
     /// </summary>
     public static void WriteFileAtomically(string path, ReadOnlySpan<byte> data)
     {
+        if (ReplaceFile(path, data) is { } unsynced)
+        {
+            throw unsynced;
+        }
+    }
+
+    /// <summary>
+    /// <see cref="WriteFileAtomically"/>, telling its failures apart. An exception means the file is still
+    /// the old one. A failure of the directory fsync after the rename is returned instead: the new file is
+    /// in place (a restarted process reads it) though a machine crash may still bring the old one back.
+    /// </summary>
+    public static IOException? ReplaceFile(string path, ReadOnlySpan<byte> data, Action<string>? syncDirectory = null)
+    {
         var temp = path + ".tmp";
         using (var handle = File.OpenHandle(temp, FileMode.Create, FileAccess.Write))
         {
@@ -43,7 +56,15 @@ public static partial class DirectorySync
         }
 
         File.Move(temp, path, overwrite: true);
-        Sync(Path.GetDirectoryName(Path.GetFullPath(path)) ?? ".");
+        try
+        {
+            (syncDirectory ?? Sync)(Path.GetDirectoryName(Path.GetFullPath(path)) ?? ".");
+            return null;
+        }
+        catch (IOException ex)
+        {
+            return ex;
+        }
     }
 
     [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]

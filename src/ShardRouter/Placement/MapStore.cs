@@ -7,7 +7,7 @@ namespace Infra.ShardRouter.Placement;
 /// file, fsync, rename, directory fsync). The stored map wins over the seed file: it carries
 /// failovers and slot moves the seed does not know.
 /// </summary>
-internal sealed class MapStore(string dataDir)
+internal sealed class MapStore(string dataDir, Action<string>? syncDirectory = null)
 {
     public const string FileName = "shard-map.json";
 
@@ -43,11 +43,20 @@ internal sealed class MapStore(string dataDir)
         }
 
         var map = Parse(seedFile);
-        Save(map);
+        if (Save(map) is { } unsynced)
+        {
+            throw unsynced; // at start-up a failed save is simply an error
+        }
+
         return map;
     }
 
-    public void Save(ShardMap map) => DirectorySync.WriteFileAtomically(Path, map.ToJson());
+    /// <summary>
+    /// Replaces the stored map. An exception means the file still holds the old map. A failure of the
+    /// directory fsync after the new file was renamed in place is returned: a restart reads the new map,
+    /// so the caller must go on with it (only a machine crash might bring the old one back).
+    /// </summary>
+    public IOException? Save(ShardMap map) => DirectorySync.ReplaceFile(Path, map.ToJson(), syncDirectory);
 
     private static ShardMap Parse(string file)
     {

@@ -48,7 +48,7 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
     /// meanwhile; a later attempt of the move may never close and reopen it (its destination is down, or
     /// no longer wanted), so the reopen is retried on its own until it succeeds or the slot lives elsewhere.
     /// </summary>
-    private readonly Dictionary<SlotOnShard, long> _reopens = [];
+    private readonly Dictionary<SlotOnShard, PendingReopen> _reopens = [];
 
     private static readonly TimeSpan ReopenBackoff = TimeSpan.FromSeconds(1);
 
@@ -326,6 +326,11 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
         var sourceClosed = false;
         long heldFrom = 0;
 
+        // This attempt's name for the slot's close on the source: the node records it, and the reopen opens
+        // the slot only while that close is the one in force — a reopen delayed past a later close (of a
+        // later attempt) changes nothing.
+        var hold = $"{router.Store.RouterId}#{Guid.NewGuid().ToString("N")[..12]}";
+
         // The destination may have closed this slot when it moved away from there before: writes tagged with
         // it must be taken there once it owns the slot again.
         await ChangeSlotAsync(toId, slot, closed: false, cancellationToken);
@@ -381,7 +386,7 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
                     gateClosed = true;
                     heldFrom = Stopwatch.GetTimestamp();
                     sourceClosed = true;
-                    await ChangeSlotAsync(fromId, slot, closed: true, cancellationToken);
+                    await ChangeSlotAsync(fromId, slot, closed: true, cancellationToken, hold);
                     var last = await ReadSlotAsync(fromId, tables, map.Slots, slot, at.Lsn, copy.Epoch, cancellationToken);
                     caughtUp += await ApplyToDestinationAsync(last);
                 }
@@ -398,7 +403,7 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
                     }
 
                     sourceClosed = true;
-                    await ChangeSlotAsync(fromId, slot, closed: true, cancellationToken);
+                    await ChangeSlotAsync(fromId, slot, closed: true, cancellationToken, hold);
                     var copy = await ReadSlotAsync(fromId, tables, map.Slots, slot, since: null, epoch: null, cancellationToken);
                     rows = await ApplyToDestinationAsync(copy, replace: true);
                     caughtUp = 0;
@@ -419,7 +424,7 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
                 // first write clears the slot there before copying).
                 if (sourceClosed)
                 {
-                    await ReopenOnSourceAsync(fromId, slot);
+                    await ReopenOnSourceAsync(fromId, slot, hold);
                 }
 
                 if (gateClosed)
@@ -474,12 +479,16 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
         }
     }
 
-    /// <summary>Closes the slot on the shard's current master to writes tagged with it, or opens it again.</summary>
-    private async Task ChangeSlotAsync(string shardId, int slot, bool closed, CancellationToken cancellationToken)
+    /// <summary>
+    /// Closes the slot on the shard's current master to writes tagged with it, naming the close
+    /// <paramref name="hold"/>, or opens it again: only while the close named <paramref name="hold"/> is
+    /// the one in force, or unconditionally when it is null.
+    /// </summary>
+    private async Task ChangeSlotAsync(string shardId, int slot, bool closed, CancellationToken cancellationToken, string? hold = null)
     {
         var shard = router.Map.Find(shardId) ?? throw new RouterException("NotFound", $"shard {shardId} left the map during a move", 404);
         await router.Pool[shard.Master].CallAsync(
-            c => closed ? c.CloseSlotAsync(slot, shard.Epoch, router.Options.NodeToken, by: router.Store.RouterId) : c.OpenSlotAsync(slot, shard.Epoch, router.Options.NodeToken),
+            c => closed ? c.CloseSlotAsync(slot, shard.Epoch, router.Options.NodeToken, by: hold) : c.OpenSlotAsync(slot, shard.Epoch, router.Options.NodeToken, ifClosedBy: hold),
             router.Options.RequestTimeout, cancellationToken);
     }
 
@@ -488,11 +497,11 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
     /// answer), it refuses the slot's writes (SlotClosed, retriable) until <see cref="ReopenPendingAsync"/>
     /// gets through (a restart of the source opens its slots anyway).
     /// </summary>
-    private async Task ReopenOnSourceAsync(string fromId, int slot)
+    private async Task ReopenOnSourceAsync(string fromId, int slot, string hold)
     {
         try
         {
-            await ChangeSlotAsync(fromId, slot, closed: false, CancellationToken.None);
+            await ChangeSlotAsync(fromId, slot, closed: false, CancellationToken.None, hold);
             lock (_lock)
             {
                 _reopens.Remove(new SlotOnShard(slot, fromId)); // an earlier failed reopen of it is done too
@@ -503,7 +512,7 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
             LogReopenFailed(logger, slot, fromId, ex.Message);
             lock (_lock)
             {
-                _reopens[new SlotOnShard(slot, fromId)] = 0; // due at once: the next round of the loop tries again
+                _reopens[new SlotOnShard(slot, fromId)] = new PendingReopen(0, hold); // due at once: the next round of the loop tries again
             }
         }
     }
@@ -513,7 +522,7 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
     /// nothing once no move holds it, and this runs between this router's moves: a close that reached the
     /// node after the reopen meant to undo it (a close that timed out and its reopen took different
     /// connections), or a move this router was making when it was restarted. One the probes keep reporting
-    /// closed by this router (<see cref="MapStore.RouterId"/>) for a grace period (three probe intervals, at
+    /// closed by this router (a close named <see cref="MapStore.RouterId"/>#…) for a grace period (three probe intervals, at
     /// least 3 s: a status taken during the last move is stale) is queued for <see cref="ReopenPendingAsync"/>.
     /// A slot another router closed is left alone: its map may say the slot has moved, when this one's does
     /// not know yet.
@@ -523,26 +532,32 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
         var map = router.Map;
         var now = Environment.TickCount64;
         var grace = (long)Math.Max(3000, 3 * router.Options.ProbeInterval.TotalMilliseconds);
-        var seen = new HashSet<SlotOnShard>();
+        var mine = router.Store.RouterId + "#";
+        var seen = new Dictionary<SlotOnShard, string>();
         foreach (var shard in map.Shards)
         {
             if (router.Health.TryGetNode(shard.Master, out var health) && health.Up && health.Status is { IsMaster: true, ClosedBy: { Count: > 0 } closed })
             {
-                seen.UnionWith(closed.Where(c => c.Value == router.Store.RouterId && c.Key >= 0 && c.Key < map.Slots && map.OwnerOf(c.Key).Id == shard.Id)
-                    .Select(c => new SlotOnShard(c.Key, shard.Id)));
+                foreach (var (slot, hold) in closed)
+                {
+                    if (hold.StartsWith(mine, StringComparison.Ordinal) && slot >= 0 && slot < map.Slots && map.OwnerOf(slot).Id == shard.Id)
+                    {
+                        seen[new SlotOnShard(slot, shard.Id)] = hold;
+                    }
+                }
             }
         }
 
         lock (_lock)
         {
-            foreach (var gone in _strayClosed.Keys.Where(k => !seen.Contains(k)).ToList())
+            foreach (var gone in _strayClosed.Keys.Where(k => !seen.ContainsKey(k)).ToList())
             {
                 _strayClosed.Remove(gone);
             }
 
-            foreach (var stray in seen)
+            foreach (var (stray, hold) in seen)
             {
-                if (!_strayClosed.TryAdd(stray, now) && now - _strayClosed[stray] >= grace && _reopens.TryAdd(stray, 0))
+                if (!_strayClosed.TryAdd(stray, now) && now - _strayClosed[stray] >= grace && _reopens.TryAdd(stray, new PendingReopen(0, hold)))
                 {
                     LogStrayClosed(logger, stray.Slot, stray.Shard);
                 }
@@ -561,11 +576,17 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
         var now = Environment.TickCount64;
         lock (_lock)
         {
-            due = [.. _reopens.Where(r => r.Value <= now).Select(r => r.Key)];
+            due = [.. _reopens.Where(r => r.Value.Due <= now).Select(r => r.Key)];
         }
 
         foreach (var reopen in due)
         {
+            string hold;
+            lock (_lock)
+            {
+                hold = _reopens[reopen].Hold;
+            }
+
             var map = router.Map;
             if (map.Find(reopen.Shard) is null || map.OwnerOf(reopen.Slot).Id != reopen.Shard)
             {
@@ -579,7 +600,7 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
 
             try
             {
-                await ChangeSlotAsync(reopen.Shard, reopen.Slot, closed: false, cancellationToken);
+                await ChangeSlotAsync(reopen.Shard, reopen.Slot, closed: false, cancellationToken, hold);
                 lock (_lock)
                 {
                     _reopens.Remove(reopen);
@@ -591,7 +612,7 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
             {
                 lock (_lock)
                 {
-                    _reopens[reopen] = Environment.TickCount64 + (long)ReopenBackoff.TotalMilliseconds;
+                    _reopens[reopen] = new PendingReopen(Environment.TickCount64 + (long)ReopenBackoff.TotalMilliseconds, hold);
                     _lastError = ex.Message;
                 }
             }
@@ -759,6 +780,9 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
 
     /// <summary>A slot on one shard.</summary>
     private readonly record struct SlotOnShard(int Slot, string Shard);
+
+    /// <summary>A reopen to try at <paramref name="Due"/> (Environment.TickCount64), of the close named <paramref name="Hold"/>.</summary>
+    private readonly record struct PendingReopen(long Due, string Hold);
 
     [LoggerMessage(EventId = 722, Level = LogLevel.Warning, Message = "Shard {Shard} is drained and left the map")]
     private static partial void LogRemoved(ILogger logger, string shard);

@@ -65,17 +65,25 @@ internal sealed partial class Router : IAsyncDisposable
             var next = change(_map);
             if (!ReferenceEquals(next, _map))
             {
+                IOException? unsynced;
                 try
                 {
-                    Store.Save(next);
+                    unsynced = Store.Save(next);
                 }
                 catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
                 {
-                    // The map in memory stays the stored one: nothing may act on a change a restart would forget.
+                    // The file still holds the old map, and so does memory: nothing may act on a change a
+                    // restart would forget.
                     throw new RouterException("Unavailable", $"cannot save the shard map to {Store.Path}: {ex.Message}", 503, retriable: true);
                 }
 
+                // Renamed in place but its directory not fsync'd: a restart reads the new map, so it is the
+                // one to act on (a caller that undid the change would leave the file saying otherwise).
                 _map = next;
+                if (unsynced is not null)
+                {
+                    LogMapNotSynced(_logger, Store.Path, unsynced.Message);
+                }
             }
 
             return next;
@@ -395,6 +403,9 @@ internal sealed partial class Router : IAsyncDisposable
     }
 
     public async ValueTask DisposeAsync() => await Pool.DisposeAsync();
+
+    [LoggerMessage(EventId = 710, Level = LogLevel.Error, Message = "The shard map was written to {Path} but its directory could not be fsync'd ({Reason}); going on with it (a machine crash might bring back the one before)")]
+    private static partial void LogMapNotSynced(ILogger logger, string path, string reason);
 
     [LoggerMessage(EventId = 709, Level = LogLevel.Warning, Message = "A fan-out leaves out shard {Shard}: it still holds rows of slot {Slot}, which moved away, and deleting them failed ({Reason})")]
     private static partial void LogCleanupPending(ILogger logger, int slot, string shard, string reason);
