@@ -20,6 +20,19 @@ public sealed class ShardRouterTests
         Assert.True(status == 200, body.ToString());
     }
 
+    /// <summary>
+    /// Creates the accounts table; the router's map, its slot count, and its owners with one of s0's slots
+    /// given to s1 (a router seeded with those owners moves one of s1's slots to s0).
+    /// </summary>
+    private static async Task<(JsonElement Map, int Slots, string[] Owners)> OneSlotTooManyOnS1Async(ShardCluster cluster)
+    {
+        await CreateAccountsAsync(cluster);
+        var map = await cluster.ShardsAsync();
+        var owners = ShardCluster.SlotOwners(map);
+        owners[Array.IndexOf(owners, "s0")] = "s1";
+        return (map, map.GetProperty("slots").GetInt32(), owners);
+    }
+
     [Fact]
     public async Task Routes_by_key_reads_with_session_tokens_fans_out_with_order_and_broadcasts_ddl()
     {
@@ -769,13 +782,8 @@ public sealed class ShardRouterTests
         // (the move fails) and, until the test allows them, its openSlot requests (the reopen fails). Every
         // later try of the move fails on its first read, before it would close and reopen the slot itself.
         await using var cluster = await ShardCluster.StartAsync(2, "--fail-after", "1000");
-        await CreateAccountsAsync(cluster);
-        var map = await cluster.ShardsAsync();
-        var slots = map.GetProperty("slots").GetInt32();
+        var (map, slots, owners) = await OneSlotTooManyOnS1Async(cluster);
         var s1 = cluster.Shards[1];
-        var owners = ShardCluster.SlotOwners(map);
-
-        owners[Array.IndexOf(owners, "s0")] = "s1";
         var openAllowed = false;
         FrameDropProxy? proxy = null;
         proxy = new FrameDropProxy(s1.Master.ReplicationAddress, op =>
@@ -897,12 +905,8 @@ public sealed class ShardRouterTests
         // router writes its map's temporary file: the flip cannot be saved. The router must not stop, and the
         // slot must take writes on s1 again; once the map can be saved, the move finishes and loses nothing.
         await using var cluster = await ShardCluster.StartAsync(2, "--fail-after", "1000");
-        await CreateAccountsAsync(cluster);
-        var map = await cluster.ShardsAsync();
-        var slots = map.GetProperty("slots").GetInt32();
+        var (map, slots, owners) = await OneSlotTooManyOnS1Async(cluster);
         var s1 = cluster.Shards[1];
-        var owners = ShardCluster.SlotOwners(map);
-        owners[Array.IndexOf(owners, "s0")] = "s1";
         var keyOfSlot = new Dictionary<int, string>();
         for (var i = 0; keyOfSlot.Count < owners.Count(o => o == "s1"); i++)
         {
