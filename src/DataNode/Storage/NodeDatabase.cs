@@ -18,10 +18,10 @@ internal sealed record SqlStatement(string Sql, IReadOnlyList<object?> Parameter
 /// </summary>
 internal sealed record WriteCommand(IReadOnlyList<SqlStatement> Statements, long? Epoch = null, int? Slot = null, SlotChange? SlotChange = null);
 
-/// <summary>Closes a slot to writes tagged with it (it is leaving this shard, or has left), or opens it again.</summary>
 /// <summary>
-/// Closes or opens a slot. A close's <paramref name="By"/> names it (a shard router's id and attempt), reported
-/// in the status; an open's <paramref name="By"/>, when set, opens the slot only while that close is in force.
+/// Closes a slot to writes tagged with it (it is leaving this shard, or has left), or opens it again. A
+/// close's <paramref name="By"/> names it (a shard router's id and move attempt), reported in the status;
+/// an open's <paramref name="By"/>, when set, opens the slot only while the close so named is in force.
 /// </summary>
 internal readonly record struct SlotChange(int Slot, bool Closed, string? By = null);
 
@@ -94,7 +94,7 @@ internal sealed partial class NodeDatabase : IDisposable
     private int _generation;
     private long _commitsSinceTrim;
     private int[] _closedSlots = []; // sorted; replaced (never changed) by the writer thread, read by any
-    private Dictionary<int, string> _closedBy = []; // the closer of each closed slot that named one; replaced likewise
+    private Dictionary<int, string> _closedBy = []; // the name of each closed slot's close, when given; replaced likewise
 
     private NodeDatabase(string directory, DatabaseSettings settings, TimeProvider time)
     {
@@ -121,7 +121,7 @@ internal sealed partial class NodeDatabase : IDisposable
     /// </summary>
     public IReadOnlyList<int> ClosedSlots => Volatile.Read(ref _closedSlots);
 
-    /// <summary>Who closed each closed slot whose close named a closer (<see cref="SlotChange.By"/>).</summary>
+    /// <summary>The name of each closed slot's close, when it was given one (<see cref="SlotChange.By"/>).</summary>
     public IReadOnlyDictionary<int, string> ClosedBy => Volatile.Read(ref _closedBy);
 
     /// <summary>Replica ids that semi-sync counts on (every replica that ever connected, until forgotten).</summary>

@@ -72,7 +72,7 @@ public sealed record DataNodeStatus(string NodeId, string Role, long Epoch, long
     /// <summary>A master's slots closed to writes (<see cref="DataNodeClient.CloseSlotAsync"/>).</summary>
     public IReadOnlyList<int> ClosedSlots { get; init; } = [];
 
-    /// <summary>Who closed each of <see cref="ClosedSlots"/> whose close named a closer.</summary>
+    /// <summary>The name of each of <see cref="ClosedSlots"/>' closes, when it was given one.</summary>
     public IReadOnlyDictionary<int, string> ClosedBy { get; init; } = new Dictionary<int, string>();
 }
 
@@ -305,7 +305,8 @@ public sealed class DataNodeClient : IAsyncDisposable
     /// <summary>
     /// Closes a shard-map slot on the master to writes tagged with it, in order with the writes queued before
     /// (those are applied, later ones refused); the slots closed now. Not persisted: a restart opens them all.
-    /// <paramref name="by"/> names the closer (a shard router's id), reported in the status (<see cref="DataNodeStatus.ClosedBy"/>).
+    /// <paramref name="by"/> names the close (a shard router's id and move attempt), reported in the status
+    /// (<see cref="DataNodeStatus.ClosedBy"/>) and matched by a conditional <see cref="OpenSlotAsync"/>.
     /// </summary>
     public async Task<IReadOnlyList<int>> CloseSlotAsync(int slot, long? epoch = null, string? token = null, string? by = null) =>
         ReadClosedSlots(await _rpc.CallAsync("closeSlot", new() { ["slot"] = slot, ["epoch"] = epoch, ["token"] = token, ["by"] = by }));
