@@ -872,7 +872,7 @@ public sealed class ShardRouterTests
         var keys = Enumerable.Range(0, 1000).Select(i => $"c{i}").Where(k => ShardCluster.OwnerOf(map, k) == "s0").DistinctBy(k => ShardKey.Slot(k, slots)).Take(3).ToList();
         var (mine, others, later) = (keys[0], keys[1], keys[2]);
         var epoch = map.GetProperty("shards")[0].GetProperty("epoch").GetInt64();
-        var routerId = (await File.ReadAllTextAsync(Path.Combine(cluster.RouterDir, "router-id"))).Trim();
+        var routerId = (await File.ReadAllLinesAsync(Path.Combine(cluster.RouterDir, "router-id")))[0]; // then the machine and directory it was made for
         await using var node = await DataNodeClient.ConnectAsync(cluster.Shards[0].Master.ReplicationAddress);
         Assert.Contains(ShardKey.Slot(mine, slots), await node.CloseSlotAsync(ShardKey.Slot(mine, slots), epoch, by: routerId + "#test"));
         Assert.Contains(ShardKey.Slot(others, slots), await node.CloseSlotAsync(ShardKey.Slot(others, slots), epoch, by: "another-router#test"));

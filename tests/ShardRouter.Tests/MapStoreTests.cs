@@ -68,4 +68,39 @@ public sealed class MapStoreTests : IDisposable
         Assert.Equal(store.RouterId, again.RouterId);
         Assert.NotEqual(store.RouterId, other.RouterId);
     }
+
+    [Fact]
+    public void A_copied_data_directory_gets_its_own_router_id()
+    {
+        var store = new MapStore(_dir);
+        Seeded(store);
+        var copy = Path.Combine(_dir, "copy");
+        Directory.CreateDirectory(copy);
+        foreach (var file in Directory.GetFiles(_dir))
+        {
+            File.Copy(file, Path.Combine(copy, Path.GetFileName(file)));
+        }
+
+        var copied = new MapStore(copy);
+        copied.Load(null);
+        var original = new MapStore(_dir);
+        original.Load(null);
+
+        Assert.NotEqual(store.RouterId, copied.RouterId);
+        Assert.Equal(store.RouterId, original.RouterId);
+        Assert.NotNull(copied.Load(null).Find("a")); // the map itself came along
+    }
+
+    [Fact]
+    public void A_damaged_router_id_file_is_replaced()
+    {
+        var store = new MapStore(_dir);
+        Seeded(store);
+        File.WriteAllText(Path.Combine(_dir, "router-id"), new string('x', 5000));
+        var again = new MapStore(_dir);
+        again.Load(null);
+
+        Assert.StartsWith("router-", again.RouterId, StringComparison.Ordinal);
+        Assert.NotEqual(store.RouterId, again.RouterId);
+    }
 }

@@ -16,7 +16,10 @@ internal sealed class MapStore(string dataDir, Action<string>? syncDirectory = n
     /// <summary>
     /// This router's id, kept in <c>router-id</c> beside the map (made at the first start): the data nodes
     /// record it with the slots a move closes, so that the router, restarted too, tells its own closes
-    /// from another router's (<see cref="Resharder"/>).
+    /// from another router's (<see cref="Resharder"/>). The file also names the machine and the directory
+    /// it was made for; found anywhere else (the directory was copied to start another router), a new id
+    /// is made, so two routers never share one. A router whose directory moved only stops recognising
+    /// closes it made before.
     /// </summary>
     public string RouterId { get; private set; } = "";
 
@@ -25,11 +28,16 @@ internal sealed class MapStore(string dataDir, Action<string>? syncDirectory = n
     {
         Directory.CreateDirectory(dataDir);
         var idFile = System.IO.Path.Combine(dataDir, "router-id");
-        RouterId = File.Exists(idFile) ? File.ReadAllText(idFile).Trim() : "";
-        if (RouterId.Length is 0 or > 200)
+        var home = $"{Environment.MachineName} {System.IO.Path.GetFullPath(dataDir)}";
+        var stored = File.Exists(idFile) ? File.ReadAllLines(idFile) : [];
+        if (stored is [var id, var madeFor, ..] && id.Length is > 0 and <= 100 && madeFor == home)
+        {
+            RouterId = id;
+        }
+        else
         {
             RouterId = "router-" + Guid.NewGuid().ToString("N")[..12];
-            DirectorySync.WriteFileAtomically(idFile, System.Text.Encoding.UTF8.GetBytes(RouterId));
+            DirectorySync.WriteFileAtomically(idFile, System.Text.Encoding.UTF8.GetBytes($"{RouterId}\n{home}\n"));
         }
 
         if (File.Exists(Path))
