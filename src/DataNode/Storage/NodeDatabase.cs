@@ -187,32 +187,7 @@ internal sealed partial class NodeDatabase : IDisposable
 
                 if (command.SlotChange is { } change)
                 {
-                    if (!change.Closed && change.By is not null && _closedBy.GetValueOrDefault(change.Slot) != change.By)
-                    {
-                        // A conditional open whose close is no longer the one in force (a later close replaced it).
-                        outcomes[i] = new WriteOutcome([], next, null, null);
-                        continue;
-                    }
-
-                    var closed = Array.BinarySearch(_closedSlots, change.Slot) >= 0;
-                    if (closed != change.Closed)
-                    {
-                        Volatile.Write(ref _closedSlots, change.Closed ? [.. _closedSlots.Append(change.Slot).Order()] : [.. _closedSlots.Where(s => s != change.Slot)]);
-                    }
-
-                    var by = change.Closed ? change.By : null;
-                    if (_closedBy.GetValueOrDefault(change.Slot) != by)
-                    {
-                        var closers = new Dictionary<int, string>(_closedBy);
-                        closers.Remove(change.Slot);
-                        if (by is not null)
-                        {
-                            closers[change.Slot] = by;
-                        }
-
-                        Volatile.Write(ref _closedBy, closers);
-                    }
-
+                    ChangeSlot(change);
                     outcomes[i] = new WriteOutcome([], next, null, null);
                     continue;
                 }
@@ -262,6 +237,37 @@ internal sealed partial class NodeDatabase : IDisposable
 
         Volatile.Write(ref _lsn, next);
         return outcomes;
+    }
+
+    /// <summary>
+    /// Applies a <see cref="SlotChange"/> (on the writer thread). A conditional open whose close is no
+    /// longer the one in force (a later close replaced it) changes nothing.
+    /// </summary>
+    private void ChangeSlot(SlotChange change)
+    {
+        if (!change.Closed && change.By is not null && _closedBy.GetValueOrDefault(change.Slot) != change.By)
+        {
+            return;
+        }
+
+        var closed = Array.BinarySearch(_closedSlots, change.Slot) >= 0;
+        if (closed != change.Closed)
+        {
+            Volatile.Write(ref _closedSlots, change.Closed ? [.. _closedSlots.Append(change.Slot).Order()] : [.. _closedSlots.Where(s => s != change.Slot)]);
+        }
+
+        var by = change.Closed ? change.By : null;
+        if (_closedBy.GetValueOrDefault(change.Slot) != by)
+        {
+            var closers = new Dictionary<int, string>(_closedBy);
+            closers.Remove(change.Slot);
+            if (by is not null)
+            {
+                closers[change.Slot] = by;
+            }
+
+            Volatile.Write(ref _closedBy, closers);
+        }
     }
 
     private WriteOutcome Failed(NodeException error) => new(null, _lsn, null, error);

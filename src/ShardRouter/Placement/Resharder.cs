@@ -572,21 +572,15 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
     /// </summary>
     private async Task ReopenPendingAsync(CancellationToken cancellationToken)
     {
-        List<SlotOnShard> due;
+        List<(SlotOnShard Reopen, string Hold)> due;
         var now = Environment.TickCount64;
         lock (_lock)
         {
-            due = [.. _reopens.Where(r => r.Value.Due <= now).Select(r => r.Key)];
+            due = [.. _reopens.Where(r => r.Value.Due <= now).Select(r => (r.Key, r.Value.Hold))];
         }
 
-        foreach (var reopen in due)
+        foreach (var (reopen, hold) in due)
         {
-            string hold;
-            lock (_lock)
-            {
-                hold = _reopens[reopen].Hold;
-            }
-
             var map = router.Map;
             if (map.Find(reopen.Shard) is null || map.OwnerOf(reopen.Slot).Id != reopen.Shard)
             {

@@ -54,8 +54,9 @@ internal sealed partial class Router : IAsyncDisposable
     public Func<SlotCleanup, Task>? SettleCleanup { get; set; }
 
     /// <summary>
-    /// Changes the map: persisted durably, then published. Changes are serialised. A map that cannot be
-    /// saved is not published (a retriable <see cref="RouterException"/>, Unavailable).
+    /// Changes the map: persisted durably, then published. Changes are serialised. A map that could not
+    /// replace the stored one is not published (a retriable <see cref="RouterException"/>, Unavailable); one
+    /// that replaced it but whose directory fsync failed is published (a restart reads it) and logged.
     /// </summary>
     public async Task<ShardMap> UpdateMapAsync(Func<ShardMap, ShardMap> change)
     {

@@ -46,10 +46,10 @@ internal sealed class ShardCluster : IAsyncDisposable
 
     public HttpClient Http { get; private set; } = null!;
 
-    /// <summary>host:port of the router's MessagePack listener.</summary>
-    /// <summary>The router's --data-dir (its stored map).</summary>
+    /// <summary>The router's --data-dir (its stored map and router-id).</summary>
     public string RouterDir { get; private set; } = "";
 
+    /// <summary>host:port of the router's MessagePack listener.</summary>
     public string RouterAddress => $"127.0.0.1:{Router.Endpoints[0].Port}";
 
     public string NewDir()
