@@ -55,6 +55,7 @@ internal sealed partial class Node : IAsyncDisposable
         _logger = loggerFactory.CreateLogger<Node>();
         Db = NodeDatabase.Open(options.DataDir, options.DatabaseSettings, time);
         Applied = new ProgressWaiters(Db.Lsn);
+        Flusher = new CommitFlusher(Db, _logger);
         Hub = new ReplicationHub(this, loggerFactory.CreateLogger<ReplicationHub>(), new Api.NativeApi(this, loggerFactory.CreateLogger<Api.NativeApi>()));
         var meter = meterFactory.Create(MeterName);
         _writes = meter.CreateCounter<long>("infra.datanode.writes", description: "Write requests acknowledged");
@@ -66,6 +67,8 @@ internal sealed partial class Node : IAsyncDisposable
         _groupSize = meter.CreateHistogram("infra.datanode.commit.group_size", description: "Write requests committed together (one fsync)",
             advice: new InstrumentAdvice<int> { HistogramBucketBoundaries = [1, 2, 4, 8, 16, 32, 64, 128, 256] });
         meter.CreateObservableGauge("infra.datanode.lsn", () => Db.Lsn, description: "Last LSN committed (master) or applied (replica)");
+        meter.CreateObservableGauge("infra.datanode.durable_lsn", () => Durable.Value, description: "Last LSN on disk: what a master ships and a replica acknowledges");
+        meter.CreateObservableCounter("infra.datanode.wal.syncs", () => Flusher.Syncs, description: "WAL fsyncs (each covers every commit made before it began)");
         meter.CreateObservableGauge("infra.datanode.epoch", () => Db.Epoch, description: "The node's epoch");
         meter.CreateObservableGauge("infra.datanode.replication.lag.entries", Hub.ObserveLagEntries, description: "Entries committed on the master and not yet confirmed, per replica");
         meter.CreateObservableGauge("infra.datanode.replication.lag.ms", Hub.ObserveLagMs, "ms", "Age of the oldest entry not yet confirmed, per replica");
@@ -84,6 +87,7 @@ internal sealed partial class Node : IAsyncDisposable
             }
 
             Db.SetEpochAndRole(epoch, stored);
+            Flusher.SyncNow();
         }
 
         _role = role;
@@ -101,8 +105,17 @@ internal sealed partial class Node : IAsyncDisposable
 
     public ReplicationHub Hub { get; }
 
-    /// <summary>The LSN applied (replica) or committed (master), with waits for read-your-writes and for senders.</summary>
+    /// <summary>The LSN applied (replica) or committed (master), with waits for read-your-writes.</summary>
     public ProgressWaiters Applied { get; }
+
+    /// <summary>
+    /// Makes commits durable off the writer thread; its <see cref="CommitFlusher.Durable"/> LSN is what
+    /// a master ships and a replica acknowledges.
+    /// </summary>
+    public CommitFlusher Flusher { get; }
+
+    /// <summary>The LSN on disk (see <see cref="CommitFlusher"/>), with waits.</summary>
+    public ProgressWaiters Durable => Flusher.Durable;
 
     public NodeRole Role => _role;
 
@@ -198,7 +211,15 @@ internal sealed partial class Node : IAsyncDisposable
         {
             throw new NodeException(NodeErrorCode.StaleEpoch, $"epoch {newer} exists; this master's epoch {Db.Epoch} is stale and takes no writes");
         }
+
+        if (Flusher.Failure is { } failure)
+        {
+            throw WalFailed(failure);
+        }
     }
+
+    private static NodeException WalFailed(Exception failure) =>
+        new(NodeErrorCode.Unavailable, $"a WAL fsync failed ({failure.Message}); this node takes no writes until it is restarted");
 
     // ---------------------------------------------------------------- reads
 
@@ -378,10 +399,15 @@ internal sealed partial class Node : IAsyncDisposable
 
     // ---------------------------------------------------------------- the writer thread
 
-    /// <summary>Runs <paramref name="work"/> on the writer thread (the only one that uses the write connection).</summary>
-    public Task<T> RunOnWriterAsync<T>(Func<NodeDatabase, T> work)
+    /// <summary>
+    /// Runs <paramref name="work"/> on the writer thread (the only one that uses the write connection).
+    /// What it commits is on disk before the task completes, unless <paramref name="syncLater"/>: then
+    /// the task completes at once and the flusher syncs it with the next group (a replica's apply,
+    /// which acknowledges <see cref="Durable"/>, not its own completion).
+    /// </summary>
+    public Task<T> RunOnWriterAsync<T>(Func<NodeDatabase, T> work, bool syncLater = false)
     {
-        var job = new FuncJob(db => work(db));
+        var job = new FuncJob(db => work(db), syncLater);
         Enqueue(job);
         return job.Done.Task.ContinueWith(t => (T)t.Result!, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
     }
@@ -462,16 +488,50 @@ internal sealed partial class Node : IAsyncDisposable
                 }
                 else if (current is FuncJob func)
                 {
-                    try
-                    {
-                        func.Done.TrySetResult(func.Work(Db));
-                    }
-                    catch (Exception ex)
-                    {
-                        func.Done.TrySetException(ex);
-                    }
+                    RunFunc(func);
                 }
             }
+        }
+    }
+
+    private void RunFunc(FuncJob func)
+    {
+        object? result = null;
+        Exception? error = null;
+        try
+        {
+            result = func.Work(Db);
+        }
+        catch (Exception ex)
+        {
+            error = ex;
+        }
+
+        // What the work committed (an epoch, a role, a truncation, applied entries before a conflict)
+        // is synced before anyone hears of it, or handed to the flusher.
+        if (func.SyncLater)
+        {
+            Flusher.Committed(null);
+        }
+        else
+        {
+            try
+            {
+                Flusher.SyncNow();
+            }
+            catch (IOException ex)
+            {
+                error ??= ex;
+            }
+        }
+
+        if (error is null)
+        {
+            func.Done.TrySetResult(result);
+        }
+        else
+        {
+            func.Done.TrySetException(error);
         }
     }
 
@@ -508,10 +568,23 @@ internal sealed partial class Node : IAsyncDisposable
         }
 
         Applied.Advance(Db.Lsn);
-        for (var i = 0; i < group.Count; i++)
+
+        // Answered once an fsync after the commit has returned; the writer takes the next group meanwhile.
+        var jobs = group.ToArray();
+        Flusher.Committed(failure =>
         {
-            group[i].Done.TrySetResult(outcomes[i]);
-        }
+            for (var i = 0; i < jobs.Length; i++)
+            {
+                if (failure is null)
+                {
+                    jobs[i].Done.TrySetResult(outcomes[i]);
+                }
+                else
+                {
+                    jobs[i].Fail(WalFailed(failure));
+                }
+            }
+        });
     }
 
     public async ValueTask DisposeAsync()
@@ -530,6 +603,7 @@ internal sealed partial class Node : IAsyncDisposable
         _writerThread.Join(TimeSpan.FromSeconds(30));
         FailQueued();
 
+        Flusher.Dispose();
         Db.Dispose();
         _jobArrived.Dispose();
     }
@@ -548,9 +622,11 @@ internal sealed partial class Node : IAsyncDisposable
         public override void Fail(Exception error) => Done.TrySetException(error);
     }
 
-    private sealed class FuncJob(Func<NodeDatabase, object?> work) : Job
+    private sealed class FuncJob(Func<NodeDatabase, object?> work, bool syncLater) : Job
     {
         public Func<NodeDatabase, object?> Work { get; } = work;
+
+        public bool SyncLater { get; } = syncLater;
 
         public TaskCompletionSource<object?> Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 

@@ -1,6 +1,7 @@
 using System.Net;
 using Infra.Core.Configuration;
 using Infra.DataNode.Storage;
+using Microsoft.Win32.SafeHandles;
 
 namespace Infra.DataNode;
 
@@ -64,9 +65,13 @@ internal sealed class NodeOptions : ServiceOptions
 
     public TimeSpan ShutdownTimeout { get; set; } = TimeSpan.FromSeconds(10);
 
+    /// <summary>Tests only: replaces the WAL's fsync (<see cref="DatabaseSettings.FlushWal"/>).</summary>
+    internal Action<SafeFileHandle>? FlushWal { get; set; }
+
     public DatabaseSettings DatabaseSettings => new()
     {
         Synchronous = Synchronous,
+        FlushWal = FlushWal,
         LogRetention = LogRetention,
         MaxResultRows = MaxResultRows,
         ReadMmapBytes = ReadMmapBytes,

@@ -19,7 +19,10 @@ internal sealed partial class NodeService(Node node, ILoggerFactory loggerFactor
     private readonly ILogger _logger = loggerFactory.CreateLogger<NodeService>();
     private TcpConnectionListener? _listener;
 
-    public string? NotReadyReason => _listener is null ? "not listening yet" : node.Diverged is { } diverged ? "diverged: " + diverged : null;
+    public string? NotReadyReason => _listener is null ? "not listening yet"
+        : node.Diverged is { } diverged ? "diverged: " + diverged
+        : node.Flusher.Failure is { } failure ? "a WAL fsync failed (restart the node): " + failure.Message
+        : null;
 
     public Task StartAsync(CancellationToken cancellationToken)
     {

@@ -270,6 +270,11 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
             w.WriteNumber("epoch", db.Epoch);
             w.WriteNumber("lsn", db.Lsn);
             w.WriteNumber("appliedLsn", db.Lsn);
+            w.WriteNumber("durableLsn", node.Durable.Value);
+            if (node.Flusher.Failure is { } walFailure)
+            {
+                w.WriteString("walSyncFailed", walFailure.Message);
+            }
             if (node.FencedBy > 0)
             {
                 w.WriteNumber("fencedBy", node.FencedBy);

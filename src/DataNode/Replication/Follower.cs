@@ -1,6 +1,7 @@
 using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
+using System.Threading.Channels;
 using Infra.Core.Configuration;
 using Infra.Core.Storage;
 using Infra.DataNode.Storage;
@@ -53,7 +54,7 @@ internal sealed partial class Follower(Node node, string master, bool reclone, I
     private async Task RunAsync()
     {
         var backoff = TimeSpan.FromMilliseconds(100);
-        while (!_stop.IsCancellationRequested && Diverged is null)
+        while (!_stop.IsCancellationRequested && Diverged is null && node.Flusher.Failure is null)
         {
             try
             {
@@ -208,40 +209,87 @@ internal sealed partial class Follower(Node node, string master, bool reclone, I
 
         var token = _stop.Token;
         var entries = new List<LogRecord>();
-        while (!token.IsCancellationRequested)
+        using var session = CancellationTokenSource.CreateLinkedTokenSource(token);
+        var ackWanted = Channel.CreateBounded<long>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropOldest });
+        var acks = SendAcksAsync(frames, ackWanted.Reader, session);
+        try
         {
-            var frame = await ReadWithTimeoutAsync(frames, IdleTimeout) ?? throw new IOException("the master closed the connection");
-            entries.Clear();
-            Take(frame, entries, streamEpoch);
-            while (entries.Count < 4096 && frames.TryReadBuffered(out var more))
+            while (!token.IsCancellationRequested)
             {
-                Take(more, entries, streamEpoch);
-            }
-
-            if (entries.Count > 0)
-            {
-                var batch = entries.ToList();
-                try
+                var frame = await ReadWithTimeoutAsync(frames, IdleTimeout, session.Token) ?? throw new IOException("the master closed the connection");
+                entries.Clear();
+                Take(frame, entries, streamEpoch);
+                while (entries.Count < 4096 && frames.TryReadBuffered(out var more))
                 {
-                    await node.RunOnWriterAsync(db =>
+                    Take(more, entries, streamEpoch);
+                }
+
+                if (entries.Count > 0)
+                {
+                    // Applied and visible here at once; on disk when the flusher's next fsync returns.
+                    var batch = entries.ToList();
+                    try
                     {
-                        db.ApplyEntries(batch);
-                        return 0;
-                    });
+                        await node.RunOnWriterAsync(db =>
+                        {
+                            db.ApplyEntries(batch);
+                            return 0;
+                        }, syncLater: true);
+                    }
+                    finally
+                    {
+                        node.OnApplied(batch.Count);
+                    }
                 }
-                finally
-                {
-                    node.OnApplied(batch.Count);
-                }
-            }
 
-            var applied = node.Db.Lsn;
-            await frames.SendAsync(Tags.Ack, (ref MessagePackWriter w) =>
-            {
-                w.WriteArrayHeader(1);
-                w.Write(applied);
-            }, token);
+                // Every frame is answered (a heartbeat too: the master counts acks as signs of life).
+                ackWanted.Writer.TryWrite(node.Db.Lsn);
+            }
         }
+        finally
+        {
+            await session.CancelAsync();
+            await acks;
+        }
+    }
+
+    /// <summary>
+    /// Acknowledges what is on disk here (<see cref="Node.Durable"/>), apart from the loop that applies:
+    /// the next batch is applied while the last one is synced. Ends the session when it cannot send, or
+    /// when this node's WAL fsync failed (nothing more can be acknowledged).
+    /// </summary>
+    private async Task SendAcksAsync(FrameConnection frames, ChannelReader<long> wanted, CancellationTokenSource session)
+    {
+        var token = session.Token;
+        try
+        {
+            while (true)
+            {
+                var applied = await wanted.ReadAsync(token);
+                while (!await node.Durable.WaitAsync(applied, TimeSpan.FromSeconds(1), token) && node.Flusher.Failure is null)
+                {
+                }
+
+                if (node.Flusher.Failure is not null)
+                {
+                    LastError = "this node's WAL fsync failed; it acknowledges nothing more until it is restarted";
+                    break;
+                }
+
+                var durable = node.Durable.Value;
+                await frames.SendAsync(Tags.Ack, (ref MessagePackWriter w) =>
+                {
+                    w.WriteArrayHeader(1);
+                    w.Write(durable);
+                }, token);
+            }
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or IOException or ObjectDisposedException or InvalidOperationException)
+        {
+            // The session ends (below) or has ended.
+        }
+
+        await session.CancelAsync();
     }
 
     private void Take(Frame frame, List<LogRecord> entries, long streamEpoch)
@@ -373,15 +421,17 @@ internal sealed partial class Follower(Node node, string master, bool reclone, I
         LogCloned(logger, lsn, received);
     }
 
-    private async Task<Frame?> ReadWithTimeoutAsync(FrameConnection frames, TimeSpan timeout)
+    private Task<Frame?> ReadWithTimeoutAsync(FrameConnection frames, TimeSpan timeout) => ReadWithTimeoutAsync(frames, timeout, _stop.Token);
+
+    private async Task<Frame?> ReadWithTimeoutAsync(FrameConnection frames, TimeSpan timeout, CancellationToken token)
     {
-        using var cancel = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
+        using var cancel = CancellationTokenSource.CreateLinkedTokenSource(token);
         cancel.CancelAfter(timeout);
         try
         {
             return await frames.ReadAsync(cancel.Token);
         }
-        catch (OperationCanceledException) when (!_stop.IsCancellationRequested)
+        catch (OperationCanceledException) when (!token.IsCancellationRequested)
         {
             throw new TimeoutException($"nothing from the master at {MasterAddress} for {timeout.TotalSeconds:0} s");
         }

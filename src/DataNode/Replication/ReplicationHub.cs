@@ -312,9 +312,12 @@ internal sealed partial class ReplicationHub(Node node, ILogger logger, Api.Nati
             var next = lastLsn + 1;
             while (!token.IsCancellationRequested && node.Role == NodeRole.Master && node.Db.Epoch == epoch)
             {
-                if (node.Db.Lsn < next)
+                // Only what is on disk here is shipped: a replica never holds an entry this master could
+                // lose to a crash (it would then give that LSN to a different write).
+                var durable = node.Durable.Value;
+                if (durable < next)
                 {
-                    if (!await node.Applied.WaitAsync(next, TimeSpan.FromSeconds(1), token))
+                    if (!await node.Durable.WaitAsync(next, TimeSpan.FromSeconds(1), token))
                     {
                         await frames.SendAsync(Tags.Heartbeat, (ref MessagePackWriter w) =>
                         {
@@ -327,7 +330,7 @@ internal sealed partial class ReplicationHub(Node node, ILogger logger, Api.Nati
                     continue;
                 }
 
-                var batch = node.Db.ReadLog(next, MaxBatchEntries);
+                var batch = node.Db.ReadLog(next, (int)Math.Min(MaxBatchEntries, durable - next + 1));
                 if (batch.Count == 0 || batch[0].Lsn != next)
                 {
                     // Trimmed under the replica's feet: it re-clones on reconnect.

@@ -3,6 +3,7 @@ using System.Security.Cryptography;
 using System.Text;
 using Infra.Core.Storage;
 using Microsoft.Data.Sqlite;
+using Microsoft.Win32.SafeHandles;
 using SQLitePCL;
 
 namespace Infra.DataNode.Storage;
@@ -40,7 +41,11 @@ internal sealed class DivergedException(long lsn, string message) : Exception($"
 
 internal sealed record DatabaseSettings
 {
-    /// <summary>SQLite's synchronous setting: FULL (default; fsync at every commit) or NORMAL.</summary>
+    /// <summary>
+    /// FULL (default) or EXTRA: every acknowledged commit is on disk (the WAL is fsynced once for each
+    /// group of commits, off the writer thread: <see cref="CommitFlusher"/>). NORMAL: commits are not
+    /// synced at all (SQLite's NORMAL; a power loss can take the last ones).
+    /// </summary>
     public string Synchronous { get; init; } = "FULL";
 
     public int ReadConnections { get; init; } = Math.Max(2, Environment.ProcessorCount * 2);
@@ -55,6 +60,9 @@ internal sealed record DatabaseSettings
     /// Mapped pages are read without a pread(2) and a copy into the connection's own page cache.
     /// </summary>
     public long ReadMmapBytes { get; init; } = 256L << 20;
+
+    /// <summary>Tests only: runs instead of the WAL's fsync (to hold it, or to make it fail).</summary>
+    public Action<SafeFileHandle>? FlushWal { get; init; }
 }
 
 /// <summary>
@@ -93,6 +101,10 @@ internal sealed partial class NodeDatabase : IDisposable
     private long _historyEpoch;
     private int _generation;
     private long _commitsSinceTrim;
+    private readonly Lock _walLock = new();
+    private SafeFileHandle? _wal;
+    private int _walGeneration;
+    private Exception? _walFailure;
     private int[] _closedSlots = []; // sorted; replaced (never changed) by the writer thread, read by any
     private Dictionary<int, string> _closedBy = []; // the name of each closed slot's close, when given; replaced likewise
 
@@ -102,7 +114,16 @@ internal sealed partial class NodeDatabase : IDisposable
         _settings = settings;
         _time = time;
         _readSlots = new SemaphoreSlim(settings.ReadConnections, settings.ReadConnections);
+        SyncsWal = !settings.Synchronous.Equals("NORMAL", StringComparison.OrdinalIgnoreCase);
     }
+
+    /// <summary>
+    /// True when commits leave their fsync to <see cref="SyncWal"/>: SQLite runs at NORMAL, which writes
+    /// a commit's WAL frames without syncing them (and still syncs the WAL before every checkpoint and
+    /// a restarted WAL's header), and the node's <see cref="CommitFlusher"/> syncs the WAL file.
+    /// False under <c>--synchronous normal</c>: nothing is synced at commit.
+    /// </summary>
+    public bool SyncsWal { get; }
 
     public string Directory { get; }
 
@@ -143,7 +164,7 @@ internal sealed partial class NodeDatabase : IDisposable
         var connection = new SqliteConnection(new SqliteConnectionStringBuilder { DataSource = Path, Pooling = false }.ToString());
         connection.Open();
         _writer = new SqlRunner(connection, readOnly: false);
-        _writer.Exec($"PRAGMA journal_mode=WAL; PRAGMA synchronous={_settings.Synchronous}; PRAGMA foreign_keys=OFF; PRAGMA busy_timeout=10000;");
+        _writer.Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=OFF; PRAGMA busy_timeout=10000;");
         _writer.Exec(Schema);
         NodeId = Meta("node_id") as string ?? "";
         if (NodeId.Length == 0)
@@ -158,6 +179,64 @@ internal sealed partial class NodeDatabase : IDisposable
         RegisteredReplicas = Meta("replicas") is string { Length: > 0 } ids ? ids.Split(',') : [];
         _historyEpoch = _writer.ScalarLong("SELECT coalesce(max(epoch), 0) FROM _infra_epochs");
         _generation++;
+    }
+
+    /// <summary>
+    /// Makes every commit made so far durable: one fsync of the WAL file (nothing under NORMAL).
+    /// Returns the LSN it covers, read before the fsync. Any thread, one at a time. A failure is kept
+    /// and thrown again by every later call: an fsync is never retried (the kernel may have dropped the
+    /// pages it could not write, so a later success would prove nothing).
+    /// </summary>
+    public long SyncWal()
+    {
+        _swap.EnterReadLock();
+        try
+        {
+            lock (_walLock)
+            {
+                if (_walFailure is { } failed)
+                {
+                    throw new IOException("an earlier WAL fsync failed", failed);
+                }
+
+                var lsn = Lsn;
+                if (!SyncsWal)
+                {
+                    return lsn;
+                }
+
+                try
+                {
+                    if (_wal is null || _walGeneration != _generation)
+                    {
+                        _wal?.Dispose();
+                        _wal = null;
+                        _wal = File.OpenHandle(Path + "-wal", FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete);
+                        _walGeneration = _generation;
+                    }
+
+                    if (_settings.FlushWal is { } flush)
+                    {
+                        flush(_wal);
+                    }
+                    else
+                    {
+                        FileSync.DataSync(_wal);
+                    }
+                }
+                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+                {
+                    _walFailure = ex;
+                    throw;
+                }
+
+                return lsn;
+            }
+        }
+        finally
+        {
+            _swap.ExitReadLock();
+        }
     }
 
     // ---------------------------------------------------------------- writes (writer thread)
@@ -1020,6 +1099,11 @@ internal sealed partial class NodeDatabase : IDisposable
 
         _writer.Dispose();
         SqliteConnection.ClearAllPools();
+        lock (_walLock)
+        {
+            _wal?.Dispose();
+            _wal = null;
+        }
     }
 
     public void Dispose()

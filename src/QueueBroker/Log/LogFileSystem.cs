@@ -107,9 +107,6 @@ internal sealed partial class DiskFileSystem : ILogFileSystem
 
     public DateTimeOffset LastWriteTime(string path) => File.GetLastWriteTimeUtc(path);
 
-    [LibraryImport("libc", EntryPoint = "fdatasync", SetLastError = true)]
-    private static partial int FileDataSync(int fd);
-
     /// <summary>Returns 0 or an errno (it does not set errno).</summary>
     [LibraryImport("libc", EntryPoint = "posix_fallocate64")]
     private static partial int PosixFallocate(int fd, long offset, long length);
@@ -137,25 +134,7 @@ internal sealed partial class DiskFileSystem : ILogFileSystem
             return total;
         }
 
-        public void Sync()
-        {
-            var added = false;
-            try
-            {
-                handle.DangerousAddRef(ref added);
-                if (FileDataSync((int)handle.DangerousGetHandle()) != 0)
-                {
-                    throw new IOException($"fdatasync failed: errno {Marshal.GetLastPInvokeError()}");
-                }
-            }
-            finally
-            {
-                if (added)
-                {
-                    handle.DangerousRelease();
-                }
-            }
-        }
+        public void Sync() => Infra.Core.Storage.FileSync.DataSync(handle);
 
         public void Truncate(long length) => RandomAccess.SetLength(handle, length);
 
