@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Side-by-side: our data node (SQLite, synchronous=FULL) vs PostgreSQL 15 (Debian, fsync on,
+# Side-by-side: our data node (SQLite, WAL fsynced before every ack) vs PostgreSQL 15 (Debian, fsync on,
 # synchronous_commit=on, no replica), same machine, runs alternated, fresh data each run:
 #
 #   write async      single-row INSERT transactions/s through the master's API, one replica
