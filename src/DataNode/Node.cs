@@ -405,11 +405,11 @@ internal sealed partial class Node : IAsyncDisposable
     /// the task completes at once and the flusher syncs it with the next group (a replica's apply,
     /// which acknowledges <see cref="Durable"/>, not its own completion).
     /// </summary>
-    public Task<T> RunOnWriterAsync<T>(Func<NodeDatabase, T> work, bool syncLater = false)
+    public async Task<T> RunOnWriterAsync<T>(Func<NodeDatabase, T> work, bool syncLater = false)
     {
         var job = new FuncJob(db => work(db), syncLater);
         Enqueue(job);
-        return job.Done.Task.ContinueWith(t => (T)t.Result!, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        return (T)(await job.Done.Task)!; // the work's own exception, not an AggregateException
     }
 
     private void Enqueue(Job job)

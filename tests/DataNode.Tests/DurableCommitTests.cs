@@ -20,9 +20,11 @@ public sealed class DurableCommitTests : IAsyncDisposable
     private readonly string _root = Path.Combine(Path.GetTempPath(), "durable-" + Guid.NewGuid().ToString("N"));
     private readonly List<IAsyncDisposable> _running = [];
     private readonly Meters _meters = new();
+    private readonly List<WalGate> _gates = [];
 
     public async ValueTask DisposeAsync()
     {
+        _gates.ForEach(g => g.Open()); // a failed assertion may leave one closed
         for (var i = _running.Count - 1; i >= 0; i--)
         {
             await _running[i].DisposeAsync();
@@ -48,7 +50,13 @@ public sealed class DurableCommitTests : IAsyncDisposable
         gate.Close();
         var write = WriteAsync(master, "INSERT INTO t VALUES(1, 'a')");
         await gate.WaitEnteredAsync();
-        Assert.False(write.IsCompleted);
+        var watch = Stopwatch.StartNew();
+        while (watch.Elapsed < TimeSpan.FromMilliseconds(300))
+        {
+            Assert.False(write.IsCompleted, "the write was answered before its fsync returned");
+            await Task.Delay(10);
+        }
+
         var committed = master.Db.Lsn;
         Assert.True(master.Durable.Value < committed, $"durable {master.Durable.Value}, committed {committed}");
 
@@ -163,6 +171,21 @@ public sealed class DurableCommitTests : IAsyncDisposable
         Assert.True(replica.Db.Lsn < master.Db.Lsn);
     }
 
+    [Fact]
+    public async Task A_reset_of_the_durable_LSN_wakes_the_waits_it_reaches()
+    {
+        // The writer's own syncs set the durable LSN with a reset (it may go down after a rollback); a
+        // raise by reset must wake the streams and writes waiting for it, not leave them to their timeouts.
+        var waiters = new Infra.DataNode.Replication.ProgressWaiters(5);
+        var reached = waiters.WaitAsync(7, Deadline);
+        var beyond = waiters.WaitAsync(9, TimeSpan.FromMilliseconds(200));
+        waiters.Reset(8);
+        Assert.True(await reached.WaitAsync(TimeSpan.FromSeconds(5)));
+        Assert.False(await beyond);
+        waiters.Reset(3);
+        Assert.Equal(3, waiters.Value);
+    }
+
     private static Task<WriteAnswer> WriteAsync(Node node, string sql) =>
         node.ExecuteAsync(new WriteCommand([new SqlStatement(sql, [])]), CancellationToken.None);
 
@@ -188,6 +211,7 @@ public sealed class DurableCommitTests : IAsyncDisposable
             SyncTimeout = TimeSpan.FromSeconds(15),
             FlushWal = gate.Flush,
         };
+        _gates.Add(gate);
         var node = new Node(options, TimeProvider.System, _meters, NullLoggerFactory.Instance);
         var listener = new TcpConnectionListener(options.Listen, node.Hub, new ListenerOptions(), NullLogger<TcpConnectionListener>.Instance);
         listener.Start();

@@ -77,8 +77,8 @@ internal sealed partial class Follower(Node node, string master, bool reclone, I
             catch (Exception ex) when (ex is SocketException or IOException or InvalidDataException or MessagePackSerializationException
                 or EndOfStreamException or OperationCanceledException or NodeException or TimeoutException)
             {
-                LastError = ex.Message;
-                LogSessionEnded(logger, MasterAddress, ex.Message);
+                LastError = node.Flusher.Failure is { } failure ? "this node's WAL fsync failed; it follows no more until it is restarted: " + failure.Message : ex.Message;
+                LogSessionEnded(logger, MasterAddress, LastError);
             }
             finally
             {
@@ -284,12 +284,18 @@ internal sealed partial class Follower(Node node, string master, bool reclone, I
                 }, token);
             }
         }
-        catch (Exception ex) when (ex is OperationCanceledException or IOException or ObjectDisposedException or InvalidOperationException)
+        catch (OperationCanceledException) when (token.IsCancellationRequested)
         {
-            // The session ends (below) or has ended.
+            // The session ended.
         }
-
-        await session.CancelAsync();
+        catch (Exception ex)
+        {
+            LastError = "acknowledging failed: " + ex.Message;
+        }
+        finally
+        {
+            await session.CancelAsync();
+        }
     }
 
     private void Take(Frame frame, List<LogRecord> entries, long streamEpoch)

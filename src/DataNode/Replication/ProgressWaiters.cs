@@ -36,12 +36,18 @@ internal sealed class ProgressWaiters(long initial = 0)
     /// <summary>Sets the value even when it went down (a rollback or a re-clone).</summary>
     public void Reset(long value)
     {
+        List<TaskCompletionSource<bool>>? done = null;
         lock (_lock)
         {
             _value = value;
+            while (_waiters.TryPeek(out var waiter, out var target) && target <= value)
+            {
+                _waiters.Dequeue();
+                (done ??= []).Add(waiter);
+            }
         }
 
-        Advance(value);
+        done?.ForEach(w => w.TrySetResult(true));
     }
 
     /// <summary>True when the value reached <paramref name="target"/> before <paramref name="timeout"/>.</summary>

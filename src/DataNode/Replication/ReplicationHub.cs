@@ -429,6 +429,13 @@ internal sealed partial class ReplicationHub(Node node, ILogger logger, Api.Nati
         try
         {
             var lsn = node.Db.BackupTo(file);
+
+            // The backup may hold commits not yet on disk here: never hand a replica what this master could lose.
+            if (!await node.Durable.WaitAsync(lsn, TimeSpan.FromSeconds(30), token))
+            {
+                throw new IOException($"the snapshot's LSN {lsn} is not on this master's disk" + (node.Flusher.Failure is { } f ? ": " + f.Message : ""));
+            }
+
             var length = new FileInfo(file).Length;
             LogSnapshot(logger, id, lsn, length);
             var epoch = node.Db.Epoch;

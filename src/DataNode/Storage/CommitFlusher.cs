@@ -40,7 +40,9 @@ internal sealed partial class CommitFlusher : IDisposable
     {
         _db = db;
         _logger = logger;
-        Durable = new ProgressWaiters(db.Lsn);
+        // A process killed after a commit and before its fsync leaves the commit in the page cache, and
+        // SQLite's recovery reads it back without syncing it: sync once before anything counts as on disk.
+        Durable = new ProgressWaiters(db.SyncWal());
         if (db.SyncsWal)
         {
             _thread = new Thread(Run) { IsBackground = true, Name = "datanode-flusher" };
@@ -78,6 +80,10 @@ internal sealed partial class CommitFlusher : IDisposable
                 if (_failure is { } failure)
                 {
                     done(failure);
+                }
+                else if (_closed)
+                {
+                    done(new ObjectDisposedException(nameof(CommitFlusher), "the node is shutting down"));
                 }
                 else
                 {
@@ -146,7 +152,7 @@ internal sealed partial class CommitFlusher : IDisposable
                 Durable.Advance(lsn);
             }
         }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or ObjectDisposedException)
+        catch (Exception ex)
         {
             Fail(ex);
             return false;
@@ -185,7 +191,12 @@ internal sealed partial class CommitFlusher : IDisposable
     {
         _closed = true;
         _committed.Set();
-        _thread?.Join(TimeSpan.FromSeconds(30));
+        if (_thread is not null && !_thread.Join(TimeSpan.FromSeconds(30)))
+        {
+            // An fsync that does not return: leave the thread (and its signal) alone.
+            return;
+        }
+
         if (_failure is null && _db.SyncsWal && Interlocked.Read(ref _commits) > Volatile.Read(ref _synced))
         {
             Sync(reset: false);
