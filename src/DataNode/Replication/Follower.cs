@@ -266,14 +266,12 @@ internal sealed partial class Follower(Node node, string master, bool reclone, I
             while (true)
             {
                 var applied = await wanted.ReadAsync(token);
-                while (!await node.Durable.WaitAsync(applied, TimeSpan.FromSeconds(1), token) && node.Flusher.Failure is null)
+                while (!await node.Durable.WaitAsync(applied, TimeSpan.FromSeconds(1), token))
                 {
-                }
-
-                if (node.Flusher.Failure is not null)
-                {
-                    LastError = "this node's WAL fsync failed; it acknowledges nothing more until it is restarted";
-                    break;
+                    if (node.Flusher.Failure is not null)
+                    {
+                        return; // the session ends (finally) and RunAsync reports the failure
+                    }
                 }
 
                 var durable = node.Durable.Value;

@@ -14,7 +14,7 @@ internal sealed class ProgressWaiters(long initial = 0)
 
     public void Advance(long value)
     {
-        List<TaskCompletionSource<bool>>? done = null;
+        List<TaskCompletionSource<bool>>? done;
         lock (_lock)
         {
             if (value <= _value)
@@ -23,11 +23,7 @@ internal sealed class ProgressWaiters(long initial = 0)
             }
 
             _value = value;
-            while (_waiters.TryPeek(out var waiter, out var target) && target <= value)
-            {
-                _waiters.Dequeue();
-                (done ??= []).Add(waiter);
-            }
+            done = TakeReached(value);
         }
 
         done?.ForEach(w => w.TrySetResult(true));
@@ -36,18 +32,27 @@ internal sealed class ProgressWaiters(long initial = 0)
     /// <summary>Sets the value even when it went down (a rollback or a re-clone).</summary>
     public void Reset(long value)
     {
-        List<TaskCompletionSource<bool>>? done = null;
+        List<TaskCompletionSource<bool>>? done;
         lock (_lock)
         {
             _value = value;
-            while (_waiters.TryPeek(out var waiter, out var target) && target <= value)
-            {
-                _waiters.Dequeue();
-                (done ??= []).Add(waiter);
-            }
+            done = TakeReached(value);
         }
 
         done?.ForEach(w => w.TrySetResult(true));
+    }
+
+    // Under _lock: the waiters whose target the value has reached, taken out of the queue.
+    private List<TaskCompletionSource<bool>>? TakeReached(long value)
+    {
+        List<TaskCompletionSource<bool>>? done = null;
+        while (_waiters.TryPeek(out var waiter, out var target) && target <= value)
+        {
+            _waiters.Dequeue();
+            (done ??= []).Add(waiter);
+        }
+
+        return done;
     }
 
     /// <summary>True when the value reached <paramref name="target"/> before <paramref name="timeout"/>.</summary>

@@ -102,14 +102,9 @@ internal sealed partial class CommitFlusher : IDisposable
     /// </summary>
     public void SyncNow()
     {
-        if (_failure is { } failure)
-        {
-            throw new IOException("a WAL fsync failed earlier; this node takes no writes until it is restarted", failure);
-        }
-
         if (!Sync(reset: true))
         {
-            throw new IOException("the WAL fsync failed", _failure);
+            throw new IOException("a WAL fsync failed; this node takes no writes until it is restarted", _failure);
         }
     }
 
@@ -118,16 +113,17 @@ internal sealed partial class CommitFlusher : IDisposable
         while (!_closed)
         {
             _committed.Wait(Timeout.InfiniteTimeSpan);
-            if (_failure is null && Interlocked.Read(ref _commits) > Volatile.Read(ref _synced))
+            if (Interlocked.Read(ref _commits) > Volatile.Read(ref _synced))
             {
                 Sync(reset: false);
             }
         }
     }
 
-    // One fsync at a time (the flusher's, or the writer's). The commits counted before it starts were
-    // made before it, so it covers them; their callbacks run after it. _lock is not held meanwhile:
-    // the writer goes on committing and counting.
+    // One fsync at a time (the flusher's, or the writer's), and none after one failed: the rule that a
+    // failed fsync is never retried lives here. The commits counted before it starts were made before
+    // it, so it covers them; their callbacks run after it. _lock is not held meanwhile: the writer goes
+    // on committing and counting.
     private bool Sync(bool reset)
     {
         lock (_syncLock)
@@ -138,6 +134,11 @@ internal sealed partial class CommitFlusher : IDisposable
 
     private bool SyncLocked(bool reset)
     {
+        if (_failure is not null)
+        {
+            return false;
+        }
+
         var seq = Interlocked.Read(ref _commits);
         try
         {
@@ -197,7 +198,7 @@ internal sealed partial class CommitFlusher : IDisposable
             return;
         }
 
-        if (_failure is null && _db.SyncsWal && Interlocked.Read(ref _commits) > Volatile.Read(ref _synced))
+        if (_db.SyncsWal && Interlocked.Read(ref _commits) > Volatile.Read(ref _synced))
         {
             Sync(reset: false);
         }

@@ -104,7 +104,6 @@ internal sealed partial class NodeDatabase : IDisposable
     private readonly Lock _walLock = new();
     private SafeFileHandle? _wal;
     private int _walGeneration;
-    private Exception? _walFailure;
     private int[] _closedSlots = []; // sorted; replaced (never changed) by the writer thread, read by any
     private Dictionary<int, string> _closedBy = []; // the name of each closed slot's close, when given; replaced likewise
 
@@ -183,8 +182,8 @@ internal sealed partial class NodeDatabase : IDisposable
 
     /// <summary>
     /// Makes every commit made so far durable: one fsync of the WAL file (nothing under NORMAL).
-    /// Returns the LSN it covers, read before the fsync. Any thread, one at a time. A failure is kept
-    /// and thrown again by every later call: an fsync is never retried (the kernel may have dropped the
+    /// Returns the LSN it covers, read before the fsync. Any thread, one at a time. Its caller, the
+    /// <see cref="CommitFlusher"/>, never calls it again after a failure (the kernel may have dropped the
     /// pages it could not write, so a later success would prove nothing).
     /// </summary>
     public long SyncWal()
@@ -194,40 +193,27 @@ internal sealed partial class NodeDatabase : IDisposable
         {
             lock (_walLock)
             {
-                if (_walFailure is { } failed)
-                {
-                    throw new IOException("an earlier WAL fsync failed", failed);
-                }
-
                 var lsn = Lsn;
                 if (!SyncsWal)
                 {
                     return lsn;
                 }
 
-                try
+                if (_wal is null || _walGeneration != _generation)
                 {
-                    if (_wal is null || _walGeneration != _generation)
-                    {
-                        _wal?.Dispose();
-                        _wal = null;
-                        _wal = File.OpenHandle(Path + "-wal", FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete);
-                        _walGeneration = _generation;
-                    }
-
-                    if (_settings.FlushWal is { } flush)
-                    {
-                        flush(_wal);
-                    }
-                    else
-                    {
-                        FileSync.DataSync(_wal);
-                    }
+                    _wal?.Dispose();
+                    _wal = null;
+                    _wal = File.OpenHandle(Path + "-wal", FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete);
+                    _walGeneration = _generation;
                 }
-                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+
+                if (_settings.FlushWal is { } flush)
                 {
-                    _walFailure = ex;
-                    throw;
+                    flush(_wal);
+                }
+                else
+                {
+                    FileSync.DataSync(_wal);
                 }
 
                 return lsn;
