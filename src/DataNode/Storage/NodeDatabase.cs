@@ -444,55 +444,61 @@ internal sealed partial class NodeDatabase : IDisposable
     }
 
     /// <summary>
-    /// Applies replicated entries in one transaction, each in its own savepoint, together with the
-    /// entries themselves and the new LSN (exactly once across restarts). A conflict commits what came
-    /// before it and throws <see cref="DivergedException"/>: the node must stop, never skip.
+    /// Applies replicated entries in one transaction, together with the entries themselves and the new
+    /// LSN (exactly once across restarts): consecutive row-change entries as one joined changeset
+    /// (<see cref="TryApplyRun"/>), the rest each in its own savepoint. A damaged or out-of-sequence entry
+    /// anywhere refuses the whole batch before anything is applied. A conflict commits what came before
+    /// it and throws <see cref="DivergedException"/>: the node must stop, never skip.
     /// </summary>
     public void ApplyEntries(IReadOnlyList<LogRecord> entries)
     {
+        var expected = _lsn;
+        foreach (var entry in entries)
+        {
+            if (entry.Lsn != ++expected)
+            {
+                throw new InvalidDataException($"entry {entry.Lsn} arrived after {expected - 1}: the stream skipped or repeated entries");
+            }
+
+            if (!entry.IsIntact)
+            {
+                throw new InvalidDataException($"entry {entry.Lsn} fails its checksum");
+            }
+        }
+
         var applied = _lsn;
         DivergedException? diverged = null;
+        var parts = new List<EntryPart>[entries.Count];
+        for (var i = 0; i < entries.Count; i++)
+        {
+            parts[i] = EntryCodec.Decode(entries[i].Body);
+        }
+
         _writer.Run("BEGIN IMMEDIATE");
         try
         {
-            foreach (var entry in entries)
+            var next = 0;
+            while (next < entries.Count && diverged is null)
             {
-                if (entry.Lsn != applied + 1)
+                var run = RowChangeRun(parts, next);
+                if (run > 1 && TryApplyRun(entries, parts, next, run))
                 {
-                    throw new InvalidDataException($"entry {entry.Lsn} arrived after {applied}: the stream skipped or repeated entries");
+                    next += run;
+                    applied = entries[next - 1].Lsn;
+                    continue;
                 }
 
-                if (!entry.IsIntact)
+                // One entry at a time: a statement (DDL), a lone entry, or a run that met a conflict —
+                // applied singly, the conflict is pinned on the entry that causes it.
+                for (var end = next + Math.Max(run, 1); next < end; next++)
                 {
-                    throw new InvalidDataException($"entry {entry.Lsn} fails its checksum");
-                }
-
-                _writer.Run("SAVEPOINT a");
-                try
-                {
-                    foreach (var part in EntryCodec.Decode(entry.Body))
+                    if (ApplyOne(entries[next], parts[next]) is { } failure)
                     {
-                        switch (part)
-                        {
-                            case ChangesetPart c:
-                                SessionNative.ApplyOrThrow(_writer.NativeHandle, c.Changeset);
-                                break;
-                            case StatementPart s:
-                                InternalOnce(s.Sql, [.. s.Parameters]);
-                                _writer.ClearCache();
-                                break;
-                        }
+                        diverged = failure;
+                        break;
                     }
 
-                    InsertLog(entry);
-                    _writer.Run("RELEASE a");
-                    applied = entry.Lsn;
-                }
-                catch (Exception ex) when (ex is ChangesetConflictException or SqliteException)
-                {
-                    _writer.Exec("ROLLBACK TO a; RELEASE a");
-                    diverged = new DivergedException(entry.Lsn, ex.Message);
-                    break;
+                    applied = entries[next].Lsn;
                 }
             }
 
@@ -514,6 +520,124 @@ internal sealed partial class NodeDatabase : IDisposable
         if (diverged is not null)
         {
             throw diverged;
+        }
+    }
+
+    /// <summary>Entries applied as part of a joined run (<see cref="TryApplyRun"/>) since the database was opened.</summary>
+    public long EntriesAppliedInRuns { get; private set; }
+
+    /// <summary>Changeset bytes one joined run may hold (a run stops before the entry that would pass it).</summary>
+    private const int MaxRunBytes = 8 << 20;
+
+    /// <summary>How many entries from <paramref name="start"/> on carry row changes only (no statements), within <see cref="MaxRunBytes"/>.</summary>
+    private static int RowChangeRun(List<EntryPart>[] parts, int start)
+    {
+        var end = start;
+        long bytes = 0;
+        while (end < parts.Length && parts[end].TrueForAll(p => p is ChangesetPart))
+        {
+            foreach (var part in parts[end])
+            {
+                bytes += ((ChangesetPart)part).Changeset.Length;
+            }
+
+            if (bytes > MaxRunBytes && end > start)
+            {
+                break;
+            }
+
+            end++;
+        }
+
+        return end - start;
+    }
+
+    /// <summary>
+    /// Applies the changesets of entries [start, start + count) as one changeset — their bytes one after
+    /// the other, a valid changeset whose table sections repeat — so SQLite prepares its statements for a
+    /// table once per batch, not once per entry (it re-prepares only when the table changes). Changes
+    /// are applied in log order, so the rows end as applying the entries one by one would leave them.
+    /// On any conflict the run is undone and false returned, for the caller to apply it entry by entry.
+    /// </summary>
+    private bool TryApplyRun(IReadOnlyList<LogRecord> entries, List<EntryPart>[] parts, int start, int count)
+    {
+        var size = 0;
+        for (var i = start; i < start + count; i++)
+        {
+            foreach (var part in parts[i])
+            {
+                size += ((ChangesetPart)part).Changeset.Length;
+            }
+        }
+
+        var joined = System.Buffers.ArrayPool<byte>.Shared.Rent(Math.Max(size, 1));
+        try
+        {
+            var at = 0;
+            for (var i = start; i < start + count; i++)
+            {
+                foreach (var part in parts[i])
+                {
+                    var changeset = ((ChangesetPart)part).Changeset;
+                    changeset.CopyTo(joined, at);
+                    at += changeset.Length;
+                }
+            }
+
+            _writer.Run("SAVEPOINT run");
+            try
+            {
+                SessionNative.ApplyOrThrow(_writer.NativeHandle, joined.AsSpan(0, size));
+            }
+            catch (Exception ex) when (ex is ChangesetConflictException or SqliteException)
+            {
+                _writer.Exec("ROLLBACK TO run; RELEASE run");
+                return false;
+            }
+
+            for (var i = start; i < start + count; i++)
+            {
+                InsertLog(entries[i]);
+            }
+
+            _writer.Run("RELEASE run");
+            EntriesAppliedInRuns += count;
+            return true;
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(joined);
+        }
+    }
+
+    /// <summary>One entry in its own savepoint; the divergence it causes, or null once it is applied.</summary>
+    private DivergedException? ApplyOne(LogRecord entry, List<EntryPart> parts)
+    {
+        _writer.Run("SAVEPOINT a");
+        try
+        {
+            foreach (var part in parts)
+            {
+                switch (part)
+                {
+                    case ChangesetPart c:
+                        SessionNative.ApplyOrThrow(_writer.NativeHandle, c.Changeset);
+                        break;
+                    case StatementPart s:
+                        InternalOnce(s.Sql, [.. s.Parameters]);
+                        _writer.ClearCache();
+                        break;
+                }
+            }
+
+            InsertLog(entry);
+            _writer.Run("RELEASE a");
+            return null;
+        }
+        catch (Exception ex) when (ex is ChangesetConflictException or SqliteException)
+        {
+            _writer.Exec("ROLLBACK TO a; RELEASE a");
+            return new DivergedException(entry.Lsn, ex.Message);
         }
     }
 
