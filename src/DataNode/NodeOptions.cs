@@ -1,5 +1,6 @@
 using System.Net;
 using Infra.Core.Configuration;
+using Infra.Core.Storage;
 using Infra.DataNode.Storage;
 using Microsoft.Win32.SafeHandles;
 
@@ -65,13 +66,30 @@ internal sealed class NodeOptions : ServiceOptions
 
     public TimeSpan ShutdownTimeout { get; set; } = TimeSpan.FromSeconds(10);
 
+    /// <summary>
+    /// Fault injection for chaos tests: when this environment variable names a file, each WAL fsync first
+    /// looks for that file and, while it exists, fails as a disk error would — the node then refuses
+    /// writes until it is restarted (see <see cref="CommitFlusher"/>). Unset, nothing is checked.
+    /// </summary>
+    public const string WalSyncFaultVariable = "INFRA_FAULT_WAL_SYNC_FILE";
+
     /// <summary>Tests only: replaces the WAL's fsync (<see cref="DatabaseSettings.FlushWal"/>).</summary>
     internal Action<SafeFileHandle>? FlushWal { get; set; }
+
+    internal static Action<SafeFileHandle>? WalSyncFault(string? file) => string.IsNullOrEmpty(file) ? null : handle =>
+    {
+        if (File.Exists(file))
+        {
+            throw new IOException($"injected WAL fsync failure: {file} exists ({WalSyncFaultVariable})");
+        }
+
+        FileSync.DataSync(handle);
+    };
 
     public DatabaseSettings DatabaseSettings => new()
     {
         Synchronous = Synchronous,
-        FlushWal = FlushWal,
+        FlushWal = FlushWal ?? WalSyncFault(Environment.GetEnvironmentVariable(WalSyncFaultVariable)),
         LogRetention = LogRetention,
         MaxResultRows = MaxResultRows,
         ReadMmapBytes = ReadMmapBytes,

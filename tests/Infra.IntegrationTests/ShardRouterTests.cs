@@ -452,6 +452,64 @@ public sealed class ShardRouterTests
     }
 
     [Fact]
+    public async Task A_master_whose_wal_fsync_failed_is_replaced_without_losing_acknowledged_writes_and_rejoins_once_restarted()
+    {
+        await using var cluster = await ShardCluster.StartAsync(1);
+        await CreateAccountsAsync(cluster);
+        var shard = cluster.Shards[0];
+        var acked = new List<string>();
+        for (var i = 0; i < 20; i++)
+        {
+            var (status, body) = await cluster.ExecuteAsync($"k{i}", ["INSERT INTO acct(k, v) VALUES(?, ?)", $"k{i}", i]);
+            Assert.True(status == 200, body.ToString());
+            acked.Add($"k{i}");
+        }
+
+        // The master's disk starts failing its WAL fsyncs: its next write is not acknowledged, and it
+        // refuses every write after; the router must treat it as failed although it still answers.
+        var fault = DataNodeProcess.WalSyncFaultFile(shard.MasterDir);
+        await File.WriteAllTextAsync(fault, "");
+        var (failed, failedBody) = await cluster.ExecuteAsync("x", ["INSERT INTO acct(k, v) VALUES(?, ?)", "x", 0]);
+        Assert.True(failed == 503, failedBody.ToString());
+        var masterStatus = await shard.Master.StatusAsync();
+        Assert.Contains("injected", masterStatus.GetProperty("walSyncFailed").GetString(), StringComparison.Ordinal);
+
+        await Eventually.HoldsAsync(async () =>
+        {
+            var map = await cluster.ShardsAsync();
+            return map.GetProperty("shards")[0].GetProperty("master").GetString() == shard.Replica.ReplicationAddress;
+        }, "the router promotes the replica", TimeSpan.FromSeconds(30));
+        for (var i = 20; i < 30; i++)
+        {
+            var key = $"k{i}";
+            await Eventually.HoldsAsync(async () =>
+            {
+                var (status, body) = await cluster.ExecuteAsync(key, ["INSERT INTO acct(k, v) VALUES(?, ?)", key, i]);
+                Assert.True(status is 200 or 503, body.ToString());
+                return status == 200;
+            }, "writes go through on the new master", TimeSpan.FromSeconds(30));
+            acked.Add(key);
+        }
+
+        var rows = await cluster.QueryAsync(new { sql = "SELECT k FROM acct", consistency = "strong" });
+        var stored = rows.GetProperty("rows").EnumerateArray().Select(r => r[0].GetString()!).ToHashSet();
+        var lost = acked.Where(k => !stored.Contains(k)).ToList();
+        Assert.True(lost.Count == 0, $"acknowledged writes lost: {string.Join(", ", lost)}");
+
+        // Restarted on a healthy disk, the old master learns the new epoch and follows the new master.
+        File.Delete(fault);
+        var oldAddress = shard.Master.ReplicationAddress;
+        await shard.Master.DisposeAsync();
+        shard.Master = await DataNodeProcess.StartAsync(shard.MasterDir, "--role", "master", "--listen", oldAddress);
+        await Eventually.HoldsAsync(async () =>
+        {
+            var status = await shard.Master.StatusAsync();
+            return status.GetProperty("role").GetString() == "replica" && await shard.Master.LsnAsync() == await shard.Replica.LsnAsync();
+        }, "the old master follows the new one and catches up", TimeSpan.FromSeconds(60));
+        Assert.Equal(await shard.Replica.ChecksumAsync(), await shard.Master.ChecksumAsync());
+    }
+
+    [Fact]
     public async Task A_failed_move_whose_copy_cannot_be_deleted_leaves_a_cleanup_so_fan_outs_never_repeat_its_rows()
     {
         // The map gives s1 one slot of s0 too many, so one of s1's slots (each holds 3 rows) moves to s0.

@@ -166,6 +166,40 @@ public sealed class HealthBookTests
         other.Up = true;
         other.Status = Status(role: "fenced");
         Assert.False(book.InRotation("e:1", 0, 1_000));
+
+        var walFailed = book.Node("f:1");
+        walFailed.Up = true;
+        walFailed.Status = Status() with { WalSyncFailed = "fdatasync: EIO" };
+        Assert.False(book.InRotation("f:1", 0, 1_000));
+    }
+
+    private static (string, DataNodeStatus) Replica(string address, long lsn, long durable = -1, string? diverged = null, string? walFailed = null) =>
+        (address, Status(lsn: lsn, diverged: diverged) with { DurableLsn = durable < 0 ? lsn : durable, WalSyncFailed = walFailed });
+
+    [Fact]
+    public void Failover_promotes_the_most_applied_replica_that_can_write()
+    {
+        var chosen = FailoverMonitor.ChooseCandidate([Replica("b:1", 40), Replica("a:1", 50, durable: 45), Replica("c:1", 50)], out _);
+        Assert.Equal("a:1", chosen?.Address);
+
+        // Diverged, or with a failed WAL fsync below what the best has: left out.
+        chosen = FailoverMonitor.ChooseCandidate([Replica("a:1", 60, diverged: "history differs"), Replica("b:1", 70, durable: 30, walFailed: "EIO"), Replica("c:1", 50)], out _);
+        Assert.Equal("c:1", chosen?.Address);
+    }
+
+    [Fact]
+    public void Failover_does_not_promote_past_a_failed_replica_holding_more_on_its_disk()
+    {
+        // b:1 acknowledged up to 55 before its fsync failed; c:1 has only 50: promoting c:1 could lose 51..55.
+        var chosen = FailoverMonitor.ChooseCandidate([Replica("b:1", 60, durable: 55, walFailed: "EIO"), Replica("c:1", 50)], out var why);
+        Assert.Null(chosen);
+        Assert.Contains("b:1", why, StringComparison.Ordinal);
+        Assert.Contains("restart", why, StringComparison.Ordinal);
+
+        Assert.Null(FailoverMonitor.ChooseCandidate([Replica("b:1", 60, walFailed: "EIO")], out why));
+        Assert.Contains("fsync failed", why, StringComparison.Ordinal);
+        Assert.Null(FailoverMonitor.ChooseCandidate([], out why));
+        Assert.Contains("no replica answered", why, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -296,7 +296,7 @@ internal sealed partial class NativeApi(Node node, ILogger logger)
         }
     }
 
-    /// <summary>{nodeId, role, epoch, lsn, fencedBy, closedSlots? and closedBy? ([[slot, by]…]) (a master's, when any), master?, connected?, masterLsn?, diverged?}.</summary>
+    /// <summary>{nodeId, role, epoch, lsn, fencedBy, durableLsn, walSyncFailed? (once the WAL fsync failed), closedSlots? and closedBy? ([[slot, by]…]) (a master's, when any), master?, connected?, masterLsn?, diverged?}.</summary>
     private MessagePackBody Status()
     {
         var db = node.Db;
@@ -310,11 +310,13 @@ internal sealed partial class NativeApi(Node node, ILogger logger)
         var fencedBy = node.FencedBy;
         var connected = follower?.Connected ?? false;
         var masterLsn = follower?.MasterLsn ?? 0;
+        var durableLsn = node.Durable.Value;
+        var walFailure = node.Flusher.Failure?.Message;
         IReadOnlyList<int> closed = replica ? [] : db.ClosedSlots;
         var closedBy = closed.Count > 0 ? db.ClosedBy : null;
         return (ref MessagePackWriter w) =>
         {
-            w.WriteMapHeader((replica ? 9 : 5) + (closed.Count > 0 ? 1 : 0) + (closedBy is { Count: > 0 } ? 1 : 0));
+            w.WriteMapHeader((replica ? 10 : 6) + (walFailure is null ? 0 : 1) + (closed.Count > 0 ? 1 : 0) + (closedBy is { Count: > 0 } ? 1 : 0));
             w.Write("nodeId");
             w.Write(nodeId);
             w.Write("role");
@@ -325,6 +327,14 @@ internal sealed partial class NativeApi(Node node, ILogger logger)
             w.Write(lsn);
             w.Write("fencedBy");
             w.Write(fencedBy);
+            w.Write("durableLsn");
+            w.Write(durableLsn);
+            if (walFailure is not null)
+            {
+                w.Write("walSyncFailed");
+                w.Write(walFailure);
+            }
+
             if (closed.Count > 0)
             {
                 WriteClosedSlots(ref w, closed);

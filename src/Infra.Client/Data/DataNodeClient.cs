@@ -74,6 +74,12 @@ public sealed record DataNodeStatus(string NodeId, string Role, long Epoch, long
 
     /// <summary>The name of each of <see cref="ClosedSlots"/>' closes, when it was given one.</summary>
     public IReadOnlyDictionary<int, string> ClosedBy { get; init; } = new Dictionary<int, string>();
+
+    /// <summary>The last LSN on the node's disk (its WAL fsync'd); <see cref="Lsn"/> may be ahead of it by the commits in flight.</summary>
+    public long DurableLsn { get; init; }
+
+    /// <summary>Why the node's WAL fsync failed, once it has: the node refuses writes and acknowledges nothing more until restarted.</summary>
+    public string? WalSyncFailed { get; init; }
 }
 
 /// <summary>
@@ -380,6 +386,8 @@ public sealed class DataNodeClient : IAsyncDisposable
     {
         ClosedSlots = ReadClosedSlots(s),
         ClosedBy = ReadClosedBy(s),
+        DurableLsn = s.GetValueOrDefault("durableLsn") as long? ?? 0,
+        WalSyncFailed = s.GetValueOrDefault("walSyncFailed") as string,
     };
 
     /// <summary>closedBy: [[slot, by]…]; malformed pairs are skipped and a repeated slot keeps its first closer.</summary>

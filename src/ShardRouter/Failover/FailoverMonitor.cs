@@ -7,11 +7,12 @@ using Microsoft.Extensions.Logging;
 namespace Infra.ShardRouter.Failover;
 
 /// <summary>
-/// Probes every data node each interval (<c>status</c>, with a timeout). Replicas that fail, diverge
-/// or lag beyond the bound leave the read rotation until they recover. A master that fails K probes
-/// in a row is replaced: the reachable replica with the highest applied LSN is chosen, epoch + 1 is
-/// claimed for it on the shard's replicas (each node votes once per epoch, so two routers cannot both
-/// win it), it is promoted, the others are repointed to it, and the map is updated. Nodes that come
+/// Probes every data node each interval (<c>status</c>, with a timeout). Replicas that fail, diverge,
+/// cannot sync their WAL or lag beyond the bound leave the read rotation until they recover. A master
+/// that fails K probes in a row (unreachable, or unfit: not master, fenced, its WAL fsync failed) is
+/// replaced: the reachable replica with the highest applied LSN (<see cref="ChooseCandidate"/>) is
+/// chosen, epoch + 1 is claimed for it on the shard's replicas (each node votes once per epoch, so two
+/// routers cannot both win it), it is promoted, the others are repointed to it, and the map is updated. Nodes that come
 /// back on the wrong side (an old master, a replica following someone else) are told to follow the
 /// shard's master; a newer master found on a shard's node (another router's failover) is adopted.
 /// </summary>
@@ -101,7 +102,8 @@ internal sealed partial class FailoverMonitor(Router router, TimeProvider time, 
             return;
         }
 
-        var masterOk = master.Up && master.Status is { IsMaster: true } ms && ms.Epoch == shard.Epoch && ms.FencedBy == 0;
+        // A master whose WAL fsync failed refuses every write until restarted: as good as failed.
+        var masterOk = master.Up && master.Status is { IsMaster: true, WalSyncFailed: null } ms && ms.Epoch == shard.Epoch && ms.FencedBy == 0;
         if (masterOk)
         {
             master.NotMaster = 0;
@@ -109,7 +111,7 @@ internal sealed partial class FailoverMonitor(Router router, TimeProvider time, 
         }
         else if (master.Up)
         {
-            // It answers but is not this epoch's master (stepped down, fenced): as good as failed.
+            // It answers but is not this epoch's master (stepped down, fenced), or cannot write: as good as failed.
             master.NotMaster++;
         }
 
@@ -161,7 +163,7 @@ internal sealed partial class FailoverMonitor(Router router, TimeProvider time, 
     /// node (a connected one is left alone: its master may just be spelled differently).
     /// </summary>
     private static bool NeedsRepointing(DataNodeStatus status, ShardInfo shard) =>
-        status.Epoch <= shard.Epoch && (status.IsMaster || (!status.Connected && !string.Equals(status.Master, shard.Master, StringComparison.OrdinalIgnoreCase)));
+        status.Epoch <= shard.Epoch && status.WalSyncFailed is null && (status.IsMaster || (!status.Connected && !string.Equals(status.Master, shard.Master, StringComparison.OrdinalIgnoreCase)));
 
     /// <summary>
     /// Tells a node to follow the shard's master, in the background: a node that hangs on the call (up to
@@ -244,20 +246,18 @@ internal sealed partial class FailoverMonitor(Router router, TimeProvider time, 
                 }
             }
 
-            var candidates = statuses.Where(s => s.Status.Diverged is null).OrderByDescending(s => s.Status.Lsn).ThenBy(s => s.Address, StringComparer.Ordinal).ToList();
-            if (candidates.Count == 0)
+            if (ChooseCandidate(statuses, out var why) is not var (chosen, chosenStatus))
             {
                 if (state.LastFailover?.StartsWith("no candidate", StringComparison.Ordinal) != true)
                 {
-                    LogNoCandidate(logger, shard.Id, shard.Master);
+                    LogNoCandidate(logger, shard.Id, shard.Master, why);
                 }
 
-                state.LastFailover = $"no candidate since {time.GetUtcNow():O}";
+                state.LastFailover = $"no candidate since {time.GetUtcNow():O}: {why}";
                 router.Metrics.Failovers.Add(1, new("shard", shard.Id), new("outcome", "no_candidate"));
                 return false;
             }
 
-            var (chosen, chosenStatus) = candidates[0];
             var oldMaster = router.Health.Node(shard.Master).Status?.Epoch ?? 0;
             var epoch = Math.Max(Math.Max(shard.Epoch, oldMaster), statuses.Max(s => s.Status.Epoch)) + 1;
 
@@ -318,14 +318,42 @@ internal sealed partial class FailoverMonitor(Router router, TimeProvider time, 
         }
     }
 
+    /// <summary>
+    /// The replica to promote: the one that has applied the most (then the lowest address) among those
+    /// that have not diverged and whose WAL fsync has not failed. None, with the reason, when no replica
+    /// qualifies — or when one left out for a failed fsync has more on its disk than the best candidate
+    /// has applied: it may be the only replica that acknowledged those writes (a replica acknowledges
+    /// only what its fsync covered), so promoting past it could lose them; restarted, it can follow again.
+    /// </summary>
+    internal static (string Address, DataNodeStatus Status)? ChooseCandidate(IReadOnlyList<(string Address, DataNodeStatus Status)> statuses, out string why)
+    {
+        var best = statuses.Where(s => s.Status is { Diverged: null, WalSyncFailed: null })
+            .OrderByDescending(s => s.Status.Lsn).ThenBy(s => s.Address, StringComparer.Ordinal).FirstOrDefault();
+        var failed = statuses.Where(s => s.Status.WalSyncFailed is not null).OrderByDescending(s => s.Status.DurableLsn).FirstOrDefault();
+        if (best.Address is null)
+        {
+            why = statuses.Count == 0 ? "no replica answered" : "every replica that answered has diverged or its WAL fsync failed";
+            return null;
+        }
+
+        if (failed.Address is not null && failed.Status.DurableLsn > best.Status.Lsn)
+        {
+            why = $"{failed.Address}'s WAL fsync failed with LSN {failed.Status.DurableLsn} on its disk, past the best candidate {best.Address} at {best.Status.Lsn}: restart it";
+            return null;
+        }
+
+        why = "";
+        return best;
+    }
+
     [LoggerMessage(EventId = 700, Level = LogLevel.Warning, Message = "A probe round failed")]
     private static partial void LogProbeRoundFailed(ILogger logger, Exception exception);
 
     [LoggerMessage(EventId = 701, Level = LogLevel.Warning, Message = "Shard {Shard}: failed over from {Old} to {New} (epoch {Epoch}, LSN {Lsn}) in {Ms:0} ms")]
     private static partial void LogFailedOver(ILogger logger, string shard, string old, string @new, long epoch, long lsn, double ms);
 
-    [LoggerMessage(EventId = 702, Level = LogLevel.Error, Message = "Shard {Shard}: master {Master} is down and no replica can replace it")]
-    private static partial void LogNoCandidate(ILogger logger, string shard, string master);
+    [LoggerMessage(EventId = 702, Level = LogLevel.Error, Message = "Shard {Shard}: master {Master} is down and no replica can replace it: {Reason}")]
+    private static partial void LogNoCandidate(ILogger logger, string shard, string master, string reason);
 
     [LoggerMessage(EventId = 703, Level = LogLevel.Warning, Message = "Shard {Shard}: {Node} refused the claim of epoch {Epoch}: {Reason}")]
     private static partial void LogClaimRefused(ILogger logger, string shard, string node, long epoch, string reason);

@@ -102,10 +102,10 @@ internal sealed class HealthBook
     public bool TryGetNode(string address, out NodeHealth health) => _nodes.TryGetValue(address, out health!);
 
     /// <summary>
-    /// A replica takes reads when its last probe answered, it is a replica that has not diverged, it
+    /// A replica takes reads when its last probe answered, it is a replica that has not diverged and whose WAL fsync has not failed, it
     /// lags no more than <paramref name="maxLagMs"/>, and (for session reads) it has applied <paramref name="minLsn"/>.
     /// </summary>
     public bool InRotation(string address, long minLsn, long maxLagMs) =>
-        _nodes.TryGetValue(address, out var health) && health.Up && health.Status is { Role: "replica", Diverged: null } status
+        _nodes.TryGetValue(address, out var health) && health.Up && health.Status is { Role: "replica", Diverged: null, WalSyncFailed: null } status
         && health.LagMs <= maxLagMs && status.Lsn >= minLsn;
 }

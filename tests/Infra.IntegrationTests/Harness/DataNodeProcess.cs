@@ -26,11 +26,18 @@ internal sealed class DataNodeProcess : IAsyncDisposable
 
     public static string NewDataDir() => Path.Combine(Path.GetTempPath(), "infra-node-" + Guid.NewGuid().ToString("N")[..12]);
 
+    /// <summary>
+    /// While this file exists, the WAL fsyncs of the node on <paramref name="dataDir"/> fail (the node's
+    /// fault injection, INFRA_FAULT_WAL_SYNC_FILE, set for every node the tests start).
+    /// </summary>
+    public static string WalSyncFaultFile(string dataDir) => dataDir.TrimEnd('/') + ".fail-wal-sync";
+
     public static async Task<DataNodeProcess> StartAsync(string dataDir, params string[] extra)
     {
         var args = new List<string> { "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir", dataDir };
         args.AddRange(extra);
-        return new DataNodeProcess(await ServiceProcess.StartAsync(Artifacts.DataNode, args, expectedEndpoints: 2), dataDir);
+        var environment = new Dictionary<string, string> { ["INFRA_FAULT_WAL_SYNC_FILE"] = WalSyncFaultFile(dataDir) };
+        return new DataNodeProcess(await ServiceProcess.StartAsync(Artifacts.DataNode, args, expectedEndpoints: 2, environment), dataDir);
     }
 
     public async Task<(int Status, JsonElement Body)> PostAsync(string path, object body)
