@@ -71,6 +71,39 @@ public sealed class DurableCommitTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task A_write_committed_while_an_fsync_runs_waits_for_the_next_fsync()
+    {
+        var gate = new WalGate();
+        var (master, _) = Start("m", NodeRole.Master, SyncMode.Async, gate);
+        await WriteAsync(master, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)");
+        var before = master.Db.Lsn;
+
+        gate.Close();
+        var first = WriteAsync(master, "INSERT INTO t VALUES(1, 'a')");
+        await gate.WaitEnteredAsync();
+
+        // The writer takes the next group while the first one's fsync runs: it commits, but the fsync
+        // under way began before that commit and may not have covered it.
+        var second = WriteAsync(master, "INSERT INTO t VALUES(2, 'b')");
+        await UntilAsync(() => master.Db.Lsn == before + 2, "the second write commits during the first one's fsync");
+        gate.PassOne();
+        Assert.Equal(before + 1, (await first.WaitAsync(Deadline)).Lsn);
+        Assert.Equal(before + 1, master.Durable.Value);
+
+        await gate.WaitEnteredAsync();
+        var watch = Stopwatch.StartNew();
+        while (watch.Elapsed < TimeSpan.FromMilliseconds(300))
+        {
+            Assert.False(second.IsCompleted, "a write was answered by an fsync that began before its commit");
+            await Task.Delay(10);
+        }
+
+        gate.Open();
+        Assert.Equal(before + 2, (await second.WaitAsync(Deadline)).Lsn);
+        Assert.Equal(before + 2, master.Durable.Value);
+    }
+
+    [Fact]
     public async Task A_master_ships_only_entries_its_WAL_fsync_has_covered()
     {
         var gate = new WalGate();
@@ -225,6 +258,7 @@ public sealed class DurableCommitTests : IAsyncDisposable
     {
         private readonly ManualResetEventSlim _open = new(initialState: true);
         private readonly SemaphoreSlim _entered = new(0);
+        private readonly SemaphoreSlim _pass = new(0);
         private Exception? _failNext;
         private int _calls;
 
@@ -242,6 +276,9 @@ public sealed class DurableCommitTests : IAsyncDisposable
 
         public void Open() => _open.Set();
 
+        /// <summary>Lets the fsync being held (or the next one) return, and keeps holding the ones after it.</summary>
+        public void PassOne() => _pass.Release();
+
         public void FailNext(Exception error) => Volatile.Write(ref _failNext, error);
 
         public async Task WaitEnteredAsync() => Assert.True(await _entered.WaitAsync(Deadline), "no WAL fsync began");
@@ -257,7 +294,9 @@ public sealed class DurableCommitTests : IAsyncDisposable
             if (!_open.IsSet)
             {
                 _entered.Release();
-                _open.Wait();
+                while (!_open.IsSet && !_pass.Wait(5))
+                {
+                }
             }
 
             RandomAccess.FlushToDisk(wal);
