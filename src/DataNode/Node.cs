@@ -238,8 +238,31 @@ internal sealed partial class Node : IAsyncDisposable
         }
 
         var result = Db.Query(sql, parameters);
+        if (!IsOnDisk(result))
+        {
+            await UntilOnDiskAsync(result, cancellationToken);
+        }
+
         _reads.Add(1);
         return result;
+    }
+
+    /// <summary>
+    /// Whether a read may be answered now. On a master a read can see commits whose WAL fsync has not
+    /// returned yet; it is answered only once they are on disk, so no one acts on (or holds an LSN
+    /// token of) a write a crash could take back — as a PostgreSQL commit is not visible before its
+    /// flush. A replica holds only entries already on its master's disk, so its reads never wait.
+    /// </summary>
+    private bool IsOnDisk(QueryResult result) => Role != NodeRole.Master || result.Lsn <= Durable.Value;
+
+    private async Task UntilOnDiskAsync(QueryResult result, CancellationToken cancellationToken)
+    {
+        if (Flusher.Failure is not null || !await Durable.WaitAsync(result.Lsn, Options.ReadWaitTimeout, cancellationToken))
+        {
+            throw new NodeException(NodeErrorCode.Unavailable, Flusher.Failure is { } failure
+                ? $"the read saw LSN {result.Lsn}, which is not on disk: {WalFailed(failure).Message}"
+                : $"the read saw LSN {result.Lsn}, which was not on disk within {Options.ReadWaitTimeout.TotalMilliseconds:0} ms");
+        }
     }
 
     /// <summary>
@@ -256,6 +279,11 @@ internal sealed partial class Node : IAsyncDisposable
             if (Db.TryQuery(sql, parameters, mayWait: false) is { } now)
             {
                 QueryCosts.Record(sql, Stopwatch.GetTimestamp() - started);
+                if (!IsOnDisk(now))
+                {
+                    await UntilOnDiskAsync(now, cancellationToken);
+                }
+
                 _reads.Add(1);
                 return now;
             }
