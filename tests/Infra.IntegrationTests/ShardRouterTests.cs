@@ -283,15 +283,7 @@ public sealed class ShardRouterTests
         Assert.True(lost.Count == 0, $"{lost.Count} acknowledged writes lost, e.g. {string.Join(", ", lost.Take(5))}");
 
         // The old master comes back at its address, is told to follow, and converges.
-        var oldAddress = victim.Master.ReplicationAddress;
-        await victim.Master.DisposeAsync();
-        victim.Master = await DataNodeProcess.StartAsync(victim.MasterDir, "--role", "master", "--listen", oldAddress);
-        await Eventually.HoldsAsync(async () =>
-        {
-            var status = await victim.Master.StatusAsync();
-            return status.GetProperty("role").GetString() == "replica" && await victim.Master.LsnAsync() == await victim.Replica.LsnAsync();
-        }, "the old master follows the new one and catches up", TimeSpan.FromSeconds(60));
-        Assert.Equal(await victim.Replica.ChecksumAsync(), await victim.Master.ChecksumAsync());
+        await RestartOldMasterAndAwaitItFollowsAsync(victim);
         var other = cluster.Shards[1];
         await Eventually.HoldsAsync(async () => await other.Replica.LsnAsync() == await other.Master.LsnAsync(), "the other shard's replica is caught up");
         Assert.Equal(await other.Master.ChecksumAsync(), await other.Replica.ChecksumAsync());
@@ -498,6 +490,15 @@ public sealed class ShardRouterTests
 
         // Restarted on a healthy disk, the old master learns the new epoch and follows the new master.
         File.Delete(fault);
+        await RestartOldMasterAndAwaitItFollowsAsync(shard);
+    }
+
+    /// <summary>
+    /// Restarts the shard's old master (dead or unfit; the router promoted its replica) at its address:
+    /// the router tells it to follow the new master, and it must catch up to the same checksum.
+    /// </summary>
+    private static async Task RestartOldMasterAndAwaitItFollowsAsync(ShardNodes shard)
+    {
         var oldAddress = shard.Master.ReplicationAddress;
         await shard.Master.DisposeAsync();
         shard.Master = await DataNodeProcess.StartAsync(shard.MasterDir, "--role", "master", "--listen", oldAddress);
