@@ -262,7 +262,9 @@ public sealed class ChangesetTests : IDisposable
         var swap = Write(("UPDATE u SET n = 3 WHERE k = 'x'", []), ("UPDATE u SET n = 1 WHERE k = 'y'", []), ("UPDATE u SET n = 2 WHERE k = 'x'", []));
         var next = Write(("UPDATE u SET n = 5 WHERE k = 'x'", []));
         var after = Write(("INSERT INTO t(id, v) VALUES(1, 'a')", []));
+        var before = _replica.EntriesAppliedInRuns;
         _replica.ApplyEntries([swap.Entry!, next.Entry!, after.Entry!]);
+        Assert.Equal(before, _replica.EntriesAppliedInRuns); // the joined run met a conflict and was undone
         AssertConverged();
         Assert.Equal(5L, _replica.Query("SELECT n FROM u WHERE k = 'x'", []).Rows[0][0]);
     }

@@ -173,8 +173,8 @@ public sealed class HealthBookTests
         Assert.False(book.InRotation("f:1", 0, 1_000));
     }
 
-    private static (string, DataNodeStatus) Replica(string address, long lsn, long durable = -1, string? diverged = null, string? walFailed = null) =>
-        (address, Status(lsn: lsn, diverged: diverged) with { DurableLsn = durable < 0 ? lsn : durable, WalSyncFailed = walFailed });
+    private static (string, DataNodeStatus) Replica(string address, long lsn, long durable = -1, string? diverged = null, string? walFailed = null, string role = "replica") =>
+        (address, Status(role: role, lsn: lsn, diverged: diverged) with { DurableLsn = durable < 0 ? lsn : durable, WalSyncFailed = walFailed });
 
     [Fact]
     public void Failover_promotes_the_most_applied_replica_that_can_write()
@@ -195,6 +195,10 @@ public sealed class HealthBookTests
         Assert.Null(chosen);
         Assert.Contains("b:1", why, StringComparison.Ordinal);
         Assert.Contains("restart", why, StringComparison.Ordinal);
+
+        // An old master whose fsync failed (moved among the replicas by the failover that replaced it)
+        // holds its own unacknowledged tail: it does not block the next promotion.
+        Assert.Equal("c:1", FailoverMonitor.ChooseCandidate([Replica("m:1", 60, walFailed: "EIO", role: "master"), Replica("c:1", 50)], out _)?.Address);
 
         Assert.Null(FailoverMonitor.ChooseCandidate([Replica("b:1", 60, walFailed: "EIO")], out why));
         Assert.Contains("fsync failed", why, StringComparison.Ordinal);

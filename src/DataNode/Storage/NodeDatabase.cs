@@ -474,6 +474,7 @@ internal sealed partial class NodeDatabase : IDisposable
             parts[i] = EntryCodec.Decode(entries[i].Body);
         }
 
+        var inRuns = 0;
         _writer.Run("BEGIN IMMEDIATE");
         try
         {
@@ -483,6 +484,7 @@ internal sealed partial class NodeDatabase : IDisposable
                 var run = RowChangeRun(parts, next);
                 if (run > 1 && TryApplyRun(entries, parts, next, run))
                 {
+                    inRuns += run;
                     next += run;
                     applied = entries[next - 1].Lsn;
                     continue;
@@ -516,6 +518,7 @@ internal sealed partial class NodeDatabase : IDisposable
             throw;
         }
 
+        EntriesAppliedInRuns += inRuns;
         Volatile.Write(ref _lsn, applied);
         if (diverged is not null)
         {
@@ -523,7 +526,7 @@ internal sealed partial class NodeDatabase : IDisposable
         }
     }
 
-    /// <summary>Entries applied as part of a joined run (<see cref="TryApplyRun"/>) since the database was opened.</summary>
+    /// <summary>Entries applied, and committed, as part of a joined run (<see cref="TryApplyRun"/>) since the database was opened.</summary>
     public long EntriesAppliedInRuns { get; private set; }
 
     /// <summary>Changeset bytes one joined run may hold (a run stops before the entry that would pass it).</summary>
@@ -601,7 +604,6 @@ internal sealed partial class NodeDatabase : IDisposable
             }
 
             _writer.Run("RELEASE run");
-            EntriesAppliedInRuns += count;
             return true;
         }
         finally

@@ -297,8 +297,9 @@ internal sealed partial class FailoverMonitor(Router router, TimeProvider time, 
             router.Metrics.Failovers.Add(1, new("shard", shard.Id), new("outcome", "promoted"));
             LogFailedOver(logger, shard.Id, shard.Master, chosen, epoch, promoted.Lsn, time.GetElapsedTime(started).TotalMilliseconds);
 
-            // The rest follow the new master (the old one is told when it comes back), in the background.
-            foreach (var address in others)
+            // The rest follow the new master (the old one is told when it comes back), in the background;
+            // not one whose WAL fsync failed (it cannot follow until restarted; the probes tell it then).
+            foreach (var address in others.Where(a => !statuses.Any(s => s.Address == a && s.Status.WalSyncFailed is not null)))
             {
                 StartRepoint(shard.Id, address, chosen, epoch, cancellationToken);
             }
@@ -329,13 +330,16 @@ internal sealed partial class FailoverMonitor(Router router, TimeProvider time, 
     {
         var best = statuses.Where(s => s.Status is { Diverged: null, WalSyncFailed: null })
             .OrderByDescending(s => s.Status.Lsn).ThenBy(s => s.Address, StringComparer.Ordinal).FirstOrDefault();
-        var failed = statuses.Where(s => s.Status.WalSyncFailed is not null).OrderByDescending(s => s.Status.DurableLsn).FirstOrDefault();
         if (best.Address is null)
         {
             why = statuses.Count == 0 ? "no replica answered" : "every replica that answered has diverged or its WAL fsync failed";
             return null;
         }
 
+        // Only a replica acknowledges (what its fsync covered); an old master whose fsync failed holds its
+        // own unacknowledged tail past what its replicas confirmed, which its fork point will discard.
+        var failed = statuses.Where(s => s.Status is { WalSyncFailed: not null, Role: "replica" })
+            .OrderByDescending(s => s.Status.DurableLsn).FirstOrDefault();
         if (failed.Address is not null && failed.Status.DurableLsn > best.Status.Lsn)
         {
             why = $"{failed.Address}'s WAL fsync failed with LSN {failed.Status.DurableLsn} on its disk, past the best candidate {best.Address} at {best.Status.Lsn}: restart it";
