@@ -343,6 +343,26 @@ public sealed class ChangesetTests : IDisposable
     }
 
     [Fact]
+    public void The_log_read_after_a_rollback_and_new_writes_is_the_new_history()
+    {
+        var kept = Write(("INSERT INTO t(id, v) VALUES(1, 'a')", []));
+        Write(("INSERT INTO t(id, v) VALUES(2, 'old')", []));
+        Write(("INSERT INTO t(id, v) VALUES(3, 'old')", []));
+        var old = _master.ReadLog(kept.Lsn + 1, 10);
+        Assert.Equal(2, old.Count);
+
+        Assert.True(_master.RollbackTo(kept.Lsn));
+        Assert.Empty(_master.ReadLog(kept.Lsn + 1, 10));
+        var replaced = Write(("INSERT INTO t(id, v) VALUES(2, 'new')", []));
+        Assert.Equal(old[0].Lsn, replaced.Lsn);
+
+        // Served from memory or from the table alike: the entry written since, and nothing past it.
+        var now = Assert.Single(_master.ReadLog(kept.Lsn + 1, 10));
+        Assert.Equal(replaced.Entry!.Body, now.Body);
+        Assert.NotEqual(old[0].Body, now.Body);
+    }
+
+    [Fact]
     public void A_tail_with_ddl_cannot_be_rolled_back_in_place()
     {
         var fork = _master.Lsn;

@@ -92,6 +92,7 @@ internal sealed partial class NodeDatabase : IDisposable
     private readonly DatabaseSettings _settings;
     private readonly TimeProvider _time;
     private readonly ReaderWriterLockSlim _swap = new(LockRecursionPolicy.NoRecursion);
+    private readonly LogTail _tail = new();
     private readonly Lock _poolLock = new();
     private readonly Stack<SqlRunner> _readers = new();
     private readonly SemaphoreSlim _readSlots;
@@ -178,6 +179,7 @@ internal sealed partial class NodeDatabase : IDisposable
         RegisteredReplicas = Meta("replicas") is string { Length: > 0 } ids ? ids.Split(',') : [];
         _historyEpoch = _writer.ScalarLong("SELECT coalesce(max(epoch), 0) FROM _infra_epochs");
         _generation++;
+        _tail.Clear();
     }
 
     /// <summary>
@@ -298,6 +300,14 @@ internal sealed partial class NodeDatabase : IDisposable
             TryRollback();
             var failure = new NodeException(NodeErrorCode.Unavailable, "the commit failed: " + ex.Message);
             return [.. commands.Select(_ => Failed(failure))];
+        }
+
+        foreach (var outcome in outcomes)
+        {
+            if (outcome.Entry is { } committed)
+            {
+                _tail.Add(committed);
+            }
         }
 
         Volatile.Write(ref _lsn, next);
@@ -519,6 +529,14 @@ internal sealed partial class NodeDatabase : IDisposable
         }
 
         EntriesAppliedInRuns += inRuns;
+        foreach (var entry in entries)
+        {
+            if (entry.Lsn <= applied)
+            {
+                _tail.Add(entry);
+            }
+        }
+
         Volatile.Write(ref _lsn, applied);
         if (diverged is not null)
         {
@@ -783,6 +801,7 @@ internal sealed partial class NodeDatabase : IDisposable
             undo.AddRange(parts.Cast<ChangesetPart>().Reverse().Select(p => SessionNative.InvertOrThrow(p.Changeset)));
         }
 
+        _tail.Clear(); // the tail above the fork point is being undone
         _writer.Exec("BEGIN IMMEDIATE");
         try
         {
@@ -808,6 +827,7 @@ internal sealed partial class NodeDatabase : IDisposable
         }
 
         Volatile.Write(ref _lsn, fork);
+        _tail.Clear();
         _historyEpoch = _writer.ScalarLong("SELECT coalesce(max(epoch), 0) FROM _infra_epochs");
         return true;
     }
@@ -891,8 +911,13 @@ internal sealed partial class NodeDatabase : IDisposable
         }
     };
 
-    /// <summary>Entries from <paramref name="fromLsn"/> on, at most <paramref name="max"/>, read on a reader connection.</summary>
-    public List<LogRecord> ReadLog(long fromLsn, int max) => WithReader(reader => ReadLog(reader, fromLsn, max));
+    /// <summary>
+    /// Consecutive entries from <paramref name="fromLsn"/> on, at most <paramref name="max"/>: from the
+    /// in-memory tail of recent ones when it holds <paramref name="fromLsn"/> (then possibly fewer than
+    /// the log has — a caller that wants more continues after the last), else read on a reader connection.
+    /// </summary>
+    public List<LogRecord> ReadLog(long fromLsn, int max) =>
+        _tail.TryRead(fromLsn, max, Lsn) ?? WithReader(reader => ReadLog(reader, fromLsn, max));
 
     /// <summary>The oldest LSN still in the log (0 when the log is empty).</summary>
     public long OldestLogLsn() => WithReader(reader => reader.ScalarLong("SELECT coalesce(min(lsn), 0) FROM _infra_log"));
