@@ -161,6 +161,7 @@ internal sealed partial class NodeDatabase : IDisposable
 
     private void OpenWriter()
     {
+        _tail.Clear(); // before Lsn can name the opened file's history (a re-clone swaps it under the streams)
         var connection = new SqliteConnection(new SqliteConnectionStringBuilder { DataSource = Path, Pooling = false }.ToString());
         connection.Open();
         _writer = new SqlRunner(connection, readOnly: false);
@@ -179,7 +180,6 @@ internal sealed partial class NodeDatabase : IDisposable
         RegisteredReplicas = Meta("replicas") is string { Length: > 0 } ids ? ids.Split(',') : [];
         _historyEpoch = _writer.ScalarLong("SELECT coalesce(max(epoch), 0) FROM _infra_epochs");
         _generation++;
-        _tail.Clear();
     }
 
     /// <summary>
@@ -827,7 +827,6 @@ internal sealed partial class NodeDatabase : IDisposable
         }
 
         Volatile.Write(ref _lsn, fork);
-        _tail.Clear();
         _historyEpoch = _writer.ScalarLong("SELECT coalesce(max(epoch), 0) FROM _infra_epochs");
         return true;
     }
