@@ -12,9 +12,9 @@ namespace Infra.ShardRouter.Failover;
 /// that fails K probes in a row (unreachable, or unfit: not master, fenced, its WAL fsync failed) is
 /// replaced: the reachable replica with the highest applied LSN (<see cref="ChooseCandidate"/>) is
 /// chosen, epoch + 1 is claimed for it on the shard's replicas (each node votes once per epoch, so two
-/// routers cannot both win it), it is promoted, the others are repointed to it, and the map is updated. Nodes that come
-/// back on the wrong side (an old master, a replica following someone else) are told to follow the
-/// shard's master; a newer master found on a shard's node (another router's failover) is adopted.
+/// routers cannot both win it), it is promoted, the others are repointed to it, and the map is updated.
+/// Nodes that come back on the wrong side (an old master, a replica following someone else) are told to
+/// follow the shard's master; a newer master found on a shard's node (another router's failover) is adopted.
 /// </summary>
 internal sealed partial class FailoverMonitor(Router router, TimeProvider time, ILogger<FailoverMonitor> logger) : BackgroundService
 {
