@@ -257,28 +257,16 @@ internal sealed partial class Node : IAsyncDisposable
 
     /// <summary>
     /// Waits (up to <see cref="NodeOptions.SyncTimeout"/>, as a <c>slotRows</c> answer does) until the
-    /// read's LSN is on disk; refused at once, or as soon as it is known, if the WAL fsync failed.
+    /// read's LSN is on disk; refused as soon as the WAL fsync has failed.
     /// </summary>
     private async Task UntilOnDiskAsync(QueryResult result, CancellationToken cancellationToken)
     {
-        var started = Stopwatch.GetTimestamp();
-        while (Flusher.Failure is null)
+        if (!await Flusher.UntilDurableAsync(result.Lsn, Options.SyncTimeout, cancellationToken))
         {
-            // In slices: a failure does not move Durable, and one that lands just before this wait
-            // registers would otherwise hold the read for the whole timeout.
-            if (await Durable.WaitAsync(result.Lsn, TimeSpan.FromMilliseconds(250), cancellationToken))
-            {
-                return;
-            }
-
-            if (Stopwatch.GetElapsedTime(started) >= Options.SyncTimeout)
-            {
-                throw new NodeException(NodeErrorCode.Unavailable,
-                    $"the read saw LSN {result.Lsn}, which was not on disk within {Options.SyncTimeout.TotalMilliseconds:0} ms");
-            }
+            throw new NodeException(NodeErrorCode.Unavailable, Flusher.Failure is { } failure
+                ? $"the read saw LSN {result.Lsn}, which is not on disk: {WalFailed(failure).Message}"
+                : $"the read saw LSN {result.Lsn}, which was not on disk within {Options.SyncTimeout.TotalMilliseconds:0} ms");
         }
-
-        throw new NodeException(NodeErrorCode.Unavailable, $"the read saw LSN {result.Lsn}, which is not on disk: {WalFailed(Flusher.Failure).Message}");
     }
 
     /// <summary>

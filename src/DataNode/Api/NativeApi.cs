@@ -184,7 +184,7 @@ internal sealed partial class NativeApi(Node node, ILogger logger)
                     var copy = node.Db.SlotRows(tables, (int)slots, (int)slot, OptionalLong(args, "since"), OptionalLong(args, "epoch"));
 
                     // Its LSN becomes the next copy's "since": it must not name commits this node could lose.
-                    if (!await node.Durable.WaitAsync(copy.Lsn, node.Options.SyncTimeout, cancellationToken))
+                    if (!await node.Flusher.UntilDurableAsync(copy.Lsn, node.Options.SyncTimeout, cancellationToken))
                     {
                         throw new NodeException(NodeErrorCode.Unavailable, $"the slot's rows at LSN {copy.Lsn} are not on this node's disk yet" + (node.Flusher.Failure is { } f ? ": " + f.Message : ""));
                     }

@@ -431,7 +431,7 @@ internal sealed partial class ReplicationHub(Node node, ILogger logger, Api.Nati
             var lsn = node.Db.BackupTo(file);
 
             // The backup may hold commits not yet on disk here: never hand a replica what this master could lose.
-            if (!await node.Durable.WaitAsync(lsn, TimeSpan.FromSeconds(30), token))
+            if (!await node.Flusher.UntilDurableAsync(lsn, TimeSpan.FromSeconds(30), token))
             {
                 throw new IOException($"the snapshot's LSN {lsn} is not on this master's disk" + (node.Flusher.Failure is { } f ? ": " + f.Message : ""));
             }

@@ -56,6 +56,22 @@ internal sealed partial class CommitFlusher : IDisposable
     /// <summary>The fsync failure that stopped this node's writes, if one did.</summary>
     public Exception? Failure => _failure;
 
+    /// <summary>
+    /// True once <paramref name="lsn"/> is on disk; false after <paramref name="timeout"/>, or as soon as
+    /// the WAL fsync has failed (then it never will be) — also when the failure landed just before this
+    /// wait was queued, after <see cref="Fail"/> had woken the waiters it found.
+    /// </summary>
+    public async Task<bool> UntilDurableAsync(long lsn, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        var wait = Durable.WaitAsync(lsn, timeout, cancellationToken); // queued before it returns
+        if (!wait.IsCompleted && Failure is not null)
+        {
+            Durable.ReleaseAll();
+        }
+
+        return await wait;
+    }
+
     /// <summary>WAL fsyncs so far (each covers every commit made before it began).</summary>
     public long Syncs => Interlocked.Read(ref _syncs);
 

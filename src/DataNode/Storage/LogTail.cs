@@ -17,11 +17,15 @@ internal sealed class LogTail
     private readonly LogRecord?[] _slots = new LogRecord?[Capacity];
     private readonly Lock _lock = new();
 
-    public void Add(LogRecord entry)
+    /// <summary>Adds a committed batch (in LSN order), under one lock.</summary>
+    public void Add(params IEnumerable<LogRecord> entries)
     {
         lock (_lock)
         {
-            _slots[Slot(entry.Lsn)] = entry.Body.Length <= MaxBodyBytes ? entry : null;
+            foreach (var entry in entries)
+            {
+                _slots[Slot(entry.Lsn)] = entry.Body.Length <= MaxBodyBytes ? entry : null;
+            }
         }
     }
 

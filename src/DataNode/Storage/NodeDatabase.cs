@@ -302,13 +302,7 @@ internal sealed partial class NodeDatabase : IDisposable
             return [.. commands.Select(_ => Failed(failure))];
         }
 
-        foreach (var outcome in outcomes)
-        {
-            if (outcome.Entry is { } committed)
-            {
-                _tail.Add(committed);
-            }
-        }
+        _tail.Add(outcomes.Select(o => o.Entry).OfType<LogRecord>());
 
         Volatile.Write(ref _lsn, next);
         return outcomes;
@@ -491,8 +485,8 @@ internal sealed partial class NodeDatabase : IDisposable
             var next = 0;
             while (next < entries.Count && diverged is null)
             {
-                var run = RowChangeRun(parts, next);
-                if (run > 1 && TryApplyRun(entries, parts, next, run))
+                var (run, runBytes) = RowChangeRun(parts, next);
+                if (run > 1 && TryApplyRun(entries, parts, next, run, runBytes))
                 {
                     inRuns += run;
                     next += run;
@@ -529,13 +523,7 @@ internal sealed partial class NodeDatabase : IDisposable
         }
 
         EntriesAppliedInRuns += inRuns;
-        foreach (var entry in entries)
-        {
-            if (entry.Lsn <= applied)
-            {
-                _tail.Add(entry);
-            }
-        }
+        _tail.Add(entries.TakeWhile(e => e.Lsn <= applied));
 
         Volatile.Write(ref _lsn, applied);
         if (diverged is not null)
@@ -550,27 +538,27 @@ internal sealed partial class NodeDatabase : IDisposable
     /// <summary>Changeset bytes one joined run may hold (a run stops before the entry that would pass it).</summary>
     private const int MaxRunBytes = 8 << 20;
 
-    /// <summary>How many entries from <paramref name="start"/> on carry row changes only (no statements), within <see cref="MaxRunBytes"/>.</summary>
-    private static int RowChangeRun(List<EntryPart>[] parts, int start)
+    /// <summary>
+    /// How many entries from <paramref name="start"/> on carry row changes only (no statements), within
+    /// <see cref="MaxRunBytes"/>, and their changesets' bytes.
+    /// </summary>
+    private static (int Count, int Bytes) RowChangeRun(List<EntryPart>[] parts, int start)
     {
         var end = start;
         long bytes = 0;
         while (end < parts.Length && parts[end].TrueForAll(p => p is ChangesetPart))
         {
-            foreach (var part in parts[end])
-            {
-                bytes += ((ChangesetPart)part).Changeset.Length;
-            }
-
-            if (bytes > MaxRunBytes && end > start)
+            var more = parts[end].Sum(p => (long)((ChangesetPart)p).Changeset.Length);
+            if (bytes + more > MaxRunBytes && end > start)
             {
                 break;
             }
 
+            bytes += more;
             end++;
         }
 
-        return end - start;
+        return (end - start, (int)Math.Min(bytes, int.MaxValue));
     }
 
     /// <summary>
@@ -580,17 +568,8 @@ internal sealed partial class NodeDatabase : IDisposable
     /// are applied in log order, so the rows end as applying the entries one by one would leave them.
     /// On any conflict the run is undone and false returned, for the caller to apply it entry by entry.
     /// </summary>
-    private bool TryApplyRun(IReadOnlyList<LogRecord> entries, List<EntryPart>[] parts, int start, int count)
+    private bool TryApplyRun(IReadOnlyList<LogRecord> entries, List<EntryPart>[] parts, int start, int count, int size)
     {
-        var size = 0;
-        for (var i = start; i < start + count; i++)
-        {
-            foreach (var part in parts[i])
-            {
-                size += ((ChangesetPart)part).Changeset.Length;
-            }
-        }
-
         var joined = System.Buffers.ArrayPool<byte>.Shared.Rent(Math.Max(size, 1));
         try
         {
