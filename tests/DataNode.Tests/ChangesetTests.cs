@@ -397,6 +397,38 @@ public sealed class ChangesetTests : IDisposable
     }
 
     [Fact]
+    public void The_last_entry_epoch_ranks_histories_where_the_lsn_does_not()
+    {
+        for (var i = 1; i <= 5; i++)
+        {
+            Ship(Write(("INSERT INTO t(id) VALUES(?)", [(long)i])));
+        }
+
+        Assert.Equal(1, _replica.LastEntryEpoch);
+
+        // Promoted to epoch 2: a promise, not an entry; the history is still epoch 1's until it writes.
+        _replica.SetEpochAndRole(2, "master");
+        Assert.Equal(2, _replica.Epoch);
+        Assert.Equal(1, _replica.LastEntryEpoch);
+        _replica.ExecuteGroup([new WriteCommand([new SqlStatement("INSERT INTO t(id) VALUES(100)", [])])]);
+
+        // The old master wrote two entries of epoch 1 nobody has: a longer log, an older history.
+        Write(("INSERT INTO t(id) VALUES(7)", []));
+        Write(("INSERT INTO t(id) VALUES(8)", []));
+        Assert.True(_master.Lsn > _replica.Lsn);
+        Assert.Equal(1, _master.LastEntryEpoch);
+        Assert.Equal(2, _replica.LastEntryEpoch);
+
+        // Survives a reopen (it comes from the epoch table, not the trimmed log) and follows a rollback.
+        var path = _replica.Directory;
+        _replica.Dispose();
+        using var reopened = NodeDatabase.Open(path, new DatabaseSettings(), TimeProvider.System);
+        Assert.Equal(2, reopened.LastEntryEpoch);
+        Assert.True(reopened.RollbackTo(reopened.Lsn - 1));
+        Assert.Equal(1, reopened.LastEntryEpoch);
+    }
+
+    [Fact]
     public void Epochs_only_grow_and_survive_a_reopen()
     {
         _master.SetEpochAndRole(5, "master");

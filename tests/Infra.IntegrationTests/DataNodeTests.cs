@@ -289,6 +289,7 @@ public sealed class DataNodeTests : IDisposable
         var (winner, other) = bLsn >= cLsn ? (b, c) : (c, b);
         var (promoted, promotedBody) = await winner.PostAsync("/promote", new { epoch = 2 });
         Assert.True(promoted == 200, promotedBody.ToString());
+        Assert.Equal(1, (await winner.StatusAsync()).GetProperty("lastEpoch").GetInt64()); // promised epoch 2, wrote nothing in it yet
         Assert.Equal(200, (await other.PostAsync("/follow", new { master = winner.ReplicationAddress, epoch = 2 })).Status);
 
         var rows = (await winner.QueryAsync("SELECT id FROM t")).GetProperty("rows").EnumerateArray().Select(r => r[0].GetInt64()).ToHashSet();
@@ -309,6 +310,13 @@ public sealed class DataNodeTests : IDisposable
         await using var old = await DataNodeProcess.StartAsync(masterDir, "--role", "replica", "--master", winner.ReplicationAddress);
         await ConvergedAsync(winner, old, other);
         Assert.Equal(2, (await old.StatusAsync()).GetProperty("epoch").GetInt64());
+        Assert.Equal(2, (await old.StatusAsync()).GetProperty("lastEpoch").GetInt64()); // its epoch-1 tail is gone
+        await using (var native = await Infra.Client.Data.DataNodeClient.ConnectAsync(old.ReplicationAddress))
+        {
+            var status = await native.StatusAsync();
+            Assert.Equal((2L, await winner.LsnAsync()), (status.LastEntryEpoch, status.Lsn));
+        }
+
         Assert.Equal(409, (await old.ExecuteAsync(["INSERT INTO t(id) VALUES(-3)"])).Status);
     }
 

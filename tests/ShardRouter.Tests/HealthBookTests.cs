@@ -173,8 +173,8 @@ public sealed class HealthBookTests
         Assert.False(book.InRotation("f:1", 0, 1_000));
     }
 
-    private static (string, DataNodeStatus) Replica(string address, long lsn, long durable = -1, string? diverged = null, string? walFailed = null, string role = "replica") =>
-        (address, Status(role: role, lsn: lsn, diverged: diverged) with { DurableLsn = durable < 0 ? lsn : durable, WalSyncFailed = walFailed });
+    private static (string, DataNodeStatus) Replica(string address, long lsn, long durable = -1, string? diverged = null, string? walFailed = null, string role = "replica", long lastEpoch = 1) =>
+        (address, Status(role: role, lsn: lsn, diverged: diverged) with { DurableLsn = durable < 0 ? lsn : durable, WalSyncFailed = walFailed, LastEntryEpoch = lastEpoch });
 
     [Fact]
     public void Failover_promotes_the_most_applied_replica_that_can_write()
@@ -185,6 +185,27 @@ public sealed class HealthBookTests
         // Diverged, or with a failed WAL fsync below what the best has: left out.
         chosen = FailoverMonitor.ChooseCandidate([Replica("a:1", 60, diverged: "history differs"), Replica("b:1", 70, durable: 30, walFailed: "EIO"), Replica("c:1", 50)], out _);
         Assert.Equal("c:1", chosen?.Address);
+    }
+
+    [Fact]
+    public void Failover_ranks_histories_by_their_last_entry_epoch_before_their_lsn()
+    {
+        // m:1, the master of epoch 1, came back after b:1 replaced it (epoch 2) and has not been told to
+        // follow yet: its log is longer (60: its unconfirmed tail of epoch 1) but older than b:1's
+        // replica c:1, which holds b:1's acknowledged writes of epoch 2. b:1 is down again.
+        var chosen = FailoverMonitor.ChooseCandidate([Replica("m:1", 60, role: "master", lastEpoch: 1), Replica("c:1", 55, lastEpoch: 2)], out _);
+        Assert.Equal("c:1", chosen?.Address);
+
+        // Within one epoch the longer log wins, as before.
+        chosen = FailoverMonitor.ChooseCandidate([Replica("c:1", 55, lastEpoch: 2), Replica("d:1", 57, lastEpoch: 2), Replica("m:1", 60, role: "master", lastEpoch: 1)], out _);
+        Assert.Equal("d:1", chosen?.Address);
+
+        // A failed replica whose history is newer than every candidate's blocks, however short its log.
+        Assert.Null(FailoverMonitor.ChooseCandidate([Replica("f:1", 52, walFailed: "EIO", lastEpoch: 2), Replica("m:1", 60, role: "master", lastEpoch: 1)], out var why));
+        Assert.Contains("f:1", why, StringComparison.Ordinal);
+
+        // One with an older history does not, however long its log.
+        Assert.Equal("c:1", FailoverMonitor.ChooseCandidate([Replica("f:1", 70, walFailed: "EIO", lastEpoch: 1), Replica("c:1", 55, lastEpoch: 2)], out _)?.Address);
     }
 
     [Fact]

@@ -270,6 +270,7 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
             w.WriteNumber("epoch", db.Epoch);
             w.WriteNumber("lsn", db.Lsn);
             w.WriteNumber("appliedLsn", db.Lsn);
+            w.WriteNumber("lastEpoch", db.LastEntryEpoch);
             w.WriteNumber("durableLsn", node.Durable.Value);
             if (node.Flusher.Failure is { } walFailure)
             {

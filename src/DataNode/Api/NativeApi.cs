@@ -296,7 +296,7 @@ internal sealed partial class NativeApi(Node node, ILogger logger)
         }
     }
 
-    /// <summary>{nodeId, role, epoch, lsn, fencedBy, durableLsn, walSyncFailed? (once the WAL fsync failed), closedSlots? and closedBy? ([[slot, by]…]) (a master's, when any), master?, connected?, masterLsn?, diverged?}.</summary>
+    /// <summary>{nodeId, role, epoch, lsn, lastEpoch (the epoch of the entry at lsn), fencedBy, durableLsn, walSyncFailed? (once the WAL fsync failed), closedSlots? and closedBy? ([[slot, by]…]) (a master's, when any), master?, connected?, masterLsn?, diverged?}.</summary>
     private MessagePackBody Status()
     {
         var db = node.Db;
@@ -305,6 +305,7 @@ internal sealed partial class NativeApi(Node node, ILogger logger)
         var nodeId = db.NodeId;
         var epoch = db.Epoch;
         var lsn = db.Lsn;
+        var lastEpoch = db.LastEntryEpoch;
         var master = node.Master;
         var diverged = follower?.Diverged;
         var fencedBy = node.FencedBy;
@@ -316,7 +317,7 @@ internal sealed partial class NativeApi(Node node, ILogger logger)
         var closedBy = closed.Count > 0 ? db.ClosedBy : null;
         return (ref MessagePackWriter w) =>
         {
-            w.WriteMapHeader((replica ? 10 : 6) + (walFailure is null ? 0 : 1) + (closed.Count > 0 ? 1 : 0) + (closedBy is { Count: > 0 } ? 1 : 0));
+            w.WriteMapHeader((replica ? 11 : 7) + (walFailure is null ? 0 : 1) + (closed.Count > 0 ? 1 : 0) + (closedBy is { Count: > 0 } ? 1 : 0));
             w.Write("nodeId");
             w.Write(nodeId);
             w.Write("role");
@@ -325,6 +326,8 @@ internal sealed partial class NativeApi(Node node, ILogger logger)
             w.Write(epoch);
             w.Write("lsn");
             w.Write(lsn);
+            w.Write("lastEpoch");
+            w.Write(lastEpoch);
             w.Write("fencedBy");
             w.Write(fencedBy);
             w.Write("durableLsn");

@@ -137,6 +137,14 @@ internal sealed partial class NodeDatabase : IDisposable
     public long Epoch => Volatile.Read(ref _epoch);
 
     /// <summary>
+    /// The epoch the last entry of the log was written in (0 before any): with <see cref="Lsn"/>, how
+    /// recent the node's history is. <see cref="Epoch"/> is the newest epoch the node has promised
+    /// (claims raise it without adding entries), so it cannot rank histories; this can: of two logs, the
+    /// one whose last entry has the higher epoch holds every acknowledged entry of the other's masters.
+    /// </summary>
+    public long LastEntryEpoch => Volatile.Read(ref _historyEpoch);
+
+    /// <summary>
     /// Slots closed to tagged writes (<see cref="WriteCommand.Slot"/>), sorted. Kept in memory only: a
     /// restart forgets them along with every write that was still queued, so no late write survives it.
     /// </summary>
@@ -178,7 +186,7 @@ internal sealed partial class NodeDatabase : IDisposable
         _epoch = Meta("epoch") as long? ?? 0;
         StoredRole = Meta("role") as string ?? "";
         RegisteredReplicas = Meta("replicas") is string { Length: > 0 } ids ? ids.Split(',') : [];
-        _historyEpoch = _writer.ScalarLong("SELECT coalesce(max(epoch), 0) FROM _infra_epochs");
+        Volatile.Write(ref _historyEpoch, _writer.ScalarLong("SELECT coalesce(max(epoch), 0) FROM _infra_epochs"));
         _generation++;
     }
 
@@ -428,7 +436,7 @@ internal sealed partial class NodeDatabase : IDisposable
         if (entry.Epoch > _historyEpoch)
         {
             _writer.Run("INSERT OR REPLACE INTO _infra_epochs(epoch, start_lsn) VALUES(?, ?)", entry.Epoch, entry.Lsn);
-            _historyEpoch = entry.Epoch;
+            Volatile.Write(ref _historyEpoch, entry.Epoch);
         }
     }
 
@@ -806,7 +814,7 @@ internal sealed partial class NodeDatabase : IDisposable
         }
 
         Volatile.Write(ref _lsn, fork);
-        _historyEpoch = _writer.ScalarLong("SELECT coalesce(max(epoch), 0) FROM _infra_epochs");
+        Volatile.Write(ref _historyEpoch, _writer.ScalarLong("SELECT coalesce(max(epoch), 0) FROM _infra_epochs"));
         return true;
     }
 

@@ -78,6 +78,12 @@ public sealed record DataNodeStatus(string NodeId, string Role, long Epoch, long
     /// <summary>The last LSN on the node's disk (its WAL fsync'd); <see cref="Lsn"/> may be ahead of it by the commits in flight.</summary>
     public long DurableLsn { get; init; }
 
+    /// <summary>
+    /// The epoch the node's last log entry was written in. <see cref="Epoch"/> is the newest epoch it
+    /// promised (claims raise it without writing anything); histories rank by (this, <see cref="Lsn"/>).
+    /// </summary>
+    public long LastEntryEpoch { get; init; }
+
     /// <summary>Why the node's WAL fsync failed, once it has: the node refuses writes and acknowledges nothing more until restarted.</summary>
     public string? WalSyncFailed { get; init; }
 }
@@ -387,6 +393,7 @@ public sealed class DataNodeClient : IAsyncDisposable
         ClosedSlots = ReadClosedSlots(s),
         ClosedBy = ReadClosedBy(s),
         DurableLsn = s.GetValueOrDefault("durableLsn") as long? ?? 0,
+        LastEntryEpoch = s.GetValueOrDefault("lastEpoch") as long? ?? 0,
         WalSyncFailed = s.GetValueOrDefault("walSyncFailed") as string,
     };
 

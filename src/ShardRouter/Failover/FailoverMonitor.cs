@@ -10,7 +10,8 @@ namespace Infra.ShardRouter.Failover;
 /// Probes every data node each interval (<c>status</c>, with a timeout). Replicas that fail, diverge,
 /// cannot sync their WAL or lag beyond the bound leave the read rotation until they recover. A master
 /// that fails K probes in a row (unreachable, or unfit: not master, fenced, its WAL fsync failed) is
-/// replaced: the reachable replica with the highest applied LSN (<see cref="ChooseCandidate"/>) is
+/// replaced: the reachable replica with the most recent history (the epoch of its last entry, then its
+/// applied LSN: <see cref="ChooseCandidate"/>) is
 /// chosen, epoch + 1 is claimed for it on the shard's replicas (each node votes once per epoch, so two
 /// routers cannot both win it), it is promoted, the others are repointed to it, and the map is updated.
 /// Nodes that come back on the wrong side (an old master, a replica following someone else) are told to
@@ -320,16 +321,21 @@ internal sealed partial class FailoverMonitor(Router router, TimeProvider time, 
     }
 
     /// <summary>
-    /// The replica to promote: the one that has applied the most (then the lowest address) among those
-    /// that have not diverged and whose WAL fsync has not failed. None, with the reason, when no replica
-    /// qualifies — or when one left out for a failed fsync has more on its disk than the best candidate
-    /// has applied: it may be the only replica that acknowledged those writes (a replica acknowledges
-    /// only what its fsync covered), so promoting past it could lose them; restarted, it can follow again.
+    /// The replica to promote: the one with the most recent history (then the lowest address) among
+    /// those that have not diverged and whose WAL fsync has not failed. Histories rank as Raft's logs do:
+    /// by the epoch of their last entry, then by LSN. LSN alone is wrong once a failover has happened: an
+    /// old master that came back and has not yet been told to follow can hold a longer log of the old
+    /// epoch (entries no replica confirmed) than a replica holding the newer master's acknowledged
+    /// writes. None, with the reason, when no replica qualifies — or when one left out for a failed fsync
+    /// may hold on its disk what the best candidate lacks (a newer epoch, or more of the same one): it may
+    /// be the only replica that acknowledged those writes (a replica acknowledges only what its fsync
+    /// covered), so promoting past it could lose them; restarted, it can follow again.
     /// </summary>
     internal static (string Address, DataNodeStatus Status)? ChooseCandidate(IReadOnlyList<(string Address, DataNodeStatus Status)> statuses, out string why)
     {
         var best = statuses.Where(s => s.Status is { Diverged: null, WalSyncFailed: null })
-            .OrderByDescending(s => s.Status.Lsn).ThenBy(s => s.Address, StringComparer.Ordinal).FirstOrDefault();
+            .OrderByDescending(s => s.Status.LastEntryEpoch).ThenByDescending(s => s.Status.Lsn)
+            .ThenBy(s => s.Address, StringComparer.Ordinal).FirstOrDefault();
         if (best.Address is null)
         {
             why = statuses.Count == 0 ? "no replica answered" : "every replica that answered has diverged or its WAL fsync failed";
@@ -338,11 +344,14 @@ internal sealed partial class FailoverMonitor(Router router, TimeProvider time, 
 
         // Only a replica acknowledges (what its fsync covered); an old master whose fsync failed holds its
         // own unacknowledged tail past what its replicas confirmed, which its fork point will discard.
+        // (Its last entry's epoch may be past what its disk holds; counting it anyway errs toward waiting.)
         var failed = statuses.Where(s => s.Status is { WalSyncFailed: not null, Role: "replica" })
-            .OrderByDescending(s => s.Status.DurableLsn).FirstOrDefault();
-        if (failed.Address is not null && failed.Status.DurableLsn > best.Status.Lsn)
+            .OrderByDescending(s => s.Status.LastEntryEpoch).ThenByDescending(s => s.Status.DurableLsn).FirstOrDefault();
+        if (failed.Address is not null
+            && (failed.Status.LastEntryEpoch > best.Status.LastEntryEpoch
+                || (failed.Status.LastEntryEpoch == best.Status.LastEntryEpoch && failed.Status.DurableLsn > best.Status.Lsn)))
         {
-            why = $"{failed.Address}'s WAL fsync failed with LSN {failed.Status.DurableLsn} on its disk, past the best candidate {best.Address} at {best.Status.Lsn}: restart it";
+            why = $"{failed.Address}'s WAL fsync failed with LSN {failed.Status.DurableLsn} (epoch {failed.Status.LastEntryEpoch}) on its disk, past the best candidate {best.Address} at {best.Status.Lsn} (epoch {best.Status.LastEntryEpoch}): restart it";
             return null;
         }
 
