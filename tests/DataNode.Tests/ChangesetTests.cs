@@ -397,6 +397,49 @@ public sealed class ChangesetTests : IDisposable
     }
 
     [Fact]
+    public void An_entry_that_cannot_be_written_for_a_full_disk_is_not_divergence_and_applies_once_there_is_room()
+    {
+        Ship(Write(("INSERT INTO t(id, v) VALUES(1, 'small')", [])));
+        var entries = new List<LogRecord>();
+        for (var i = 2; i <= 6; i++)
+        {
+            // Row changes only: the five entries go through the joined-run path first, then one by one.
+            var outcome = Write(("INSERT INTO t(id, v) VALUES(?, randomblob(20000))", [(long)i]));
+            Assert.Null(outcome.Error);
+            entries.Add(outcome.Entry!);
+        }
+
+        var before = _replica.Lsn;
+        var checksum = _replica.Checksum().Checksum;
+        _replica.LimitWriterPages(2);
+        var full = Assert.Throws<NodeException>(() => _replica.ApplyEntries(entries));
+        Assert.Equal(NodeErrorCode.Unavailable, full.Code);
+        Assert.Contains("SQLITE_FULL", full.Message, StringComparison.Ordinal);
+        Assert.Equal(before, _replica.Lsn);
+        Assert.Equal(checksum, _replica.Checksum().Checksum);
+
+        // A lone entry (the one-by-one path) fails the same way.
+        full = Assert.Throws<NodeException>(() => _replica.ApplyEntries([entries[0]]));
+        Assert.Contains("SQLITE_FULL", full.Message, StringComparison.Ordinal);
+        Assert.Equal(before, _replica.Lsn);
+
+        // Room again: the same entries apply and the copies converge.
+        _replica.LimitWriterPages(1_000_000);
+        _replica.ApplyEntries(entries);
+        AssertConverged();
+
+        // A statement entry (DDL, replayed as SQL) that meets a full disk: the same, not divergence.
+        var ddl = Write(("CREATE TABLE more(id INTEGER PRIMARY KEY, v)", []), ("CREATE INDEX more_v ON more(v)", []));
+        Assert.Null(ddl.Error);
+        _replica.LimitWriterPages(0);
+        full = Assert.Throws<NodeException>(() => _replica.ApplyEntries([ddl.Entry!]));
+        Assert.Contains("SQLITE_FULL", full.Message, StringComparison.Ordinal);
+        _replica.LimitWriterPages(1_000_000);
+        _replica.ApplyEntries([ddl.Entry!]);
+        AssertConverged();
+    }
+
+    [Fact]
     public void The_last_entry_epoch_ranks_histories_where_the_lsn_does_not()
     {
         for (var i = 1; i <= 5; i++)

@@ -524,6 +524,12 @@ internal sealed partial class NodeDatabase : IDisposable
 
             _writer.Run("COMMIT");
         }
+        catch (SqliteException ex) when (SessionNative.IsStorageFailure(ex.SqliteErrorCode))
+        {
+            // Nothing of the batch stays; the stream starts again from the last applied entry.
+            TryRollback();
+            throw SessionNative.StorageFailure(ex.SqliteErrorCode, $"applying entries {entries[0].Lsn}..{entries[^1].Lsn}");
+        }
         catch
         {
             TryRollback();
@@ -597,7 +603,7 @@ internal sealed partial class NodeDatabase : IDisposable
             {
                 SessionNative.ApplyOrThrow(_writer.NativeHandle, joined.AsSpan(0, size));
             }
-            catch (Exception ex) when (ex is ChangesetConflictException or SqliteException)
+            catch (Exception ex) when (IsDivergence(ex))
             {
                 _writer.Exec("ROLLBACK TO run; RELEASE run");
                 return false;
@@ -641,12 +647,20 @@ internal sealed partial class NodeDatabase : IDisposable
             _writer.Run("RELEASE a");
             return null;
         }
-        catch (Exception ex) when (ex is ChangesetConflictException or SqliteException)
+        catch (Exception ex) when (IsDivergence(ex))
         {
             _writer.Exec("ROLLBACK TO a; RELEASE a");
             return new DivergedException(entry.Lsn, ex.Message);
         }
     }
+
+    /// <summary>
+    /// An entry that failed to apply because of what it changes (a conflict, a constraint, a missing
+    /// table): this copy differs from the master's. One that failed because the database could not be
+    /// written (<see cref="SessionNative.IsStorageFailure"/>) has not diverged; that error ends the batch.
+    /// </summary>
+    private static bool IsDivergence(Exception ex) =>
+        ex is ChangesetConflictException || (ex is SqliteException sqlite && !SessionNative.IsStorageFailure(sqlite.SqliteErrorCode));
 
     public void SetRegisteredReplicas(IReadOnlyList<string> ids)
     {
@@ -836,6 +850,17 @@ internal sealed partial class NodeDatabase : IDisposable
     public QueryResult Query(string sql, IReadOnlyList<object?> parameters) => TryQuery(sql, parameters, mayWait: true)!;
 
     /// <summary>The mapping size a pooled read connection has (SQLite's <c>mmap_size</c>, after its compile-time cap).</summary>
+    /// <summary>
+    /// Fault injection for tests: caps the writer's database file at its current size plus
+    /// <paramref name="extraPages"/> pages (PRAGMA max_page_count on the writer connection), so writes
+    /// past it fail with SQLITE_FULL as on a full disk. Returns the cap.
+    /// </summary>
+    internal long LimitWriterPages(long extraPages)
+    {
+        var cap = _writer.ScalarLong("PRAGMA page_count") + extraPages;
+        return _writer.ScalarLong($"PRAGMA max_page_count={cap.ToString(CultureInfo.InvariantCulture)}");
+    }
+
     internal long ReaderMmapSize() => WithReader(reader => reader.ScalarLong("PRAGMA mmap_size"));
 
     /// <summary>

@@ -227,8 +227,39 @@ internal static unsafe partial class SessionNative
             });
         }
 
+        if (IsStorageFailure(rc))
+        {
+            throw StorageFailure(rc, "sqlite3changeset_apply");
+        }
+
         throw new ChangesetConflictException($"sqlite3changeset_apply failed with code {rc}");
     }
+
+    /// <summary>
+    /// True for SQLite result codes that say the database cannot be written now — a full disk, an I/O
+    /// error, a busy or read-only file, no memory, corruption — not that the change is wrong. Applying
+    /// a replicated entry that fails so is not divergence: the entry is fine and the copy may be too.
+    /// </summary>
+    public static bool IsStorageFailure(int code) => (code & 0xFF) is 5 or 6 or 7 or 8 or 9 or 10 or 11 or 13 or 14 or 26;
+
+    /// <summary>The error for a storage failure of <paramref name="what"/>: the node is unavailable, nothing diverged.</summary>
+    public static NodeException StorageFailure(int code, string what) =>
+        new(NodeErrorCode.Unavailable, $"{what} failed: the database cannot be written ({ResultName(code)}, code {code})");
+
+    private static string ResultName(int code) => (code & 0xFF) switch
+    {
+        5 => "SQLITE_BUSY",
+        6 => "SQLITE_LOCKED",
+        7 => "SQLITE_NOMEM",
+        8 => "SQLITE_READONLY",
+        9 => "SQLITE_INTERRUPT",
+        10 => "SQLITE_IOERR",
+        11 => "SQLITE_CORRUPT",
+        13 => "SQLITE_FULL",
+        14 => "SQLITE_CANTOPEN",
+        26 => "SQLITE_NOTADB",
+        _ => "SQLITE_ERROR",
+    };
 
     /// <summary>The changeset that undoes <paramref name="changeset"/>.</summary>
     public static byte[] InvertOrThrow(ReadOnlySpan<byte> changeset)
