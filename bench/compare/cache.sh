@@ -15,7 +15,8 @@
 #   bash bench/compare/cache.sh [runs=3] [requests_p1=300000] [requests_p16=3000000] [requests_p1_2threads=1000000]
 #
 # GARNET=0 skips Garnet. OURS_ENV="NAME=value ..." sets environment variables for our server only
-# (e.g. OURS_ENV=DOTNET_SYSTEM_NET_SOCKETS_THREAD_COUNT=2). Needs redis-server, redis-tools (installed
+# (e.g. OURS_ENV=INFRA_EPOLL_THREADS=2). OURS_B_ENV="NAME=value ..." adds a second copy of our server
+# with those variables, as one more server in the alternation ("ours-b"), for A/B runs. Needs redis-server, redis-tools (installed
 # from Debian packages when missing), the .NET SDK.
 set -euo pipefail
 
@@ -26,7 +27,7 @@ N1T2=${4:-1000000}
 KEYS=1000000
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=$(mktemp -d /tmp/infra-cache-bench.XXXXXX)
-REDIS=19479 OURS=19579 OURS_ADMIN=19580 GARNET_PORT=19679
+REDIS=19479 OURS=19579 OURS_ADMIN=19580 OURS_B=19581 OURS_B_ADMIN=19582 GARNET_PORT=19679
 GARNET_BIN=${GARNET_BIN:-$HOME/.dotnet/tools/garnet-server}
 PIDS=()
 
@@ -77,6 +78,10 @@ start() {
     ours)
       env ${OURS_ENV:-} dotnet "$OURS_DLL" --listen "127.0.0.1:$2" --admin "127.0.0.1:$OURS_ADMIN" --log-level Warning \
         >"$WORK/ours-$2.log" 2>&1 &
+      ;;
+    ours-b)
+      env ${OURS_B_ENV:-} dotnet "$OURS_DLL" --listen "127.0.0.1:$2" --admin "127.0.0.1:$OURS_B_ADMIN" --log-level Warning \
+        >"$WORK/ours-b-$2.log" 2>&1 &
       ;;
     garnet)
       "$GARNET_BIN" --port "$2" --bind 127.0.0.1 -q >"$WORK/garnet-$2.log" 2>&1 &
@@ -138,13 +143,14 @@ memory() {
 need
 build_ours
 SERVERS=(redis ours)
+[[ -n ${OURS_B_ENV:-} ]] && SERVERS+=(ours-b)
 ((WITH_GARNET)) && SERVERS+=(garnet)
-declare -A PORT=([redis]=$REDIS [ours]=$OURS [garnet]=$GARNET_PORT)
+declare -A PORT=([redis]=$REDIS [ours]=$OURS [ours-b]=$OURS_B [garnet]=$GARNET_PORT)
 declare -A R
 
 for name in "${SERVERS[@]}"; do
   start "$name" "${PORT[$name]}"
-  eval "PID_$name=$STARTED_PID"
+  eval "PID_${name//-/_}=$STARTED_PID"
   redis-benchmark -h 127.0.0.1 -p "${PORT[$name]}" -c 50 -r 1000000 -n 200000 -t set,get -P 16 -q >/dev/null 2>&1 # warm-up
 done
 
@@ -161,7 +167,7 @@ for i in $(seq 1 "$RUNS"); do
 done
 
 for name in "${SERVERS[@]}"; do
-  pid_var=PID_$name
+  pid_var=PID_${name//-/_}
   stop "${!pid_var}"
 done
 
@@ -181,11 +187,14 @@ printf '%-10s %12s %12s %12s %12s %12s %14s %14s\n' server "P1 SET" "P1 GET" "P1
 for name in "${SERVERS[@]}"; do
   printf '%-10s %12s %12s %12s %12s %12s %14s %14s\n' "$name" "$(med "$name" 1 set)" "$(med "$name" 1 get)" "$(med "$name" 16 set)" "$(med "$name" 16 get)" "${MEM[$name]}" "$(med "$name" 1t2 set)" "$(med "$name" 1t2 get)"
 done
-for peer in "${SERVERS[@]}"; do
-  [[ $peer == ours ]] && continue
-  awk -v a="$(med ours 1 set)" -v b="$(med "$peer" 1 set)" -v c="$(med ours 1 get)" -v d="$(med "$peer" 1 get)" \
-      -v e="$(med ours 16 set)" -v f="$(med "$peer" 16 set)" -v g="$(med ours 16 get)" -v h="$(med "$peer" 16 get)" \
-      -v m="${MEM[ours]}" -v n="${MEM[$peer]}" -v i="$(med ours 1t2 set)" -v j="$(med "$peer" 1t2 set)" \
-      -v k="$(med ours 1t2 get)" -v l="$(med "$peer" 1t2 get)" -v peer="$peer" 'BEGIN {
-    printf "ours/%s: P1 SET %.2fx, P1 GET %.2fx, P16 SET %.2fx, P16 GET %.2fx, bytes/key %.2fx; P1 with a 2-thread client: SET %.2fx, GET %.2fx\n", peer, a / b, c / d, e / f, g / h, m / n, i / j, k / l }'
+for mine in ours ours-b; do
+  [[ -n ${MEM[$mine]:-} ]] || continue
+  for peer in "${SERVERS[@]}"; do
+    [[ $peer == ours || $peer == ours-b ]] && continue
+    awk -v a="$(med "$mine" 1 set)" -v b="$(med "$peer" 1 set)" -v c="$(med "$mine" 1 get)" -v d="$(med "$peer" 1 get)" \
+        -v e="$(med "$mine" 16 set)" -v f="$(med "$peer" 16 set)" -v g="$(med "$mine" 16 get)" -v h="$(med "$peer" 16 get)" \
+        -v m="${MEM[$mine]}" -v n="${MEM[$peer]}" -v i="$(med "$mine" 1t2 set)" -v j="$(med "$peer" 1t2 set)" \
+        -v k="$(med "$mine" 1t2 get)" -v l="$(med "$peer" 1t2 get)" -v peer="$peer" -v mine="$mine" 'BEGIN {
+      printf "%s/%s: P1 SET %.2fx, P1 GET %.2fx, P16 SET %.2fx, P16 GET %.2fx, bytes/key %.2fx; P1 with a 2-thread client: SET %.2fx, GET %.2fx\n", mine, peer, a / b, c / d, e / f, g / h, m / n, i / j, k / l }'
+  done
 done
