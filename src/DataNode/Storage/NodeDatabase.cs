@@ -849,7 +849,6 @@ internal sealed partial class NodeDatabase : IDisposable
     /// <summary>Runs a read-only query; the LSN returned is the one the rows reflect.</summary>
     public QueryResult Query(string sql, IReadOnlyList<object?> parameters) => TryQuery(sql, parameters, mayWait: true)!;
 
-    /// <summary>The mapping size a pooled read connection has (SQLite's <c>mmap_size</c>, after its compile-time cap).</summary>
     /// <summary>
     /// Fault injection for tests: caps the writer's database file at its current size plus
     /// <paramref name="extraPages"/> pages (PRAGMA max_page_count on the writer connection), so writes
@@ -861,6 +860,7 @@ internal sealed partial class NodeDatabase : IDisposable
         return _writer.ScalarLong($"PRAGMA max_page_count={cap.ToString(CultureInfo.InvariantCulture)}");
     }
 
+    /// <summary>The mapping size a pooled read connection has (SQLite's <c>mmap_size</c>, after its compile-time cap).</summary>
     internal long ReaderMmapSize() => WithReader(reader => reader.ScalarLong("PRAGMA mmap_size"));
 
     /// <summary>
