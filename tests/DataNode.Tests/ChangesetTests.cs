@@ -440,6 +440,49 @@ public sealed class ChangesetTests : IDisposable
     }
 
     [Fact]
+    public void A_batch_of_a_new_epoch_that_fails_for_the_disk_leaves_the_history_epoch_where_it_was()
+    {
+        Ship(Write(("INSERT INTO t(id, v) VALUES(1, 'epoch one')", [])));
+        var lastOfEpochOne = _replica.Lsn;
+
+        // Epoch 2's first entries: a lone row change (applied, and logged, on its own: the DDL after it
+        // splits the run), the DDL, then large rows the capped disk cannot take.
+        _master.SetEpochAndRole(2, "master");
+        var entries = new List<LogRecord>();
+        void Add(params (string Sql, object?[] Args)[] statements)
+        {
+            var outcome = Write(statements);
+            Assert.Null(outcome.Error);
+            entries.Add(outcome.Entry!);
+        }
+
+        Add(("INSERT INTO t(id, v) VALUES(2, 'epoch two')", []));
+        Add(("CREATE TABLE more(id INTEGER PRIMARY KEY, v)", []));
+        for (var i = 3; i <= 6; i++)
+        {
+            Add(("INSERT INTO t(id, v) VALUES(?, randomblob(20000))", [(long)i]));
+        }
+
+        _replica.LimitWriterPages(4);
+        var full = Assert.Throws<NodeException>(() => _replica.ApplyEntries(entries));
+        Assert.Contains("SQLITE_FULL", full.Message, StringComparison.Ordinal);
+        Assert.Equal(lastOfEpochOne, _replica.Lsn);
+        Assert.Equal(1, _replica.LastEntryEpoch); // the epoch-2 entry it logged was rolled back with the batch
+
+        // Room again: epoch 2 starts where its first entry is, in memory and in the epoch table.
+        _replica.LimitWriterPages(1_000_000);
+        _replica.ApplyEntries(entries);
+        AssertConverged();
+        Assert.Equal(2, _replica.LastEntryEpoch);
+        Assert.Equal(lastOfEpochOne, _replica.ForkPoint(1, _replica.Lsn + 10));
+        var path = _replica.Directory;
+        _replica.Dispose();
+        using var reopened = NodeDatabase.Open(path, new DatabaseSettings(), TimeProvider.System);
+        Assert.Equal(2, reopened.LastEntryEpoch);
+        Assert.Equal(lastOfEpochOne, reopened.ForkPoint(1, reopened.Lsn + 10));
+    }
+
+    [Fact]
     public void The_last_entry_epoch_ranks_histories_where_the_lsn_does_not()
     {
         for (var i = 1; i <= 5; i++)

@@ -177,6 +177,34 @@ public sealed class DurableCommitTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task A_replica_that_cannot_write_for_a_full_disk_keeps_following_and_catches_up_once_it_can()
+    {
+        var (master, address) = Start("m", NodeRole.Master, SyncMode.Async, new WalGate());
+        var (replica, _) = Start("r", NodeRole.Replica, SyncMode.Async, new WalGate(), address);
+        await UntilAsync(() => master.Hub.Replicas.Any(r => r.Connected), "the replica connects");
+        await WriteAsync(master, "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)");
+        await UntilAsync(() => replica.Db.Lsn == master.Db.Lsn, "the replica applies the table");
+
+        // Its database may grow by two pages only (fault injection: SQLITE_FULL past that).
+        await replica.RunOnWriterAsync(db => db.LimitWriterPages(2));
+        var before = replica.Db.Lsn;
+        for (var i = 1; i <= 5; i++)
+        {
+            await WriteAsync(master, $"INSERT INTO t VALUES({i}, randomblob(20000))");
+        }
+
+        await UntilAsync(() => replica.Follower?.LastError?.Contains("SQLITE_FULL", StringComparison.Ordinal) == true, "the replica reports the full disk");
+        Assert.Null(replica.Follower!.Diverged);
+        Assert.Equal(before, replica.Db.Lsn);
+
+        // Room again: the follower, still retrying, applies everything.
+        await replica.RunOnWriterAsync(db => db.LimitWriterPages(1_000_000));
+        await UntilAsync(() => replica.Db.Lsn == master.Db.Lsn, "the replica catches up");
+        Assert.Equal(master.Db.Checksum().Checksum, replica.Db.Checksum().Checksum);
+        Assert.Null(replica.Follower!.Diverged);
+    }
+
+    [Fact]
     public async Task A_failed_WAL_fsync_fails_the_writes_it_covered_stops_writes_and_is_never_retried()
     {
         var gate = new WalGate();

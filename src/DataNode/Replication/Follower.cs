@@ -6,6 +6,7 @@ using Infra.Core.Configuration;
 using Infra.Core.Storage;
 using Infra.DataNode.Storage;
 using MessagePack;
+using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.Logging;
 
 namespace Infra.DataNode.Replication;
@@ -75,7 +76,7 @@ internal sealed partial class Follower(Node node, string master, bool reclone, I
                 break;
             }
             catch (Exception ex) when (ex is SocketException or IOException or InvalidDataException or MessagePackSerializationException
-                or EndOfStreamException or OperationCanceledException or NodeException or TimeoutException)
+                or EndOfStreamException or OperationCanceledException or NodeException or TimeoutException or SqliteException)
             {
                 LastError = node.Flusher.Failure is { } failure ? "this node's WAL fsync failed; it follows no more until it is restarted: " + failure.Message : ex.Message;
                 LogSessionEnded(logger, MasterAddress, LastError);

@@ -248,6 +248,7 @@ internal sealed partial class NodeDatabase : IDisposable
         var next = _lsn;
         var epoch = _epoch;
         var nowMs = _time.GetUtcNow().ToUnixTimeMilliseconds();
+        var historyAtBegin = _historyEpoch; // InsertLog moves it with a new epoch's first entry; a rollback moves it back
         _writer.Run("BEGIN IMMEDIATE");
         try
         {
@@ -273,6 +274,7 @@ internal sealed partial class NodeDatabase : IDisposable
                     continue;
                 }
 
+                var historyAtSavepoint = _historyEpoch;
                 _writer.Run("SAVEPOINT w");
                 try
                 {
@@ -291,6 +293,7 @@ internal sealed partial class NodeDatabase : IDisposable
                 catch (NodeException ex)
                 {
                     _writer.Exec("ROLLBACK TO w; RELEASE w");
+                    Volatile.Write(ref _historyEpoch, historyAtSavepoint);
                     outcomes[i] = Failed(ex);
                 }
             }
@@ -305,7 +308,7 @@ internal sealed partial class NodeDatabase : IDisposable
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {
-            TryRollback();
+            TryRollback(historyAtBegin);
             var failure = new NodeException(NodeErrorCode.Unavailable, "the commit failed: " + ex.Message);
             return [.. commands.Select(_ => Failed(failure))];
         }
@@ -487,6 +490,7 @@ internal sealed partial class NodeDatabase : IDisposable
         }
 
         var inRuns = 0;
+        var historyAtBegin = _historyEpoch;
         _writer.Run("BEGIN IMMEDIATE");
         try
         {
@@ -527,12 +531,12 @@ internal sealed partial class NodeDatabase : IDisposable
         catch (SqliteException ex) when (SessionNative.IsStorageFailure(ex.SqliteErrorCode))
         {
             // Nothing of the batch stays; the stream starts again from the last applied entry.
-            TryRollback();
+            TryRollback(historyAtBegin);
             throw SessionNative.StorageFailure(ex.SqliteErrorCode, $"applying entries {entries[0].Lsn}..{entries[^1].Lsn}");
         }
         catch
         {
-            TryRollback();
+            TryRollback(historyAtBegin);
             throw;
         }
 
@@ -626,6 +630,7 @@ internal sealed partial class NodeDatabase : IDisposable
     /// <summary>One entry in its own savepoint; the divergence it causes, or null once it is applied.</summary>
     private DivergedException? ApplyOne(LogRecord entry, List<EntryPart> parts)
     {
+        var historyAtSavepoint = _historyEpoch;
         _writer.Run("SAVEPOINT a");
         try
         {
@@ -650,6 +655,7 @@ internal sealed partial class NodeDatabase : IDisposable
         catch (Exception ex) when (IsDivergence(ex))
         {
             _writer.Exec("ROLLBACK TO a; RELEASE a");
+            Volatile.Write(ref _historyEpoch, historyAtSavepoint);
             return new DivergedException(entry.Lsn, ex.Message);
         }
     }
@@ -842,6 +848,13 @@ internal sealed partial class NodeDatabase : IDisposable
         {
             // No transaction was open (SQLite already rolled it back).
         }
+    }
+
+    /// <summary>Rolls back a transaction that may have logged entries: the epoch of the last entry goes back with them.</summary>
+    private void TryRollback(long historyEpochAtBegin)
+    {
+        TryRollback();
+        Volatile.Write(ref _historyEpoch, historyEpochAtBegin);
     }
 
     // ---------------------------------------------------------------- reads (any thread)

@@ -237,10 +237,12 @@ internal static unsafe partial class SessionNative
 
     /// <summary>
     /// True for SQLite result codes that say the database cannot be written now — a full disk, an I/O
-    /// error, a busy or read-only file, no memory, corruption — not that the change is wrong. Applying
-    /// a replicated entry that fails so is not divergence: the entry is fine and the copy may be too.
+    /// error, a busy or read-only file, no memory — not that the change is wrong. Applying a replicated
+    /// entry that fails so is not divergence: the entry is fine and the copy may be too, so the replica
+    /// tries again. A corrupt file (SQLITE_CORRUPT, SQLITE_NOTADB) is not in the list: that copy cannot be
+    /// trusted any more, and it stops as a diverged one does (reported; re-cloned, never promoted).
     /// </summary>
-    public static bool IsStorageFailure(int code) => (code & 0xFF) is 5 or 6 or 7 or 8 or 9 or 10 or 11 or 13 or 14 or 26;
+    public static bool IsStorageFailure(int code) => (code & 0xFF) is 5 or 6 or 7 or 8 or 9 or 10 or 13 or 14;
 
     /// <summary>The error for a storage failure of <paramref name="what"/>: the node is unavailable, nothing diverged.</summary>
     public static NodeException StorageFailure(int code, string what) =>
@@ -254,10 +256,8 @@ internal static unsafe partial class SessionNative
         8 => "SQLITE_READONLY",
         9 => "SQLITE_INTERRUPT",
         10 => "SQLITE_IOERR",
-        11 => "SQLITE_CORRUPT",
         13 => "SQLITE_FULL",
         14 => "SQLITE_CANTOPEN",
-        26 => "SQLITE_NOTADB",
         _ => "SQLITE_ERROR",
     };
 
