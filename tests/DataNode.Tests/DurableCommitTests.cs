@@ -205,6 +205,35 @@ public sealed class DurableCommitTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task A_replica_whose_database_stays_locked_past_the_busy_timeout_keeps_following()
+    {
+        var (master, address) = Start("m", NodeRole.Master, SyncMode.Async, new WalGate());
+        var (replica, _) = Start("r", NodeRole.Replica, SyncMode.Async, new WalGate(), address);
+        await UntilAsync(() => master.Hub.Replicas.Any(r => r.Connected), "the replica connects");
+        await WriteAsync(master, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)");
+        await UntilAsync(() => replica.Db.Lsn == master.Db.Lsn, "the replica applies the table");
+
+        // Another process holds the write lock: the replica's BEGIN IMMEDIATE fails with SQLITE_BUSY after
+        // its busy timeout, outside the apply itself. The follower must report it and try again.
+        using (var side = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={replica.Db.Path};Default Timeout=1;Pooling=False"))
+        {
+            side.Open();
+            using (var begin = side.CreateCommand())
+            {
+                begin.CommandText = "BEGIN IMMEDIATE";
+                begin.ExecuteNonQuery();
+            }
+
+            await WriteAsync(master, "INSERT INTO t VALUES(1, 'while locked')");
+            await UntilAsync(() => replica.Follower?.LastError?.Contains("locked", StringComparison.OrdinalIgnoreCase) == true, "the replica reports the lock");
+            Assert.Null(replica.Follower!.Diverged);
+        }
+
+        await UntilAsync(() => replica.Db.Lsn == master.Db.Lsn, "the replica catches up once the lock is gone");
+        Assert.Equal(master.Db.Checksum().Checksum, replica.Db.Checksum().Checksum);
+    }
+
+    [Fact]
     public async Task A_failed_WAL_fsync_fails_the_writes_it_covered_stops_writes_and_is_never_retried()
     {
         var gate = new WalGate();
