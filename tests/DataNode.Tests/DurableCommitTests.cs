@@ -179,11 +179,7 @@ public sealed class DurableCommitTests : IAsyncDisposable
     [Fact]
     public async Task A_replica_that_cannot_write_for_a_full_disk_keeps_following_and_catches_up_once_it_can()
     {
-        var (master, address) = Start("m", NodeRole.Master, SyncMode.Async, new WalGate());
-        var (replica, _) = Start("r", NodeRole.Replica, SyncMode.Async, new WalGate(), address);
-        await UntilAsync(() => master.Hub.Replicas.Any(r => r.Connected), "the replica connects");
-        await WriteAsync(master, "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)");
-        await UntilAsync(() => replica.Db.Lsn == master.Db.Lsn, "the replica applies the table");
+        var (master, replica) = await StartAsyncPairWithTableAsync();
 
         // Its database may grow by two pages only (fault injection: SQLITE_FULL past that).
         await replica.RunOnWriterAsync(db => db.LimitWriterPages(2));
@@ -207,11 +203,7 @@ public sealed class DurableCommitTests : IAsyncDisposable
     [Fact]
     public async Task A_replica_whose_database_stays_locked_past_the_busy_timeout_keeps_following()
     {
-        var (master, address) = Start("m", NodeRole.Master, SyncMode.Async, new WalGate());
-        var (replica, _) = Start("r", NodeRole.Replica, SyncMode.Async, new WalGate(), address);
-        await UntilAsync(() => master.Hub.Replicas.Any(r => r.Connected), "the replica connects");
-        await WriteAsync(master, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)");
-        await UntilAsync(() => replica.Db.Lsn == master.Db.Lsn, "the replica applies the table");
+        var (master, replica) = await StartAsyncPairWithTableAsync();
 
         // Another process holds the write lock: the replica's BEGIN IMMEDIATE fails with SQLITE_BUSY after
         // its busy timeout, outside the apply itself. The follower must report it and try again.
@@ -293,6 +285,17 @@ public sealed class DurableCommitTests : IAsyncDisposable
         Assert.False(await beyond);
         waiters.Reset(3);
         Assert.Equal(3, waiters.Value);
+    }
+
+    /// <summary>An async master and its replica (WAL fsyncs passing), with table t(id, v) created and applied on both.</summary>
+    private async Task<(Node Master, Node Replica)> StartAsyncPairWithTableAsync()
+    {
+        var (master, address) = Start("m", NodeRole.Master, SyncMode.Async, new WalGate());
+        var (replica, _) = Start("r", NodeRole.Replica, SyncMode.Async, new WalGate(), address);
+        await UntilAsync(() => master.Hub.Replicas.Any(r => r.Connected), "the replica connects");
+        await WriteAsync(master, "CREATE TABLE t(id INTEGER PRIMARY KEY, v)");
+        await UntilAsync(() => replica.Db.Lsn == master.Db.Lsn, "the replica applies the table");
+        return (master, replica);
     }
 
     private static Task<WriteAnswer> WriteAsync(Node node, string sql) =>

@@ -292,8 +292,7 @@ internal sealed partial class NodeDatabase : IDisposable
                 }
                 catch (NodeException ex)
                 {
-                    _writer.Exec("ROLLBACK TO w; RELEASE w");
-                    Volatile.Write(ref _historyEpoch, historyAtSavepoint);
+                    RollBackSavepoint("w", historyAtSavepoint);
                     outcomes[i] = Failed(ex);
                 }
             }
@@ -654,8 +653,7 @@ internal sealed partial class NodeDatabase : IDisposable
         }
         catch (Exception ex) when (IsDivergence(ex))
         {
-            _writer.Exec("ROLLBACK TO a; RELEASE a");
-            Volatile.Write(ref _historyEpoch, historyAtSavepoint);
+            RollBackSavepoint("a", historyAtSavepoint);
             return new DivergedException(entry.Lsn, ex.Message);
         }
     }
@@ -855,6 +853,13 @@ internal sealed partial class NodeDatabase : IDisposable
     {
         TryRollback();
         Volatile.Write(ref _historyEpoch, historyEpochAtBegin);
+    }
+
+    /// <summary>Undoes and ends the savepoint <paramref name="name"/>, and what it logged (as <see cref="TryRollback(long)"/>).</summary>
+    private void RollBackSavepoint(string name, long historyEpochAtSavepoint)
+    {
+        _writer.Exec($"ROLLBACK TO {name}; RELEASE {name}");
+        Volatile.Write(ref _historyEpoch, historyEpochAtSavepoint);
     }
 
     // ---------------------------------------------------------------- reads (any thread)
