@@ -6,6 +6,7 @@ using System.Text;
 using System.Threading.Channels;
 using Infra.CacheServer.Commands;
 using Infra.CacheServer.Resp;
+using Infra.CacheServer.Storage;
 using Infra.Core.Networking;
 using Infra.Core.Timing;
 using Microsoft.Extensions.Logging;
@@ -355,9 +356,35 @@ internal sealed class CacheSession : IDisposable
             return;
         }
 
+        if ((spec.Flags & (CommandFlags.DenyOom | CommandFlags.StoresKey)) != 0 && HasKeyTooLong(frame, spec))
+        {
+            Reply.Error(Errors.KeyTooLong);
+            return;
+        }
+
         Server.Metrics.CommandExecuted(spec.Id);
         var context = new CommandContext(frame, _request, this, spec, now);
         spec.Handler(ref context);
+    }
+
+    /// <summary>Whether a key argument of a command that stores under it is longer than the store holds (checked before it runs, so nothing changes).</summary>
+    private bool HasKeyTooLong(ReadOnlySpan<byte> frame, CommandSpec spec)
+    {
+        if (spec.FirstKey <= 0)
+        {
+            return false;
+        }
+
+        var last = spec.LastKey < 0 ? _request.Count + spec.LastKey : spec.LastKey;
+        for (var i = spec.FirstKey; i <= last && i < _request.Count; i += Math.Max(1, spec.Step))
+        {
+            if (_request.Arg(frame, i).Length > CacheShard.MaxKeyLength)
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     private string UnknownCommand(ReadOnlySpan<byte> frame)

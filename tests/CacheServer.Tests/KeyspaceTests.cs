@@ -1,4 +1,6 @@
 using System.Text;
+using Infra.CacheServer.Commands;
+using Infra.CacheServer.Storage;
 using Infra.Testing;
 
 namespace Infra.CacheServer.Tests;
@@ -63,6 +65,53 @@ public class KeyspaceTests
         Assert.Equal(":0", await c.CallAsync("RENAMENX", "to:2", "to:3"));
         Assert.Equal("+OK", await c.CallAsync("RENAME", "to:2", "to:2"));
         Assert.Equal("-ERR no such key", await c.CallAsync("RENAME", "missing", "x"));
+    }
+
+    [Fact]
+    public async Task A_key_longer_than_the_store_holds_is_refused_by_every_command_that_stores_it_and_changes_nothing()
+    {
+        await using var server = InProcessCacheServer.Start(shards: 4);
+        using var c = await server.ConnectAsync();
+        var longest = new string('k', CacheShard.MaxKeyLength);
+        var tooLong = longest + "k";
+        var error = "-" + Errors.KeyTooLong;
+        await c.CallAsync("SET", "src", "v");
+        await c.CallAsync("HSET", "hsrc", "f", "v");
+        var used = server.Store.Stats().UsedMemory;
+
+        string[][] refused =
+        [
+            ["RENAME", "src", tooLong], ["RENAMENX", "src", tooLong], ["RENAME", "hsrc", tooLong],
+            ["SET", tooLong, "v"], ["SET", tooLong, new string('v', 40_000)], ["SETNX", tooLong, "v"], ["SETEX", tooLong, "10", "v"],
+            ["PSETEX", tooLong, "10", "v"], ["GETSET", tooLong, "v"], ["MSET", "a", "1", tooLong, "2", "b", "3"],
+            ["MSETNX", "a", "1", tooLong, "2"], ["INCR", tooLong], ["DECRBY", tooLong, "2"], ["INCRBYFLOAT", tooLong, "1.5"],
+            ["APPEND", tooLong, "v"], ["SETRANGE", tooLong, "3", "v"], ["HSET", tooLong, "f", "v"], ["HSETNX", tooLong, "f", "v"],
+            ["HINCRBY", tooLong, "f", "1"],
+        ];
+        foreach (var command in refused)
+        {
+            Assert.Equal(error, await c.CallAsync(command));
+        }
+
+        // Nothing moved, nothing was half made: the keyspace walks and the accounting are as before.
+        Assert.Equal("$v", await c.CallAsync("GET", "src"));
+        Assert.Equal("$v", await c.CallAsync("HGET", "hsrc", "f"));
+        Assert.Equal(":2", await c.CallAsync("DBSIZE"));
+        Assert.Equal(":0", await c.CallAsync("EXISTS", "a"));
+        var keys = await c.CallAsync("KEYS", "*"); // KEYS reads every entry's key: a half-made one threw here
+        Assert.True(keys is "*2[$src,$hsrc]" or "*2[$hsrc,$src]", keys);
+        Assert.StartsWith("$", await c.CallAsync("RANDOMKEY"));
+        Assert.Equal(used, server.Store.Stats().UsedMemory);
+
+        // The longest key works everywhere, inline value or not.
+        Assert.Equal("+OK", await c.CallAsync("SET", longest, "v"));
+        Assert.Equal("+OK", await c.CallAsync("RENAME", "src", longest));
+        Assert.Equal("$v", await c.CallAsync("GET", longest));
+        Assert.Equal("+OK", await c.CallAsync("SET", longest, new string('v', 40_000)));
+        Assert.Equal(":40000", await c.CallAsync("STRLEN", longest));
+        Assert.Equal(":2", await c.CallAsync("DBSIZE"));
+        Assert.Equal(":1", await c.CallAsync("DEL", longest));
+        Assert.Equal(":0", await c.CallAsync("EXISTS", tooLong)); // reads of a longer key simply miss
     }
 
     [Fact]

@@ -18,6 +18,13 @@ internal enum CommandFlags
     PubSubContext = 32,
     Admin = 64,
     PubSub = 128,
+
+    /// <summary>
+    /// Moves a value under a key argument that may not exist yet (RENAME, RENAMENX). Like every
+    /// <see cref="DenyOom"/> command, its key arguments are checked against the longest key the store
+    /// holds before it runs. Ours only; COMMAND INFO does not show it.
+    /// </summary>
+    StoresKey = 256,
 }
 
 internal delegate void CommandHandler(ref CommandContext context);
@@ -64,6 +71,9 @@ internal static class Errors
     public const string OffsetRange = "ERR offset is out of range";
     public const string StringTooLarge = "ERR string exceeds maximum allowed size (proto-max-bulk-len)";
     public const string ClusterDisabled = "ERR This instance has cluster support disabled";
+
+    /// <summary>Ours, not Redis's (Redis takes keys up to 512 MB): a key lives in one slab chunk.</summary>
+    public static readonly string KeyTooLong = $"ERR key is too long (keys are limited to {Storage.CacheShard.MaxKeyLength} bytes)";
 
     public static string Arity(string command) => $"ERR wrong number of arguments for '{command}' command";
 

@@ -34,6 +34,12 @@ internal sealed class CacheShard
 {
     /// <summary>What an entry costs beyond its chunk: the 40-byte entry and its share of the index.</summary>
     public const int EntryOverhead = 48;
+
+    /// <summary>
+    /// The longest key the store holds: a key lives in its entry's slab chunk, with the chunk's header.
+    /// Commands that write refuse longer keys before they change anything (<see cref="Commands.Errors.KeyTooLong"/>).
+    /// </summary>
+    public const int MaxKeyLength = SlabAllocator.MaxChunk - ChunkHeader;
     private const int ChunkHeader = 8;
 
     private readonly EntryTable _entries = new();
@@ -286,6 +292,7 @@ internal sealed class CacheShard
     /// <summary>Adds a string under a key that is not present. Returns the new entry.</summary>
     public int AddString(ReadOnlySpan<byte> key, int hash, ReadOnlySpan<byte> value, long expireAt, long nowMs)
     {
+        CheckKeyLength(key);
         var index = _entries.Allocate();
         ref var entry = ref _entries.At(index);
         entry.Hash = hash;
@@ -298,6 +305,7 @@ internal sealed class CacheShard
     /// <summary>Adds a hash (empty, or one moved from another key) under a key that is not present.</summary>
     public int AddHash(ReadOnlySpan<byte> key, int hash, long nowMs, HashValue? value = null, long expireAt = 0)
     {
+        CheckKeyLength(key);
         var index = _entries.Allocate();
         ref var entry = ref _entries.At(index);
         entry.Hash = hash;
@@ -566,6 +574,15 @@ internal sealed class CacheShard
             entry.Location = WriteChunk(key, []);
             entry.Kind = ValueKind.LargeString;
             _objects[index] = value.ToArray();
+        }
+    }
+
+    /// <summary>Throws before an entry is allocated: a chunk that cannot hold the key would leave a half-made entry behind.</summary>
+    private static void CheckKeyLength(ReadOnlySpan<byte> key)
+    {
+        if (key.Length > MaxKeyLength)
+        {
+            throw new ArgumentException($"a key of {key.Length} bytes is over the {MaxKeyLength}-byte limit", nameof(key));
         }
     }
 
