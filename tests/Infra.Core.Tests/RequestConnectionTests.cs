@@ -66,6 +66,43 @@ public sealed class RequestConnectionTests
         Assert.Equal((2L, "ok", "ping"), await reader.NextAsync().WaitAsync(Bound));
     }
 
+    [Fact]
+    public async Task A_handler_that_throws_something_unexpected_still_answers_and_the_connection_goes_on()
+    {
+        var handler = new Handler((op, _, _) => op == "bug"
+            ? throw new KeyNotFoundException("a bug in the handler")
+            : Task.FromResult(RequestAnswer.Ok((ref MessagePackWriter w) => w.Write(op))));
+        await using var listener = new TcpConnectionListener(new IPEndPoint(IPAddress.Loopback, 0), handler, new ListenerOptions(), NullLogger.Instance);
+        listener.Start();
+        using var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
+        await socket.ConnectAsync(listener.BoundEndPoint);
+        var reader = new AnswerReader(socket);
+
+        // Before, the request's task faulted unobserved: no answer at all, the client waited out its timeout.
+        await socket.SendAsync(Frames.Build(1, "bug", (ref MessagePackWriter w) => w.WriteMapHeader(0)).Concat(Frames.Build(2, "ping", (ref MessagePackWriter w) => w.WriteMapHeader(0))).ToArray());
+        Assert.Equal((1L, "Internal", "internal error: a bug in the handler"), await reader.NextAsync().WaitAsync(Bound));
+        Assert.Equal((2L, "ok", "ping"), await reader.NextAsync().WaitAsync(Bound));
+    }
+
+    [Fact]
+    public async Task A_request_header_with_a_string_length_past_the_frame_is_a_bad_request_and_the_connection_goes_on()
+    {
+        var handler = new Handler((op, _, _) => Task.FromResult(RequestAnswer.Ok((ref MessagePackWriter w) => w.Write(op))));
+        await using var listener = new TcpConnectionListener(new IPEndPoint(IPAddress.Loopback, 0), handler, new ListenerOptions(), NullLogger.Instance);
+        listener.Start();
+        using var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
+        await socket.ConnectAsync(listener.BoundEndPoint);
+        var reader = new AnswerReader(socket);
+
+        // [1, <str32 of 4 GiB>]: the op's length runs past the frame.
+        byte[] body = [0x93, 0x01, 0xdb, 0xff, 0xff, 0xff, 0xff];
+        byte[] framed = [0, 0, 0, (byte)body.Length, .. body];
+        await socket.SendAsync(framed.Concat(Frames.Build(2, "ping", (ref MessagePackWriter w) => w.WriteMapHeader(0))).ToArray());
+        var (id, status, _) = await reader.NextAsync().WaitAsync(Bound);
+        Assert.Equal((1L, "BadRequest"), (id, status));
+        Assert.Equal((2L, "ok", "ping"), await reader.NextAsync().WaitAsync(Bound));
+    }
+
     private sealed class Handler(RequestHandler handler) : IConnectionHandler
     {
         public Task OnConnectedAsync(ConnectionContext connection) =>

@@ -363,6 +363,7 @@ public sealed class DataNodeTests : IDisposable
             "{\"statements\": [[\"ATTACH '/tmp/x.db' AS x\"]]}",
             new string('[', 100_000),
             "{\"statements\": [[\"INSERT INTO t(id, v) VALUES(4, ?)\", \"" + new string('y', 100_000) + "\"]]}",
+            "{\"statements\": [[\"INSERT INTO t(id, v) VALUES(4, ?)\", \"\\ud800\"]]}", // a lone surrogate
         ];
         foreach (var body in bodies)
         {
@@ -443,6 +444,10 @@ public sealed class DataNodeTests : IDisposable
             var stream = socket.GetStream();
             await stream.WriteAsync(Infra.Core.Framing.Frames.Build(5, "nope", (ref MessagePack.MessagePackWriter w) => w.WriteMapHeader(0)));
             await stream.WriteAsync(Infra.Core.Framing.Frames.Build(6, "query", (ref MessagePack.MessagePackWriter w) => w.Write(12)));
+
+            // Found by a protocol fuzzer: a bin32 length of 0xffffffff was never answered (the request's task faulted).
+            byte[] hostile = [0x93, 0x07, 0xa5, .. "query"u8, 0x81, 0xa3, .. "sql"u8, 0xc6, 0xff, 0xff, 0xff, 0xff];
+            await stream.WriteAsync((byte[])[0, 0, 0, (byte)hostile.Length, .. hostile]);
             await stream.WriteAsync(new byte[] { 0x7f, 0xff, 0xff, 0xff, 1, 2 });
             var answers = new MemoryStream();
             var buffer = new byte[4096];
@@ -455,6 +460,7 @@ public sealed class DataNodeTests : IDisposable
             var text = System.Text.Encoding.UTF8.GetString(answers.ToArray());
             Assert.Contains("unknown op", text, StringComparison.Ordinal);
             Assert.Contains("not a map", text, StringComparison.Ordinal);
+            Assert.Contains("not valid MessagePack", text, StringComparison.Ordinal);
         }
 
         Assert.Equal(3, (await master.QueryAsync("SELECT count(*) FROM u")).GetProperty("rows")[0][0].GetInt64());

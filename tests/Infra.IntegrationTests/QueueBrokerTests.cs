@@ -326,6 +326,13 @@ public sealed class QueueBrokerTests : IDisposable
         using var tooBig = await PostRefusedBodyAsync(broker, "/topics/web/messages", (1 << 20) + 1);
         Assert.Equal(413, (int)tooBig.StatusCode);
         Assert.Equal(400, (int)(await broker.Http.GetAsync("/topics/web/messages?group=g&max=abc")).StatusCode);
+
+        // Wrong JSON types are 400s with an error, not 500s (found by a protocol fuzzer).
+        Assert.Equal(400, (await broker.PostJsonAsync("/topics", new { name = "h1", partitions = "x" })).Status);
+        Assert.Equal(400, (await broker.PostJsonAsync("/topics", new { name = "h1", partitions = (int?)null })).Status);
+        var badDelay = await broker.PostJsonAsync("/topics/web/nack", new { group = "g", deliveryIds = new[] { "0-0-1" }, delayMs = "x" });
+        Assert.Equal(400, badDelay.Status);
+        Assert.Contains("delayMs", badDelay.Body.GetProperty("error").GetString(), StringComparison.Ordinal);
     }
 
     [Fact]
@@ -364,6 +371,15 @@ public sealed class QueueBrokerTests : IDisposable
             // A map claiming 2^31 entries in 6 bytes.
             await SendFrameAsync(stream, [0x93, 0x09, 0xa4, (byte)'p', (byte)'i', (byte)'n', (byte)'g', 0xdf, 0x7f, 0xff, 0xff, 0xff]);
             Assert.Contains("BadRequest", await ReadAnswerAsync(stream), StringComparison.Ordinal);
+
+            // Found by a protocol fuzzer: a str32 or bin32 length of 0xffffffff threw out of the parsers
+            // and the connection closed without an answer.
+            await SendFrameAsync(stream, [0x93, 0x0a, 0xa4, (byte)'p', (byte)'i', (byte)'n', (byte)'g', 0x81, 0xa1, (byte)'a', 0xdb, 0xff, 0xff, 0xff, 0xff]);
+            Assert.Contains("BadRequest", await ReadAnswerAsync(stream), StringComparison.Ordinal);
+            await SendFrameAsync(stream, [0x93, 0x0b, 0xa7, .. "produce"u8, 0x82, 0xa5, .. "topic"u8, 0xa1, (byte)'t', 0xa8, .. "messages"u8, 0x91, 0x93, 0xc0, 0xc0, 0xc6, 0xff, 0xff, 0xff, 0xff]);
+            Assert.Contains("BadRequest", await ReadAnswerAsync(stream), StringComparison.Ordinal);
+            await SendFrameAsync(stream, [0x93, 0x0c, 0xa4, (byte)'p', (byte)'i', (byte)'n', (byte)'g', 0x80]);
+            Assert.Contains("ok", await ReadAnswerAsync(stream), StringComparison.Ordinal);
         }
 
         // A length prefix over the limit: TooLarge with id 0, then the connection is closed.

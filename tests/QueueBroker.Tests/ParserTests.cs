@@ -100,6 +100,9 @@ public sealed class ParserTests
     [InlineData(new byte[] { 0xdd, 0x7f, 0xff, 0xff, 0xff })] // array claiming 2^31 elements
     [InlineData(new byte[] { 0xc6, 0x7f, 0xff, 0xff, 0xff, 0x00 })] // bin claiming 2 GiB
     [InlineData(new byte[] { 0x01, 0x02 })] // trailing bytes
+    [InlineData(new byte[] { 0xdb, 0xff, 0xff, 0xff, 0xff })] // str32 claiming 4 GiB (a negative int: the reader threw ArgumentOutOfRange)
+    [InlineData(new byte[] { 0x93, 0x01, 0xa4, (byte)'p', (byte)'i', (byte)'n', (byte)'g', 0x81, 0xa1, (byte)'a', 0xdb, 0xff, 0xff, 0xff, 0xff })] // the same inside a request
+    [InlineData(new byte[] { 0xc6, 0xff, 0xff, 0xff, 0xff })] // bin32 claiming 4 GiB
     public void Malformed_messagepack_is_an_invalid_data_error(byte[] body)
     {
         Assert.Throws<InvalidDataException>(() => MessagePackValues.ReadWhole(new ReadOnlySequence<byte>(body)));
@@ -185,6 +188,11 @@ public sealed class ProduceParserTests
 
         Assert.False(Protocol.ProduceParser.TryParse(new ReadOnlySequence<byte>([0x93, 0x01, 0xa4, (byte)'p', (byte)'i', (byte)'n', (byte)'g', 0x80]), out _, out _));
         Assert.False(Protocol.ProduceParser.TryParse(new ReadOnlySequence<byte>([0xc1]), out _, out _));
+
+        // A payload whose bin32 length runs far past the frame (found by a protocol fuzzer: it threw
+        // ArgumentOutOfRange out of the connection, which closed without an answer).
+        byte[] hugePayload = [0x93, 0x01, 0xa7, .. "produce"u8, 0x82, 0xa5, .. "topic"u8, 0xa1, (byte)'t', 0xa8, .. "messages"u8, 0x91, 0x93, 0xc0, 0xc0, 0xc6, 0xff, 0xff, 0xff, 0xff];
+        Assert.False(Protocol.ProduceParser.TryParse(new ReadOnlySequence<byte>(hugePayload), out _, out _));
     }
 }
 

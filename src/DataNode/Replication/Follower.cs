@@ -76,7 +76,7 @@ internal sealed partial class Follower(Node node, string master, bool reclone, I
                 break;
             }
             catch (Exception ex) when (ex is SocketException or IOException or InvalidDataException or MessagePackSerializationException
-                or EndOfStreamException or OperationCanceledException or NodeException or TimeoutException or SqliteException)
+                or EndOfStreamException or OverflowException or ArgumentOutOfRangeException or OperationCanceledException or NodeException or TimeoutException or SqliteException)
             {
                 LastError = node.Flusher.Failure is { } failure ? "this node's WAL fsync failed; it follows no more until it is restarted: " + failure.Message : ex.Message;
                 LogSessionEnded(logger, MasterAddress, LastError);

@@ -215,7 +215,7 @@ internal sealed partial class ReplicationHub(Node node, ILogger logger, Api.Nati
             wantClone = body.ReadBoolean();
             address = body.ReadString() ?? "";
         }
-        catch (Exception ex) when (ex is InvalidDataException or MessagePackSerializationException or EndOfStreamException)
+        catch (Exception ex) when (ex is InvalidDataException or MessagePackSerializationException or EndOfStreamException or OverflowException or ArgumentOutOfRangeException)
         {
             await SendErrorAsync(frames, NodeErrorCode.BadRequest, "malformed hello: " + ex.Message, closing);
             return;
@@ -267,7 +267,8 @@ internal sealed partial class ReplicationHub(Node node, ILogger logger, Api.Nati
 
             await StreamAsync(connection, frames, id, address, lastLsn, myEpoch);
         }
-        catch (Exception ex) when (ex is IOException or OperationCanceledException or InvalidDataException or ObjectDisposedException or MessagePackSerializationException)
+        catch (Exception ex) when (ex is IOException or OperationCanceledException or InvalidDataException or ObjectDisposedException or MessagePackSerializationException
+            or EndOfStreamException or OverflowException or ArgumentOutOfRangeException)
         {
             // The replica went away or sent garbage; it reconnects.
             LogSessionEnded(logger, id, ex.Message);
@@ -394,7 +395,8 @@ internal sealed partial class ReplicationHub(Node node, ILogger logger, Api.Nati
                 }
             }
         }
-        catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidDataException or MessagePackSerializationException or EndOfStreamException)
+        catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidDataException or MessagePackSerializationException or EndOfStreamException
+            or OverflowException or ArgumentOutOfRangeException)
         {
             // Ends the session below.
         }

@@ -108,7 +108,7 @@ internal static class EntryCodec
         {
             throw new InvalidDataException("a log entry is not valid MessagePack: " + ex.Message, ex);
         }
-        catch (EndOfStreamException ex)
+        catch (Exception ex) when (ex is EndOfStreamException or ArgumentOutOfRangeException)
         {
             throw new InvalidDataException("a log entry is truncated", ex);
         }

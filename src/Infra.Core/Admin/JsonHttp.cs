@@ -10,11 +10,57 @@ public static class JsonHttp
     private static readonly JsonDocumentOptions DocumentOptions = new() { MaxDepth = 16 };
     private static readonly JsonWriterOptions WriterOptions = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
-    /// <summary>The request body as JSON (nested at most 16 deep), or null when it is declared empty. Bad JSON throws <see cref="JsonException"/>.</summary>
+    /// <summary>
+    /// The request body as JSON (nested at most 16 deep), or null when it is declared empty. Bad JSON
+    /// throws <see cref="JsonException"/> — including a string or name whose escapes are not valid
+    /// UTF-16 (a lone surrogate, <c>"\ud800"</c>): the parser takes it, and reading it as a .NET
+    /// string later would throw InvalidOperationException, which the APIs answer with a 500.
+    /// </summary>
     public static async Task<JsonDocument?> ReadAsync(HttpContext context)
     {
         ArgumentNullException.ThrowIfNull(context);
-        return context.Request.ContentLength == 0 ? null : await JsonDocument.ParseAsync(context.Request.Body, DocumentOptions, context.RequestAborted);
+        if (context.Request.ContentLength == 0)
+        {
+            return null;
+        }
+
+        var document = await JsonDocument.ParseAsync(context.Request.Body, DocumentOptions, context.RequestAborted);
+        try
+        {
+            CheckText(document.RootElement);
+        }
+        catch (InvalidOperationException ex)
+        {
+            document.Dispose();
+            throw new JsonException("a string is not valid text: " + ex.Message, ex);
+        }
+
+        return document;
+    }
+
+    private static void CheckText(JsonElement element)
+    {
+        switch (element.ValueKind)
+        {
+            case JsonValueKind.String:
+                _ = element.GetString();
+                break;
+            case JsonValueKind.Array:
+                foreach (var item in element.EnumerateArray())
+                {
+                    CheckText(item);
+                }
+
+                break;
+            case JsonValueKind.Object:
+                foreach (var property in element.EnumerateObject())
+                {
+                    _ = property.Name;
+                    CheckText(property.Value);
+                }
+
+                break;
+        }
     }
 
     public static async Task WriteAsync(HttpContext context, Action<Utf8JsonWriter> write)

@@ -27,7 +27,7 @@ public static class MessagePackValues
 
             return value;
         }
-        catch (Exception ex) when (ex is MessagePackSerializationException or EndOfStreamException or OverflowException or InvalidOperationException)
+        catch (Exception ex) when (ex is MessagePackSerializationException or EndOfStreamException or OverflowException or InvalidOperationException or ArgumentOutOfRangeException)
         {
             throw new InvalidDataException("not valid MessagePack: " + ex.Message, ex);
         }

@@ -136,10 +136,15 @@ public static class RequestConnection
                 var op = reader.ReadString() ?? throw new InvalidDataException("a request without an op");
                 answer = await handler(op, frame.AsMemory((int)reader.Consumed), closing);
             }
-            catch (Exception ex) when (ex is MessagePackSerializationException or EndOfStreamException or OverflowException or InvalidDataException)
+            catch (Exception ex) when (ex is MessagePackSerializationException or EndOfStreamException or OverflowException or InvalidDataException or ArgumentOutOfRangeException)
             {
                 badFrame?.Invoke(ex.Message);
                 answer = RequestAnswer.Error("BadRequest", "not a valid request: " + ex.Message);
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                // A handler's own failure: answered, so the client does not wait out its timeout for nothing.
+                answer = RequestAnswer.Error("Internal", "internal error: " + ex.Message);
             }
 
             await SendAsync(output, writeLock, id, answer);

@@ -73,7 +73,7 @@ internal sealed class HttpApi(Broker broker) : IAdminRoutes
     {
         using var body = await ReadJsonAsync(context);
         var name = body.RootElement.TryGetProperty("name", out var n) && n.ValueKind == JsonValueKind.String ? n.GetString()! : throw Bad("\"name\" (a string) is required");
-        var partitions = body.RootElement.TryGetProperty("partitions", out var p) ? (p.TryGetInt32(out var count) ? count : throw Bad("\"partitions\" must be an integer")) : 1;
+        var partitions = body.RootElement.TryGetProperty("partitions", out var p) ? (p.ValueKind == JsonValueKind.Number && p.TryGetInt32(out var count) ? count : throw Bad("\"partitions\" must be an integer")) : 1;
         var (topic, created) = broker.CreateTopic(name, partitions);
         context.Response.StatusCode = created ? StatusCodes.Status201Created : StatusCodes.Status200OK;
         await context.Response.WriteAsJsonAsync(new { name = topic.Name, partitions = topic.Partitions.Count }, Json);
@@ -185,7 +185,7 @@ internal sealed class HttpApi(Broker broker) : IAdminRoutes
         }
         else
         {
-            var delay = root.TryGetProperty("delayMs", out var d) ? (d.TryGetInt32(out var ms) && ms >= 0 ? ms : throw Bad("\"delayMs\" must be a whole number ≥ 0")) : 0;
+            var delay = root.TryGetProperty("delayMs", out var d) ? (d.ValueKind == JsonValueKind.Number && d.TryGetInt32(out var ms) && ms >= 0 ? ms : throw Bad("\"delayMs\" must be a whole number ≥ 0")) : 0;
             var (nacked, unknown) = await group.NackAsync(ids, TimeSpan.FromMilliseconds(delay));
             await context.Response.WriteAsJsonAsync(new { nacked, unknown }, Json);
         }

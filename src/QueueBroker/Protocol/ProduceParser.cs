@@ -71,7 +71,7 @@ internal static class ProduceParser
             request = new ProduceRequest(topic, partition, producerId, sequence, messages);
             return true;
         }
-        catch (Exception ex) when (ex is MessagePackSerializationException or EndOfStreamException or OverflowException or InvalidOperationException)
+        catch (Exception ex) when (ex is MessagePackSerializationException or EndOfStreamException or OverflowException or InvalidOperationException or ArgumentOutOfRangeException)
         {
             return false;
         }
