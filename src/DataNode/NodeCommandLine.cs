@@ -24,6 +24,8 @@ internal static class NodeCommandLine
             ["--max-sql-size"] = "MaxSqlBytes",
             ["--max-request-size"] = "MaxRequestBytes",
             ["--max-result-rows"] = "MaxResultRows",
+            ["--max-result-size"] = "MaxResultBytes",
+            ["--max-query-time"] = "MaxQueryTime",
             ["--read-mmap"] = "ReadMmap",
             ["--max-pending-writes"] = "MaxPendingWrites",
             ["--max-group"] = "MaxGroupSize",
@@ -58,6 +60,8 @@ internal static class NodeCommandLine
             Reads
               --read-wait DURATION       a read with minLsn waits this long, then answers "behind" (2s)
               --max-result-rows N        (100000)
+              --max-result-size SIZE     bytes of values in one result (64mb)
+              --max-query-time DURATION  a read running longer is interrupted: SqlError (10s; 0: no limit)
               --read-mmap SIZE           of the database file mapped by each read connection (256mb; 0: none)
 
             Limits

@@ -52,6 +52,12 @@ internal sealed class NodeOptions : ServiceOptions
 
     public int MaxResultRows { get; set; } = 100_000;
 
+    /// <summary>Most bytes of values in one query result (a single value longer than this is refused by SQLite itself).</summary>
+    public long MaxResultBytes { get; set; } = 64L << 20;
+
+    /// <summary>How long one read may run before SQLite is interrupted (0: no limit).</summary>
+    public TimeSpan MaxQueryTime { get; set; } = TimeSpan.FromSeconds(10);
+
     public long ReadMmapBytes { get; set; } = 256L << 20;
 
     public int MaxPendingWrites { get; set; } = 10_000;
@@ -92,6 +98,8 @@ internal sealed class NodeOptions : ServiceOptions
         FlushWal = FlushWal ?? WalSyncFault(Environment.GetEnvironmentVariable(WalSyncFaultVariable)),
         LogRetention = LogRetention,
         MaxResultRows = MaxResultRows,
+        MaxResultBytes = MaxResultBytes,
+        MaxQueryTime = MaxQueryTime,
         ReadMmapBytes = ReadMmapBytes,
     };
 
@@ -151,6 +159,8 @@ internal sealed class NodeOptions : ServiceOptions
         MaxSqlBytes = (int)reader.Size("MaxSqlBytes", MaxSqlBytes, 16, 64L << 20);
         MaxRequestBytes = (int)reader.Size("MaxRequestBytes", MaxRequestBytes, 1024, 256L << 20);
         MaxResultRows = reader.Number("MaxResultRows", MaxResultRows, 1, 100_000_000);
+        MaxResultBytes = reader.Size("MaxResultBytes", MaxResultBytes, 1024, 1L << 30);
+        MaxQueryTime = reader.Duration("MaxQueryTime", MaxQueryTime, TimeSpan.Zero, TimeSpan.FromHours(1));
         ReadMmapBytes = reader.Size("ReadMmap", ReadMmapBytes, 0, 1L << 40);
         MaxPendingWrites = reader.Number("MaxPendingWrites", MaxPendingWrites, 1, 1_000_000);
         MaxGroupSize = reader.Number("MaxGroupSize", MaxGroupSize, 1, 100_000);

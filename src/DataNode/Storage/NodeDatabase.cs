@@ -55,6 +55,12 @@ internal sealed record DatabaseSettings
 
     public int MaxResultRows { get; init; } = 100_000;
 
+    /// <summary>Most bytes of values in one query result; also SQLite's length limit on read connections.</summary>
+    public long MaxResultBytes { get; init; } = 64L << 20;
+
+    /// <summary>How long one user read may run before SQLite is interrupted (zero: no limit).</summary>
+    public TimeSpan MaxQueryTime { get; init; } = TimeSpan.FromSeconds(10);
+
     /// <summary>
     /// How much of the database file each read connection maps into memory (SQLite's mmap_size; 0: none).
     /// Mapped pages are read without a pread(2) and a copy into the connection's own page cache.
@@ -900,6 +906,8 @@ internal sealed partial class NodeDatabase : IDisposable
             }
 
             var rows = new List<object?[]>();
+            long bytes = 0;
+            reader.StartRunTimeLimit(_settings.MaxQueryTime);
             while (reader.Step(prepared))
             {
                 if (rows.Count >= _settings.MaxResultRows)
@@ -910,6 +918,12 @@ internal sealed partial class NodeDatabase : IDisposable
                 var row = new object?[columns.Length];
                 for (var i = 0; i < row.Length; i++)
                 {
+                    bytes += raw.sqlite3_column_type(stmt, i) is raw.SQLITE_TEXT or raw.SQLITE_BLOB ? raw.sqlite3_column_bytes(stmt, i) : 8;
+                    if (bytes > _settings.MaxResultBytes)
+                    {
+                        throw new NodeException(NodeErrorCode.BadRequest, $"the result is over {_settings.MaxResultBytes} bytes (--max-result-size); use LIMIT or select fewer columns");
+                    }
+
                     row[i] = SqlRunner.Column(stmt, i);
                 }
 
@@ -920,6 +934,7 @@ internal sealed partial class NodeDatabase : IDisposable
         }
         finally
         {
+            reader.EndRunTimeLimit();
             SqlRunner.Release(prepared);
         }
     }), mayWait, out var result) ? result : null;
@@ -1212,6 +1227,9 @@ internal sealed partial class NodeDatabase : IDisposable
         connection.Open();
         var runner = new SqlRunner(connection, readOnly: true);
         runner.Exec($"PRAGMA busy_timeout=10000; PRAGMA mmap_size={_settings.ReadMmapBytes.ToString(CultureInfo.InvariantCulture)};");
+
+        // No string or blob a read makes (zeroblob(1e9), randomblob, repeat…) may be longer than a whole result may be.
+        raw.sqlite3_limit(runner.Db, raw.SQLITE_LIMIT_LENGTH, (int)Math.Min(int.MaxValue, _settings.MaxResultBytes));
         return runner;
     }
 

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Infra.Core.Placement;
 using Microsoft.Data.Sqlite;
 using SQLitePCL;
@@ -30,6 +31,10 @@ internal sealed class SqlRunner : IDisposable
     private readonly Dictionary<string, PreparedStatement> _cache = new(StringComparer.Ordinal);
     private readonly Dictionary<string, sqlite3_stmt> _internal = new(StringComparer.Ordinal);
     private readonly bool _readOnly;
+    private readonly delegate_progress _progress;
+    private long _deadline = long.MaxValue;
+    private bool _timedOut;
+    private TimeSpan _limit;
     private bool _userMode;
     private bool _sawDdl;
     private string? _denied;
@@ -40,6 +45,7 @@ internal sealed class SqlRunner : IDisposable
         Db = connection.Handle ?? throw new InvalidOperationException("the connection is not open");
         _readOnly = readOnly;
         raw.sqlite3_set_authorizer(Db, Authorize, null);
+        _progress = OnProgress;
 
         // infra_slot(value, slots): the slot a shard-key value hashes to, as the router computes it,
         // so a slot's rows can be selected when it moves to another shard.
@@ -289,6 +295,46 @@ internal sealed class SqlRunner : IDisposable
         }
     }
 
+    /// <summary>
+    /// Interrupts what this connection runs once <paramref name="limit"/> has passed (zero: never), until
+    /// <see cref="EndRunTimeLimit"/>: SQLite calls back every few thousand VM instructions and the step
+    /// under way fails with SqlError. A point read finishes before the first call.
+    /// </summary>
+    public void StartRunTimeLimit(TimeSpan limit)
+    {
+        if (limit <= TimeSpan.Zero)
+        {
+            return;
+        }
+
+        _limit = limit;
+        _timedOut = false;
+        _deadline = Stopwatch.GetTimestamp() + (long)(limit.TotalSeconds * Stopwatch.Frequency);
+        raw.sqlite3_progress_handler(Db, ProgressInstructions, _progress, null);
+    }
+
+    public void EndRunTimeLimit()
+    {
+        if (_deadline != long.MaxValue)
+        {
+            raw.sqlite3_progress_handler(Db, 0, null, null);
+            _deadline = long.MaxValue;
+        }
+    }
+
+    private const int ProgressInstructions = 10_000;
+
+    private int OnProgress(object userData)
+    {
+        if (Stopwatch.GetTimestamp() <= _deadline)
+        {
+            return 0;
+        }
+
+        _timedOut = true;
+        return 1;
+    }
+
     /// <summary>Steps to the next row; false at the end.</summary>
     public bool Step(PreparedStatement statement)
     {
@@ -311,6 +357,11 @@ internal sealed class SqlRunner : IDisposable
         if (_denied is not null)
         {
             return new NodeException(NodeErrorCode.NotAllowed, _denied);
+        }
+
+        if (rc == raw.SQLITE_INTERRUPT && _timedOut)
+        {
+            return new NodeException(NodeErrorCode.SqlError, $"the query ran longer than {_limit.TotalSeconds:0.###} s (--max-query-time) and was interrupted");
         }
 
         var extended = raw.sqlite3_extended_errcode(Db);
