@@ -65,13 +65,15 @@ internal sealed partial class Broker : IAsyncDisposable
 
     public (Topic Topic, bool Created) CreateTopic(string name, int partitions)
     {
-        if (name.EndsWith(TopicRegistry.DeadLetterSuffix, StringComparison.Ordinal) && Topics.TryGet(name[..^TopicRegistry.DeadLetterSuffix.Length], out var source)
-            && source.Partitions.Count != partitions)
+        Topic? source = null;
+        var deadLetters = name.EndsWith(TopicRegistry.DeadLetterSuffix, StringComparison.Ordinal) && Topics.TryGet(name[..^TopicRegistry.DeadLetterSuffix.Length], out source);
+        if (deadLetters && source!.Partitions.Count != partitions)
         {
             throw new BrokerException(ErrorCode.TopicConflict, $"'{name}' is the dead-letter topic of '{source.Name}' and must have {source.Partitions.Count} partitions");
         }
 
-        return Topics.Create(name, partitions);
+        // A dead-letter topic mirrors its topic, which the limit counted already.
+        return Topics.Create(name, partitions, deadLetters ? null : _options.MaxPartitions);
     }
 
     /// <summary>

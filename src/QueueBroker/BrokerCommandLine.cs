@@ -27,6 +27,7 @@ internal static class BrokerCommandLine
             ["--max-deliveries"] = "MaxDeliveries",
             ["--session-timeout"] = "SessionTimeout",
             ["--max-connections"] = "MaxConnections",
+            ["--max-partitions"] = "MaxPartitions",
             ["--shutdown-timeout"] = "ShutdownTimeout",
         },
         Usage = """
@@ -45,7 +46,7 @@ internal static class BrokerCommandLine
               --config FILE                  JSON file with the same keys (DataDir, Fsync, ...)
 
             Log
-              --segment-bytes SIZE           roll segments at this size (64mb; reserved on disk up front)
+              --segment-bytes SIZE           roll segments at this size (64mb; reserved on disk when a segment is first written)
               --segment-age DURATION         roll a non-empty segment this old (1h; 0 = never)
               --retention-bytes SIZE         per partition, delete oldest segments beyond (-1 = no limit)
               --retention-age DURATION       delete segments last written longer ago (7d; 0 = keep)
@@ -62,6 +63,7 @@ internal static class BrokerCommandLine
               --max-inflight-requests N      requests in flight per connection before reading pauses (1024)
               --max-partition-pending SIZE   bytes waiting for the disk per partition before Busy (32mb)
               --max-connections N            (10000)
+              --max-partitions N             in all the topics clients create (1024; dead-letter topics not counted)
               --shutdown-timeout DURATION    on SIGTERM, how long requests get to finish (10s)
               --log-level LEVEL              Trace, Debug, Information (default), Warning, Error
             """,

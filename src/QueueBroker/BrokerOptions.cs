@@ -37,6 +37,12 @@ internal sealed class BrokerOptions : ServiceOptions
 
     public long SegmentBytes { get; set; } = 64L << 20;
 
+    /// <summary>
+    /// Most partitions the topics clients create may have in all (dead-letter topics not counted: each
+    /// mirrors a topic). Each partition has its own flusher thread and, once written, a reserved segment.
+    /// </summary>
+    public int MaxPartitions { get; set; } = 1024;
+
     public TimeSpan SegmentAge { get; set; } = TimeSpan.FromHours(1);
 
     public long RetentionBytes { get; set; } = -1;
@@ -92,6 +98,7 @@ internal sealed class BrokerOptions : ServiceOptions
         MaxInFlightRequestsPerConnection = reader.Number("MaxInFlightRequestsPerConnection", MaxInFlightRequestsPerConnection, 1, 1 << 20);
         MaxPendingBytesPerPartition = (int)reader.Size("MaxPendingBytesPerPartition", MaxPendingBytesPerPartition, 64 << 10, 1L << 30);
         SegmentBytes = reader.Size("SegmentBytes", SegmentBytes, 4096, 1L << 30);
+        MaxPartitions = reader.Number("MaxPartitions", MaxPartitions, 1, 1_000_000);
         SegmentAge = reader.Duration("SegmentAge", SegmentAge, TimeSpan.Zero, TimeSpan.FromDays(365));
         RetentionBytes = reader.Text("RetentionBytes", null) is null or "-1" ? -1 : reader.Size("RetentionBytes", 0, 0, long.MaxValue / 2);
         RetentionAge = reader.Duration("RetentionAge", RetentionAge, TimeSpan.Zero, TimeSpan.FromDays(36500));

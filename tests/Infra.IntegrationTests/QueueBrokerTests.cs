@@ -353,6 +353,30 @@ public sealed class QueueBrokerTests : IDisposable
     }
 
     [Fact]
+    public async Task Topics_may_not_take_more_partitions_than_the_limit_and_idle_partitions_reserve_no_disk()
+    {
+        // Found by a protocol fuzzer: any client could create topics of 1,024 partitions without end — a
+        // flusher thread each, and a 64 MB segment reserved on disk for each partition at once.
+        await using var broker = await QueueBrokerProcess.StartAsync(_dataDir, "--max-partitions", "8", "--segment-bytes", "16mb");
+        await using var client = await broker.ConnectAsync();
+        await client.CreateTopicAsync("a", 6);
+        var over = await Assert.ThrowsAsync<QueueException>(() => client.CreateTopicAsync("b", 3));
+        Assert.Equal("BadRequest", over.Code);
+        Assert.Contains("--max-partitions", over.Message, StringComparison.Ordinal);
+        await client.CreateTopicAsync("a", 6); // the same topic again is not a new one
+        await client.CreateTopicAsync("b", 2);
+        await client.CreateTopicAsync("a.dlq", 6); // a dead-letter topic mirrors one the limit counted
+        Assert.Equal("BadRequest", (await Assert.ThrowsAsync<QueueException>(() => client.CreateTopicAsync("c.dlq", 1))).Code); // no topic c: an ordinary topic
+
+        // Nothing written, nothing reserved; the first write reserves its partition's segment.
+        long Reserved() => Directory.EnumerateFiles(_dataDir, "*.log", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length);
+        Assert.Equal(0, Reserved());
+        await client.ProduceAsync("a", new byte[100], partition: 0);
+        Assert.Equal(16L << 20, Reserved());
+        Assert.False(broker.Process.HasExited);
+    }
+
+    [Fact]
     public async Task Malformed_oversized_and_truncated_frames_get_typed_errors_and_the_broker_stays_up()
     {
         await using var broker = await QueueBrokerProcess.StartAsync(_dataDir, "--max-frame-size", "64k", "--max-message-size", "32k");

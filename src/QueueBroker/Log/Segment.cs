@@ -46,6 +46,9 @@ internal sealed class Segment : IDisposable
 
     public DateTimeOffset CreatedAt { get; }
 
+    /// <summary>Whether the segment's full size has been reserved on disk (preallocation) since it was opened.</summary>
+    public bool Reserved { get; set; }
+
     public static string FileName(long baseOffset, string suffix) => baseOffset.ToString("D20", CultureInfo.InvariantCulture) + suffix;
 
     public static bool TryParseName(string name, out long baseOffset)

@@ -159,13 +159,9 @@ internal sealed partial class SegmentLog : IAsyncDisposable
                     throw Corrupt(directory, $"the recovery point is at offset {point.Value.Offset} but no segment files are left");
                 }
 
+                // Not reserved yet: the first write reserves it, so partitions that are never written take
+                // no disk (a topic of many partitions would otherwise reserve them all at once).
                 segments.Add(Segment.Create(fs, directory, 0, settings.IndexIntervalBytes, time.GetUtcNow()));
-                if (settings.Preallocate)
-                {
-                    segments[0].File.Allocate(settings.SegmentBytes);
-                    segments[0].File.Sync();
-                }
-
                 fs.SyncDirectory(directory);
                 return new SegmentLog(fs, directory, settings, time, logger, segments, producers, 0);
             }
@@ -324,9 +320,10 @@ internal sealed partial class SegmentLog : IAsyncDisposable
         }
 
         // What recovery kept may only have reached the page cache before the crash: make it durable.
-        if (settings.Preallocate)
+        if (settings.Preallocate && segments[^1].Size > 0)
         {
             segments[^1].File.Allocate(settings.SegmentBytes);
+            segments[^1].Reserved = true;
         }
 
         segments[^1].File.Sync();
@@ -781,6 +778,12 @@ internal sealed partial class SegmentLog : IAsyncDisposable
                 j++;
             }
 
+            if (_settings.Preallocate && !active.Reserved)
+            {
+                active.File.Allocate(_settings.SegmentBytes); // made durable by the sync that covers this write
+                active.Reserved = true;
+            }
+
             var position = active.Size;
             active.File.Write(position, buffer.AsSpan(first.Start, length));
             for (var k = i; k < j; k++)
@@ -839,6 +842,7 @@ internal sealed partial class SegmentLog : IAsyncDisposable
         {
             segment.File.Allocate(_settings.SegmentBytes);
             segment.File.Sync();
+            segment.Reserved = true;
         }
 
         _fs.SyncDirectory(_directory);

@@ -94,8 +94,12 @@ internal sealed partial class TopicRegistry : IAsyncDisposable
 
     public bool TryGet(string name, out Topic topic) => _topics.TryGetValue(name, out topic!);
 
-    /// <summary>Creates the topic (true), or finds it with the same shape (false); another shape is a conflict.</summary>
-    public (Topic Topic, bool Created) Create(string name, int partitions)
+    /// <summary>
+    /// Creates the topic (true), or finds it with the same shape (false); another shape is a conflict.
+    /// With <paramref name="maxPartitions"/>, a new topic may not take the partitions of every topic but
+    /// the dead-letter topics of existing ones past it.
+    /// </summary>
+    public (Topic Topic, bool Created) Create(string name, int partitions, int? maxPartitions = null)
     {
         if (!IsValidName(name))
         {
@@ -116,6 +120,15 @@ internal sealed partial class TopicRegistry : IAsyncDisposable
                     : throw new BrokerException(ErrorCode.TopicConflict, $"topic '{name}' exists with {existing.Partitions.Count} partitions, not {partitions}");
             }
 
+            if (maxPartitions is { } limit)
+            {
+                var held = _topics.Values.Where(t => !IsDeadLetterTopic(t)).Sum(t => t.Partitions.Count);
+                if (held + partitions > limit)
+                {
+                    throw new BrokerException(ErrorCode.BadRequest, $"topic '{name}' would bring the broker to {held + partitions} partitions; --max-partitions is {limit}");
+                }
+            }
+
             var dir = Path.Combine(_dataDirectory, name);
             _fs.CreateDirectory(dir);
             var meta = new byte[8];
@@ -128,6 +141,9 @@ internal sealed partial class TopicRegistry : IAsyncDisposable
             return (topic, true);
         }
     }
+
+    private bool IsDeadLetterTopic(Topic topic) =>
+        topic.Name.EndsWith(DeadLetterSuffix, StringComparison.Ordinal) && _topics.ContainsKey(topic.Name[..^DeadLetterSuffix.Length]);
 
     /// <summary>The dead-letter topic of <paramref name="topic"/>: <c>{topic}.dlq</c>, same partition count, created on first use.</summary>
     public Topic DeadLetters(Topic topic) => Create(topic.Name + DeadLetterSuffix, topic.Partitions.Count).Topic;
