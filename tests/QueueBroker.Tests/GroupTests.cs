@@ -88,6 +88,26 @@ public sealed class GroupTests
     }
 
     [Fact]
+    public async Task A_caught_up_long_poll_sleeps_instead_of_spinning()
+    {
+        // Found by a chaos soak of the whole stack: with the click worker caught up, the broker used
+        // 1.8 cores doing nothing — the wait was for data at Next - 1, always there, so it never slept.
+        await using var registry = Registry();
+        var topic = registry.Create("jobs", 2).Topic;
+        await ProduceAsync(topic, 0, "first");
+        await using var group = await QueueAsync(registry, topic);
+        Assert.Single(await group.FetchAsync(5, TimeSpan.Zero, default));
+
+        var waiting = group.FetchAsync(5, TimeSpan.FromMinutes(1), default); // the clock is manual: only a message ends it
+        await Task.Delay(300);
+        Assert.False(waiting.IsCompleted);
+        Assert.True(group.Waits <= 2, $"the long poll woke {group.Waits} times in 300 ms with nothing to deliver");
+
+        await ProduceAsync(topic, 1, "late");
+        Assert.Equal("late", Text(Assert.Single(await waiting.WaitAsync(TimeSpan.FromSeconds(10)))));
+    }
+
+    [Fact]
     public async Task After_max_deliveries_the_message_is_dead_lettered_once_and_never_delivered_again_even_after_a_crash()
     {
         await using (var registry = Registry())

@@ -83,6 +83,7 @@ internal sealed partial class QueueGroup : IAsyncDisposable
     private int _rotation;
     private long _deadLettered;
     private long _redelivered;
+    private long _waits;
     private bool _disposed;
 
     private QueueGroup(string name, Topic topic, TopicRegistry topics, SegmentLog state, QueueSettings settings, TimeProvider time, ILogger logger)
@@ -276,6 +277,9 @@ internal sealed partial class QueueGroup : IAsyncDisposable
         && message.HeaderText(Headers.Partition) == partition.ToString(CultureInfo.InvariantCulture)
         && message.HeaderText(Headers.Offset) == offset.ToString(CultureInfo.InvariantCulture);
 
+    /// <summary>How many times a fetch has gone to sleep waiting for messages (tests: a caught-up long poll sleeps once, it does not spin).</summary>
+    internal long Waits => Interlocked.Read(ref _waits);
+
     /// <summary>
     /// Up to <paramref name="max"/> messages: due redeliveries first, then new messages, round robin over
     /// partitions. Waits up to <paramref name="wait"/> for one to be available. The deliveries are
@@ -316,11 +320,14 @@ internal sealed partial class QueueGroup : IAsyncDisposable
                 {
                     if (_topic.Partitions[p].IsAvailable)
                     {
-                        signals.Add(_topic.Partitions[p].Log.WhenDataAfter(_cursors[p].Next - 1));
+                        // Data at Next (the first offset not yet delivered), not at Next - 1: that one is
+                        // always there once the group has caught up, and the wait spun until its deadline.
+                        signals.Add(_topic.Partitions[p].Log.WhenDataAfter(_cursors[p].Next));
                     }
                 }
             }
 
+            Interlocked.Increment(ref _waits);
             await Task.WhenAny(signals).ConfigureAwait(false);
             await timeout.CancelAsync();
             cancellationToken.ThrowIfCancellationRequested();
