@@ -296,6 +296,70 @@ public sealed class StackTests(StackFixture fixture)
     }
 
     [Fact]
+    public async Task A_session_made_while_its_home_cache_was_down_stays_valid_and_keeps_its_write_tokens_once_the_home_is_back()
+    {
+        // Found by a chaos soak: sessions made while a cache server was down got intermittent 401s once
+        // it was back. A write's token went to the home node (the session lives on the runner-up), where
+        // HSET made a hash without "user" for a moment, and a concurrent read took that one as the session.
+        var cookie = await SignUpAsync(Stack.Lb);
+        var key = "session:" + cookie["sid=".Length..];
+        var caches = (await Stack.StatusAsync()).Where(n => n.Name.StartsWith("cache-", StringComparison.Ordinal)).ToList();
+        var connections = new List<ConnectionMultiplexer>();
+        try
+        {
+            foreach (var cache in caches)
+            {
+                connections.Add(await ConnectionMultiplexer.ConnectAsync(cache.Address));
+            }
+
+            var dbs = connections.Select(c => c.GetDatabase()).ToList();
+            var home = Assert.Single(dbs, db => db.KeyExists(key));
+            var fields = await home.HashGetAllAsync(key);
+            var others = dbs.Where(db => db != home).ToList();
+
+            // As if made while its home was down: the session is on the other nodes (one is its runner-up),
+            // and the home holds only what a token write leaves there for a moment.
+            foreach (var db in others)
+            {
+                await db.HashSetAsync(key, fields);
+                await db.KeyExpireAsync(key, TimeSpan.FromMinutes(10));
+            }
+
+            await home.KeyDeleteAsync(key);
+            await home.HashSetAsync(key, "lsn:s0", 1);
+            using var client = WithCookie(Stack.Lb, cookie);
+            using (var me = await client.GetAsync("/api/me"))
+            {
+                Assert.Equal(HttpStatusCode.OK, me.StatusCode); // was 401
+            }
+
+            await home.KeyDeleteAsync(key);
+            using (var create = await client.PostAsJsonAsync("/api/links", new { url = "https://example.com/made-after-the-cache-came-back" }))
+            {
+                Assert.Equal(HttpStatusCode.Created, create.StatusCode);
+            }
+
+            // The write's token is kept with the session (it went to the home node and was thrown away),
+            // and nothing is left on the home node.
+            var tokens = new List<string>();
+            foreach (var db in others)
+            {
+                tokens.AddRange((await db.HashKeysAsync(key)).Select(k => k.ToString()).Where(k => k.StartsWith("lsn:", StringComparison.Ordinal)));
+            }
+
+            Assert.NotEmpty(tokens);
+            Assert.False(await home.KeyExistsAsync(key));
+        }
+        finally
+        {
+            foreach (var connection in connections)
+            {
+                await connection.DisposeAsync();
+            }
+        }
+    }
+
+    [Fact]
     public async Task Killing_the_queue_never_holds_up_a_redirect_and_clicks_flow_again_when_it_is_back()
     {
         var cookie = await SignUpAsync(Stack.Lb);

@@ -36,7 +36,7 @@ internal sealed class Sessions(Cache cache, WebOptions options, TimeProvider tim
             return null;
         }
 
-        var fields = await cache.HashGetAllAnywhereAsync(Key(id));
+        var fields = await cache.HashGetAllAnywhereAsync(Key(id), "user");
         string? user = null;
         var tokens = new List<SessionToken>();
         foreach (var field in fields)

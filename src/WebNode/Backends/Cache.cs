@@ -50,14 +50,16 @@ internal sealed partial class Cache(CacheCluster cluster, WebMetrics metrics, IL
     /// <summary>
     /// A hash that must not be missed (a session): from the node placement picks now, else from the
     /// key's home or runner-up, where a web node whose view of failed cache servers differed from
-    /// ours may have written it. An extra round trip only on a miss.
+    /// ours may have written it. An extra round trip only on a miss. A hash without
+    /// <paramref name="requiredField"/> is a miss: <see cref="HashSetIfLiveAsync"/> may have made one
+    /// for a moment on a node that does not hold the session.
     /// </summary>
-    public async Task<HashEntry[]> HashGetAllAnywhereAsync(string key)
+    public async Task<HashEntry[]> HashGetAllAnywhereAsync(string key, string requiredField)
     {
         foreach (var db in cluster.GetCandidateDatabases(key))
         {
             var fields = await TryAsync(db, key, d => d.HashGetAllAsync(key), []);
-            if (fields.Length > 0)
+            if (fields.Any(f => f.Name == requiredField))
             {
                 return fields;
             }
@@ -87,21 +89,35 @@ internal sealed partial class Cache(CacheCluster cluster, WebMetrics metrics, IL
     }, false);
 
     /// <summary>
-    /// Sets one field of a hash that holds <paramref name="requiredField"/> (a live session). If the
-    /// hash expired meanwhile, HSET made a new one without that field and without a TTL: it is removed
-    /// again, so nothing outlives its session.
+    /// Sets one field of a hash that holds <paramref name="requiredField"/> (a live session), on the
+    /// node that holds it: the one placement picks now, else its home or runner-up (where
+    /// <see cref="HashGetAllAnywhereAsync"/> finds it). Where the hash is missing or expired meanwhile,
+    /// HSET made a new one without that field and without a TTL: it is removed again, so nothing
+    /// outlives its session (readers skip it meanwhile).
     /// </summary>
-    public Task<bool> HashSetIfLiveAsync(string key, string requiredField, string field, RedisValue value) => TryAsync(key, async db =>
+    public async Task<bool> HashSetIfLiveAsync(string key, string requiredField, string field, RedisValue value)
     {
-        await db.HashSetAsync(key, field, value);
-        if (await db.HashExistsAsync(key, requiredField))
+        foreach (var db in cluster.GetCandidateDatabases(key))
         {
-            return true;
+            var set = await TryAsync(db, key, async d =>
+            {
+                await d.HashSetAsync(key, field, value);
+                if (await d.HashExistsAsync(key, requiredField))
+                {
+                    return true;
+                }
+
+                await d.KeyDeleteAsync(key);
+                return false;
+            }, false);
+            if (set)
+            {
+                return true;
+            }
         }
 
-        await db.KeyDeleteAsync(key);
         return false;
-    }, false);
+    }
 
     private Task<T> TryAsync<T>(string key, Func<IDatabase, Task<T>> call, T fallback) => TryAsync(cluster.GetDatabase(key), key, call, fallback);
 
