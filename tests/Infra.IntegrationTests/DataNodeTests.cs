@@ -321,6 +321,52 @@ public sealed class DataNodeTests : IDisposable
     }
 
     [Fact]
+    public async Task With_an_admin_token_only_a_replica_that_has_it_may_say_hello()
+    {
+        // Found by reading the code behind a protocol fuzzer's run: a hello needed no token, and one
+        // frame claiming a newer epoch fenced the master (no more writes), on a node whose other
+        // state-changing ops all need the token. A hello also streams the whole database.
+        await using var master = await DataNodeProcess.StartAsync(NewDir(), "--role", "master", "--admin-token", "s3cret", "--sync", "async");
+        master.Http.DefaultRequestHeaders.Authorization = new("Bearer", "s3cret"); // its HTTP writes need it too
+        await CreateTableAsync(master);
+        using (var socket = new System.Net.Sockets.TcpClient())
+        {
+            var port = int.Parse(master.ReplicationAddress.Split(':')[1], System.Globalization.CultureInfo.InvariantCulture);
+            await socket.ConnectAsync("127.0.0.1", port);
+            var stream = socket.GetStream();
+            await stream.WriteAsync(Infra.Core.Framing.Frames.Build(0, "hello", (ref MessagePack.MessagePackWriter w) =>
+            {
+                w.WriteArrayHeader(6);
+                w.Write("intruder");
+                w.Write(99L); // a newer epoch: fenced the master before
+                w.Write(0L);
+                w.Write(0L);
+                w.Write(false);
+                w.Write("127.0.0.1:1");
+            }));
+            var answer = new MemoryStream();
+            var buffer = new byte[4096];
+            int read;
+            while ((read = await stream.ReadAsync(buffer)) > 0)
+            {
+                answer.Write(buffer, 0, read);
+            }
+
+            Assert.Contains("Unauthorized", System.Text.Encoding.UTF8.GetString(answer.ToArray()), StringComparison.Ordinal);
+        }
+
+        Assert.Equal(200, (await master.ExecuteAsync(["INSERT INTO t(id, v) VALUES(1, 'still master')"])).Status);
+        Assert.Equal(1, (await master.StatusAsync()).GetProperty("epoch").GetInt64());
+
+        // A replica without the token is refused and says why; one with it follows.
+        await using var stranger = await DataNodeProcess.StartAsync(NewDir(), "--role", "replica", "--master", master.ReplicationAddress);
+        await Eventually.HoldsAsync(async () => (await stranger.StatusAsync()).TryGetProperty("lastError", out var e) && e.GetString()!.Contains("Unauthorized", StringComparison.Ordinal),
+            "the replica without the token reports the refusal");
+        await using var replica = await DataNodeProcess.StartAsync(NewDir(), "--role", "replica", "--master", master.ReplicationAddress, "--admin-token", "s3cret");
+        await ConvergedAsync(master, replica);
+    }
+
+    [Fact]
     public async Task An_old_master_restarted_as_master_is_fenced_by_a_replica_of_the_newer_epoch()
     {
         var aDir = NewDir();

@@ -132,15 +132,20 @@ internal sealed partial class Follower(Node node, string master, bool reclone, I
         var id = node.Db.NodeId;
         var wantClone = _wantClone;
         var advertised = node.Options.Listen.ToString();
+        var adminToken = node.Options.AdminToken;
         await frames.SendAsync(Tags.Hello, (ref MessagePackWriter w) =>
         {
-            w.WriteArrayHeader(6);
+            w.WriteArrayHeader(adminToken is null ? 6 : 7);
             w.Write(id);
             w.Write(epoch);
             w.Write(lsn);
             w.Write(lastEpoch);
             w.Write(wantClone);
             w.Write(advertised);
+            if (adminToken is not null)
+            {
+                w.Write(adminToken);
+            }
         }, token);
 
         var answer = await ReadWithTimeoutAsync(frames, TimeSpan.FromSeconds(30)) ?? throw new IOException("the master closed the connection");

@@ -1,5 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
+using System.Security.Cryptography;
+using System.Text;
 using Infra.Core.Networking;
 using Infra.Core.Storage;
 using Infra.DataNode.Storage;
@@ -200,12 +202,14 @@ internal sealed partial class ReplicationHub(Node node, ILogger logger, Api.Nati
         long epoch, lastLsn, lastEpoch;
         bool wantClone;
         string address;
+        string? adminToken = null;
         try
         {
             var body = hello.Body();
-            if (body.ReadArrayHeader() != 6)
+            var fields = body.ReadArrayHeader();
+            if (fields is not (6 or 7))
             {
-                throw new InvalidDataException("hello is [nodeId, epoch, lastLsn, lastEpoch, wantClone, address]");
+                throw new InvalidDataException("hello is [nodeId, epoch, lastLsn, lastEpoch, wantClone, address, adminToken?]");
             }
 
             id = body.ReadString() ?? throw new InvalidDataException("hello without a node id");
@@ -214,10 +218,23 @@ internal sealed partial class ReplicationHub(Node node, ILogger logger, Api.Nati
             lastEpoch = body.ReadInt64();
             wantClone = body.ReadBoolean();
             address = body.ReadString() ?? "";
+            if (fields == 7)
+            {
+                adminToken = body.ReadString();
+            }
         }
         catch (Exception ex) when (ex is InvalidDataException or MessagePackSerializationException or EndOfStreamException or OverflowException or ArgumentOutOfRangeException)
         {
             await SendErrorAsync(frames, NodeErrorCode.BadRequest, "malformed hello: " + ex.Message, closing);
+            return;
+        }
+
+        // A hello can fence this node (a newer epoch) and streams it whole: with an admin token, only a
+        // replica that has it may say one (as for promote, follow and the other state-changing ops).
+        if (node.Options.AdminToken is { } expected
+            && !CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(adminToken ?? ""), Encoding.UTF8.GetBytes(expected)))
+        {
+            await SendErrorAsync(frames, NodeErrorCode.Unauthorized, "this node requires its admin token from replicas (start them with the same --admin-token)", closing);
             return;
         }
 
