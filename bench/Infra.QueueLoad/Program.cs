@@ -2,6 +2,10 @@
 // NATS JetStream (NATS.Net): N concurrent producers, each with one acknowledged 100-byte produce in
 // flight at a time, for S seconds; then end-to-end latency (a consumer reading while producers write)
 // and consume throughput (read back everything written). Prints one line "key=value ..." per phase.
+// --target ours-batch: the same producers send through Infra.Client's batching producer (QueueProducer,
+// one per connection; queue.sh uses one), which puts every message queued while its last batch is in
+// flight into the next produce request, as a Kafka producer shared by threads does; each message is
+// still acknowledged to its producer only after the broker's fsync.
 using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Globalization;
@@ -24,7 +28,13 @@ var fetchMax = int.Parse(options.GetValueOrDefault("fetch-max", "5000"), Culture
 OurBroker.FetchWaitMs = int.Parse(options.GetValueOrDefault("fetch-wait-ms", "200"), CultureInfo.InvariantCulture);
 var connections = Math.Max(1, Math.Min(producers, int.Parse(options.GetValueOrDefault("connections", "16"), CultureInfo.InvariantCulture)));
 
-IBroker broker = target == "nats" ? await NatsBroker.ConnectAsync(host, port, topic, connections) : await OurBroker.ConnectAsync(host, port, topic, connections, fetchMax);
+IBroker broker = target switch
+{
+    "nats" => await NatsBroker.ConnectAsync(host, port, topic, connections),
+    "ours-batch" => await OurBroker.ConnectAsync(host, port, topic, connections, fetchMax, batching: true),
+    "ours" => await OurBroker.ConnectAsync(host, port, topic, connections, fetchMax),
+    _ => throw new ArgumentException($"unknown target {target}: ours, ours-batch or nats"),
+};
 await using (broker)
 {
     switch (phase)
@@ -121,18 +131,27 @@ internal interface IBroker : IAsyncDisposable
     Task<long> ConsumeAllAsync();
 }
 
-internal sealed class OurBroker(QueueClient[] clients, QueueClient reader, string topic, int fetchMax) : IBroker
+internal sealed class OurBroker(QueueClient[] clients, QueueProducer[] batchers, QueueClient reader, string topic, int fetchMax) : IBroker
 {
     public static int FetchWaitMs { get; set; } = 200;
 
-    public static async Task<IBroker> ConnectAsync(string host, int port, string topic, int connections, int fetchMax)
+    public static async Task<IBroker> ConnectAsync(string host, int port, string topic, int connections, int fetchMax, bool batching = false)
     {
         var clients = await Task.WhenAll(Enumerable.Range(0, connections).Select(_ => QueueClient.ConnectAsync(host, port)));
         await clients[0].CreateTopicAsync(topic, 1);
-        return new OurBroker(clients, await QueueClient.ConnectAsync(host, port), topic, fetchMax);
+        if (batching)
+        {
+            await Task.WhenAll(clients.Select(c => c.DisposeAsync().AsTask()));
+            var batchers = await Task.WhenAll(Enumerable.Range(0, connections).Select(_ => QueueProducer.CreateAsync(host, port, topic)));
+            return new OurBroker([], batchers, await QueueClient.ConnectAsync(host, port), topic, fetchMax);
+        }
+
+        return new OurBroker(clients, [], await QueueClient.ConnectAsync(host, port), topic, fetchMax);
     }
 
-    public Task ProduceAsync(int producer, byte[] payload) => clients[producer % clients.Length].ProduceAsync(topic, payload, partition: 0);
+    public Task ProduceAsync(int producer, byte[] payload) => batchers.Length > 0
+        ? batchers[producer % batchers.Length].SendAsync(payload)
+        : clients[producer % clients.Length].ProduceAsync(topic, payload, partition: 0);
 
     public async Task<List<double>> ConsumeLatenciesAsync(CancellationToken stop)
     {
@@ -172,6 +191,11 @@ internal sealed class OurBroker(QueueClient[] clients, QueueClient reader, strin
         foreach (var client in clients)
         {
             await client.DisposeAsync();
+        }
+
+        foreach (var batcher in batchers)
+        {
+            await batcher.DisposeAsync();
         }
 
         await reader.DisposeAsync();

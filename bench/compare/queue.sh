@@ -14,6 +14,13 @@
 # CONNECTIONS=n (default 4): the producers share n connections, for both brokers (round robin). Both
 # do better on few connections; 64 producers on 64 connections is in bench/RESULTS.md too.
 #
+# The "batch" rows run the same produce phases on our broker through Infra.Client's batching producer:
+# the N producers share one QueueProducer (one connection), as a Kafka producer is shared by the
+# threads of a process; messages queued while its last request is in flight go out as the next
+# produce request. Every message is still acknowledged to its own producer only after the fsync. The
+# plain rows send one message per request, as the NATS client does (NATS 2.9 has no batched JetStream
+# publish); compare the batch rows with the NATS column of the same run.
+#
 # Note: JetStream acknowledges a publish after writing it, before fsync (its sync_interval defaults
 # to 2 minutes); ours acknowledges after fsync. Needs nats-server (installed from Debian when
 # missing) and the .NET SDK.
@@ -77,6 +84,13 @@ RESULTS="$WORK/results.txt"
 for run in $(seq 1 "$RUNS"); do
   for target in ours nats; do
     port=$OURS; [[ $target == nats ]] && port=$NATS
+    if [[ $target == ours ]]; then
+      for producers in 64 256; do
+        start_ours
+        dotnet "$LOAD" --connections 1 --target ours-batch --port $port --phase produce --producers $producers --seconds "$SECONDS_EACH" | tee -a "$RESULTS"
+        stop_server
+      done
+    fi
     for producers in 1 64 256; do
       if [[ $target == ours ]]; then start_ours; else start_nats; fi
       load --target $target --port $port --phase produce --producers $producers --seconds "$SECONDS_EACH" | tee -a "$RESULTS"
@@ -112,4 +126,8 @@ for phase, producers in [('produce','1'), ('produce','64'), ('produce','256'), (
     o, n = med((phase, producers, 'ours'), 'rate'), med((phase, producers, 'nats'), 'rate')
     lat = lambda t: f"{med((phase, producers, t), 'p50_ms'):.2f}/{med((phase, producers, t), 'p99_ms'):.2f}" if phase != 'consume' else '-'
     print(f"{phase:8} {producers:>9} {o:>10.0f} {n:>10.0f} {o/n if n else float('nan'):>9.2f}   {lat('ours'):>16} {lat('nats'):>16}")
+for producers in ['64', '256']:
+    b, n = med(('produce', producers, 'ours-batch'), 'rate'), med(('produce', producers, 'nats'), 'rate')
+    lat = f"{med(('produce', producers, 'ours-batch'), 'p50_ms'):.2f}/{med(('produce', producers, 'ours-batch'), 'p99_ms'):.2f}"
+    print(f"{'batch':8} {producers:>9} {b:>10.0f} {n:>10.0f} {b/n if n else float('nan'):>9.2f}   {lat:>16} {'(same nats)':>16}")
 PY
