@@ -918,13 +918,13 @@ internal sealed partial class NodeDatabase : IDisposable
                 var row = new object?[columns.Length];
                 for (var i = 0; i < row.Length; i++)
                 {
-                    bytes += raw.sqlite3_column_type(stmt, i) is raw.SQLITE_TEXT or raw.SQLITE_BLOB ? raw.sqlite3_column_bytes(stmt, i) : 8;
+                    var value = SqlRunner.Column(stmt, i);
+                    row[i] = value;
+                    bytes += value switch { string s => s.Length, byte[] b => b.Length, _ => 8 }; // no single one is past the limit (SQLITE_LIMIT_LENGTH)
                     if (bytes > _settings.MaxResultBytes)
                     {
                         throw new NodeException(NodeErrorCode.BadRequest, $"the result is over {_settings.MaxResultBytes} bytes (--max-result-size); use LIMIT or select fewer columns");
                     }
-
-                    row[i] = SqlRunner.Column(stmt, i);
                 }
 
                 rows.Add(row);
@@ -1230,6 +1230,7 @@ internal sealed partial class NodeDatabase : IDisposable
 
         // No string or blob a read makes (zeroblob(1e9), randomblob, repeat…) may be longer than a whole result may be.
         raw.sqlite3_limit(runner.Db, raw.SQLITE_LIMIT_LENGTH, (int)Math.Min(int.MaxValue, _settings.MaxResultBytes));
+        runner.InstallRunTimeLimit();
         return runner;
     }
 

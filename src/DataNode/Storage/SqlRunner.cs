@@ -296,9 +296,15 @@ internal sealed class SqlRunner : IDisposable
     }
 
     /// <summary>
+    /// Lets <see cref="StartRunTimeLimit"/> interrupt what this connection runs: SQLite calls back every
+    /// 10,000 VM instructions (a point read finishes before the first call). Installed once per
+    /// connection; a limit is then only a field to set.
+    /// </summary>
+    public void InstallRunTimeLimit() => raw.sqlite3_progress_handler(Db, ProgressInstructions, _progress, null);
+
+    /// <summary>
     /// Interrupts what this connection runs once <paramref name="limit"/> has passed (zero: never), until
-    /// <see cref="EndRunTimeLimit"/>: SQLite calls back every few thousand VM instructions and the step
-    /// under way fails with SqlError. A point read finishes before the first call.
+    /// <see cref="EndRunTimeLimit"/>: the step under way fails with SqlError. Needs <see cref="InstallRunTimeLimit"/>.
     /// </summary>
     public void StartRunTimeLimit(TimeSpan limit)
     {
@@ -310,17 +316,9 @@ internal sealed class SqlRunner : IDisposable
         _limit = limit;
         _timedOut = false;
         _deadline = Stopwatch.GetTimestamp() + (long)(limit.TotalSeconds * Stopwatch.Frequency);
-        raw.sqlite3_progress_handler(Db, ProgressInstructions, _progress, null);
     }
 
-    public void EndRunTimeLimit()
-    {
-        if (_deadline != long.MaxValue)
-        {
-            raw.sqlite3_progress_handler(Db, 0, null, null);
-            _deadline = long.MaxValue;
-        }
-    }
+    public void EndRunTimeLimit() => _deadline = long.MaxValue;
 
     private const int ProgressInstructions = 10_000;
 
