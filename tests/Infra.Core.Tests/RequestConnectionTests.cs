@@ -49,14 +49,11 @@ public sealed class RequestConnectionTests
     [Fact]
     public async Task A_handler_failing_on_the_reading_thread_gets_a_bad_request_answer_and_the_connection_goes_on()
     {
-        var handler = new Handler((op, _, _) => op == "boom"
+        RequestHandler handler = (op, _, _) => op == "boom"
             ? throw new InvalidDataException("no such thing")
-            : Task.FromResult(RequestAnswer.Ok((ref MessagePackWriter w) => w.Write(op))));
-        await using var listener = new TcpConnectionListener(new IPEndPoint(IPAddress.Loopback, 0), handler, new ListenerOptions(), NullLogger.Instance);
-        listener.Start();
-        using var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
-        await socket.ConnectAsync(listener.BoundEndPoint);
-        var reader = new AnswerReader(socket);
+            : Task.FromResult(RequestAnswer.Ok((ref MessagePackWriter w) => w.Write(op)));
+        await using var served = await Served.StartAsync(handler);
+        var (socket, reader) = (served.Socket, served.Reader);
 
         await socket.SendAsync(Frames.Build(1, "boom", (ref MessagePackWriter w) => w.WriteMapHeader(0)));
         var (id, status, _) = await reader.NextAsync().WaitAsync(Bound);
@@ -69,14 +66,11 @@ public sealed class RequestConnectionTests
     [Fact]
     public async Task A_handler_that_throws_something_unexpected_still_answers_and_the_connection_goes_on()
     {
-        var handler = new Handler((op, _, _) => op == "bug"
+        RequestHandler handler = (op, _, _) => op == "bug"
             ? throw new KeyNotFoundException("a bug in the handler")
-            : Task.FromResult(RequestAnswer.Ok((ref MessagePackWriter w) => w.Write(op))));
-        await using var listener = new TcpConnectionListener(new IPEndPoint(IPAddress.Loopback, 0), handler, new ListenerOptions(), NullLogger.Instance);
-        listener.Start();
-        using var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
-        await socket.ConnectAsync(listener.BoundEndPoint);
-        var reader = new AnswerReader(socket);
+            : Task.FromResult(RequestAnswer.Ok((ref MessagePackWriter w) => w.Write(op)));
+        await using var served = await Served.StartAsync(handler);
+        var (socket, reader) = (served.Socket, served.Reader);
 
         // Before, the request's task faulted unobserved: no answer at all, the client waited out its timeout.
         await socket.SendAsync(Frames.Build(1, "bug", (ref MessagePackWriter w) => w.WriteMapHeader(0)).Concat(Frames.Build(2, "ping", (ref MessagePackWriter w) => w.WriteMapHeader(0))).ToArray());
@@ -87,12 +81,9 @@ public sealed class RequestConnectionTests
     [Fact]
     public async Task A_request_header_with_a_string_length_past_the_frame_is_a_bad_request_and_the_connection_goes_on()
     {
-        var handler = new Handler((op, _, _) => Task.FromResult(RequestAnswer.Ok((ref MessagePackWriter w) => w.Write(op))));
-        await using var listener = new TcpConnectionListener(new IPEndPoint(IPAddress.Loopback, 0), handler, new ListenerOptions(), NullLogger.Instance);
-        listener.Start();
-        using var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
-        await socket.ConnectAsync(listener.BoundEndPoint);
-        var reader = new AnswerReader(socket);
+        RequestHandler handler = (op, _, _) => Task.FromResult(RequestAnswer.Ok((ref MessagePackWriter w) => w.Write(op)));
+        await using var served = await Served.StartAsync(handler);
+        var (socket, reader) = (served.Socket, served.Reader);
 
         // [1, <str32 of 4 GiB>]: the op's length runs past the frame.
         byte[] body = [0x93, 0x01, 0xdb, 0xff, 0xff, 0xff, 0xff];
@@ -101,6 +92,29 @@ public sealed class RequestConnectionTests
         var (id, status, _) = await reader.NextAsync().WaitAsync(Bound);
         Assert.Equal((1L, "BadRequest"), (id, status));
         Assert.Equal((2L, "ok", "ping"), await reader.NextAsync().WaitAsync(Bound));
+    }
+
+    /// <summary>A listener running <see cref="RequestConnection"/> with a handler, and one connected client socket.</summary>
+    private sealed class Served(TcpConnectionListener listener, Socket socket) : IAsyncDisposable
+    {
+        public Socket Socket { get; } = socket;
+
+        public AnswerReader Reader { get; } = new(socket);
+
+        public static async Task<Served> StartAsync(RequestHandler handler)
+        {
+            var listener = new TcpConnectionListener(new IPEndPoint(IPAddress.Loopback, 0), new Handler(handler), new ListenerOptions(), NullLogger.Instance);
+            listener.Start();
+            var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
+            await socket.ConnectAsync(listener.BoundEndPoint);
+            return new Served(listener, socket);
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            Socket.Dispose();
+            await listener.DisposeAsync();
+        }
     }
 
     private sealed class Handler(RequestHandler handler) : IConnectionHandler
