@@ -404,6 +404,13 @@ public sealed class QueueBrokerTests : IDisposable
             Assert.Contains("BadRequest", await ReadAnswerAsync(stream), StringComparison.Ordinal);
             await SendFrameAsync(stream, [0x93, 0x0c, 0xa4, (byte)'p', (byte)'i', (byte)'n', (byte)'g', 0x80]);
             Assert.Contains("ok", await ReadAnswerAsync(stream), StringComparison.Ordinal);
+
+            // Arguments nested too deep: the answer carries the request's id (it was 0).
+            await SendFrameAsync(stream, [0x93, 0x0d, 0xa4, (byte)'p', (byte)'i', (byte)'n', (byte)'g', .. Enumerable.Repeat((byte)0x91, 40), 0x01]);
+            var deep = await ReadAnswerBodyAsync(stream);
+            var answer = new MessagePack.MessagePackReader(deep);
+            answer.ReadArrayHeader();
+            Assert.Equal((13L, "BadRequest"), (answer.ReadInt64(), answer.ReadString()));
         }
 
         // A length prefix over the limit: TooLarge with id 0, then the connection is closed.
@@ -600,12 +607,14 @@ public sealed class QueueBrokerTests : IDisposable
         await stream.WriteAsync(frame);
     }
 
-    private static async Task<string> ReadAnswerAsync(NetworkStream stream)
+    private static async Task<string> ReadAnswerAsync(NetworkStream stream) => Encoding.UTF8.GetString(await ReadAnswerBodyAsync(stream));
+
+    private static async Task<byte[]> ReadAnswerBodyAsync(NetworkStream stream)
     {
         var header = new byte[4];
         await stream.ReadExactlyAsync(header).AsTask().WaitAsync(TimeSpan.FromSeconds(10));
         var body = new byte[BinaryPrimitives.ReadInt32BigEndian(header)];
         await stream.ReadExactlyAsync(body).AsTask().WaitAsync(TimeSpan.FromSeconds(10));
-        return Encoding.UTF8.GetString(body);
+        return body;
     }
 }

@@ -205,7 +205,28 @@ internal sealed partial class BrokerConnection : IDisposable
         {
             ProtocolError(ErrorCode.BadRequest, ex.Message);
             error = new BrokerException(ErrorCode.BadRequest, "malformed request: " + ex.Message);
+            if (id == 0)
+            {
+                id = LeadingId(body); // the request's own id when only what follows it is malformed
+            }
+
             return null;
+        }
+    }
+
+    /// <summary>The id of a request that starts <c>[id, …</c> however malformed the rest is; 0 when it does not.</summary>
+    private static long LeadingId(ReadOnlySequence<byte> body)
+    {
+        try
+        {
+            var reader = new MessagePackReader(body);
+            return reader.NextMessagePackType == MessagePackType.Array && reader.ReadArrayHeader() is >= 2 and <= 3 && reader.NextMessagePackType == MessagePackType.Integer
+                ? reader.ReadInt64()
+                : 0;
+        }
+        catch (Exception ex) when (ex is MessagePackSerializationException or EndOfStreamException or OverflowException or ArgumentOutOfRangeException)
+        {
+            return 0;
         }
     }
 
