@@ -418,6 +418,13 @@ public sealed class StackTests(StackFixture fixture)
         Assert.Equal(HttpStatusCode.BadRequest, await PostAsync(authed, "/api/links", "{\"url\":\"https://example.com/" + new string('x', 5000) + "\"}"));
         Assert.Equal(HttpStatusCode.BadRequest, await PostAsync(authed, "/api/links", "{\"url\":\"https://user:pw@example.com/\"}"));
         Assert.Equal(HttpStatusCode.BadRequest, await PostAsync(authed, "/api/links", "{\"url\":42}"));
+
+        // Found by fuzzing the web node: a Unicode host with no valid ASCII form was stored as Unicode,
+        // and every redirect of the link was a 500; a chunk size that overflows was a 500 too.
+        Assert.Equal(HttpStatusCode.BadRequest, await PostAsync(authed, "/api/links", "{\"url\":\"http://-\u00fc.com/\"}"));
+        var overflow = await RawHttp.ExchangeAsync(web, "POST /api/links HTTP/1.1\r\nHost: x\r\n" + cookie.Replace("sid=", "Cookie: sid=", StringComparison.Ordinal)
+            + "\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nffffffffffffffffffff\r\n{\"url\":\"http://raw.example/\"}\r\n0\r\n\r\n");
+        Assert.True(overflow.Status == 400, $"{overflow.Status} {overflow.BodyText}");
         using (var badCursor = await authed.GetAsync("/api/me/links?cursor=%27%3B%20DROP%20TABLE%20links"))
         {
             Assert.Equal(HttpStatusCode.BadRequest, badCursor.StatusCode);

@@ -39,6 +39,19 @@ public sealed class UrlRulesTests
         Assert.Contains(reason, problem, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("http://-ü.com/")]
+    [InlineData("http://ü.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/")]
+    [InlineData("http://aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaü.com/")]
+    public void A_unicode_host_with_no_valid_ascii_form_is_refused_not_stored_as_unicode(string input)
+    {
+        // Found by fuzzing the web node: IdnHost hands such a host back unchanged, the URL was stored
+        // with it, and every redirect of the link failed (500) on its Location header.
+        var (url, problem) = UrlRules.Check(input, 2048);
+        Assert.Null(url);
+        Assert.Contains("internationalized domain name", problem, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void Long_urls_are_refused()
     {

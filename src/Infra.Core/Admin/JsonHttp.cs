@@ -24,7 +24,18 @@ public static class JsonHttp
             return null;
         }
 
-        var document = await JsonDocument.ParseAsync(context.Request.Body, DocumentOptions, context.RequestAborted);
+        JsonDocument document;
+        try
+        {
+            document = await JsonDocument.ParseAsync(context.Request.Body, DocumentOptions, context.RequestAborted);
+        }
+        catch (IOException ex) when (ex is not BadHttpRequestException && !context.RequestAborted.IsCancellationRequested)
+        {
+            // Kestrel reports some malformed bodies as IOException, not BadHttpRequestException: a chunk
+            // size that overflows ("Bad chunk size data"). The client's fault: 400, not 500.
+            throw new BadHttpRequestException("the request body could not be read: " + ex.Message, StatusCodes.Status400BadRequest, ex);
+        }
+
         try
         {
             CheckText(document.RootElement);

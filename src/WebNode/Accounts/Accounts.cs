@@ -6,6 +6,9 @@ namespace Infra.WebNode.Accounts;
 /// <summary>Users, sharded by name: sign-up stores a slow hash of the password; log-in reads it from the master.</summary>
 internal sealed class Accounts(Database db, WebOptions options, TimeProvider time)
 {
+    /// <summary>A hash with the configured cost, made once, that unknown names are checked against.</summary>
+    private readonly Lazy<string> _decoy = new(() => Passwords.Hash(Convert.ToBase64String(System.Security.Cryptography.RandomNumberGenerator.GetBytes(16)), options.KdfIterations));
+
     public const int MinPassword = 8;
     public const int MaxPassword = 256;
 
@@ -52,8 +55,9 @@ internal sealed class Accounts(Database db, WebOptions options, TimeProvider tim
         var rows = await db.QueryAsync("SELECT password FROM users WHERE name = ?", [name], new QueryOptions { Key = name, Consistency = ReadConsistency.Strong });
         if (rows.Rows.Count == 0 || rows.Rows[0][0] is not string stored)
         {
-            // Same work as a real check, so timing does not tell which names exist.
-            await Task.Run(() => Passwords.Verify(password, Passwords.Hash("-", options.KdfIterations)));
+            // Same work as a real check — one key derivation, against a hash made once — so timing does
+            // not tell which names exist (it made a hash and then checked it: twice the work, found by fuzzing).
+            await Task.Run(() => Passwords.Verify(password, _decoy.Value));
             return false;
         }
 

@@ -223,11 +223,13 @@ internal sealed partial class WebRoutes(
             return;
         }
 
+        // The Location first: a URL it refuses (only a link stored before the create-time check was
+        // complete) fails before a click is counted for it.
+        context.Response.Headers.Location = url;
+        context.Response.StatusCode = StatusCodes.Status302Found;
+        context.Response.Headers.CacheControl = "private, max-age=0";
         metrics.Redirects.Add(1, new KeyValuePair<string, object?>("outcome", "found"));
         clicks.TryPublish(code);
-        context.Response.StatusCode = StatusCodes.Status302Found;
-        context.Response.Headers.Location = url;
-        context.Response.Headers.CacheControl = "private, max-age=0";
     }
 
     private async Task LinkStatsAsync(HttpContext context)

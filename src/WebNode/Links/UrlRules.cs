@@ -1,3 +1,5 @@
+using System.Text;
+
 namespace Infra.WebNode.Links;
 
 /// <summary>What a link may point to: an absolute http or https URL with a host, no credentials, no control characters, not too long; returned in ASCII.</summary>
@@ -47,7 +49,15 @@ internal static class UrlRules
 
         // ASCII only (the URL goes out in a Location header): the host in its IDN (punycode) form,
         // everything else percent-encoded.
+        // A host whose IDN conversion fails (a label over 63 characters once converted, a leading
+        // hyphen…) comes back from IdnHost unchanged, still Unicode: refused, or every redirect of the
+        // link would fail on its Location header.
         var ascii = new UriBuilder(uri) { Host = uri.IdnHost }.Uri.AbsoluteUri;
+        if (!Ascii.IsValid(ascii))
+        {
+            return (null, "url has a host that is not a valid internationalized domain name");
+        }
+
         return ascii.Length <= maxLength ? (ascii, null) : (null, $"url is longer than {maxLength} characters once encoded");
     }
 }
