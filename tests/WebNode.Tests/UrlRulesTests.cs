@@ -60,3 +60,34 @@ public sealed class UrlRulesTests
         Assert.Contains("longer than 2048", problem, StringComparison.Ordinal);
     }
 }
+
+public sealed class ShortUrlHostTests
+{
+    [Theory]
+    [InlineData("example.com")]
+    [InlineData("example.com:8080")]
+    [InlineData("127.0.0.1:31469")]
+    [InlineData("[::1]:8080")]
+    [InlineData("[::1]")]
+    [InlineData("localhost")]
+    public void A_well_formed_host_and_port_is_used(string host) => Assert.Equal(host, Api.WebRoutes.Authority(host));
+
+    [Theory]
+    [InlineData("\"><script>")]
+    [InlineData(",,,")]
+    [InlineData("evil.example:99999")]
+    [InlineData("evil.example:0")]
+    [InlineData("évil")]
+    [InlineData("a b")]
+    [InlineData("user@host")]
+    [InlineData("host/path")]
+    [InlineData("[::1")]
+    [InlineData("[::1]x")]
+    [InlineData("")]
+    [InlineData(null)]
+    public void Anything_else_from_the_request_is_not_put_in_a_short_url(string? host)
+    {
+        // Found by fuzzing the web node: X-Forwarded-Host and Host went into shortUrl as sent.
+        Assert.Null(Api.WebRoutes.Authority(host));
+    }
+}

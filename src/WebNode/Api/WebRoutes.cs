@@ -334,8 +334,50 @@ internal sealed partial class WebRoutes(
             return publicUrl.AbsoluteUri.TrimEnd('/') + "/" + code;
         }
 
-        var host = FirstValue(context.Request.Headers["X-Forwarded-Host"]) ?? context.Request.Host.Value ?? "localhost";
+        // Without --public-url the host comes from the request, which a client that reaches a web node
+        // directly controls: only a well-formed host[:port] is used (found by fuzzing: "\"><script>",
+        // ",,,", a port of 99999 and an empty Host all went into the link).
+        var host = Authority(FirstValue(context.Request.Headers["X-Forwarded-Host"])) ?? Authority(context.Request.Host.Value) ?? "localhost";
         return (IsHttps(context) ? "https" : "http") + "://" + host + "/" + code;
+    }
+
+    /// <summary><paramref name="text"/> when it is a host name or IP literal with an optional port (1–65535), else null.</summary>
+    internal static string? Authority(string? text)
+    {
+        if (string.IsNullOrEmpty(text) || text.Length > 255 || !System.Text.Ascii.IsValid(text))
+        {
+            return null;
+        }
+
+        string host;
+        string? port = null;
+        if (text.StartsWith('['))
+        {
+            var end = text.IndexOf(']', StringComparison.Ordinal);
+            if (end < 0 || (end + 1 < text.Length && text[end + 1] != ':'))
+            {
+                return null;
+            }
+
+            host = text[1..end];
+            port = end + 1 < text.Length ? text[(end + 2)..] : null;
+            if (Uri.CheckHostName(host) != UriHostNameType.IPv6)
+            {
+                return null;
+            }
+        }
+        else
+        {
+            var colon = text.LastIndexOf(':');
+            host = colon < 0 ? text : text[..colon];
+            port = colon < 0 ? null : text[(colon + 1)..];
+            if (Uri.CheckHostName(host) is not (UriHostNameType.Dns or UriHostNameType.IPv4))
+            {
+                return null;
+            }
+        }
+
+        return port is null || (int.TryParse(port, NumberStyles.None, CultureInfo.InvariantCulture, out var number) && number is >= 1 and <= 65535) ? text : null;
     }
 
     private static bool IsHttps(HttpContext context) =>
