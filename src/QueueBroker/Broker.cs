@@ -65,15 +65,14 @@ internal sealed partial class Broker : IAsyncDisposable
 
     public (Topic Topic, bool Created) CreateTopic(string name, int partitions)
     {
-        Topic? source = null;
-        var deadLetters = name.EndsWith(TopicRegistry.DeadLetterSuffix, StringComparison.Ordinal) && Topics.TryGet(name[..^TopicRegistry.DeadLetterSuffix.Length], out source);
-        if (deadLetters && source!.Partitions.Count != partitions)
+        var source = Topics.DeadLetterSource(name);
+        if (source is not null && source.Partitions.Count != partitions)
         {
             throw new BrokerException(ErrorCode.TopicConflict, $"'{name}' is the dead-letter topic of '{source.Name}' and must have {source.Partitions.Count} partitions");
         }
 
         // A dead-letter topic mirrors its topic, which the limit counted already.
-        return Topics.Create(name, partitions, deadLetters ? null : _options.MaxPartitions);
+        return Topics.Create(name, partitions, source is null ? _options.MaxPartitions : null);
     }
 
     /// <summary>

@@ -2,6 +2,7 @@ using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
 using System.Threading.Channels;
+using Infra.Core.Framing;
 using Infra.Core.Configuration;
 using Infra.Core.Storage;
 using Infra.DataNode.Storage;
@@ -75,8 +76,8 @@ internal sealed partial class Follower(Node node, string master, bool reclone, I
                 LogDiverged(logger, ex.Lsn, ex.Message);
                 break;
             }
-            catch (Exception ex) when (ex is SocketException or IOException or InvalidDataException or MessagePackSerializationException
-                or EndOfStreamException or OverflowException or ArgumentOutOfRangeException or OperationCanceledException or NodeException or TimeoutException or SqliteException)
+            catch (Exception ex) when (ex is SocketException or IOException or InvalidDataException or OperationCanceledException or NodeException or TimeoutException or SqliteException
+                || MessagePackValues.IsMalformed(ex))
             {
                 LastError = node.Flusher.Failure is { } failure ? "this node's WAL fsync failed; it follows no more until it is restarted: " + failure.Message : ex.Message;
                 LogSessionEnded(logger, MasterAddress, LastError);

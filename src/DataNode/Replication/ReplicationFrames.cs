@@ -108,7 +108,7 @@ internal sealed class FrameConnection(PipeReader input, PipeWriter output, int m
             var tag = reader.ReadString() ?? throw new InvalidDataException("a replication frame without a tag");
             return new Frame(id, tag, bytes.AsMemory((int)reader.Consumed), bytes);
         }
-        catch (Exception ex) when (ex is MessagePackSerializationException or EndOfStreamException or OverflowException or ArgumentOutOfRangeException)
+        catch (Exception ex) when (MessagePackValues.IsMalformed(ex))
         {
             throw new InvalidDataException("a replication frame is not valid MessagePack: " + ex.Message, ex);
         }

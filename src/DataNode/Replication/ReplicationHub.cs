@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
 using System.Security.Cryptography;
 using System.Text;
+using Infra.Core.Framing;
 using Infra.Core.Networking;
 using Infra.Core.Storage;
 using Infra.DataNode.Storage;
@@ -223,7 +224,7 @@ internal sealed partial class ReplicationHub(Node node, ILogger logger, Api.Nati
                 adminToken = body.ReadString();
             }
         }
-        catch (Exception ex) when (ex is InvalidDataException or MessagePackSerializationException or EndOfStreamException or OverflowException or ArgumentOutOfRangeException)
+        catch (Exception ex) when (ex is InvalidDataException || MessagePackValues.IsMalformed(ex))
         {
             await SendErrorAsync(frames, NodeErrorCode.BadRequest, "malformed hello: " + ex.Message, closing);
             return;
@@ -284,8 +285,7 @@ internal sealed partial class ReplicationHub(Node node, ILogger logger, Api.Nati
 
             await StreamAsync(connection, frames, id, address, lastLsn, myEpoch);
         }
-        catch (Exception ex) when (ex is IOException or OperationCanceledException or InvalidDataException or ObjectDisposedException or MessagePackSerializationException
-            or EndOfStreamException or OverflowException or ArgumentOutOfRangeException)
+        catch (Exception ex) when (ex is IOException or OperationCanceledException or InvalidDataException or ObjectDisposedException || MessagePackValues.IsMalformed(ex))
         {
             // The replica went away or sent garbage; it reconnects.
             LogSessionEnded(logger, id, ex.Message);
@@ -412,8 +412,7 @@ internal sealed partial class ReplicationHub(Node node, ILogger logger, Api.Nati
                 }
             }
         }
-        catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidDataException or MessagePackSerializationException or EndOfStreamException
-            or OverflowException or ArgumentOutOfRangeException)
+        catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidDataException || MessagePackValues.IsMalformed(ex))
         {
             // Ends the session below.
         }

@@ -324,7 +324,7 @@ internal sealed class FrameRpcClient : IAsyncDisposable
             status = reader.ReadString();
             rest = body.Slice(reader.Position);
         }
-        catch (Exception ex) when (ex is MessagePackSerializationException or EndOfStreamException or OverflowException or ArgumentOutOfRangeException)
+        catch (Exception ex) when (MessagePackValues.IsMalformed(ex))
         {
             throw new InvalidDataException($"{_errors.Peer} sent an unreadable answer: {ex.Message}", ex);
         }
@@ -354,7 +354,7 @@ internal sealed class FrameRpcClient : IAsyncDisposable
             var reader = new MessagePackReader(rest);
             return reader.ReadString() ?? "";
         }
-        catch (Exception ex) when (ex is MessagePackSerializationException or EndOfStreamException or OverflowException or ArgumentOutOfRangeException)
+        catch (Exception ex) when (MessagePackValues.IsMalformed(ex))
         {
             return "(unreadable message)";
         }

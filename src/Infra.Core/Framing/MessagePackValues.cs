@@ -13,6 +13,14 @@ public static class MessagePackValues
 {
     public const int MaxDepth = 16;
 
+    /// <summary>
+    /// Whether <paramref name="ex"/> is what MessagePack's reader throws on bytes that are not valid
+    /// MessagePack: a bad code, a value cut short, a number out of range, or a string/binary length past
+    /// the end of the buffer (ArgumentOutOfRange: a length of 0xffffffff is a negative int to the reader).
+    /// Every parser of untrusted frames catches exactly these.
+    /// </summary>
+    public static bool IsMalformed(Exception ex) => ex is MessagePackSerializationException or EndOfStreamException or OverflowException or ArgumentOutOfRangeException;
+
     /// <summary>The single value in <paramref name="body"/>; bytes after it are an error.</summary>
     public static object? ReadWhole(ReadOnlySequence<byte> body)
     {
@@ -27,7 +35,7 @@ public static class MessagePackValues
 
             return value;
         }
-        catch (Exception ex) when (ex is MessagePackSerializationException or EndOfStreamException or OverflowException or InvalidOperationException or ArgumentOutOfRangeException)
+        catch (Exception ex) when (IsMalformed(ex) || ex is InvalidOperationException)
         {
             throw new InvalidDataException("not valid MessagePack: " + ex.Message, ex);
         }

@@ -136,7 +136,7 @@ public static class RequestConnection
                 var op = reader.ReadString() ?? throw new InvalidDataException("a request without an op");
                 answer = await handler(op, frame.AsMemory((int)reader.Consumed), closing);
             }
-            catch (Exception ex) when (ex is MessagePackSerializationException or EndOfStreamException or OverflowException or InvalidDataException or ArgumentOutOfRangeException)
+            catch (Exception ex) when (MessagePackValues.IsMalformed(ex) || ex is InvalidDataException)
             {
                 badFrame?.Invoke(ex.Message);
                 answer = RequestAnswer.Error("BadRequest", "not a valid request: " + ex.Message);

@@ -224,7 +224,7 @@ internal sealed partial class BrokerConnection : IDisposable
                 ? reader.ReadInt64()
                 : 0;
         }
-        catch (Exception ex) when (ex is MessagePackSerializationException or EndOfStreamException or OverflowException or ArgumentOutOfRangeException)
+        catch (Exception ex) when (MessagePackValues.IsMalformed(ex))
         {
             return 0;
         }

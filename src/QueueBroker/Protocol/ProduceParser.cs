@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Text;
+using Infra.Core.Framing;
 using Infra.QueueBroker.Log;
 using MessagePack;
 
@@ -71,7 +72,7 @@ internal static class ProduceParser
             request = new ProduceRequest(topic, partition, producerId, sequence, messages);
             return true;
         }
-        catch (Exception ex) when (ex is MessagePackSerializationException or EndOfStreamException or OverflowException or InvalidOperationException or ArgumentOutOfRangeException)
+        catch (Exception ex) when (MessagePackValues.IsMalformed(ex) || ex is InvalidOperationException)
         {
             return false;
         }

@@ -122,7 +122,7 @@ internal sealed partial class TopicRegistry : IAsyncDisposable
 
             if (maxPartitions is { } limit)
             {
-                var held = _topics.Values.Where(t => !IsDeadLetterTopic(t)).Sum(t => t.Partitions.Count);
+                var held = _topics.Values.Where(t => DeadLetterSource(t.Name) is null).Sum(t => t.Partitions.Count);
                 if (held + partitions > limit)
                 {
                     throw new BrokerException(ErrorCode.BadRequest, $"topic '{name}' would bring the broker to {held + partitions} partitions; --max-partitions is {limit}");
@@ -142,8 +142,9 @@ internal sealed partial class TopicRegistry : IAsyncDisposable
         }
     }
 
-    private bool IsDeadLetterTopic(Topic topic) =>
-        topic.Name.EndsWith(DeadLetterSuffix, StringComparison.Ordinal) && _topics.ContainsKey(topic.Name[..^DeadLetterSuffix.Length]);
+    /// <summary>The existing topic whose dead-letter topic <paramref name="name"/> is, or null.</summary>
+    public Topic? DeadLetterSource(string name) =>
+        name.EndsWith(DeadLetterSuffix, StringComparison.Ordinal) && _topics.TryGetValue(name[..^DeadLetterSuffix.Length], out var source) ? source : null;
 
     /// <summary>The dead-letter topic of <paramref name="topic"/>: <c>{topic}.dlq</c>, same partition count, created on first use.</summary>
     public Topic DeadLetters(Topic topic) => Create(topic.Name + DeadLetterSuffix, topic.Partitions.Count).Topic;
