@@ -344,40 +344,21 @@ internal sealed partial class WebRoutes(
     /// <summary><paramref name="text"/> when it is a host name or IP literal with an optional port (1–65535), else null.</summary>
     internal static string? Authority(string? text)
     {
-        if (string.IsNullOrEmpty(text) || text.Length > 255 || !System.Text.Ascii.IsValid(text))
+        if (string.IsNullOrEmpty(text) || text.Length > 255 || !System.Text.Ascii.IsValid(text) || text.Contains(' ', StringComparison.Ordinal))
         {
             return null;
         }
 
-        string host;
-        string? port = null;
-        if (text.StartsWith('['))
+        // An IPv6 literal in one pair of brackets, nothing else bracketed; the port, when there is one, 1..65535.
+        var bracketed = text.StartsWith('[');
+        if (text.Count(c => c is '[' or ']') != (bracketed ? 2 : 0))
         {
-            var end = text.IndexOf(']', StringComparison.Ordinal);
-            if (end < 0 || (end + 1 < text.Length && text[end + 1] != ':'))
-            {
-                return null;
-            }
-
-            host = text[1..end];
-            port = end + 1 < text.Length ? text[(end + 2)..] : null;
-            if (Uri.CheckHostName(host) != UriHostNameType.IPv6)
-            {
-                return null;
-            }
-        }
-        else
-        {
-            var colon = text.LastIndexOf(':');
-            host = colon < 0 ? text : text[..colon];
-            port = colon < 0 ? null : text[(colon + 1)..];
-            if (Uri.CheckHostName(host) is not (UriHostNameType.Dns or UriHostNameType.IPv4))
-            {
-                return null;
-            }
+            return null;
         }
 
-        return port is null || (int.TryParse(port, NumberStyles.None, CultureInfo.InvariantCulture, out var number) && number is >= 1 and <= 65535) ? text : null;
+        var host = Infra.Core.Configuration.OptionValues.TryParseHostPort(text, out var withPort, out _) ? withPort : text.Trim('[', ']');
+        var kind = Uri.CheckHostName(host);
+        return kind is UriHostNameType.Dns or UriHostNameType.IPv4 or UriHostNameType.IPv6 && (kind == UriHostNameType.IPv6) == bracketed ? text : null;
     }
 
     private static bool IsHttps(HttpContext context) =>
