@@ -131,6 +131,30 @@ public sealed class QueueBrokerTests : IDisposable
     }
 
     [Fact]
+    public async Task A_sender_that_blocks_after_its_ack_holds_up_neither_its_batch_nor_the_producer()
+    {
+        // A batch's senders complete one after another on a pool thread (not one work item each): code
+        // after an acknowledgement that blocks — here until its own next send and the other sender of
+        // its batch are acknowledged — must not stall either.
+        await using var broker = await QueueBrokerProcess.StartAsync(_dataDir);
+        await using var reader = await broker.ConnectAsync();
+        await reader.CreateTopicAsync("events", 1);
+        await using var producer = await QueueProducer.CreateAsync("127.0.0.1", broker.Port, "events");
+        for (var round = 0; round < 20; round++)
+        {
+            var first = producer.SendAsync(Encoding.UTF8.GetBytes($"a{round}"));
+            var second = producer.SendAsync(Encoding.UTF8.GetBytes($"b{round}"));
+            var blocked = first.ContinueWith(
+                _ => ((IAsyncResult)producer.SendAsync(Encoding.UTF8.GetBytes($"c{round}"))).AsyncWaitHandle.WaitOne(TimeSpan.FromSeconds(10))
+                    && ((IAsyncResult)second).AsyncWaitHandle.WaitOne(TimeSpan.FromSeconds(10)),
+                CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+            Assert.True(await blocked.WaitAsync(TimeSpan.FromSeconds(30)), $"round {round}: a blocked sender stalled the producer or its batch");
+        }
+
+        Assert.Equal(60, (await ReadPartitionAsync(reader, "events", 0)).Count);
+    }
+
+    [Fact]
     public async Task A_batch_that_failed_with_its_answer_lost_does_not_swallow_the_next_one()
     {
         await using var broker = await QueueBrokerProcess.StartAsync(_dataDir);

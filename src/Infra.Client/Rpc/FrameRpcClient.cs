@@ -148,9 +148,10 @@ internal sealed class FrameRpcClient : IAsyncDisposable
     public async Task<byte[]> SendAsync(string op, MessagePackBody args, TimeSpan serverWait = default, bool inline = false)
     {
         var id = Interlocked.Increment(ref _nextId);
-        var answer = new TaskCompletionSource<byte[]>(_inline && inline ? TaskCreationOptions.None : TaskCreationOptions.RunContinuationsAsynchronously);
+        // Completed on the reading thread (inline) or through a CompletionBatch: never with RunContinuationsAsynchronously.
+        var answer = new TaskCompletionSource<byte[]>();
         var timeout = _requestTimeout + TimeSpan.FromTicks(Math.Clamp(serverWait.Ticks, 0, MaxTimeout.Ticks));
-        _pending[id] = new Pending(answer, op, timeout, Environment.TickCount64 + (long)timeout.TotalMilliseconds);
+        _pending[id] = new Pending(answer, _inline && inline, op, timeout, Environment.TickCount64 + (long)timeout.TotalMilliseconds);
         var frame = Frames.Build(id, op, args);
         if (_lost is { } lost || !_requests.Writer.TryWrite(frame))
         {
@@ -270,8 +271,13 @@ internal sealed class FrameRpcClient : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Reads answers. Those of one read that complete on the thread pool go as one <see cref="CompletionBatch{T}"/>
+    /// (one work item, not one per answer); inline ones complete right here.
+    /// </summary>
     private async Task ReadLoopAsync()
     {
+        var answers = new CompletionBatch<byte[]>();
         try
         {
             while (true)
@@ -291,7 +297,13 @@ internal sealed class FrameRpcClient : IAsyncDisposable
                         throw new InvalidDataException($"{_errors.Peer} sent a bad frame length");
                     }
 
-                    Dispatch(body);
+                    Dispatch(body, answers);
+                }
+
+                if (answers.Count > 0)
+                {
+                    answers.Start();
+                    answers = new CompletionBatch<byte[]>();
                 }
 
                 _input.AdvanceTo(buffer.Start, buffer.End);
@@ -303,11 +315,12 @@ internal sealed class FrameRpcClient : IAsyncDisposable
         }
         catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException or InvalidDataException or InvalidOperationException)
         {
+            answers.Start(); // the answers read before the bad one
             Fail(ex);
         }
     }
 
-    private void Dispatch(ReadOnlySequence<byte> body)
+    private void Dispatch(ReadOnlySequence<byte> body, CompletionBatch<byte[]> answers)
     {
         long id;
         string? status;
@@ -338,12 +351,35 @@ internal sealed class FrameRpcClient : IAsyncDisposable
         {
             if (status == "ok")
             {
-                waiter.Answer.TrySetResult(rest.ToArray());
+                Complete(waiter, rest.ToArray(), null, answers);
             }
             else
             {
-                waiter.Answer.TrySetException(_errors.Error(status ?? "Internal", Message(rest)));
+                Complete(waiter, null, _errors.Error(status ?? "Internal", Message(rest)), answers);
             }
+        }
+    }
+
+    private static void Complete(Pending waiter, byte[]? result, Exception? error, CompletionBatch<byte[]> batch)
+    {
+        if (waiter.Inline)
+        {
+            if (error is null)
+            {
+                waiter.Answer.TrySetResult(result!);
+            }
+            else
+            {
+                waiter.Answer.TrySetException(error);
+            }
+        }
+        else if (error is null)
+        {
+            batch.Add(waiter.Answer, result!);
+        }
+        else
+        {
+            batch.Add(waiter.Answer, error);
         }
     }
 
@@ -365,13 +401,16 @@ internal sealed class FrameRpcClient : IAsyncDisposable
         _lost ??= reason;
         _requests.Writer.TryComplete();
         _deadlines.Dispose();
+        var failed = new CompletionBatch<byte[]>();
         foreach (var id in _pending.Keys)
         {
             if (_pending.TryRemove(id, out var waiter))
             {
-                waiter.Answer.TrySetException(_errors.Lost($"connection to {_errors.Peer} is lost: {reason.Message}", reason));
+                Complete(waiter, null, _errors.Lost($"connection to {_errors.Peer} is lost: {reason.Message}", reason), failed);
             }
         }
+
+        failed.Start();
     }
 
     /// <summary>
@@ -405,7 +444,8 @@ internal sealed class FrameRpcClient : IAsyncDisposable
     }
 
     /// <summary>A request waiting for its answer.</summary>
-    private sealed record Pending(TaskCompletionSource<byte[]> Answer, string Op, TimeSpan Timeout, long Deadline);
+    /// <param name="Inline">Completes on the thread that reads its answer (see the class), not through a <see cref="CompletionBatch{T}"/>.</param>
+    private sealed record Pending(TaskCompletionSource<byte[]> Answer, bool Inline, string Op, TimeSpan Timeout, long Deadline);
 
     public async ValueTask DisposeAsync()
     {
