@@ -26,6 +26,7 @@ internal static class NodeCommandLine
             ["--max-result-rows"] = "MaxResultRows",
             ["--max-result-size"] = "MaxResultBytes",
             ["--max-query-time"] = "MaxQueryTime",
+            ["--max-write-time"] = "MaxWriteTime",
             ["--read-mmap"] = "ReadMmap",
             ["--max-pending-writes"] = "MaxPendingWrites",
             ["--max-group"] = "MaxGroupSize",
@@ -65,6 +66,8 @@ internal static class NodeCommandLine
               --read-mmap SIZE           of the database file mapped by each read connection (256mb; 0: none)
 
             Limits
+              --max-write-time DURATION  a write's row-changing statements running longer are interrupted:
+                                         SqlError, nothing of it applied (10s; 0: no limit; DDL not limited)
               --max-request-size SIZE    HTTP body (16mb)
               --max-statements N         per write request (1000)
               --max-sql-size SIZE        per statement (1mb)

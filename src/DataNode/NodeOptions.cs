@@ -58,6 +58,9 @@ internal sealed class NodeOptions : ServiceOptions
     /// <summary>How long one read may run before SQLite is interrupted (0: no limit).</summary>
     public TimeSpan MaxQueryTime { get; set; } = TimeSpan.FromSeconds(10);
 
+    /// <summary>How long the row-changing statements of one write may run before SQLite is interrupted (0: no limit; DDL is not limited).</summary>
+    public TimeSpan MaxWriteTime { get; set; } = TimeSpan.FromSeconds(10);
+
     public long ReadMmapBytes { get; set; } = 256L << 20;
 
     public int MaxPendingWrites { get; set; } = 10_000;
@@ -100,6 +103,7 @@ internal sealed class NodeOptions : ServiceOptions
         MaxResultRows = MaxResultRows,
         MaxResultBytes = MaxResultBytes,
         MaxQueryTime = MaxQueryTime,
+        MaxWriteTime = MaxWriteTime,
         ReadMmapBytes = ReadMmapBytes,
     };
 
@@ -161,6 +165,7 @@ internal sealed class NodeOptions : ServiceOptions
         MaxResultRows = reader.Number("MaxResultRows", MaxResultRows, 1, 100_000_000);
         MaxResultBytes = reader.Size("MaxResultBytes", MaxResultBytes, 1024, 1L << 30);
         MaxQueryTime = reader.Duration("MaxQueryTime", MaxQueryTime, TimeSpan.Zero, TimeSpan.FromHours(1));
+        MaxWriteTime = reader.Duration("MaxWriteTime", MaxWriteTime, TimeSpan.Zero, TimeSpan.FromHours(1));
         ReadMmapBytes = reader.Size("ReadMmap", ReadMmapBytes, 0, 1L << 40);
         MaxPendingWrites = reader.Number("MaxPendingWrites", MaxPendingWrites, 1, 1_000_000);
         MaxGroupSize = reader.Number("MaxGroupSize", MaxGroupSize, 1, 100_000);

@@ -176,6 +176,40 @@ public sealed class DataNodeTests : IDisposable
     }
 
     [Fact]
+    public async Task A_never_ending_write_is_interrupted_and_the_writes_beside_it_are_committed_and_replicated()
+    {
+        await using var master = await DataNodeProcess.StartAsync(NewDir(), "--role", "master", "--max-write-time", "300ms");
+        await using var replica = await DataNodeProcess.StartAsync(NewDir(), "--role", "replica", "--master", master.ReplicationAddress);
+        await CreateTableAsync(master);
+
+        // Writes sent meanwhile wait behind it on the one writer thread, and go on once it is interrupted
+        // (the unit tests cover writes in the same commit group as one).
+        var endless = master.ExecuteAsync(["INSERT INTO t(id, v) WITH RECURSIVE c(x) AS (SELECT 1000 UNION ALL SELECT x + 1 FROM c) SELECT x, 'endless' FROM c"]);
+        var others = Enumerable.Range(1, 8).Select(i => master.ExecuteAsync([$"INSERT INTO t(id, v) VALUES({i}, 'ok')"])).ToList();
+        var (status, body) = await endless;
+        Assert.Equal(400, status);
+        Assert.Equal("SqlError", body.GetProperty("code").GetString());
+        Assert.Contains("--max-write-time", body.GetProperty("error").GetString(), StringComparison.Ordinal);
+        foreach (var other in others)
+        {
+            var answer = await other;
+            Assert.True(answer.Status == 200, answer.Body.ToString());
+        }
+
+        var count = await master.QueryAsync("SELECT count(*) AS n FROM t");
+        Assert.Equal(8, count.GetProperty("rows")[0][0].GetInt64());
+
+        // A write may set its own limit: a long one given none runs to its end, a short one is cut.
+        const string Long = "INSERT INTO t(id, v) WITH RECURSIVE c(x) AS (SELECT 1000 UNION ALL SELECT x + 1 FROM c WHERE x < 400000) SELECT x, 'long' FROM c";
+        var cut = await master.PostAsync("/execute", new { statements = new[] { new object[] { Long } }, maxTimeMs = 1 });
+        Assert.Equal(400, cut.Status);
+        Assert.Contains("maxTimeMs", cut.Body.GetProperty("error").GetString(), StringComparison.Ordinal);
+        var whole = await master.PostAsync("/execute", new { statements = new[] { new object[] { Long } }, maxTimeMs = 0 });
+        Assert.True(whole.Status == 200, whole.Body.ToString());
+        await ConvergedAsync(master, replica);
+    }
+
+    [Fact]
     public async Task Semi_sync_does_not_acknowledge_a_write_that_changed_nothing_before_what_it_saw_is_replicated()
     {
         await using var master = await DataNodeProcess.StartAsync(NewDir(), "--role", "master", "--sync-timeout", "300ms");
@@ -403,6 +437,10 @@ public sealed class DataNodeTests : IDisposable
             "{\"statements\": [[\"INSERT INTO t(id) VALUES(2); DROP TABLE t\"]]}",
             "{\"statements\": [[\"DROP TABLE t\"], [\"SELEC oops\"]]}",
             "{\"statements\": [[\"INSERT INTO t(id) VALUES(2)\"]], \"epoch\": \"x\"}",
+            "{\"statements\": [[\"INSERT INTO t(id) VALUES(2)\"]], \"maxTimeMs\": -1}",
+            "{\"statements\": [[\"INSERT INTO t(id) VALUES(2)\"]], \"maxTimeMs\": \"10\"}",
+            "{\"statements\": [[\"INSERT INTO t(id) VALUES(2)\"]], \"maxTimeMs\": 3600001}",
+            "{\"statements\": [[\"INSERT INTO t(id) VALUES(2)\"]], \"maxTimeMs\": 1.5}",
             "{\"statements\": [" + string.Join(",", Enumerable.Repeat("[\"INSERT INTO t(id) VALUES(NULL)\"]", 11)) + "]}",
             "{\"statements\": [[\"INSERT INTO t(id, v) VALUES(3, '" + new string('x', 2000) + "')\"]]}",
             "{\"statements\": [[\"BEGIN\"]]}",
@@ -465,6 +503,9 @@ public sealed class DataNodeTests : IDisposable
             Assert.Equal(1, write.Epoch);
             var stale = await Assert.ThrowsAsync<Infra.Client.Data.DataException>(() => client.ExecuteAsync([["INSERT INTO u VALUES(3, 3)"]], epoch: 7));
             Assert.Equal("StaleEpoch", stale.Code);
+            var tooLong = await Assert.ThrowsAsync<Infra.Client.Data.DataException>(() => client.ExecuteAsync([["INSERT INTO u VALUES(3, 3)"]], maxTime: TimeSpan.FromHours(2)));
+            Assert.Equal("BadRequest", tooLong.Code);
+            Assert.Contains("maxTimeMs", tooLong.Message, StringComparison.Ordinal);
             var rows = await client.QueryAsync("SELECT v, typeof(v) FROM u ORDER BY id", minLsn: write.Lsn);
             Assert.Equal(42L, rows.Rows[0][0]);
             Assert.Equal("integer", rows.Rows[0][1]);

@@ -100,6 +100,7 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
         var root = body.RootElement;
         JsonElement statements;
         long? epoch = null;
+        long? maxTimeMs = null;
         if (root.ValueKind == JsonValueKind.Array)
         {
             statements = root;
@@ -109,6 +110,11 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
             if (root.TryGetProperty("epoch", out var e))
             {
                 epoch = IsInteger(e) && e.TryGetInt64(out var value) && value >= 0 ? value : throw Bad("\"epoch\" must be a non-negative integer");
+            }
+
+            if (root.TryGetProperty("maxTimeMs", out var m))
+            {
+                maxTimeMs = IsInteger(m) && m.TryGetInt64(out var value) && value >= 0 ? value : throw Bad("\"maxTimeMs\" must be a non-negative integer");
             }
         }
         else
@@ -135,7 +141,7 @@ internal sealed class HttpApi(Node node) : IAdminRoutes
             list.Add(ParseStatement(statement, index));
         }
 
-        var answer = await node.ExecuteAsync(new WriteCommand(list, epoch), context.RequestAborted);
+        var answer = await node.ExecuteAsync(new WriteCommand(list, epoch, MaxTime: NativeApi.MaxTime(maxTimeMs)), context.RequestAborted);
         await JsonHttp.WriteAsync(context, w =>
         {
             w.WriteStartObject();

@@ -101,7 +101,7 @@ internal sealed partial class NativeApi(Node node, ILogger logger)
                     }
 
                     var epoch = OptionalLong(args, "epoch");
-                    var answer = await node.ExecuteAsync(new WriteCommand(list, epoch, OptionalSlot(args)), cancellationToken);
+                    var answer = await node.ExecuteAsync(new WriteCommand(list, epoch, OptionalSlot(args), MaxTime: MaxTime(OptionalLong(args, "maxTimeMs"))), cancellationToken);
                     return (ref MessagePackWriter w) =>
                     {
                         w.WriteMapHeader(3);
@@ -441,6 +441,17 @@ internal sealed partial class NativeApi(Node node, ILogger logger)
         long l when l >= 0 => l,
         _ => throw Bad($"\"{name}\" must be a non-negative integer"),
     };
+
+    /// <summary>A write's own run-time limit (<c>maxTimeMs</c>, 0: none), or null for the node's <c>--max-write-time</c>.</summary>
+    internal static TimeSpan? MaxTime(long? milliseconds) => milliseconds switch
+    {
+        null => null,
+        <= MaxTimeMs => TimeSpan.FromMilliseconds(milliseconds.Value),
+        _ => throw Bad($"\"maxTimeMs\" must be 0..{MaxTimeMs} (0: no limit)"),
+    };
+
+    /// <summary>The longest <c>maxTimeMs</c> a write may ask for: an hour, as <c>--max-write-time</c>.</summary>
+    private const long MaxTimeMs = 3_600_000;
 
     /// <summary>A shard-map slot number (0–65535), or null when the request has none.</summary>
     private static int? OptionalSlot(Dictionary<string, object?> args) => args.GetValueOrDefault("slot") switch

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
@@ -17,7 +18,8 @@ internal sealed record SqlStatement(string Sql, IReadOnlyList<object?> Parameter
 /// must not be closed here. A command with <see cref="SlotChange"/> and no statements closes or reopens
 /// a slot instead, in its place in the writer's queue.
 /// </summary>
-internal sealed record WriteCommand(IReadOnlyList<SqlStatement> Statements, long? Epoch = null, int? Slot = null, SlotChange? SlotChange = null);
+/// <param name="MaxTime">How long its row-changing statements may run: null, the node's <see cref="DatabaseSettings.MaxWriteTime"/>; zero, no limit.</param>
+internal sealed record WriteCommand(IReadOnlyList<SqlStatement> Statements, long? Epoch = null, int? Slot = null, SlotChange? SlotChange = null, TimeSpan? MaxTime = null);
 
 /// <summary>
 /// Closes a slot to writes tagged with it (it is leaving this shard, or has left), or opens it again. A
@@ -60,6 +62,9 @@ internal sealed record DatabaseSettings
 
     /// <summary>How long one user read may run before SQLite is interrupted (zero: no limit).</summary>
     public TimeSpan MaxQueryTime { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>How long the row-changing statements of one write may run in all before SQLite is interrupted (zero: no limit; DDL is not limited).</summary>
+    public TimeSpan MaxWriteTime { get; init; } = TimeSpan.FromSeconds(10);
 
     /// <summary>
     /// How much of the database file each read connection maps into memory (SQLite's mmap_size; 0: none).
@@ -180,6 +185,7 @@ internal sealed partial class NodeDatabase : IDisposable
         connection.Open();
         _writer = new SqlRunner(connection, readOnly: false);
         _writer.Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=OFF; PRAGMA busy_timeout=10000;");
+        _writer.InstallRunTimeLimit();
         _writer.Exec(Schema);
         NodeId = Meta("node_id") as string ?? "";
         if (NodeId.Length == 0)
@@ -247,8 +253,25 @@ internal sealed partial class NodeDatabase : IDisposable
     /// Runs each command in its own savepoint inside one transaction, then commits once (group commit:
     /// one fsync for the whole group). A failing command is rolled back alone and gets its error; each
     /// one that changed something gets the next LSN and a log entry written in the same transaction.
+    /// A command whose failure took the whole transaction with it — a change interrupted by
+    /// <see cref="DatabaseSettings.MaxWriteTime"/> (SQLite then rolls back the transaction, not the statement), an
+    /// <c>OR ROLLBACK</c> conflict, <c>RAISE(ROLLBACK)</c> — gets its error and the group runs again
+    /// without it: nothing of the group was committed, and the others must not fail for it.
     /// </summary>
     public WriteOutcome[] ExecuteGroup(IReadOnlyList<WriteCommand> commands)
+    {
+        var dropped = new WriteOutcome?[commands.Count];
+        while (true)
+        {
+            if (TryExecuteGroup(commands, dropped) is { } outcomes)
+            {
+                return outcomes;
+            }
+        }
+    }
+
+    /// <summary>One try of <see cref="ExecuteGroup"/>: null when a command ended the transaction (it is then in <paramref name="dropped"/>).</summary>
+    private WriteOutcome[]? TryExecuteGroup(IReadOnlyList<WriteCommand> commands, WriteOutcome?[] dropped)
     {
         var outcomes = new WriteOutcome[commands.Count];
         var next = _lsn;
@@ -261,6 +284,12 @@ internal sealed partial class NodeDatabase : IDisposable
             for (var i = 0; i < commands.Count; i++)
             {
                 var command = commands[i];
+                if (dropped[i] is { } outcome)
+                {
+                    outcomes[i] = outcome;
+                    continue;
+                }
+
                 if (command.Epoch is { } expected && expected != epoch)
                 {
                     outcomes[i] = Failed(new NodeException(NodeErrorCode.StaleEpoch, $"the request is for epoch {expected}; this node is at epoch {epoch}"));
@@ -295,6 +324,13 @@ internal sealed partial class NodeDatabase : IDisposable
 
                     _writer.Run("RELEASE w");
                     outcomes[i] = new WriteOutcome(results, next, entry, null);
+                }
+                catch (NodeException ex) when (!_writer.InTransaction)
+                {
+                    // SQLite rolled back the whole transaction: every command before this one is undone.
+                    Volatile.Write(ref _historyEpoch, historyAtBegin);
+                    dropped[i] = Failed(ex);
+                    return null;
                 }
                 catch (NodeException ex)
                 {
@@ -357,11 +393,19 @@ internal sealed partial class NodeDatabase : IDisposable
 
     private WriteOutcome Failed(NodeException error) => new(null, _lsn, null, error);
 
+    /// <summary>
+    /// Runs one command's statements. Its statements that change rows (not DDL: a migration may take
+    /// long) may run <see cref="DatabaseSettings.MaxWriteTime"/> (or the command's own limit) in all before
+    /// SQLite is interrupted: the writer is one thread, and a statement that never ends would stop every
+    /// write of the node.
+    /// </summary>
     private (StatementResult[] Results, List<EntryPart> Parts) Run(WriteCommand command)
     {
         var results = new StatementResult[command.Statements.Count];
         var parts = new List<EntryPart>();
         ChangeCapture? capture = null;
+        var limit = command.MaxTime ?? _settings.MaxWriteTime;
+        var deadline = limit > TimeSpan.Zero ? Stopwatch.GetTimestamp() + (long)(limit.TotalSeconds * Stopwatch.Frequency) : long.MaxValue;
         try
         {
             for (var i = 0; i < command.Statements.Count; i++)
@@ -392,7 +436,20 @@ internal sealed partial class NodeDatabase : IDisposable
 
                     _writer.Bind(prepared, statement.Parameters);
                     var before = _writer.TotalChanges;
-                    _writer.RunToEnd(prepared);
+                    if (!prepared.IsDdl)
+                    {
+                        _writer.StartRunTimeLimit(deadline, limit, "write", command.MaxTime is null ? "--max-write-time" : "maxTimeMs");
+                    }
+
+                    try
+                    {
+                        _writer.RunToEnd(prepared);
+                    }
+                    finally
+                    {
+                        _writer.EndRunTimeLimit();
+                    }
+
                     results[i] = new StatementResult(_writer.TotalChanges - before, _writer.LastInsertRowId);
                     if (prepared.IsDdl)
                     {

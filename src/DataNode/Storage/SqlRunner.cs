@@ -35,6 +35,8 @@ internal sealed class SqlRunner : IDisposable
     private long _deadline = long.MaxValue;
     private bool _timedOut;
     private TimeSpan _limit;
+    private string _limitWhat = "query";
+    private string _limitFlag = "--max-query-time";
     private bool _userMode;
     private bool _sawDdl;
     private string? _denied;
@@ -296,7 +298,7 @@ internal sealed class SqlRunner : IDisposable
     }
 
     /// <summary>
-    /// Lets <see cref="StartRunTimeLimit"/> interrupt what this connection runs: SQLite calls back every
+    /// Lets <see cref="StartRunTimeLimit(TimeSpan)"/> interrupt what this connection runs: SQLite calls back every
     /// 10,000 VM instructions (a point read finishes before the first call). Installed once per
     /// connection; a limit is then only a field to set.
     /// </summary>
@@ -313,10 +315,24 @@ internal sealed class SqlRunner : IDisposable
             return;
         }
 
-        _limit = limit;
-        _timedOut = false;
-        _deadline = Stopwatch.GetTimestamp() + (long)(limit.TotalSeconds * Stopwatch.Frequency);
+        StartRunTimeLimit(Stopwatch.GetTimestamp() + (long)(limit.TotalSeconds * Stopwatch.Frequency), limit, "query", "--max-query-time");
     }
+
+    /// <summary>
+    /// As <see cref="StartRunTimeLimit(TimeSpan)"/>, to a <see cref="Stopwatch"/> timestamp (long.MaxValue:
+    /// never); the error says "the <paramref name="what"/> ran longer than <paramref name="limit"/> (<paramref name="flag"/>)".
+    /// </summary>
+    public void StartRunTimeLimit(long deadline, TimeSpan limit, string what, string flag)
+    {
+        _limit = limit;
+        _limitWhat = what;
+        _limitFlag = flag;
+        _timedOut = false;
+        _deadline = deadline;
+    }
+
+    /// <summary>False when no transaction is open — also when SQLite has just rolled one back by itself.</summary>
+    public bool InTransaction => raw.sqlite3_get_autocommit(Db) == 0;
 
     public void EndRunTimeLimit() => _deadline = long.MaxValue;
 
@@ -359,7 +375,7 @@ internal sealed class SqlRunner : IDisposable
 
         if (rc == raw.SQLITE_INTERRUPT && _timedOut)
         {
-            return new NodeException(NodeErrorCode.SqlError, $"the query ran longer than {_limit.TotalSeconds:0.###} s (--max-query-time) and was interrupted");
+            return new NodeException(NodeErrorCode.SqlError, $"the {_limitWhat} ran longer than {_limit.TotalSeconds:0.###} s ({_limitFlag}) and was interrupted");
         }
 
         var extended = raw.sqlite3_extended_errcode(Db);

@@ -158,14 +158,21 @@ public sealed class DataNodeClient : IAsyncDisposable
     /// <summary>
     /// Runs statements (each <c>[sql, params…]</c>) in one transaction on the master; <paramref name="epoch"/>,
     /// when given, must be the node's; <paramref name="slot"/>, when given, tags the write with its shard-map
-    /// slot, and the node refuses it (SlotClosed) if that slot is closed there (<see cref="CloseSlotAsync"/>).
+    /// slot, and the node refuses it (SlotClosed) if that slot is closed there (<see cref="CloseSlotAsync"/>);
+    /// <paramref name="maxTime"/>, when given, replaces the node's <c>--max-write-time</c> for this write (zero: no limit).
     /// </summary>
-    public async Task<ExecuteOutcome> ExecuteAsync(IReadOnlyList<object?[]> statements, long? epoch = null, int? slot = null)
+    public async Task<ExecuteOutcome> ExecuteAsync(IReadOnlyList<object?[]> statements, long? epoch = null, int? slot = null, TimeSpan? maxTime = null)
     {
         ArgumentNullException.ThrowIfNull(statements);
         var body = await _rpc.SendAsync("execute", (ref MessagePackWriter w) =>
         {
-            w.WriteMapHeader(1 + (epoch is null ? 0 : 1) + (slot is null ? 0 : 1));
+            w.WriteMapHeader(1 + (epoch is null ? 0 : 1) + (slot is null ? 0 : 1) + (maxTime is null ? 0 : 1));
+            if (maxTime is { } limit)
+            {
+                w.Write("maxTimeMs");
+                w.Write((long)limit.TotalMilliseconds);
+            }
+
             if (slot is { } s)
             {
                 w.Write("slot");

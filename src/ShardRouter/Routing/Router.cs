@@ -135,7 +135,10 @@ internal sealed partial class Router : IAsyncDisposable
         var started = Stopwatch.GetTimestamp();
         try
         {
-            var outcome = await Pool[shard.Master].CallAsync(c => c.ExecuteAsync(statements, shard.Epoch, slot), Options.RequestTimeout, inline: kind == "write", cancellationToken);
+            // A move's statements (a slot's rows copied in, or deleted from the shard it left by a scan of
+            // the whole table) are the router's own: no run-time limit on the node, whatever their size.
+            var maxTime = kind == "move" ? TimeSpan.Zero : (TimeSpan?)null;
+            var outcome = await Pool[shard.Master].CallAsync(c => c.ExecuteAsync(statements, shard.Epoch, slot, maxTime), Options.RequestTimeout, inline: kind == "write", cancellationToken);
             Metrics.Request(shard.Id, kind, true, Stopwatch.GetElapsedTime(started).TotalSeconds);
             return outcome;
         }
