@@ -1,10 +1,7 @@
-using System.Buffers;
 using System.Net;
 using System.Net.Sockets;
 using Infra.Client.Queue;
 using Infra.Client.Rpc;
-using Infra.Core.Framing;
-using MessagePack;
 
 namespace Infra.Client.Tests;
 
@@ -151,34 +148,15 @@ public sealed class CompletionBatchTests
     private static async Task AnswerInPairsAsync(TcpListener listener)
     {
         using var socket = await listener.AcceptSocketAsync();
-        var received = new ArrayBufferWriter<byte>();
-        var buffer = new byte[4096];
-        var ids = new List<long>();
-        while (true)
+        var peer = new FramePeer(socket);
+        var waiting = new List<long>();
+        while (await peer.ReadIdsAsync() is { } ids)
         {
-            var read = await socket.ReceiveAsync(buffer);
-            if (read == 0)
+            waiting.AddRange(ids);
+            if (waiting.Count >= 2)
             {
-                return;
-            }
-
-            received.Write(buffer.AsSpan(0, read));
-            var pending = new ReadOnlySequence<byte>(received.WrittenMemory);
-            while (Frames.TryRead(ref pending, 1 << 20, out var body, out _) == FrameStatus.Complete)
-            {
-                var reader = new MessagePackReader(body);
-                reader.ReadArrayHeader();
-                ids.Add(reader.ReadInt64());
-            }
-
-            var rest = pending.ToArray();
-            received.ResetWrittenCount();
-            received.Write(rest);
-            if (ids.Count >= 2)
-            {
-                var answers = ids.SelectMany(id => Frames.Build(id, "ok", (ref MessagePackWriter w) => w.WriteMapHeader(0))).ToArray();
-                ids.Clear();
-                await socket.SendAsync(answers);
+                await peer.AnswerAsync(waiting);
+                waiting.Clear();
             }
         }
     }

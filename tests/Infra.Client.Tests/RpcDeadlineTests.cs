@@ -1,9 +1,6 @@
-using System.Buffers;
 using System.Net;
 using System.Net.Sockets;
 using Infra.Client.Queue;
-using Infra.Core.Framing;
-using MessagePack;
 
 namespace Infra.Client.Tests;
 
@@ -65,35 +62,15 @@ public sealed class RpcDeadlineTests
     private static async Task AnswerLateAsync(TcpListener listener, TimeSpan delay)
     {
         using var socket = await listener.AcceptSocketAsync();
-        var received = new ArrayBufferWriter<byte>();
-        var buffer = new byte[4096];
-        while (true)
+        var peer = new FramePeer(socket);
+        while (await peer.ReadIdsAsync() is { } ids)
         {
-            var read = await socket.ReceiveAsync(buffer);
-            if (read == 0)
-            {
-                return;
-            }
-
-            received.Write(buffer.AsSpan(0, read));
-            var pending = new ReadOnlySequence<byte>(received.WrittenMemory);
-            var ids = new List<long>();
-            while (Frames.TryRead(ref pending, 1 << 20, out var body, out _) == FrameStatus.Complete)
-            {
-                var reader = new MessagePackReader(body);
-                reader.ReadArrayHeader();
-                ids.Add(reader.ReadInt64());
-            }
-
-            var rest = pending.ToArray();
-            received.ResetWrittenCount();
-            received.Write(rest);
             foreach (var id in ids)
             {
                 await Task.Delay(delay);
                 try
                 {
-                    await socket.SendAsync(Frames.Build(id, "ok", (ref MessagePackWriter w) => w.WriteMapHeader(0)));
+                    await peer.AnswerAsync([id]);
                 }
                 catch (SocketException)
                 {
