@@ -12,7 +12,10 @@ internal sealed class FramePeer(Socket socket)
     private readonly byte[] _buffer = new byte[4096];
 
     /// <summary>The ids of the whole requests one receive completed (maybe none), or null once the client closed.</summary>
-    public async Task<List<long>?> ReadIdsAsync()
+    public async Task<List<long>?> ReadIdsAsync() => (await ReadRequestsAsync())?.Select(r => r.Id).ToList();
+
+    /// <summary>The (id, op) of the whole requests one receive completed (maybe none), or null once the client closed.</summary>
+    public async Task<List<(long Id, string Op)>?> ReadRequestsAsync()
     {
         var read = await socket.ReceiveAsync(_buffer);
         if (read == 0)
@@ -22,12 +25,12 @@ internal sealed class FramePeer(Socket socket)
 
         _received.Write(_buffer.AsSpan(0, read));
         var pending = new ReadOnlySequence<byte>(_received.WrittenMemory);
-        var ids = new List<long>();
+        var ids = new List<(long, string)>();
         while (Frames.TryRead(ref pending, 1 << 20, out var body, out _) == FrameStatus.Complete)
         {
             var reader = new MessagePackReader(body);
             reader.ReadArrayHeader();
-            ids.Add(reader.ReadInt64());
+            ids.Add((reader.ReadInt64(), reader.ReadString() ?? ""));
         }
 
         var rest = pending.ToArray();
@@ -35,6 +38,9 @@ internal sealed class FramePeer(Socket socket)
         _received.Write(rest);
         return ids;
     }
+
+    /// <summary>An "ok" answer with <paramref name="result"/>.</summary>
+    public async Task AnswerAsync(long id, MessagePackBody result) => await socket.SendAsync(Frames.Build(id, "ok", result));
 
     /// <summary>An "ok" answer with an empty map for each id, in one send.</summary>
     public async Task AnswerAsync(IEnumerable<long> ids) =>

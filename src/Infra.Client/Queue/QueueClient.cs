@@ -130,30 +130,32 @@ public sealed class QueueClient : IAsyncDisposable
                 WriteValue(ref w, new object?[] { key, headers, payload });
             }
         });
-        var reader = new MessagePackReader(body);
-        int partitionOut = 0;
-        long offset = 0;
-        var duplicate = false;
-        for (var fields = reader.ReadMapHeader(); fields > 0; fields--)
+        return ReadAnswer("produce", body, static (ref MessagePackReader reader) =>
         {
-            switch (reader.ReadString())
+            int partitionOut = 0;
+            long offset = 0;
+            var duplicate = false;
+            for (var fields = reader.ReadMapHeader(); fields > 0; fields--)
             {
-                case "partition":
-                    partitionOut = reader.ReadInt32();
-                    break;
-                case "offset":
-                    offset = reader.ReadInt64();
-                    break;
-                case "duplicate":
-                    duplicate = reader.ReadBoolean();
-                    break;
-                default:
-                    reader.Skip();
-                    break;
+                switch (reader.ReadString())
+                {
+                    case "partition":
+                        partitionOut = reader.ReadInt32();
+                        break;
+                    case "offset":
+                        offset = reader.ReadInt64();
+                        break;
+                    case "duplicate":
+                        duplicate = reader.ReadBoolean();
+                        break;
+                    default:
+                        reader.Skip();
+                        break;
+                }
             }
-        }
 
-        return new ProduceAck(partitionOut, offset, duplicate);
+            return new ProduceAck(partitionOut, offset, duplicate);
+        });
     }
 
     public Task<ProduceAck> ProduceAsync(string topic, ReadOnlyMemory<byte> payload, byte[]? key = null, int? partition = null) =>
@@ -171,54 +173,58 @@ public sealed class QueueClient : IAsyncDisposable
             ["maxBytes"] = maxBytes,
             ["waitMs"] = (int)wait.TotalMilliseconds,
         }, wait);
-        var reader = new MessagePackReader(body);
-        var messages = new List<QueueMessage>();
-        for (var fields = reader.ReadMapHeader(); fields > 0; fields--)
+        return ReadAnswer("fetch", body, (ref MessagePackReader reader) =>
         {
-            if (reader.ReadString() != "messages")
+            var messages = new List<QueueMessage>();
+            for (var fields = reader.ReadMapHeader(); fields > 0; fields--)
             {
-                reader.Skip();
-                continue;
+                if (reader.ReadString() != "messages")
+                {
+                    reader.Skip();
+                    continue;
+                }
+
+                for (var count = reader.ReadArrayHeader(); count > 0; count--)
+                {
+                    reader.ReadArrayHeader();
+                    var at = reader.ReadInt64();
+                    var timestamp = reader.ReadInt64();
+                    messages.Add(ReadMessage(ref reader, partition, at, timestamp));
+                }
             }
 
-            for (var count = reader.ReadArrayHeader(); count > 0; count--)
-            {
-                reader.ReadArrayHeader();
-                var at = reader.ReadInt64();
-                var timestamp = reader.ReadInt64();
-                messages.Add(ReadMessage(ref reader, partition, at, timestamp));
-            }
-        }
-
-        return messages;
+            return messages;
+        });
     }
 
     /// <summary>Queue mode: up to <paramref name="max"/> deliveries, waiting up to <paramref name="wait"/> for the first.</summary>
     public async Task<List<QueueDelivery>> QueueFetchAsync(string topic, string group, int max = 100, TimeSpan wait = default)
     {
         var body = await SendRawAsync("queue_fetch", new() { ["topic"] = topic, ["group"] = group, ["max"] = max, ["waitMs"] = (int)wait.TotalMilliseconds }, wait);
-        var reader = new MessagePackReader(body);
-        var deliveries = new List<QueueDelivery>();
-        for (var fields = reader.ReadMapHeader(); fields > 0; fields--)
+        return ReadAnswer("queue_fetch", body, static (ref MessagePackReader reader) =>
         {
-            if (reader.ReadString() != "deliveries")
+            var deliveries = new List<QueueDelivery>();
+            for (var fields = reader.ReadMapHeader(); fields > 0; fields--)
             {
-                reader.Skip();
-                continue;
+                if (reader.ReadString() != "deliveries")
+                {
+                    reader.Skip();
+                    continue;
+                }
+
+                for (var count = reader.ReadArrayHeader(); count > 0; count--)
+                {
+                    reader.ReadArrayHeader();
+                    var partition = reader.ReadInt32();
+                    var offset = reader.ReadInt64();
+                    var id = reader.ReadString() ?? throw new InvalidDataException("a delivery without an id");
+                    var deliveryCount = reader.ReadInt32();
+                    deliveries.Add(new QueueDelivery(id, deliveryCount, ReadMessage(ref reader, partition, offset, 0)));
+                }
             }
 
-            for (var count = reader.ReadArrayHeader(); count > 0; count--)
-            {
-                reader.ReadArrayHeader();
-                var partition = reader.ReadInt32();
-                var offset = reader.ReadInt64();
-                var id = reader.ReadString()!;
-                var deliveryCount = reader.ReadInt32();
-                deliveries.Add(new QueueDelivery(id, deliveryCount, ReadMessage(ref reader, partition, offset, 0)));
-            }
-        }
-
-        return deliveries;
+            return deliveries;
+        });
     }
 
     /// <summary>[…, key (bin or nil), headers (map of string to bin), payload (bin)] after the fields already read.</summary>
@@ -229,7 +235,7 @@ public sealed class QueueClient : IAsyncDisposable
         var headers = new Dictionary<string, byte[]>(headerCount, StringComparer.Ordinal);
         for (var h = 0; h < headerCount; h++)
         {
-            headers[reader.ReadString()!] = reader.ReadBytes()?.ToArray() ?? [];
+            headers[reader.ReadString() ?? throw new InvalidDataException("a header without a name")] = reader.ReadBytes()?.ToArray() ?? [];
         }
 
         var payload = reader.ReadBytes()?.ToArray() ?? [];
@@ -277,6 +283,26 @@ public sealed class QueueClient : IAsyncDisposable
     public Task<Dictionary<string, object?>> SendAsync(string op, Dictionary<string, object?> args) => _rpc.CallAsync(op, args);
 
     /// <summary>Sends one request; the answer's result (MessagePack) when it is "ok".</summary>
+    private delegate T AnswerReader<T>(ref MessagePackReader reader);
+
+    /// <summary>
+    /// Reads an "ok" answer's result; one that is not what <paramref name="op"/> answers (a broker bug, a
+    /// peer that is not our broker) is QueueException "BadAnswer", never a MessagePack exception the
+    /// callers' error handling does not expect (a producer's pump stopped on one for good).
+    /// </summary>
+    private static T ReadAnswer<T>(string op, byte[] body, AnswerReader<T> read)
+    {
+        try
+        {
+            var reader = new MessagePackReader(body);
+            return read(ref reader);
+        }
+        catch (Exception ex) when (MessagePackValues.IsMalformed(ex) || ex is InvalidDataException or InvalidCastException)
+        {
+            throw new QueueException("BadAnswer", $"the answer to {op} is unreadable: {ex.Message}");
+        }
+    }
+
     private Task<byte[]> SendRawAsync(string op, Dictionary<string, object?> args, TimeSpan serverWait = default) =>
         _rpc.SendAsync(op, (ref MessagePackWriter w) => FrameRpcClient.WriteValue(ref w, args), serverWait);
 

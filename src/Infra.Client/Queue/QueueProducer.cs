@@ -125,8 +125,10 @@ public sealed class QueueProducer : IAsyncDisposable
                 done.Start();
                 await LingerAsync(lane, batch.Count);
             }
-            catch (Exception ex) when (ex is QueueException or IOException or System.Net.Sockets.SocketException)
+            catch (Exception ex) when (ex is not OutOfMemoryException)
             {
+                // Whatever went wrong, the batch fails and the pump goes on: a pump that stopped here would
+                // leave the lane "sending" with nobody sending, and every later message on it waiting forever.
                 lane.NewIdentity();
                 var failed = new CompletionBatch<ProduceAck>();
                 foreach (var pending in batch)
