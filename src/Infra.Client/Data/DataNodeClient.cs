@@ -195,9 +195,11 @@ public sealed class DataNodeClient : IAsyncDisposable
         return ReadExecute(body);
     }
 
-    internal static ExecuteOutcome ReadExecute(byte[] body)
+    internal static ExecuteOutcome ReadExecute(byte[] body) =>
+        RpcAnswers.Read(body, ReadExecute, static reason => new DataException("BadAnswer", "the answer to execute is unreadable: " + reason));
+
+    private static ExecuteOutcome ReadExecute(ref MessagePackReader reader)
     {
-        var reader = new MessagePackReader(body);
         var results = new List<StatementOutcome>();
         long lsn = 0, epoch = 0;
         for (var fields = reader.ReadMapHeader(); fields > 0; fields--)
@@ -257,9 +259,11 @@ public sealed class DataNodeClient : IAsyncDisposable
         return ReadRows(body);
     }
 
-    internal static QueryRows ReadRows(byte[] body)
+    internal static QueryRows ReadRows(byte[] body) =>
+        RpcAnswers.Read(body, ReadRows, static reason => new DataException("BadAnswer", "the answer to query is unreadable: " + reason));
+
+    private static QueryRows ReadRows(ref MessagePackReader reader)
     {
-        var reader = new MessagePackReader(body);
         var columns = new List<string>();
         var rows = new List<object?[]>();
         long lsn = 0;

@@ -94,7 +94,11 @@ public sealed class ShardRouterClient : IAsyncDisposable
                 FrameRpcClient.WriteValue(ref w, statement);
             }
         });
-        var reader = new MessagePackReader(body);
+        return RpcAnswers.Read(body, ReadWrite, static reason => new DataException("BadAnswer", "the answer to execute is unreadable: " + reason));
+    }
+
+    private static RoutedWrite ReadWrite(ref MessagePackReader reader)
+    {
         var results = new List<StatementOutcome>();
         string shard = "";
         SessionToken token = default;
@@ -167,9 +171,11 @@ public sealed class ShardRouterClient : IAsyncDisposable
     }
 
     /// <summary>The <c>shards</c> that answered a read and the <c>failedShards</c> ids (<c>[{shard, code, error}]</c>).</summary>
-    private static (List<(string, string, long)> Shards, List<string> Failed) MessagePackShards(byte[] body)
+    private static (List<(string, string, long)> Shards, List<string> Failed) MessagePackShards(byte[] body) =>
+        RpcAnswers.Read(body, MessagePackShards, static reason => new DataException("BadAnswer", "the answer to query is unreadable: " + reason));
+
+    private static (List<(string, string, long)> Shards, List<string> Failed) MessagePackShards(ref MessagePackReader reader)
     {
-        var reader = new MessagePackReader(body);
         var shards = new List<(string, string, long)>();
         var failed = new List<string>();
         for (var fields = reader.ReadMapHeader(); fields > 0; fields--)

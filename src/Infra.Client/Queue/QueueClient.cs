@@ -283,25 +283,12 @@ public sealed class QueueClient : IAsyncDisposable
     public Task<Dictionary<string, object?>> SendAsync(string op, Dictionary<string, object?> args) => _rpc.CallAsync(op, args);
 
     /// <summary>Sends one request; the answer's result (MessagePack) when it is "ok".</summary>
-    private delegate T AnswerReader<T>(ref MessagePackReader reader);
-
     /// <summary>
-    /// Reads an "ok" answer's result; one that is not what <paramref name="op"/> answers (a broker bug, a
-    /// peer that is not our broker) is QueueException "BadAnswer", never a MessagePack exception the
-    /// callers' error handling does not expect (a producer's pump stopped on one for good).
+    /// An answer read with <paramref name="read"/>; one that cannot be is QueueException "BadAnswer" (a
+    /// MessagePack exception once stopped a producer's pump for good: nothing caught it).
     /// </summary>
-    private static T ReadAnswer<T>(string op, byte[] body, AnswerReader<T> read)
-    {
-        try
-        {
-            var reader = new MessagePackReader(body);
-            return read(ref reader);
-        }
-        catch (Exception ex) when (MessagePackValues.IsMalformed(ex) || ex is InvalidDataException or InvalidCastException)
-        {
-            throw new QueueException("BadAnswer", $"the answer to {op} is unreadable: {ex.Message}");
-        }
-    }
+    private static T ReadAnswer<T>(string op, byte[] body, AnswerReader<T> read) =>
+        RpcAnswers.Read(body, read, reason => new QueueException("BadAnswer", $"the answer to {op} is unreadable: {reason}"));
 
     private Task<byte[]> SendRawAsync(string op, Dictionary<string, object?> args, TimeSpan serverWait = default) =>
         _rpc.SendAsync(op, (ref MessagePackWriter w) => FrameRpcClient.WriteValue(ref w, args), serverWait);

@@ -67,6 +67,7 @@ internal sealed class RouterException(string code, string message, int status, b
         "BadRequest" or "SqlError" or "NotAllowed" => new(error.Code, error.Reason, 400),
         "NotMaster" or "StaleEpoch" => new("FailingOver", $"shard {shard}: {node} is no longer its master ({error.Reason}); retry", 503, retriable: true),
         "ConnectionLost" or "Timeout" when write => new("Unavailable", $"shard {shard}: lost {node} during the write; it may or may not have been applied ({error.Reason})", 503, retriable: true),
+        "BadAnswer" when write => new("Unavailable", $"shard {shard}: {node} answered the write with something unreadable; it may or may not have been applied ({error.Reason})", 503, retriable: true),
         _ => new(error.Code is "Unreachable" or "ConnectionLost" or "Timeout" ? "Unavailable" : error.Code, $"shard {shard}: {node}: {error.Reason}", 503, retriable: true),
     };
 }

@@ -1,0 +1,29 @@
+using Infra.Core.Framing;
+using MessagePack;
+
+namespace Infra.Client.Rpc;
+
+/// <summary>Reads one field layout of an "ok" answer's result.</summary>
+internal delegate T AnswerReader<T>(ref MessagePackReader reader);
+
+/// <summary>Reading answers the clients parse by hand (their hot paths: no generic value tree).</summary>
+internal static class RpcAnswers
+{
+    /// <summary>
+    /// An answer's result read with <paramref name="read"/>; one that is not laid out as expected (a bug on
+    /// the other side, a peer that is not ours) is the client's own error (<paramref name="unreadable"/>,
+    /// given the reason) — never a MessagePack exception its callers' error handling does not expect.
+    /// </summary>
+    public static T Read<T>(byte[] body, AnswerReader<T> read, Func<string, Exception> unreadable)
+    {
+        try
+        {
+            var reader = new MessagePackReader(body);
+            return read(ref reader);
+        }
+        catch (Exception ex) when (MessagePackValues.IsMalformed(ex) || ex is InvalidDataException or InvalidCastException)
+        {
+            throw unreadable(ex.Message);
+        }
+    }
+}
