@@ -282,7 +282,6 @@ public sealed class QueueClient : IAsyncDisposable
     /// <summary>Sends one request and waits for its answer; a broker error becomes a <see cref="QueueException"/>.</summary>
     public Task<Dictionary<string, object?>> SendAsync(string op, Dictionary<string, object?> args) => _rpc.CallAsync(op, args);
 
-    /// <summary>Sends one request; the answer's result (MessagePack) when it is "ok".</summary>
     /// <summary>
     /// An answer read with <paramref name="read"/>; one that cannot be is QueueException "BadAnswer" (a
     /// MessagePack exception once stopped a producer's pump for good: nothing caught it).
@@ -290,6 +289,7 @@ public sealed class QueueClient : IAsyncDisposable
     private static T ReadAnswer<T>(string op, byte[] body, AnswerReader<T> read) =>
         RpcAnswers.Read(body, read, reason => new QueueException("BadAnswer", $"the answer to {op} is unreadable: {reason}"));
 
+    /// <summary>Sends one request; the answer's result (MessagePack) when it is "ok".</summary>
     private Task<byte[]> SendRawAsync(string op, Dictionary<string, object?> args, TimeSpan serverWait = default) =>
         _rpc.SendAsync(op, (ref MessagePackWriter w) => FrameRpcClient.WriteValue(ref w, args), serverWait);
 
