@@ -92,6 +92,48 @@ public sealed class WriteLimitTests : IDisposable
     }
 
     [Fact]
+    public void A_rerun_group_sees_the_slots_as_they_were_before_it()
+    {
+        // Found by review: the first try closed slot 5 in memory, and the re-run then refused the write
+        // queued before the close (writes queued before a close are applied).
+        var (master, replica) = Open(TimeSpan.FromSeconds(10));
+        using (master)
+        using (replica)
+        {
+            Assert.Null(master.ExecuteGroup([Command("INSERT INTO t(id, v) VALUES(1, 'a')")])[0].Error);
+            var outcomes = master.ExecuteGroup([
+                new WriteCommand([new SqlStatement("INSERT INTO t(id, v) VALUES(2, 'before the close')", [])], Slot: 5),
+                new WriteCommand([], SlotChange: new SlotChange(5, Closed: true, By: "test")),
+                Command("INSERT OR ROLLBACK INTO t(id, v) VALUES(1, 'dup')"),
+                new WriteCommand([new SqlStatement("INSERT INTO t(id, v) VALUES(3, 'after the close')", [])], Slot: 5),
+            ]);
+
+            Assert.Null(outcomes[0].Error);
+            Assert.Null(outcomes[1].Error);
+            Assert.Equal(NodeErrorCode.SqlError, outcomes[2].Error?.Code);
+            Assert.Equal(NodeErrorCode.SlotClosed, outcomes[3].Error?.Code);
+            Assert.Equal([1L, 2L], master.Query("SELECT id FROM t ORDER BY id", []).Rows.Select(r => (long)r[0]!));
+        }
+    }
+
+    [Fact]
+    public void Create_table_as_select_is_refused_before_it_runs()
+    {
+        var (master, replica) = Open(TimeSpan.FromSeconds(10));
+        using (master)
+        using (replica)
+        {
+            var endless = master.ExecuteGroup([Command("CREATE TABLE x AS WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c) SELECT n FROM c")])[0];
+            Assert.Equal(NodeErrorCode.NotAllowed, endless.Error?.Code);
+            Assert.Contains("AS SELECT", endless.Error!.Message, StringComparison.Ordinal);
+
+            // Tables made the usual ways still are.
+            Assert.Null(master.ExecuteGroup([Command("CREATE TABLE y(id INTEGER PRIMARY KEY, v TEXT DEFAULT 'x' CHECK (length(v) < 10), w INTEGER REFERENCES t(id))")])[0].Error);
+            Assert.Null(master.ExecuteGroup([Command("CREATE TABLE IF NOT EXISTS z(a, b, PRIMARY KEY (a, b)) WITHOUT ROWID")])[0].Error);
+        }
+    }
+
+    [Fact]
     public void The_limit_counts_row_changes_not_ddl_and_zero_means_none()
     {
         const string Many = "INSERT INTO t(id, v) WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 20000) SELECT x, x FROM c";

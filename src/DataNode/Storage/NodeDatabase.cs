@@ -254,9 +254,10 @@ internal sealed partial class NodeDatabase : IDisposable
     /// one fsync for the whole group). A failing command is rolled back alone and gets its error; each
     /// one that changed something gets the next LSN and a log entry written in the same transaction.
     /// A command whose failure took the whole transaction with it — a change interrupted by
-    /// <see cref="DatabaseSettings.MaxWriteTime"/> (SQLite then rolls back the transaction, not the statement), an
-    /// <c>OR ROLLBACK</c> conflict, <c>RAISE(ROLLBACK)</c> — gets its error and the group runs again
-    /// without it: nothing of the group was committed, and the others must not fail for it.
+    /// <see cref="DatabaseSettings.MaxWriteTime"/> (SQLite then rolls back the transaction, not the statement),
+    /// an <c>OR ROLLBACK</c> conflict — gets its error and the group runs again without it: nothing of the
+    /// group was committed, and the others must not fail for it. A storage error that ends the
+    /// transaction fails the whole group (Unavailable), as any failed commit does.
     /// </summary>
     public WriteOutcome[] ExecuteGroup(IReadOnlyList<WriteCommand> commands)
     {
@@ -278,6 +279,7 @@ internal sealed partial class NodeDatabase : IDisposable
         var epoch = _epoch;
         var nowMs = _time.GetUtcNow().ToUnixTimeMilliseconds();
         var historyAtBegin = _historyEpoch; // InsertLog moves it with a new epoch's first entry; a rollback moves it back
+        var (closedAtBegin, closersAtBegin) = (_closedSlots, _closedBy); // ChangeSlot changes them before the commit
         _writer.Run("BEGIN IMMEDIATE");
         try
         {
@@ -325,10 +327,14 @@ internal sealed partial class NodeDatabase : IDisposable
                     _writer.Run("RELEASE w");
                     outcomes[i] = new WriteOutcome(results, next, entry, null);
                 }
-                catch (NodeException ex) when (!_writer.InTransaction)
+                catch (NodeException ex) when (!_writer.InTransaction && ex.Code != NodeErrorCode.Unavailable)
                 {
-                    // SQLite rolled back the whole transaction: every command before this one is undone.
+                    // SQLite rolled back the whole transaction: every command before this one is undone, and
+                    // the next try must see the slots as they were before it (writes queued before a close
+                    // are applied).
                     Volatile.Write(ref _historyEpoch, historyAtBegin);
+                    Volatile.Write(ref _closedSlots, closedAtBegin);
+                    Volatile.Write(ref _closedBy, closersAtBegin);
                     dropped[i] = Failed(ex);
                     return null;
                 }
@@ -351,7 +357,7 @@ internal sealed partial class NodeDatabase : IDisposable
         {
             TryRollback(historyAtBegin);
             var failure = new NodeException(NodeErrorCode.Unavailable, "the commit failed: " + ex.Message);
-            return [.. commands.Select(_ => Failed(failure))];
+            return [.. commands.Select((_, i) => dropped[i] ?? Failed(failure))]; // a dropped write keeps its own error
         }
 
         _tail.Add(outcomes.Select(o => o.Entry).OfType<LogRecord>());
@@ -405,7 +411,7 @@ internal sealed partial class NodeDatabase : IDisposable
         var parts = new List<EntryPart>();
         ChangeCapture? capture = null;
         var limit = command.MaxTime ?? _settings.MaxWriteTime;
-        var deadline = limit > TimeSpan.Zero ? Stopwatch.GetTimestamp() + (long)(limit.TotalSeconds * Stopwatch.Frequency) : long.MaxValue;
+        var left = limit > TimeSpan.Zero ? (long)(limit.TotalSeconds * Stopwatch.Frequency) : long.MaxValue; // only row-changing statements spend it
         try
         {
             for (var i = 0; i < command.Statements.Count; i++)
@@ -436,9 +442,10 @@ internal sealed partial class NodeDatabase : IDisposable
 
                     _writer.Bind(prepared, statement.Parameters);
                     var before = _writer.TotalChanges;
-                    if (!prepared.IsDdl)
+                    var started = Stopwatch.GetTimestamp();
+                    if (!prepared.IsDdl && left != long.MaxValue)
                     {
-                        _writer.StartRunTimeLimit(deadline, limit, "write", command.MaxTime is null ? "--max-write-time" : "maxTimeMs");
+                        _writer.StartRunTimeLimit(started + Math.Max(left, 0), limit, "write", command.MaxTime is null ? "--max-write-time" : "maxTimeMs");
                     }
 
                     try
@@ -448,6 +455,10 @@ internal sealed partial class NodeDatabase : IDisposable
                     finally
                     {
                         _writer.EndRunTimeLimit();
+                        if (!prepared.IsDdl && left != long.MaxValue)
+                        {
+                            left -= Stopwatch.GetTimestamp() - started;
+                        }
                     }
 
                     results[i] = new StatementResult(_writer.TotalChanges - before, _writer.LastInsertRowId);

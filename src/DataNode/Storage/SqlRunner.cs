@@ -39,6 +39,7 @@ internal sealed class SqlRunner : IDisposable
     private string _limitFlag = "--max-query-time";
     private bool _userMode;
     private bool _sawDdl;
+    private bool _sawCreateTable;
     private string? _denied;
 
     public SqlRunner(SqliteConnection connection, bool readOnly)
@@ -179,6 +180,7 @@ internal sealed class SqlRunner : IDisposable
 
         _userMode = true;
         _sawDdl = false;
+        _sawCreateTable = false;
         _denied = null;
         int rc;
         sqlite3_stmt stmt;
@@ -407,10 +409,12 @@ internal sealed class SqlRunner : IDisposable
                 when _readOnly => "schema changes go to /execute on the master",
             CreateTable or DropTable or AlterTable when IsInternal(param0) => $"{param0} belongs to the node",
             CreateIndex or DropIndex when IsInternal(param1) => $"{param1} belongs to the node",
-            CreateIndex or CreateTable or CreateView or DropIndex or DropTable or DropView or AlterTable or Reindex or Analyze => MarkDdl(),
+            CreateTable => MarkCreateTable(),
+            CreateIndex or CreateView or DropIndex or DropTable or DropView or AlterTable or Reindex or Analyze => MarkDdl(),
             Insert or Update or Delete when _readOnly && !IsSchema(param0) => "reads cannot change data: send writes to /execute on the master",
             Insert or Update or Delete when IsInternal(param0) => $"{param0} belongs to the node",
             Insert or Update or Delete => null,
+            21 when _sawCreateTable => "CREATE TABLE … AS SELECT is not allowed: its table would have no PRIMARY KEY, which replication needs (and, being DDL, it would run with no time limit); create the table, then INSERT … SELECT",
             20 or 21 or 31 or 33 => null, // READ, SELECT, FUNCTION, RECURSIVE
             3 or 4 or 5 or 6 or 12 or 13 or 14 or 15 => "temporary tables, views and triggers are not allowed (they are not replicated)",
             7 or 16 => "triggers are not allowed: their effects are replicated as row changes and would apply twice",
@@ -430,6 +434,12 @@ internal sealed class SqlRunner : IDisposable
     {
         _sawDdl = true;
         return null;
+    }
+
+    private string? MarkCreateTable()
+    {
+        _sawCreateTable = true;
+        return MarkDdl();
     }
 
     private static bool IsInternal(string? table) => table is not null && table.StartsWith("_infra_", StringComparison.OrdinalIgnoreCase);

@@ -170,7 +170,7 @@ public sealed class DataNodeClient : IAsyncDisposable
             if (maxTime is { } limit)
             {
                 w.Write("maxTimeMs");
-                w.Write((long)limit.TotalMilliseconds);
+                w.Write((long)Math.Ceiling(limit.TotalMilliseconds)); // never 0 (no limit) for a limit under 1 ms
             }
 
             if (slot is { } s)
