@@ -201,6 +201,68 @@ public class MemoryPolicyTests
         Assert.Equal("*2[$maxmemory-policy,$allkeys-lfu]", await c.CallAsync("CONFIG", "GET", "maxmemory-policy"));
     }
 
+    [Fact]
+    public async Task Mset_under_noeviction_fits_all_its_pairs_together_or_stores_none()
+    {
+        // Found by a stress helper: each pair was checked alone, so one MSET of 4,000 × 12 KB into an
+        // empty store was accepted at 1.6 × maxmemory.
+        const long maxMemory = 64 * 1024;
+        await using var server = InProcessCacheServer.Start(maxMemory, EvictionPolicyKind.NoEviction, shards: 1);
+        using var c = await server.ConnectAsync();
+        var args = new List<string> { "MSET" };
+        for (var i = 0; i < 100; i++)
+        {
+            args.Add("k" + i.ToString(CultureInfo.InvariantCulture));
+            args.Add(new string('v', 1000));
+        }
+
+        Assert.Equal("-" + Errors.Oom, await c.CallAsync([.. args]));
+        Assert.Equal(":0", await c.CallAsync("DBSIZE"));
+        Assert.True(server.Store.Stats().UsedMemory <= maxMemory);
+
+        // Half as many pairs fit, and are stored.
+        Assert.Equal("+OK", await c.CallAsync([.. args.Take(1 + 2 * 40)]));
+        Assert.Equal(":40", await c.CallAsync("DBSIZE"));
+    }
+
+    [Fact]
+    public async Task Allkeys_lfu_still_finds_a_victim_when_few_keys_are_left_in_a_large_table()
+    {
+        // Found by a stress helper: after large values had evicted most of many small keys, 20 random
+        // samples over the whole (never shrinking) entry table missed every live entry and SET answered OOM.
+        await using var server = InProcessCacheServer.Start(2 * 1024 * 1024, EvictionPolicyKind.AllKeysLfu, shards: 1);
+        using var c = await server.ConnectAsync();
+        for (var i = 0; i < 20_000; i++)
+        {
+            await c.CallAsync("SET", "small:" + i.ToString(CultureInfo.InvariantCulture), "v");
+        }
+
+        var big = new string('b', 200_000);
+        for (var i = 0; i < 40; i++)
+        {
+            Assert.Equal("+OK", await c.CallAsync("SET", "big:" + i.ToString(CultureInfo.InvariantCulture), big));
+        }
+
+        Assert.True(server.Store.Stats().UsedMemory <= 2 * 1024 * 1024);
+    }
+
+    [Fact]
+    public async Task A_write_too_big_for_its_shard_is_refused_without_evicting_anything()
+    {
+        // Found by a stress helper: the shard evicted every key it had, then refused the write anyway.
+        await using var server = InProcessCacheServer.Start(1024 * 1024, EvictionPolicyKind.AllKeysLru, shards: 8);
+        using var c = await server.ConnectAsync();
+        for (var i = 0; i < 2000; i++)
+        {
+            Assert.Equal("+OK", await c.CallAsync("SET", "k:" + i.ToString(CultureInfo.InvariantCulture), new string('v', 100)));
+        }
+
+        var evicted = server.Store.Stats().Evicted;
+        Assert.Equal("-" + Errors.Oom, await c.CallAsync("SET", "huge", new string('h', 300_000))); // a shard's budget is 128 KB
+        Assert.Equal(":2000", await c.CallAsync("DBSIZE"));
+        Assert.Equal(evicted, server.Store.Stats().Evicted);
+    }
+
     private static async Task SetMaxMemoryToUsed(InProcessCacheServer server, Infra.Testing.RespConnection c) =>
         Assert.Equal("+OK", await c.CallAsync("CONFIG", "SET", "maxmemory", server.Store.Stats().UsedMemory.ToString(CultureInfo.InvariantCulture)));
 }

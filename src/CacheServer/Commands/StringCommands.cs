@@ -190,17 +190,24 @@ internal static class StringCommands
             }
         }
 
-        // All or nothing: make room for every pair first (Redis checks memory once, before running).
+        // All or nothing: make room for every pair first (Redis checks memory once, before running), each
+        // shard for the sum of its pairs, so that the pairs together fit, not each one alone.
+        var pending = new Dictionary<CacheShard, long>(ReferenceEqualityComparer.Instance);
         for (var i = 1; i < c.Count; i += 2)
         {
             var key = c.Arg(i);
             var hash = c.Store.HashOf(key);
             var shard = c.Store.ShardFor(hash);
             var index = shard.Find(key, hash, c.Now, Lookup.Write);
-            if (!ReserveOrOom(ref c, shard, index, key.Length, c.Arg(i + 1).Length))
+            var extra = ExtraCost(shard, index, key.Length, c.Arg(i + 1).Length);
+            var before = pending.GetValueOrDefault(shard);
+            if (!shard.Reserve(before + extra, index))
             {
+                c.Reply.Error(Errors.Oom);
                 return;
             }
+
+            pending[shard] = before + extra;
         }
 
         for (var i = 1; i < c.Count; i += 2)

@@ -95,6 +95,7 @@ internal abstract class SampledPolicy(EntryTable entries, Random random) : Evict
     private const int PoolSize = 16;
     private readonly (int Index, long Score, long Location)[] _pool = new (int, long, long)[PoolSize];
     private int _poolCount;
+    private int _cursor;
 
     protected Random Random { get; } = random;
 
@@ -116,6 +117,20 @@ internal abstract class SampledPolicy(EntryTable entries, Random random) : Evict
         for (var attempt = 0; attempt < Samples * 4 && added < Samples; attempt++)
         {
             var index = SampleVolatileOnly ? volatileKeys[Random.Next(population)] : Random.Next(population);
+            if (index != protect && Entries.IsLive(index))
+            {
+                Offer(index);
+                added++;
+            }
+        }
+
+        // Every sample missed: the table is sparse (a few live entries under a high-water mark that never
+        // comes down, e.g. after large values evicted many small ones). Walk on from where the last walk
+        // stopped for live candidates, so a policy that may evict never answers OOM while keys are there.
+        for (var n = 0; added == 0 && _poolCount == 0 && n < population; n++)
+        {
+            _cursor = (_cursor + 1) % population;
+            var index = SampleVolatileOnly ? volatileKeys[_cursor] : _cursor;
             if (index != protect && Entries.IsLive(index))
             {
                 Offer(index);

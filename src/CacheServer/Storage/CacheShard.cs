@@ -437,6 +437,11 @@ internal sealed class CacheShard
             return true;
         }
 
+        if (extra > Budget)
+        {
+            return false; // would not fit in the empty shard: refuse without evicting anything for it
+        }
+
         while (Used + extra > Budget)
         {
             var victim = _policy.SelectVictim(protect, _volatile.AsSpan(0, _volatileCount));
