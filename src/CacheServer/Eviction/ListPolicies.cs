@@ -124,21 +124,33 @@ internal abstract class SampledPolicy(EntryTable entries, Random random) : Evict
             }
         }
 
-        // Every sample missed: the table is sparse (a few live entries under a high-water mark that never
-        // comes down, e.g. after large values evicted many small ones). Walk on from where the last walk
-        // stopped for live candidates, so a policy that may evict never answers OOM while keys are there.
-        for (var n = 0; added == 0 && _poolCount == 0 && n < population; n++)
+        var victim = TakeBest(protect);
+        if (victim >= 0)
+        {
+            return victim;
+        }
+
+        // Every sample missed, and nothing in the pool is still there: the table is sparse (a few live
+        // entries under a high-water mark that never comes down, e.g. after large values evicted many small
+        // ones). Walk on from where the last walk stopped for a few live candidates, so a policy that may
+        // evict never answers OOM while keys are there.
+        for (int n = 0, found = 0; n < population && found < Samples; n++)
         {
             _cursor = (_cursor + 1) % population;
             var index = SampleVolatileOnly ? volatileKeys[_cursor] : _cursor;
             if (index != protect && Entries.IsLive(index))
             {
                 Offer(index);
-                added++;
+                found++;
             }
         }
 
-        // The best candidate that is still there and still the same key (its chunk unchanged).
+        return TakeBest(protect);
+    }
+
+    /// <summary>The best pooled candidate that is still there and still the same key (its chunk unchanged); -1 if none.</summary>
+    private int TakeBest(int protect)
+    {
         while (_poolCount > 0)
         {
             var (index, _, location) = _pool[0];
