@@ -192,22 +192,21 @@ internal static class StringCommands
 
         // All or nothing: make room for every pair first (Redis checks memory once, before running), each
         // shard for the sum of its pairs, so that the pairs together fit, not each one alone.
-        var pending = new Dictionary<CacheShard, long>(ReferenceEqualityComparer.Instance);
+        var shards = c.Store.ShardCount;
+        var pending = shards <= 256 ? stackalloc long[shards] : new long[shards];
         for (var i = 1; i < c.Count; i += 2)
         {
             var key = c.Arg(i);
             var hash = c.Store.HashOf(key);
             var shard = c.Store.ShardFor(hash);
             var index = shard.Find(key, hash, c.Now, Lookup.Write);
-            var extra = ExtraCost(shard, index, key.Length, c.Arg(i + 1).Length);
-            var before = pending.GetValueOrDefault(shard);
-            if (!shard.Reserve(before + extra, index))
+            ref var reserved = ref pending[c.Store.ShardIndexFor(hash)];
+            reserved += ExtraCost(shard, index, key.Length, c.Arg(i + 1).Length);
+            if (!shard.Reserve(reserved, index))
             {
                 c.Reply.Error(Errors.Oom);
                 return;
             }
-
-            pending[shard] = before + extra;
         }
 
         for (var i = 1; i < c.Count; i += 2)

@@ -196,7 +196,7 @@ public sealed class DataNodeClient : IAsyncDisposable
     }
 
     internal static ExecuteOutcome ReadExecute(byte[] body) =>
-        RpcAnswers.Read(body, ReadExecute, static reason => new DataException("BadAnswer", "the answer to execute is unreadable: " + reason));
+        RpcAnswers.Read("execute", body, ReadExecute, BadAnswer);
 
     private static ExecuteOutcome ReadExecute(ref MessagePackReader reader)
     {
@@ -260,7 +260,9 @@ public sealed class DataNodeClient : IAsyncDisposable
     }
 
     internal static QueryRows ReadRows(byte[] body) =>
-        RpcAnswers.Read(body, ReadRows, static reason => new DataException("BadAnswer", "the answer to query is unreadable: " + reason));
+        RpcAnswers.Read("query", body, ReadRows, BadAnswer);
+
+    internal static DataException BadAnswer(string message) => new("BadAnswer", message);
 
     private static QueryRows ReadRows(ref MessagePackReader reader)
     {

@@ -94,7 +94,7 @@ public sealed class ShardRouterClient : IAsyncDisposable
                 FrameRpcClient.WriteValue(ref w, statement);
             }
         });
-        return RpcAnswers.Read(body, ReadWrite, static reason => new DataException("BadAnswer", "the answer to execute is unreadable: " + reason));
+        return RpcAnswers.Read("execute", body, ReadWrite, DataNodeClient.BadAnswer);
     }
 
     private static RoutedWrite ReadWrite(ref MessagePackReader reader)
@@ -172,7 +172,7 @@ public sealed class ShardRouterClient : IAsyncDisposable
 
     /// <summary>The <c>shards</c> that answered a read and the <c>failedShards</c> ids (<c>[{shard, code, error}]</c>).</summary>
     private static (List<(string, string, long)> Shards, List<string> Failed) MessagePackShards(byte[] body) =>
-        RpcAnswers.Read(body, MessagePackShards, static reason => new DataException("BadAnswer", "the answer to query is unreadable: " + reason));
+        RpcAnswers.Read("query", body, MessagePackShards, DataNodeClient.BadAnswer);
 
     private static (List<(string, string, long)> Shards, List<string> Failed) MessagePackShards(ref MessagePackReader reader)
     {

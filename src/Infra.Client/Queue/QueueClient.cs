@@ -287,7 +287,7 @@ public sealed class QueueClient : IAsyncDisposable
     /// MessagePack exception once stopped a producer's pump for good: nothing caught it).
     /// </summary>
     private static T ReadAnswer<T>(string op, byte[] body, AnswerReader<T> read) =>
-        RpcAnswers.Read(body, read, reason => new QueueException("BadAnswer", $"the answer to {op} is unreadable: {reason}"));
+        RpcAnswers.Read(op, body, read, static message => new QueueException("BadAnswer", message));
 
     /// <summary>Sends one request; the answer's result (MessagePack) when it is "ok".</summary>
     private Task<byte[]> SendRawAsync(string op, Dictionary<string, object?> args, TimeSpan serverWait = default) =>

@@ -10,11 +10,12 @@ internal delegate T AnswerReader<T>(ref MessagePackReader reader);
 internal static class RpcAnswers
 {
     /// <summary>
-    /// An answer's result read with <paramref name="read"/>; one that is not laid out as expected (a bug on
-    /// the other side, a peer that is not ours) is the client's own error (<paramref name="unreadable"/>,
-    /// given the reason) — never a MessagePack exception its callers' error handling does not expect.
+    /// The answer to <paramref name="op"/> read with <paramref name="read"/>; one that is not laid out as
+    /// expected (a bug on the other side, a peer that is not ours) is the client's own error
+    /// (<paramref name="unreadable"/>, given the message) — never a MessagePack exception its callers'
+    /// error handling does not expect. Callers pass static lambdas: nothing is allocated per answer.
     /// </summary>
-    public static T Read<T>(byte[] body, AnswerReader<T> read, Func<string, Exception> unreadable)
+    public static T Read<T>(string op, byte[] body, AnswerReader<T> read, Func<string, Exception> unreadable)
     {
         try
         {
@@ -23,7 +24,7 @@ internal static class RpcAnswers
         }
         catch (Exception ex) when (MessagePackValues.IsMalformed(ex) || ex is InvalidDataException or InvalidCastException)
         {
-            throw unreadable(ex.Message);
+            throw unreadable($"the answer to {op} is unreadable: {ex.Message}");
         }
     }
 }

@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using System.Text.Encodings.Web;
 using System.Text.Json;
 using Microsoft.AspNetCore.Http;
@@ -49,12 +50,21 @@ public static class JsonHttp
         return document;
     }
 
+    /// <summary>
+    /// Decodes (and so checks) only the strings and names with escapes: one without a backslash is the
+    /// UTF-8 the parser already validated, and decoding every string of every request would allocate
+    /// each one a second time.
+    /// </summary>
     private static void CheckText(JsonElement element)
     {
         switch (element.ValueKind)
         {
             case JsonValueKind.String:
-                _ = element.GetString();
+                if (JsonMarshal.GetRawUtf8Value(element).Contains((byte)'\\'))
+                {
+                    _ = element.GetString();
+                }
+
                 break;
             case JsonValueKind.Array:
                 foreach (var item in element.EnumerateArray())
@@ -66,7 +76,11 @@ public static class JsonHttp
             case JsonValueKind.Object:
                 foreach (var property in element.EnumerateObject())
                 {
-                    _ = property.Name;
+                    if (JsonMarshal.GetRawUtf8PropertyName(property).Contains((byte)'\\'))
+                    {
+                        _ = property.Name;
+                    }
+
                     CheckText(property.Value);
                 }
 
