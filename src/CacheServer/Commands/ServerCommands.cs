@@ -270,6 +270,7 @@ internal static class ServerCommands
             ("used_memory_rss", process.WorkingSet64),
             ("used_memory_rss_human", Human(process.WorkingSet64)),
             ("used_memory_dataset_reserved", c.Store.ReservedBytes()),
+            ("slab_pages_moved", c.Store.SlabPagesMoved()),
             ("maxmemory", c.Store.MaxMemory),
             ("maxmemory_human", Human(c.Store.MaxMemory)),
             ("maxmemory_policy", EvictionPolicies.Name(c.Store.Policy)),

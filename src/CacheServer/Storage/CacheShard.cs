@@ -30,7 +30,7 @@ internal enum Removal
 /// values in slab chunks, a list of the keys that have a TTL (for active expiry and volatile
 /// policies), an eviction policy and a memory budget. Not thread-safe: callers hold <see cref="Lock"/>.
 /// </summary>
-internal sealed class CacheShard
+internal sealed class CacheShard : ISlabOwner
 {
     /// <summary>What an entry costs beyond its chunk: the 40-byte entry and its share of the index.</summary>
     public const int EntryOverhead = 48;
@@ -43,7 +43,8 @@ internal sealed class CacheShard
     private const int ChunkHeader = 8;
 
     private readonly EntryTable _entries = new();
-    private readonly SlabAllocator _slab = new();
+    private readonly SlabAllocator _slab;
+    private readonly ulong _hashSeed;
     private readonly Dictionary<int, object> _objects = [];
     private readonly bool _countEntries;
     private int[] _buckets = new int[16];
@@ -54,8 +55,11 @@ internal sealed class CacheShard
     private readonly AdaptiveSettings? _adaptiveSettings;
 
     /// <param name="countEntries">Charge 1 per entry instead of bytes (the trace simulator).</param>
-    public CacheShard(EvictionPolicyKind policy, long budget, Random random, bool countEntries = false, AdaptiveSettings? adaptive = null)
+    /// <param name="hashSeed">The seed the callers hash keys with (the slabs look entries up by key when they move a chunk).</param>
+    public CacheShard(EvictionPolicyKind policy, long budget, Random random, bool countEntries = false, AdaptiveSettings? adaptive = null, ulong hashSeed = 0)
     {
+        _slab = new SlabAllocator(this);
+        _hashSeed = hashSeed;
         _adaptiveSettings = adaptive;
         _countEntries = countEntries;
         Budget = budget;
@@ -87,6 +91,12 @@ internal sealed class CacheShard
     public long Expired { get; private set; }
 
     public EvictionPolicy Policy => _policy;
+
+    /// <summary>Slab pages that changed size class, and the live chunks moved to free them.</summary>
+    public (long Pages, long Chunks) SlabMoves => (_slab.PagesMoved, _slab.ChunksMoved);
+
+    /// <summary>Bytes of slab pages (entry data; a part of <see cref="ReservedBytes"/>).</summary>
+    public long SlabBytes => _slab.ReservedBytes;
 
     /// <summary>Bytes reserved from the runtime for this shard's tables and pages.</summary>
     public long ReservedBytes => _entries.ReservedBytes + _slab.ReservedBytes + (_buckets.Length * 4L) + (_volatile.Length * 4L);
@@ -238,6 +248,32 @@ internal sealed class CacheShard
         var keyLength = BinaryPrimitives.ReadInt32LittleEndian(header);
         return keyLength == key.Length && _slab.Span(location + ChunkHeader, keyLength).SequenceEqual(key);
     }
+
+    int ISlabOwner.OwnerOf(long handle)
+    {
+        var keyLength = BinaryPrimitives.ReadInt32LittleEndian(_slab.Span(handle, 4));
+        if ((uint)keyLength > MaxKeyLength)
+        {
+            return -1;
+        }
+
+        var hash = (int)Infra.Core.Placement.XxHash64.Hash(_slab.Span(handle + ChunkHeader, keyLength), _hashSeed);
+        var node = _buckets[hash & (_buckets.Length - 1)];
+        while (node != 0)
+        {
+            ref var entry = ref _entries.At(node - 1);
+            if (entry.Location == handle)
+            {
+                return node - 1;
+            }
+
+            node = entry.Next;
+        }
+
+        return -1;
+    }
+
+    void ISlabOwner.Moved(int owner, long handle) => _entries.At(owner).Location = handle;
 
     // ---- Accessors --------------------------------------------------------------------------------
 

@@ -44,7 +44,7 @@ internal sealed class CacheStore : IDisposable
         _shards = new CacheShard[shards];
         for (var i = 0; i < shards; i++)
         {
-            _shards[i] = new CacheShard(policy, ShardBudget(maxMemory, shards), new Random(unchecked((int)_hashSeed) + i));
+            _shards[i] = new CacheShard(policy, ShardBudget(maxMemory, shards), new Random(unchecked((int)_hashSeed) + i), hashSeed: _hashSeed);
             _shards[i].SetBudget(ShardBudget(maxMemory, shards));
         }
 
@@ -125,6 +125,21 @@ internal sealed class CacheStore : IDisposable
             lock (shard.Lock)
             {
                 total += shard.ReservedBytes;
+            }
+        }
+
+        return total;
+    }
+
+    /// <summary>Slab pages that moved to another size class (INFO's slab_pages_moved).</summary>
+    public long SlabPagesMoved()
+    {
+        long total = 0;
+        foreach (var shard in _shards)
+        {
+            lock (shard.Lock)
+            {
+                total += shard.SlabMoves.Pages;
             }
         }
 
