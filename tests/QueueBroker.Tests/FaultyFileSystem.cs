@@ -27,6 +27,9 @@ internal sealed class FaultyFileSystem : ILogFileSystem
 
     public int DirectorySyncs { get; private set; }
 
+    /// <summary>Bytes read from files so far.</summary>
+    public long BytesRead { get; private set; }
+
     /// <summary>When set and true for a path, fsync of that file throws an IOException (EIO).</summary>
     public Func<string, bool>? FailSync { get; set; }
 
@@ -311,6 +314,7 @@ internal sealed class FaultyFileSystem : ILogFileSystem
             lock (fs._lock)
             {
                 var count = (int)Math.Max(0, Math.Min(buffer.Length, file.Length - position));
+                fs.BytesRead += count;
                 for (var i = 0; i < count; i++)
                 {
                     buffer[i] = position + i < file.Data.Count ? file.Data[(int)position + i] : (byte)0;

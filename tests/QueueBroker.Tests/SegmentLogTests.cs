@@ -561,6 +561,86 @@ public sealed class SegmentLogTests
     }
 
     [Fact]
+    public async Task A_read_at_the_head_starts_from_the_sparse_index_not_the_segment_start()
+    {
+        // The index of a new segment stayed empty (an overflow in its spacing check), so every read scanned
+        // the active segment from its first byte: a consumer at the head paid for the whole segment.
+        var fs = new FaultyFileSystem();
+        var log = Open(fs);
+        var appends = Enumerable.Range(0, 2000).Select(i => log.Append([Message($"message {i:D5} " + new string('x', 40))])).ToList();
+        await Task.WhenAll(appends.Select(a => a.Durable));
+        Assert.Equal(1, log.SegmentCount);
+
+        long ReadCost(SegmentLog from, long offset)
+        {
+            var before = fs.BytesRead;
+            Assert.Equal($"message {offset:D5} " + new string('x', 40), Encoding.UTF8.GetString(from.Read(offset, 1, 1000)[0].Payload));
+            return fs.BytesRead - before;
+        }
+
+        // 256-byte index spacing: a read starts at most one interval (plus a batch) before its offset, and
+        // reads on in chunks of 16 KB at least (the whole log is ~150 KB).
+        Assert.InRange(ReadCost(log, 1999), 1, 2 * 256);
+        Assert.InRange(ReadCost(log, 1000), 1, 16 * 1024);
+        Assert.True(fs.ReadAll(Dir + "/" + "00000000000000000000.index")!.Length > 0, "the index file has no entry");
+
+        // After a restart: the index is loaded from its file, or rebuilt by recovery's scan.
+        await log.DisposeAsync();
+        var reopened = Open(fs);
+        Assert.InRange(ReadCost(reopened, 1999), 1, 2 * 256);
+        await reopened.DisposeAsync();
+        var rebuilt = fs.Crash(machine: true);
+        foreach (var index in rebuilt.Files().Where(f => f.EndsWith(".index", StringComparison.Ordinal)))
+        {
+            rebuilt.Tear(index, 0);
+        }
+
+        fs = rebuilt;
+        await using var recovered = Open(rebuilt);
+        Assert.InRange(ReadCost(recovered, 1999), 1, 2 * 256);
+    }
+
+    [Fact]
+    public async Task Index_entries_past_a_torn_tail_are_dropped_and_new_appends_there_read_back_by_offset()
+    {
+        var fs = new FaultyFileSystem();
+        var log = Open(fs);
+        for (var i = 0; i < 100; i++)
+        {
+            await AppendAsync(log, $"old {i:D4} " + new string('o', 30));
+        }
+
+        await log.DisposeAsync(); // the recovery point: after message 99
+        log = Open(fs);
+        for (var i = 100; i < 400; i++)
+        {
+            await AppendAsync(log, $"old {i:D4} " + new string('o', 30));
+        }
+
+        // The process dies; the last writes are torn: the log loses its tail, the index file keeps
+        // entries for offsets that will now be given to other batches at other positions.
+        var after = fs.Crash(machine: false);
+        var segment = Last(after);
+        var index = segment.Replace(".log", ".index", StringComparison.Ordinal);
+        var indexBefore = after.Length(index);
+        after.Tear(segment, after.Length(segment) * 2 / 3 + 17);
+        await using var reopened = Open(after);
+        Assert.True(after.Length(index) < indexBefore, "the index file still holds entries past the cut");
+        var kept = reopened.CommittedEnd;
+        Assert.InRange(kept, 100, 399);
+        for (var i = kept; i < kept + 300; i++)
+        {
+            await AppendAsync(reopened, $"new {i:D4} " + new string('n', 7));
+        }
+
+        for (var i = 0L; i < kept + 300; i++)
+        {
+            var expected = i < kept ? $"old {i:D4} " + new string('o', 30) : $"new {i:D4} " + new string('n', 7);
+            Assert.Equal(expected, Encoding.UTF8.GetString(reopened.Read(i, 1, 1000)[0].Payload));
+        }
+    }
+
+    [Fact]
     public async Task A_lost_index_is_rebuilt_from_the_log()
     {
         var fs = new FaultyFileSystem();

@@ -187,8 +187,13 @@ internal sealed partial class SegmentLog : IAsyncDisposable
                 segments.Add(trusted);
                 trusted.Size = trusted.File.Length;
                 trusted.NextOffset = bases[i + 1];
-                if (!trusted.TryLoadIndex(trusted.Size))
+                if (trusted.TryLoadIndex(trusted.Size))
                 {
+                    ExtendIndex(trusted, trusted.Size, settings);
+                }
+                else
+                {
+                    trusted.ResetIndex();
                     RebuildIndex(trusted, 0, trusted.Size, settings);
                 }
             }
@@ -231,10 +236,17 @@ internal sealed partial class SegmentLog : IAsyncDisposable
 
                 segment.ResetIndex();
             }
-            else if (!segment.TryLoadIndex(length))
+            else
             {
-                segment.ResetIndex();
-                RebuildIndex(segment, 0, position, settings);
+                if (segment.TryLoadIndex(position))
+                {
+                    ExtendIndex(segment, position, settings); // up to the recovery point; the scan below goes on
+                }
+                else
+                {
+                    segment.ResetIndex();
+                    RebuildIndex(segment, 0, position, settings);
+                }
             }
 
             segment.Size = position;
@@ -328,6 +340,23 @@ internal sealed partial class SegmentLog : IAsyncDisposable
 
         segments[^1].File.Sync();
         return expected;
+    }
+
+    /// <summary>
+    /// Indexes what a loaded index file did not cover, from its last entry up to <paramref name="to"/>
+    /// (headers only). A damaged batch just ends it there: the index is a hint, and the read that reaches
+    /// the damage checks every batch and stops the partition loudly.
+    /// </summary>
+    private static void ExtendIndex(Segment segment, long to, LogSettings settings)
+    {
+        var size = segment.Size; // Track moves it; only a clean end of the data may change it (damage must stay within reach of reads)
+        var (end, outcome) = Scan(segment.File, segment.LastIndexedPosition, to, settings.MaxBatchBytes, verify: false, 64 * 1024,
+            (in BatchHeader header, long at, ReadOnlySpan<byte> _) =>
+            {
+                segment.Track(header.BaseOffset, header.Count, at, header.TotalSize);
+                return true;
+            });
+        segment.Size = outcome == BatchCheck.End ? end : size;
     }
 
     private static void RebuildIndex(Segment segment, long from, long to, LogSettings settings)
@@ -496,7 +525,8 @@ internal sealed partial class SegmentLog : IAsyncDisposable
         return result;
     }
 
-    private void ThrowIfStopped()
+    /// <summary>PartitionFailed once the log stopped, ShuttingDown once it is closing.</summary>
+    public void ThrowIfStopped()
     {
         if (_failure is not null)
         {
