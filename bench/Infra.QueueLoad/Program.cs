@@ -26,6 +26,7 @@ var phase = options.GetValueOrDefault("phase", "produce");
 var topic = options.GetValueOrDefault("topic", "bench");
 var fetchMax = int.Parse(options.GetValueOrDefault("fetch-max", "5000"), CultureInfo.InvariantCulture);
 OurBroker.FetchWaitMs = int.Parse(options.GetValueOrDefault("fetch-wait-ms", "200"), CultureInfo.InvariantCulture);
+OurBroker.Push = options.GetValueOrDefault("consumer", "push") == "push"; // --consumer fetch: long-poll fetches instead
 var connections = Math.Max(1, Math.Min(producers, int.Parse(options.GetValueOrDefault("connections", "16"), CultureInfo.InvariantCulture)));
 
 IBroker broker = target switch
@@ -135,6 +136,9 @@ internal sealed class OurBroker(QueueClient[] clients, QueueProducer[] batchers,
 {
     public static int FetchWaitMs { get; set; } = 200;
 
+    /// <summary>The tail reads through a push subscription (as JetStream's consumer is pushed to), not fetches.</summary>
+    public static bool Push { get; set; } = true;
+
     public static async Task<IBroker> ConnectAsync(string host, int port, string topic, int connections, int fetchMax, bool batching = false)
     {
         var clients = await Task.WhenAll(Enumerable.Range(0, connections).Select(_ => QueueClient.ConnectAsync(host, port)));
@@ -156,6 +160,23 @@ internal sealed class OurBroker(QueueClient[] clients, QueueProducer[] batchers,
     public async Task<List<double>> ConsumeLatenciesAsync(CancellationToken stop)
     {
         var latencies = new List<double>();
+        if (Push)
+        {
+            await using var subscription = await reader.SubscribeAsync(topic, 0, offset: -1, window: fetchMax);
+            try
+            {
+                while (true)
+                {
+                    var m = await subscription.ReadAsync(stop);
+                    latencies.Add((DateTime.UtcNow.Ticks - BinaryPrimitives.ReadInt64LittleEndian(m.Payload)) / (double)TimeSpan.TicksPerMillisecond);
+                }
+            }
+            catch (OperationCanceledException)
+            {
+                return latencies;
+            }
+        }
+
         var (_, ends) = await reader.MetadataAsync(topic);
         var offset = ends[0];
         while (!stop.IsCancellationRequested)

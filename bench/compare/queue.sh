@@ -6,7 +6,9 @@
 #   produce: N concurrent producers, each with one acknowledged 100-byte message in flight, for S s
 #            (N = 1, 64, 256); rate = acknowledged messages/s, p50/p99 produce latency
 #   e2e:     64 producers (one process) while one consumer (another process) reads the new messages:
-#            produce→consume latency of every message
+#            produce→consume latency of every message. Ours reads through a push subscription (the
+#            broker sends committed messages; JetStream's consumer is pushed to as well); the load
+#            generator's --consumer fetch reads with long-poll fetches instead
 #   consume: read back everything the 64-producer run wrote
 #
 #   bash bench/compare/queue.sh [runs=3] [seconds=10]

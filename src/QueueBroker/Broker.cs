@@ -217,7 +217,28 @@ internal sealed partial class Broker : IAsyncDisposable
         }
     }
 
-    private void Consumed(string topic, IEnumerable<StoredMessage> messages)
+    /// <summary>
+    /// The log a push subscription reads and the offset it starts at: <paramref name="offset"/>, or the
+    /// committed end when it is negative (new messages only). Outside the log: OffsetOutOfRange.
+    /// </summary>
+    public (SegmentLog Log, long Start) Subscribe(string topicName, int partition, long offset)
+    {
+        var log = Topics.Get(topicName).Partition(partition).Log;
+        if (offset < 0)
+        {
+            return (log, log.CommittedEnd);
+        }
+
+        if (offset < log.StartOffset || offset > log.CommittedEnd)
+        {
+            throw new BrokerException(ErrorCode.OffsetOutOfRange, $"offset {offset} is outside the log [{log.StartOffset}, {log.CommittedEnd}]");
+        }
+
+        return (log, offset);
+    }
+
+    /// <summary>Counts messages sent to consumers (fetches, deliveries, pushes).</summary>
+    public void Consumed(string topic, IEnumerable<StoredMessage> messages)
     {
         long count = 0, bytes = 0;
         foreach (var message in messages)

@@ -39,6 +39,33 @@ internal sealed class FramePeer(Socket socket)
         return ids;
     }
 
+    /// <summary>The whole requests one receive completed, with their arguments as plain objects; null once the client closed.</summary>
+    public async Task<List<(long Id, string Op, Dictionary<string, object?> Args)>?> ReadRequestArgsAsync()
+    {
+        var read = await socket.ReceiveAsync(_buffer);
+        if (read == 0)
+        {
+            return null;
+        }
+
+        _received.Write(_buffer.AsSpan(0, read));
+        var pending = new ReadOnlySequence<byte>(_received.WrittenMemory);
+        var requests = new List<(long, string, Dictionary<string, object?>)>();
+        while (Frames.TryRead(ref pending, 1 << 20, out var body, out _) == FrameStatus.Complete)
+        {
+            var parts = (List<object?>)MessagePackValues.ReadWhole(body)!;
+            requests.Add(((long)parts[0]!, (string)parts[1]!, parts.Count > 2 && parts[2] is Dictionary<string, object?> args ? args : []));
+        }
+
+        var rest = pending.ToArray();
+        _received.ResetWrittenCount();
+        _received.Write(rest);
+        return requests;
+    }
+
+    /// <summary>Any frame: <c>[id, status, body]</c>.</summary>
+    public async Task SendAsync(long id, string status, MessagePackBody body) => await socket.SendAsync(Frames.Build(id, status, body));
+
     /// <summary>An "ok" answer with <paramref name="result"/>.</summary>
     public async Task AnswerAsync(long id, MessagePackBody result) => await socket.SendAsync(Frames.Build(id, "ok", result));
 

@@ -611,6 +611,210 @@ public sealed class QueueBrokerTests : IDisposable
         Assert.Empty(await resumed.PollAsync(TimeSpan.FromMilliseconds(200))); // everything was committed
     }
 
+    [Fact]
+    public async Task A_push_subscription_streams_the_backlog_then_new_messages_in_order_through_a_small_window()
+    {
+        await using var broker = await QueueBrokerProcess.StartAsync(_dataDir);
+        await using var client = await broker.ConnectAsync();
+        await client.CreateTopicAsync("feed", 2);
+        for (var i = 0; i < 50; i++)
+        {
+            await client.ProduceAsync("feed", Encoding.UTF8.GetBytes($"m{i}"), partition: 1);
+        }
+
+        // Windows of 8 messages and 300 bytes: the stream moves only as the reader credits it.
+        await using var subscription = await client.SubscribeAsync("feed", 1, offset: 0, window: 8, windowBytes: 300);
+        Assert.Equal(0, subscription.StartOffset);
+        var producing = Task.Run(async () =>
+        {
+            await using var producer = await broker.ConnectAsync();
+            for (var i = 50; i < 550; i++)
+            {
+                await producer.ProduceAsync("feed", Encoding.UTF8.GetBytes($"m{i}"), partition: 1);
+            }
+        });
+        for (var i = 0; i < 550; i++)
+        {
+            var message = await subscription.ReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.Equal((i, 1, $"m{i}"), (message.Offset, message.Partition, Encoding.UTF8.GetString(message.Payload)));
+        }
+
+        await producing;
+
+        // Without an offset: only what is committed from now on.
+        await using var tail = await client.SubscribeAsync("feed", 1);
+        Assert.Equal(550, tail.StartOffset);
+        await client.ProduceAsync("feed", "after"u8.ToArray(), partition: 1);
+        var next = await tail.ReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal((550L, "after"), (next.Offset, Encoding.UTF8.GetString(next.Payload)));
+        Assert.Equal(550, subscription.Position);
+    }
+
+    [Fact]
+    public async Task Push_subscription_requests_that_make_no_sense_get_typed_errors_and_a_stalled_reader_gets_no_more_than_its_window()
+    {
+        await using var broker = await QueueBrokerProcess.StartAsync(_dataDir);
+        await using var client = await broker.ConnectAsync();
+        await client.CreateTopicAsync("w", 1);
+        for (var i = 0; i < 30; i++)
+        {
+            await client.ProduceAsync("w", Encoding.UTF8.GetBytes($"m{i}"), partition: 0);
+        }
+
+        async Task<string> Refused(string op, Dictionary<string, object?> args) =>
+            (await Assert.ThrowsAsync<QueueException>(() => client.SendAsync(op, args))).Code;
+        Assert.Equal("UnknownTopic", await Refused("subscribe", new() { ["topic"] = "nope", ["partition"] = 0 }));
+        Assert.Equal("UnknownPartition", await Refused("subscribe", new() { ["topic"] = "w", ["partition"] = 3 }));
+        Assert.Equal("OffsetOutOfRange", await Refused("subscribe", new() { ["topic"] = "w", ["partition"] = 0, ["offset"] = 31L }));
+        Assert.Equal("BadRequest", await Refused("subscribe", new() { ["topic"] = "w", ["partition"] = 0, ["window"] = 0 }));
+        Assert.Equal("BadRequest", await Refused("subscribe", new() { ["topic"] = "w", ["partition"] = 0, ["windowBytes"] = (64 << 20) + 1 }));
+        Assert.Equal("BadRequest", await Refused("credit", new() { ["subscription"] = 12345L, ["upTo"] = 1L }));
+        Assert.Equal("BadRequest", await Refused("unsubscribe", new() { ["subscription"] = 12345L }));
+
+        // By hand on a raw connection: window 10 and no credit — 10 messages, then nothing.
+        using var raw = new TcpClient();
+        await raw.ConnectAsync("127.0.0.1", broker.Port);
+        var stream = raw.GetStream();
+        await SendRequestAsync(stream, 1, "subscribe", new() { ["topic"] = "w", ["partition"] = 0, ["offset"] = 0L, ["window"] = 10 });
+        var offsets = new List<long>();
+        var answered = new HashSet<long>();
+        async Task ReadUntilAnswered(long id)
+        {
+            while (!answered.Contains(id))
+            {
+                var frame = (List<object?>)Infra.Core.Framing.MessagePackValues.ReadWhole(new System.Buffers.ReadOnlySequence<byte>(await ReadAnswerBodyAsync(stream)))!;
+                var status = (string)frame[1]!;
+                if (status == "push")
+                {
+                    Assert.Equal(1L, (long)frame[0]!);
+                    offsets.AddRange(((List<object?>)((Dictionary<string, object?>)frame[2]!)["messages"]!).Select(m => (long)((List<object?>)m!)[0]!));
+                }
+                else
+                {
+                    Assert.True(status == "ok", $"request {frame[0]}: {status}: {frame[2]}");
+                    answered.Add((long)frame[0]!);
+                }
+            }
+        }
+
+        async Task PingUntil(int count, long firstId)
+        {
+            var deadline = DateTime.UtcNow.AddSeconds(30);
+            for (var id = firstId; offsets.Count < count; id++)
+            {
+                Assert.True(DateTime.UtcNow < deadline, $"pushed so far: {string.Join(",", offsets)}");
+                await Task.Delay(5);
+                await SendRequestAsync(stream, id, "ping", []);
+                await ReadUntilAnswered(id);
+            }
+        }
+
+        await ReadUntilAnswered(1);
+        await PingUntil(10, 100);
+
+        await Task.Delay(300); // a broker that ignored the window would have pushed the other 20 by now
+        await SendRequestAsync(stream, 2, "ping", []);
+        await ReadUntilAnswered(2);
+        Assert.Equal(Enumerable.Range(0, 10).Select(i => (long)i), offsets);
+
+        // A credit past what was sent is refused; one up to 10 lets exactly 10 more through.
+        await SendRequestAsync(stream, 3, "credit", new() { ["subscription"] = 1L, ["upTo"] = 11L });
+        Assert.Contains("BadRequest", await ReadAnswerAsync(stream), StringComparison.Ordinal);
+        await SendRequestAsync(stream, 4, "credit", new() { ["subscription"] = 1L, ["upTo"] = 10L });
+        await ReadUntilAnswered(4);
+        await PingUntil(20, 100_000);
+
+        await Task.Delay(300);
+        await SendRequestAsync(stream, 5, "unsubscribe", new() { ["subscription"] = 1L });
+        await ReadUntilAnswered(5);
+        Assert.Equal(Enumerable.Range(0, 20).Select(i => (long)i), offsets);
+
+        // After the unsubscribe's answer nothing more comes for it, even with room and new messages.
+        await client.ProduceAsync("w", "late"u8.ToArray(), partition: 0);
+        await Task.Delay(200);
+        await SendRequestAsync(stream, 6, "ping", []);
+        await ReadUntilAnswered(6);
+        Assert.Equal(20, offsets.Count);
+
+        // 256 subscriptions per connection; the next is Busy, and the connection and broker go on.
+        await using var many = await broker.ConnectAsync();
+        var subscriptions = new List<QueueSubscription>();
+        for (var i = 0; i < 256; i++)
+        {
+            subscriptions.Add(await many.SubscribeAsync("w", 0));
+        }
+
+        Assert.Equal("Busy", (await Assert.ThrowsAsync<QueueException>(() => many.SubscribeAsync("w", 0))).Code);
+        await subscriptions[0].DisposeAsync();
+        await using var again = await many.SubscribeAsync("w", 0);
+        await many.PingAsync();
+        Assert.False(broker.Process.HasExited);
+    }
+
+    [Fact]
+    public async Task A_subscription_whose_broker_is_killed_ends_with_ConnectionLost_and_a_new_one_resumes_where_it_read_to()
+    {
+        await using (var broker = await QueueBrokerProcess.StartAsync(_dataDir))
+        {
+            await using var client = await broker.ConnectAsync();
+            await client.CreateTopicAsync("k", 1);
+            for (var i = 0; i < 20; i++)
+            {
+                await client.ProduceAsync("k", Encoding.UTF8.GetBytes($"m{i}"), partition: 0);
+            }
+
+            await using var subscription = await client.SubscribeAsync("k", 0, offset: 0);
+            for (var i = 0; i < 12; i++)
+            {
+                await subscription.ReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+            }
+
+            Assert.Equal(12, subscription.Position);
+            broker.Process.Kill();
+            var error = await Assert.ThrowsAsync<QueueException>(async () =>
+            {
+                while (true)
+                {
+                    await subscription.ReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+                }
+            });
+            Assert.Equal("ConnectionLost", error.Code);
+        }
+
+        await using var restarted = await QueueBrokerProcess.StartAsync(_dataDir);
+        await using var reader = await restarted.ConnectAsync();
+        await using var resumed = await reader.SubscribeAsync("k", 0, offset: 12);
+        for (var i = 12; i < 20; i++)
+        {
+            Assert.Equal($"m{i}", Encoding.UTF8.GetString((await resumed.ReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30))).Payload));
+        }
+    }
+
+    private static Task SendRequestAsync(NetworkStream stream, long id, string op, Dictionary<string, object?> args)
+    {
+        var frame = Infra.Core.Framing.Frames.Build(id, op, (ref MessagePack.MessagePackWriter w) =>
+        {
+            w.WriteMapHeader(args.Count);
+            foreach (var (name, value) in args)
+            {
+                w.Write(name);
+                switch (value)
+                {
+                    case long l:
+                        w.Write(l);
+                        break;
+                    case int n:
+                        w.Write(n);
+                        break;
+                    default:
+                        w.Write((string)value!);
+                        break;
+                }
+            }
+        });
+        return stream.WriteAsync(frame).AsTask();
+    }
+
     /// <summary>
     /// POSTs a body the broker refuses by its Content-Length. With "Expect: 100-continue" (as curl sends
     /// for large bodies) the answer comes before the body is sent; without it the broker's early 413 and

@@ -30,7 +30,16 @@ public sealed class QueueException : Exception
         Code = "ConnectionLost";
     }
 
+    private QueueException(string code, string message, Exception innerException)
+        : base(message, innerException)
+    {
+        Code = code;
+    }
+
     public string Code { get; }
+
+    /// <summary>A new exception like this one (same code and message), for a stream that throws it to every later read.</summary>
+    internal QueueException Again() => new(Code, Message, this);
 
     /// <summary>True for errors worth retrying as they are: Busy, a lost connection, a broker shutting down.</summary>
     public bool IsTransient => Code is "Busy" or "ConnectionLost" or "ShuttingDown";
@@ -173,28 +182,78 @@ public sealed class QueueClient : IAsyncDisposable
             ["maxBytes"] = maxBytes,
             ["waitMs"] = (int)wait.TotalMilliseconds,
         }, wait);
-        return ReadAnswer("fetch", body, (ref MessagePackReader reader) =>
+        return ReadAnswer("fetch", body, (ref MessagePackReader reader) => ReadMessages(ref reader, partition));
+    }
+
+    /// <summary>
+    /// Opens a push subscription to one partition from <paramref name="offset"/> (negative: only messages
+    /// committed from now on); see <see cref="QueueSubscription"/>. The broker keeps at most
+    /// <paramref name="window"/> messages and about <paramref name="windowBytes"/> bytes in flight past what was read.
+    /// </summary>
+    public async Task<QueueSubscription> SubscribeAsync(string topic, int partition, long offset = -1, int window = 1000, int windowBytes = 4 << 20)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(window, 1);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(window, 100_000);
+        ArgumentOutOfRangeException.ThrowIfLessThan(windowBytes, 1);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(windowBytes, 64 << 20);
+        var subscription = new QueueSubscription(_rpc, topic, partition, window, windowBytes);
+        var (id, body) = await _rpc.SubscribeAsync("subscribe", (ref MessagePackWriter w) =>
         {
-            var messages = new List<QueueMessage>();
+            w.WriteMapHeader(5);
+            w.Write("topic");
+            w.Write(topic);
+            w.Write("partition");
+            w.Write(partition);
+            w.Write("offset");
+            w.Write(offset);
+            w.Write("window");
+            w.Write(window);
+            w.Write("windowBytes");
+            w.Write(windowBytes);
+        }, subscription);
+        var start = ReadAnswer("subscribe", body, static (ref MessagePackReader reader) =>
+        {
+            long? at = null;
             for (var fields = reader.ReadMapHeader(); fields > 0; fields--)
             {
-                if (reader.ReadString() != "messages")
+                if (reader.ReadString() == "offset")
+                {
+                    at = reader.ReadInt64();
+                }
+                else
                 {
                     reader.Skip();
-                    continue;
-                }
-
-                for (var count = reader.ReadArrayHeader(); count > 0; count--)
-                {
-                    reader.ReadArrayHeader();
-                    var at = reader.ReadInt64();
-                    var timestamp = reader.ReadInt64();
-                    messages.Add(ReadMessage(ref reader, partition, at, timestamp));
                 }
             }
 
-            return messages;
+            return at ?? throw new InvalidDataException("the answer has no offset");
         });
+        subscription.Opened(id, start);
+        return subscription;
+    }
+
+    /// <summary>A fetch's answer or a push: <c>{"messages": [[offset, timestamp, key, headers, payload], …]}</c>.</summary>
+    internal static List<QueueMessage> ReadMessages(ref MessagePackReader reader, int partition)
+    {
+        var messages = new List<QueueMessage>();
+        for (var fields = reader.ReadMapHeader(); fields > 0; fields--)
+        {
+            if (reader.ReadString() != "messages")
+            {
+                reader.Skip();
+                continue;
+            }
+
+            for (var count = reader.ReadArrayHeader(); count > 0; count--)
+            {
+                reader.ReadArrayHeader();
+                var at = reader.ReadInt64();
+                var timestamp = reader.ReadInt64();
+                messages.Add(ReadMessage(ref reader, partition, at, timestamp));
+            }
+        }
+
+        return messages;
     }
 
     /// <summary>Queue mode: up to <paramref name="max"/> deliveries, waiting up to <paramref name="wait"/> for the first.</summary>

@@ -17,6 +17,19 @@ namespace Infra.Client.Rpc;
 internal sealed record RpcErrors(string Peer, Func<string, string, Exception> Error, Func<string, Exception, Exception> Lost);
 
 /// <summary>
+/// Receives the frames a server pushes for one request id after answering it (a subscription). Called on
+/// the connection's reading thread: it must be quick and never block (hand the data on, e.g. to a channel).
+/// </summary>
+internal interface IPushReceiver
+{
+    /// <summary>A push frame's body.</summary>
+    void OnPush(ReadOnlySequence<byte> body);
+
+    /// <summary>The stream ended: an error frame for its id, or the connection is lost. Called once.</summary>
+    void OnEnd(Exception error);
+}
+
+/// <summary>
 /// One connection speaking the Infra request protocol: length-prefixed MessagePack frames, a request
 /// <c>[id, op, args]</c>, an answer <c>[id, "ok", result]</c> or <c>[id, code, message]</c>; many
 /// requests in flight, answers matched by id, requests queued meanwhile sent in one write.
@@ -43,6 +56,7 @@ internal sealed class FrameRpcClient : IAsyncDisposable
     private readonly bool _inline;
     private readonly Channel<byte[]> _requests;
     private readonly ConcurrentDictionary<long, Pending> _pending = new();
+    private readonly ConcurrentDictionary<long, IPushReceiver> _pushes = new();
     private readonly Task _writer;
     private readonly Task _reader;
     private readonly ITimer _deadlines;
@@ -145,9 +159,34 @@ internal sealed class FrameRpcClient : IAsyncDisposable
     /// is how long the request asks the server to hold it (a long poll): it extends the deadline.
     /// </summary>
     /// <param name="inline">On an inline connection: the answer completes on the thread that read it (otherwise on the thread pool).</param>
-    public async Task<byte[]> SendAsync(string op, MessagePackBody args, TimeSpan serverWait = default, bool inline = false)
+    public Task<byte[]> SendAsync(string op, MessagePackBody args, TimeSpan serverWait = default, bool inline = false) =>
+        SendAsync(Interlocked.Increment(ref _nextId), op, args, serverWait, inline);
+
+    /// <summary>
+    /// Sends a request that opens a stream of pushes (<c>[id, "push", body]</c> frames after its answer),
+    /// each handed to <paramref name="receiver"/> until the server ends it with an error frame for the id,
+    /// the connection is lost, or <see cref="EndPushes"/>. Returns the request id and its answer.
+    /// </summary>
+    public async Task<(long Id, byte[] Answer)> SubscribeAsync(string op, MessagePackBody args, IPushReceiver receiver)
     {
         var id = Interlocked.Increment(ref _nextId);
+        _pushes[id] = receiver; // before the request goes out: its first push may follow the answer at once
+        try
+        {
+            return (id, await SendAsync(id, op, args, TimeSpan.Zero, inline: false));
+        }
+        catch
+        {
+            _pushes.TryRemove(id, out _);
+            throw;
+        }
+    }
+
+    /// <summary>Stops handing pushes for <paramref name="id"/> to its receiver (after the server confirmed the end).</summary>
+    public void EndPushes(long id) => _pushes.TryRemove(id, out _);
+
+    private async Task<byte[]> SendAsync(long id, string op, MessagePackBody args, TimeSpan serverWait, bool inline)
+    {
         // Completed on the reading thread (inline) or through a CompletionBatch: never with RunContinuationsAsynchronously.
         var answer = new TaskCompletionSource<byte[]>();
         var timeout = _requestTimeout + TimeSpan.FromTicks(Math.Clamp(serverWait.Ticks, 0, MaxTimeout.Ticks));
@@ -347,6 +386,22 @@ internal sealed class FrameRpcClient : IAsyncDisposable
             throw new IOException($"{_errors.Peer} closed the connection: {status}: {Message(rest)}");
         }
 
+        if (status == "push")
+        {
+            if (_pushes.TryGetValue(id, out var receiver))
+            {
+                receiver.OnPush(rest);
+            }
+
+            return;
+        }
+
+        if (!_pending.ContainsKey(id) && status != "ok" && _pushes.TryRemove(id, out var ended))
+        {
+            ended.OnEnd(_errors.Error(status ?? "Internal", Message(rest)));
+            return;
+        }
+
         if (_pending.TryRemove(id, out var waiter))
         {
             if (status == "ok")
@@ -411,6 +466,13 @@ internal sealed class FrameRpcClient : IAsyncDisposable
         }
 
         failed.Start();
+        foreach (var id in _pushes.Keys)
+        {
+            if (_pushes.TryRemove(id, out var receiver))
+            {
+                receiver.OnEnd(_errors.Lost($"connection to {_errors.Peer} is lost: {reason.Message}", reason));
+            }
+        }
     }
 
     /// <summary>

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Collections.Concurrent;
 using System.IO.Pipelines;
 using System.Net.Sockets;
 using System.Threading.Channels;
@@ -37,6 +38,7 @@ internal sealed partial class BrokerConnection : IDisposable
     private readonly Channel<byte[]> _answers = Channel.CreateUnbounded<byte[]>(new UnboundedChannelOptions { SingleReader = true });
     private readonly SemaphoreSlim _inFlight;
     private readonly CancellationTokenSource _closed = new();
+    private readonly ConcurrentDictionary<long, Subscription> _subscriptions = new();
     private long _inFlightBytes;
 
     public BrokerConnection(Broker broker, ConnectionContext connection, ILogger logger)
@@ -136,6 +138,15 @@ internal sealed partial class BrokerConnection : IDisposable
         finally
         {
             await _closed.CancelAsync();
+            foreach (var subscriptionId in _subscriptions.Keys)
+            {
+                if (_subscriptions.TryRemove(subscriptionId, out var subscription)) // whoever removes it disposes it
+                {
+                    await subscription.StopAsync();
+                    subscription.Dispose();
+                }
+            }
+
             _answers.Writer.TryComplete();
             await writer;
         }
@@ -357,19 +368,55 @@ internal sealed partial class BrokerConnection : IDisposable
                     var messages = await _broker.FetchAsync(args.Text("topic"), args.Int("partition", 0, int.MaxValue), args.Number("offset"),
                         args.OptionalInt("max", 1, 100_000) ?? 500, args.OptionalInt("maxBytes", 1, 64 << 20) ?? (1 << 20),
                         TimeSpan.FromMilliseconds(args.OptionalInt("waitMs", 0, 300_000) ?? 0), _closed.Token);
+                    await WriteOkAsync(id, (ref MessagePackWriter w) => WriteMessages(ref w, messages));
+                    break;
+                }
+
+            case "subscribe":
+                {
+                    if (_subscriptions.Count >= Subscription.MaxPerConnection)
+                    {
+                        throw new BrokerException(ErrorCode.Busy, $"this connection holds {Subscription.MaxPerConnection} subscriptions; unsubscribe one first");
+                    }
+
+                    var topic = args.Text("topic");
+                    var (log, start) = _broker.Subscribe(topic, args.Int("partition", 0, int.MaxValue), args.OptionalNumber("offset") ?? -1);
+                    var subscription = new Subscription(id, topic, log, start,
+                        args.OptionalInt("window", 1, Subscription.MaxWindow) ?? Subscription.DefaultWindow,
+                        args.OptionalInt("windowBytes", 1, Subscription.MaxWindowBytes) ?? Subscription.DefaultWindowBytes, _closed.Token);
+                    if (!_subscriptions.TryAdd(id, subscription))
+                    {
+                        subscription.Dispose();
+                        throw new BrokerException(ErrorCode.BadRequest, $"subscription {id} is active on this connection; use another request id");
+                    }
+
+                    // The answer goes out before the first push: both go through the same writer, in order.
                     await WriteOkAsync(id, (ref MessagePackWriter w) =>
                     {
-                        w.WriteMapHeader(1);
-                        w.Write("messages");
-                        w.WriteArrayHeader(messages.Count);
-                        foreach (var m in messages)
-                        {
-                            w.WriteArrayHeader(5);
-                            w.Write(m.Offset);
-                            w.Write(m.Timestamp);
-                            WriteMessageBody(ref w, m);
-                        }
+                        w.WriteMapHeader(2);
+                        w.Write("subscription");
+                        w.Write(id);
+                        w.Write("offset");
+                        w.Write(start);
                     });
+                    subscription.Start(Push, EndSubscription);
+                    break;
+                }
+
+            case "credit":
+                FindSubscription(args.Number("subscription")).Credit(args.Number("upTo"));
+                await WriteOkAsync(id, static (ref MessagePackWriter w) => w.WriteMapHeader(0));
+                break;
+            case "unsubscribe":
+                {
+                    var subscription = FindSubscription(args.Number("subscription"));
+                    if (_subscriptions.TryRemove(subscription.Id, out _))
+                    {
+                        await subscription.StopAsync();
+                        subscription.Dispose();
+                    }
+
+                    await WriteOkAsync(id, static (ref MessagePackWriter w) => w.WriteMapHeader(0));
                     break;
                 }
 
@@ -465,6 +512,42 @@ internal sealed partial class BrokerConnection : IDisposable
 
             default:
                 throw new BrokerException(ErrorCode.BadRequest, $"unknown op '{(op.Length > 40 ? op[..40] : op)}'");
+        }
+    }
+
+    private Subscription FindSubscription(long id) => _subscriptions.TryGetValue(id, out var subscription)
+        ? subscription
+        : throw new BrokerException(ErrorCode.BadRequest, $"no subscription {id} on this connection");
+
+    /// <summary>One push frame: the same message layout as a fetch's answer.</summary>
+    private void Push(Subscription subscription, List<StoredMessage> messages)
+    {
+        _broker.Consumed(subscription.Topic, messages);
+        _answers.Writer.TryWrite(Frames.Build(subscription.Id, "push", (ref MessagePackWriter w) => WriteMessages(ref w, messages)));
+    }
+
+    /// <summary>The stream ended with an error: its frame is the last for the id, and the id is free again.</summary>
+    private void EndSubscription(Subscription subscription, BrokerException error)
+    {
+        _broker.CountError(error.Code);
+        if (_subscriptions.TryRemove(new KeyValuePair<long, Subscription>(subscription.Id, subscription)))
+        {
+            _answers.Writer.TryWrite(Frames.Build(subscription.Id, error.Code.ToString(), (ref MessagePackWriter w) => w.Write(error.Message)));
+            subscription.Dispose();
+        }
+    }
+
+    private static void WriteMessages(ref MessagePackWriter w, List<StoredMessage> messages)
+    {
+        w.WriteMapHeader(1);
+        w.Write("messages");
+        w.WriteArrayHeader(messages.Count);
+        foreach (var m in messages)
+        {
+            w.WriteArrayHeader(5);
+            w.Write(m.Offset);
+            w.Write(m.Timestamp);
+            WriteMessageBody(ref w, m);
         }
     }
 
