@@ -790,6 +790,60 @@ public sealed class QueueBrokerTests : IDisposable
         }
     }
 
+    [Fact]
+    public async Task A_client_that_sends_but_never_reads_cannot_make_the_broker_queue_answers_without_bound()
+    {
+        // Found by accident (a test that pinged without reading): the broker read every request and queued
+        // every answer; 600 fetches of 1 MB each would have been 600 MB held for a client that reads nothing.
+        await using var broker = await QueueBrokerProcess.StartAsync(_dataDir);
+        await using (var client = await broker.ConnectAsync())
+        {
+            await client.CreateTopicAsync("big", 1);
+            var chunk = new byte[16 * 1024];
+            for (var i = 0; i < 64; i++)
+            {
+                await client.ProduceAsync("big", chunk, partition: 0);
+            }
+        }
+
+        var before = broker.Process.ResidentBytes();
+        using var raw = new TcpClient();
+        await raw.ConnectAsync("127.0.0.1", broker.Port);
+        var stream = raw.GetStream();
+        const int requests = 600;
+        var sending = Task.Run(async () =>
+        {
+            for (var id = 1; id <= requests; id++)
+            {
+                await SendRequestAsync(stream, id, "fetch", new() { ["topic"] = "big", ["partition"] = 0, ["offset"] = 0L, ["max"] = 1000, ["maxBytes"] = 1 << 20 });
+            }
+        });
+
+        // Watch the broker while nothing is read: it must stop reading once 8 MB of answers wait.
+        var peak = before;
+        var watchUntil = DateTime.UtcNow.AddSeconds(3);
+        while (DateTime.UtcNow < watchUntil)
+        {
+            peak = Math.Max(peak, broker.Process.ResidentBytes());
+            await Task.Delay(50);
+        }
+
+        Assert.True(peak - before < 200L << 20, $"the broker grew by {(peak - before) >> 20} MB for a client that reads nothing");
+
+        // Reading now gets every answer, whole.
+        var answered = new HashSet<long>();
+        while (answered.Count < requests)
+        {
+            var frame = (List<object?>)Infra.Core.Framing.MessagePackValues.ReadWhole(new System.Buffers.ReadOnlySequence<byte>(await ReadAnswerBodyAsync(stream)))!;
+            Assert.Equal("ok", frame[1]);
+            Assert.Equal(64, ((List<object?>)((Dictionary<string, object?>)frame[2]!)["messages"]!).Count);
+            Assert.True(answered.Add((long)frame[0]!));
+        }
+
+        await sending;
+        Assert.False(broker.Process.HasExited);
+    }
+
     private static Task SendRequestAsync(NetworkStream stream, long id, string op, Dictionary<string, object?> args)
     {
         var frame = Infra.Core.Framing.Frames.Build(id, op, (ref MessagePack.MessagePackWriter w) =>

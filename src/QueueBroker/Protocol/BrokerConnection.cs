@@ -28,7 +28,10 @@ internal sealed class BrokerConnectionHandler(Broker broker, ILogger<BrokerConne
 /// is not a valid request gets a BadRequest answer and the connection goes on; a length prefix that
 /// is zero, negative or over the frame limit gets an answer with id 0 and the connection is closed,
 /// since the stream can no longer be trusted. Back-pressure: past the in-flight request limit the
-/// connection is not read until answers go out; past the in-flight produce bytes it answers Busy.
+/// connection is not read until answers go out; past the in-flight produce bytes it answers Busy; and
+/// past <see cref="MaxQueuedAnswerBytes"/> of answers and pushes waiting to be sent (a client that
+/// sends but does not read) neither new requests are read nor pushes made until the writer has sent
+/// half of them — before, such a client made the broker queue answers without bound.
 /// </summary>
 internal sealed partial class BrokerConnection : IDisposable
 {
@@ -40,6 +43,12 @@ internal sealed partial class BrokerConnection : IDisposable
     private readonly CancellationTokenSource _closed = new();
     private readonly ConcurrentDictionary<long, Subscription> _subscriptions = new();
     private long _inFlightBytes;
+    private long _queuedBytes;
+    private TaskCompletionSource? _drained;
+    private volatile bool _writerDone;
+
+    /// <summary>Answer and push bytes queued for the writer past which the connection waits for it.</summary>
+    public const long MaxQueuedAnswerBytes = 8 << 20;
 
     public BrokerConnection(Broker broker, ConnectionContext connection, ILogger logger)
     {
@@ -99,6 +108,13 @@ internal sealed partial class BrokerConnection : IDisposable
                     if (!_inFlight.Wait(0))
                     {
                         await _inFlight.WaitAsync();
+                    }
+
+                    if (Volatile.Read(ref _queuedBytes) > MaxQueuedAnswerBytes && !await RoomToAnswerAsync(_connection.ClosingRequested))
+                    {
+                        _inFlight.Release();
+                        fatal = true; // the writer is gone, or the broker is stopping: read no more
+                        break;
                     }
 
                     Task task;
@@ -166,17 +182,80 @@ internal sealed partial class BrokerConnection : IDisposable
         {
             while (await reader.WaitToReadAsync())
             {
+                var bytes = 0L;
                 while (reader.TryRead(out var frame))
                 {
                     output.Write(frame);
+                    bytes += frame.Length;
                 }
 
                 await output.FlushAsync();
+                if (Interlocked.Add(ref _queuedBytes, -bytes) <= MaxQueuedAnswerBytes / 2)
+                {
+                    Interlocked.Exchange(ref _drained, null)?.TrySetResult();
+                }
             }
         }
         catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException or InvalidOperationException or OperationCanceledException)
         {
             // The client went away; nothing more to answer.
+        }
+        finally
+        {
+            _writerDone = true;
+            Interlocked.Exchange(ref _drained, null)?.TrySetResult();
+        }
+    }
+
+    /// <summary>
+    /// Waits until the queued answers are down to half the limit; false when the writer is gone or
+    /// <paramref name="cancellationToken"/> fires first. Every waiter (the read loop, the pumps) shares one signal.
+    /// </summary>
+    private async Task<bool> RoomToAnswerAsync(CancellationToken cancellationToken)
+    {
+        while (Volatile.Read(ref _queuedBytes) > MaxQueuedAnswerBytes / 2 && !_writerDone)
+        {
+            var waiter = Volatile.Read(ref _drained);
+            if (waiter is null)
+            {
+                var fresh = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                waiter = Interlocked.CompareExchange(ref _drained, fresh, null) ?? fresh;
+            }
+
+            // Published before this re-check: a writer that drained meanwhile either sees it or is seen.
+            if (Volatile.Read(ref _queuedBytes) <= MaxQueuedAnswerBytes / 2 || _writerDone)
+            {
+                Interlocked.CompareExchange(ref _drained, null, waiter);
+                waiter.TrySetResult();
+                break;
+            }
+
+            try
+            {
+                await waiter.Task.WaitAsync(cancellationToken);
+            }
+            catch (OperationCanceledException)
+            {
+                return false;
+            }
+        }
+
+        return !_writerDone;
+    }
+
+    private static readonly Task<bool> Room = Task.FromResult(true);
+
+    /// <summary>For a pump before it reads: false when the writer is gone (or the subscription stopped meanwhile).</summary>
+    private Task<bool> RoomToPush(CancellationToken cancellationToken) =>
+        Volatile.Read(ref _queuedBytes) > MaxQueuedAnswerBytes ? RoomToAnswerAsync(cancellationToken) : Room;
+
+    /// <summary>Queues a frame for the writer, counted until it is sent.</summary>
+    private void Enqueue(byte[] frame)
+    {
+        Interlocked.Add(ref _queuedBytes, frame.Length);
+        if (!_answers.Writer.TryWrite(frame))
+        {
+            Interlocked.Add(ref _queuedBytes, -frame.Length); // the writer is done: nobody to answer
         }
     }
 
@@ -399,7 +478,7 @@ internal sealed partial class BrokerConnection : IDisposable
                         w.Write("offset");
                         w.Write(start);
                     });
-                    subscription.Start(Push, EndSubscription);
+                    subscription.Start(Push, EndSubscription, RoomToPush);
                     break;
                 }
 
@@ -523,7 +602,7 @@ internal sealed partial class BrokerConnection : IDisposable
     private void Push(Subscription subscription, List<StoredMessage> messages)
     {
         _broker.Consumed(subscription.Topic, messages);
-        _answers.Writer.TryWrite(Frames.Build(subscription.Id, "push", (ref MessagePackWriter w) => WriteMessages(ref w, messages)));
+        Enqueue(Frames.Build(subscription.Id, "push", (ref MessagePackWriter w) => WriteMessages(ref w, messages)));
     }
 
     /// <summary>The stream ended with an error: its frame is the last for the id, and the id is free again.</summary>
@@ -532,7 +611,7 @@ internal sealed partial class BrokerConnection : IDisposable
         _broker.CountError(error.Code);
         if (_subscriptions.TryRemove(new KeyValuePair<long, Subscription>(subscription.Id, subscription)))
         {
-            _answers.Writer.TryWrite(Frames.Build(subscription.Id, error.Code.ToString(), (ref MessagePackWriter w) => w.Write(error.Message)));
+            Enqueue(Frames.Build(subscription.Id, error.Code.ToString(), (ref MessagePackWriter w) => w.Write(error.Message)));
             subscription.Dispose();
         }
     }
@@ -592,7 +671,7 @@ internal sealed partial class BrokerConnection : IDisposable
 
     private Task WriteAsync(long id, string status, MessagePackBody body)
     {
-        _answers.Writer.TryWrite(Frames.Build(id, status, body));
+        Enqueue(Frames.Build(id, status, body));
         return Task.CompletedTask;
     }
 

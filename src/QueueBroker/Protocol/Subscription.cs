@@ -97,9 +97,13 @@ internal sealed class Subscription : IDisposable
         signal.TrySetResult();
     }
 
-    /// <summary>Starts sending: <paramref name="push"/> writes one push frame, <paramref name="end"/> the error that ends the stream.</summary>
-    public void Start(Action<Subscription, List<StoredMessage>> push, Action<Subscription, BrokerException> end) =>
-        Pump = Task.Run(() => RunAsync(push, end));
+    /// <summary>
+    /// Starts sending: <paramref name="push"/> writes one push frame, <paramref name="end"/> the error that
+    /// ends the stream; <paramref name="room"/> waits, before each read, until the connection has room
+    /// for more (false: stop).
+    /// </summary>
+    public void Start(Action<Subscription, List<StoredMessage>> push, Action<Subscription, BrokerException> end, Func<CancellationToken, Task<bool>> room) =>
+        Pump = Task.Run(() => RunAsync(push, end, room));
 
     /// <summary>Stops sending; when this returns, no further push for this subscription will be written.</summary>
     public async Task StopAsync()
@@ -110,13 +114,18 @@ internal sealed class Subscription : IDisposable
 
     public void Dispose() => _stop.Dispose();
 
-    private async Task RunAsync(Action<Subscription, List<StoredMessage>> push, Action<Subscription, BrokerException> end)
+    private async Task RunAsync(Action<Subscription, List<StoredMessage>> push, Action<Subscription, BrokerException> end, Func<CancellationToken, Task<bool>> room)
     {
         var token = _stop.Token;
         try
         {
             while (!token.IsCancellationRequested)
             {
+                if (!await room(token))
+                {
+                    return;
+                }
+
                 long messages, bytes;
                 Task? credit = null;
                 lock (_lock)
