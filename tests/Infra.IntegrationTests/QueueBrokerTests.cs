@@ -651,6 +651,30 @@ public sealed class QueueBrokerTests : IDisposable
     }
 
     [Fact]
+    public async Task A_push_subscription_whose_byte_window_binds_mid_push_keeps_going()
+    {
+        // Found by a review: the broker freed window bytes only for whole pushes, the client credits
+        // after half a window wherever that falls; a mark inside a push, then less than half a window
+        // read, and both sides waited on each other (here: stuck at offset 3).
+        await using var broker = await QueueBrokerProcess.StartAsync(_dataDir);
+        await using var client = await broker.ConnectAsync();
+        await client.CreateTopicAsync("large", 1);
+        var payload = new byte[400_000];
+        for (var i = 0; i < 8; i++)
+        {
+            payload[0] = (byte)i;
+            await client.ProduceAsync("large", payload, partition: 0);
+        }
+
+        await using var subscription = await client.SubscribeAsync("large", 0, offset: 0, windowBytes: 1_000_000);
+        for (var i = 0; i < 8; i++)
+        {
+            var message = await subscription.ReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(20));
+            Assert.Equal((i, (byte)i), (message.Offset, message.Payload[0]));
+        }
+    }
+
+    [Fact]
     public async Task Push_subscription_requests_that_make_no_sense_get_typed_errors_and_a_stalled_reader_gets_no_more_than_its_window()
     {
         await using var broker = await QueueBrokerProcess.StartAsync(_dataDir);

@@ -211,23 +211,35 @@ public sealed class QueueClient : IAsyncDisposable
             w.Write("windowBytes");
             w.Write(windowBytes);
         }, subscription);
-        var start = ReadAnswer("subscribe", body, static (ref MessagePackReader reader) =>
+        long start;
+        try
         {
-            long? at = null;
-            for (var fields = reader.ReadMapHeader(); fields > 0; fields--)
+            start = ReadAnswer("subscribe", body, static (ref MessagePackReader reader) =>
             {
-                if (reader.ReadString() == "offset")
+                long? at = null;
+                for (var fields = reader.ReadMapHeader(); fields > 0; fields--)
                 {
-                    at = reader.ReadInt64();
+                    if (reader.ReadString() == "offset")
+                    {
+                        at = reader.ReadInt64();
+                    }
+                    else
+                    {
+                        reader.Skip();
+                    }
                 }
-                else
-                {
-                    reader.Skip();
-                }
-            }
 
-            return at ?? throw new InvalidDataException("the answer has no offset");
-        });
+                return at ?? throw new InvalidDataException("the answer has no offset");
+            });
+        }
+        catch (QueueException)
+        {
+            // The broker subscribed but its answer is unreadable: stop its pushes here and there.
+            subscription.Opened(id, 0);
+            await subscription.DisposeAsync();
+            throw;
+        }
+
         subscription.Opened(id, start);
         return subscription;
     }

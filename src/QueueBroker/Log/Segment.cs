@@ -143,10 +143,23 @@ internal sealed class Segment : IDisposable
         _indexFile?.Dispose();
         _indexFile = _fs.Open(IndexPath, create: true);
         _indexFile.Truncate(0);
+        _indexFile.Sync(); // durably empty before new entries: a power loss must not bring old ones back
     }
 
     /// <summary>Position of the last index entry (0 with none): where indexing by a scan picks up.</summary>
     public long LastIndexedPosition => _lastIndexedPosition;
+
+    /// <summary>Offset of the last index entry (the segment's base offset with none).</summary>
+    public long LastIndexedOffset
+    {
+        get
+        {
+            lock (_index)
+            {
+                return _index.Count == 0 ? BaseOffset : _index[^1].Offset;
+            }
+        }
+    }
 
     /// <summary>
     /// Loads the index file, keeping the entries below <paramref name="limit"/> (data past it is not
@@ -196,6 +209,7 @@ internal sealed class Segment : IDisposable
         if (bytes.Length != entries.Count * IndexEntrySize)
         {
             _indexFile.Truncate(entries.Count * (long)IndexEntrySize);
+            _indexFile.Sync(); // the cut entries point past a cut log: they must not come back after a power loss
         }
 
         return true;

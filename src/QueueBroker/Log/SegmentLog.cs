@@ -349,14 +349,33 @@ internal sealed partial class SegmentLog : IAsyncDisposable
     /// </summary>
     private static void ExtendIndex(Segment segment, long to, LogSettings settings)
     {
-        var size = segment.Size; // Track moves it; only a clean end of the data may change it (damage must stay within reach of reads)
+        // The last loaded entry must name a batch that starts there with its offset; one that does not
+        // (an index file from before a cut the disk never saw) is dropped whole and rebuilt by the scan.
+        if (segment.LastIndexedPosition > 0)
+        {
+            Span<byte> header = stackalloc byte[RecordBatch.HeaderSize];
+            var read = segment.File.Read(segment.LastIndexedPosition, header);
+            if (RecordBatch.ReadHeader(header[..read], settings.MaxBatchBytes, out var first) != BatchCheck.Valid || first.BaseOffset != segment.LastIndexedOffset)
+            {
+                segment.ResetIndex();
+            }
+        }
+
+        var (size, next) = (segment.Size, segment.NextOffset); // Track moves both; only a clean end of the data may change them (damage must stay within reach of reads)
         var (end, outcome) = Scan(segment.File, segment.LastIndexedPosition, to, settings.MaxBatchBytes, verify: false, 64 * 1024,
             (in BatchHeader header, long at, ReadOnlySpan<byte> _) =>
             {
                 segment.Track(header.BaseOffset, header.Count, at, header.TotalSize);
                 return true;
             });
-        segment.Size = outcome == BatchCheck.End ? end : size;
+        if (outcome != BatchCheck.End)
+        {
+            (segment.Size, segment.NextOffset) = (size, next);
+        }
+        else
+        {
+            segment.Size = end;
+        }
     }
 
     private static void RebuildIndex(Segment segment, long from, long to, LogSettings settings)

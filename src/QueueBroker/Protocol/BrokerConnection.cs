@@ -203,6 +203,7 @@ internal sealed partial class BrokerConnection : IDisposable
         finally
         {
             _writerDone = true;
+            _answers.Writer.TryComplete(); // nothing more is queued for a writer that is gone
             Interlocked.Exchange(ref _drained, null)?.TrySetResult();
         }
     }
@@ -608,9 +609,9 @@ internal sealed partial class BrokerConnection : IDisposable
     /// <summary>The stream ended with an error: its frame is the last for the id, and the id is free again.</summary>
     private void EndSubscription(Subscription subscription, BrokerException error)
     {
-        _broker.CountError(error.Code);
         if (_subscriptions.TryRemove(new KeyValuePair<long, Subscription>(subscription.Id, subscription)))
         {
+            _broker.CountError(error.Code);
             Enqueue(Frames.Build(subscription.Id, error.Code.ToString(), (ref MessagePackWriter w) => w.Write(error.Message)));
             subscription.Dispose();
         }

@@ -7,11 +7,13 @@ namespace Infra.QueueBroker.Protocol;
 /// committed messages as <c>[id, "push", {"messages": […]}]</c> frames as soon as the flusher makes them
 /// durable, instead of waiting for the consumer's next fetch — no request round trip between a commit
 /// and its delivery. Flow control is a window the consumer moves (the <c>credit</c> op, "I have taken
-/// everything below offset N"): at most <see cref="Window"/> messages and about <see cref="WindowBytes"/>
-/// payload bytes are sent past the consumer's mark, so a slow or stalled consumer holds a bounded
-/// amount of the broker's memory. The stream ends with <c>unsubscribe</c> (its answer is the last
-/// frame for the id), with the connection, or with an error frame <c>[id, code, message]</c>
-/// (e.g. OffsetOutOfRange once retention deleted what the consumer had not read yet).
+/// everything below offset N"): no more is read for it while <see cref="Window"/> messages or
+/// <see cref="WindowBytes"/> key and payload bytes are out past the consumer's mark (one read may
+/// overshoot by its last batch), so a slow or stalled consumer holds a bounded amount of the broker's
+/// memory. The client credits after reading half of either, so neither side can wait on the other.
+/// The stream ends with <c>unsubscribe</c> (its answer is the last frame for the id), with the
+/// connection, or with an error frame <c>[id, code, message]</c> (e.g. OffsetOutOfRange once
+/// retention deleted what the consumer had not read yet).
 /// </summary>
 internal sealed class Subscription : IDisposable
 {
@@ -31,7 +33,10 @@ internal sealed class Subscription : IDisposable
 
     private readonly Lock _lock = new();
     private readonly CancellationTokenSource _stop;
-    private readonly Queue<(long End, long Bytes)> _sent = new();
+    /// <summary>Every message sent past the mark: (its offset + 1, its bytes). Credited per message, not
+    /// per push: a consumer's mark usually falls inside a push (once it released only whole pushes, and a
+    /// reader that credited mid-push and then read less than half a window more waited forever).</summary>
+    private readonly Queue<(long End, int Bytes)> _sent = new();
     private TaskCompletionSource _credited = NewSignal();
     private long _upTo;
     private long _next;
@@ -131,7 +136,7 @@ internal sealed class Subscription : IDisposable
                 lock (_lock)
                 {
                     messages = _upTo + Window - _next;
-                    bytes = _bytesOut == 0 ? WindowBytes : WindowBytes - _bytesOut;
+                    bytes = WindowBytes - _bytesOut;
                     if (messages <= 0 || bytes <= 0)
                     {
                         credit = _credited.Task;
@@ -152,17 +157,16 @@ internal sealed class Subscription : IDisposable
                     continue;
                 }
 
-                var size = 0L;
-                foreach (var message in read)
-                {
-                    size += message.Payload.Length + (message.Key?.Length ?? 0);
-                }
-
                 lock (_lock)
                 {
+                    foreach (var message in read)
+                    {
+                        var size = message.Payload.Length + (message.Key?.Length ?? 0);
+                        _sent.Enqueue((message.Offset + 1, size));
+                        _bytesOut += size;
+                    }
+
                     _next = read[^1].Offset + 1;
-                    _sent.Enqueue((_next, size));
-                    _bytesOut += size;
                 }
 
                 push(this, read);
@@ -176,8 +180,10 @@ internal sealed class Subscription : IDisposable
         {
             end(this, ex);
         }
-        catch (Exception ex) when (ex is IOException or ObjectDisposedException)
+        catch (Exception ex) when (ex is not OutOfMemoryException and not OperationCanceledException)
         {
+            // Anything else ends this stream with an answer, never the pump silently (the connection's
+            // teardown awaits every pump).
             end(this, new BrokerException(ErrorCode.Internal, ex.Message));
         }
     }
