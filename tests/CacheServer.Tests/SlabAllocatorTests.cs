@@ -138,6 +138,53 @@ public class SlabAllocatorTests
     }
 
     [Fact]
+    public void Pages_taken_from_a_class_with_chunks_freed_at_random_keep_every_live_chunk_intact()
+    {
+        // Random frees leave no page empty: every page taken is emptied by moving its live chunks, and its
+        // free chunks leave the (doubly linked) free list one by one wherever they are in it.
+        var owners = new ChunkOwners();
+        var slab = new SlabAllocator(owners);
+        owners.Slab = slab;
+        var random = new Random(3);
+        for (var i = 0; i < 40 * (SlabAllocator.PageSize / 16); i++)
+        {
+            var handle = slab.Allocate(16);
+            Fill(slab, handle, 16, i);
+            owners.Handles[i] = handle;
+        }
+
+        foreach (var i in owners.Handles.Keys.Where(_ => random.Next(10) != 0).ToList())
+        {
+            slab.Free(owners.Handles[i], 16);
+            owners.Handles.Remove(i);
+        }
+
+        var pages = slab.ReservedBytes;
+        for (var i = 0; i < 30 * (SlabAllocator.PageSize / SlabAllocator.ChunkSize(1000)); i++)
+        {
+            slab.Span(slab.Allocate(1000), 1000).Fill(0xCD);
+        }
+
+        Assert.Equal(pages, slab.ReservedBytes); // 30 pages came from the small class's free chunks
+        Assert.Equal(30, slab.PagesMoved);
+        foreach (var (owner, handle) in owners.Handles)
+        {
+            Check(slab, handle, 16, owner);
+        }
+
+        // The small class's free list is still whole: its remaining free chunks are all handed out again
+        // before it needs a page.
+        var free = slab.FreeBytes / 16;
+        var live = owners.Handles.Values.ToHashSet();
+        for (var i = 0; i < free; i++)
+        {
+            Assert.True(live.Add(slab.Allocate(16)), "a free chunk handed out twice, or a live one handed out");
+        }
+
+        Assert.Equal(pages, slab.ReservedBytes);
+    }
+
+    [Fact]
     public void A_chunk_whose_owner_cannot_be_found_stops_the_move_and_changes_nothing()
     {
         var owners = new ChunkOwners();
