@@ -19,7 +19,7 @@ public class SlabAllocatorTests
 
         public bool Lose { get; set; }
 
-        public int OwnerOf(long handle)
+        public int OwnerOf(long handle, int chunkSize)
         {
             var owner = BitConverter.ToInt32(Slab!.Span(handle, 4));
             return !Lose && Handles.TryGetValue(owner, out var known) && known == handle ? owner : -1;
@@ -182,6 +182,65 @@ public class SlabAllocatorTests
         }
 
         Assert.Equal(pages, slab.ReservedBytes);
+    }
+
+    [Fact]
+    public void A_shard_reads_free_chunks_as_no_owner_when_their_links_look_like_a_key_length()
+    {
+        // Found on the real server right after the free lists became doubly linked: a free chunk's first
+        // bytes are a link, which for a chunk in page 0 at a small offset reads as a key length up to
+        // 16 KB; the lookup then read past its 24-byte chunk and the page, and the SET's connection died.
+        var shard = new CacheShard(EvictionPolicyKind.AllKeysLru, 0, new Random(9), hashSeed: 77);
+        byte[] Key(int i) => Encoding.ASCII.GetBytes("k" + i.ToString("D4", CultureInfo.InvariantCulture));
+        int Hash(byte[] key) => (int)Infra.Core.Placement.XxHash64.Hash(key, 77);
+        for (var i = 0; i < 6000; i++)
+        {
+            var key = Key(i);
+            shard.AddString(key, Hash(key), "0123456789"u8, 0, 0);
+        }
+
+        void Delete(int i)
+        {
+            var key = Key(i);
+            shard.Remove(shard.Find(key, Hash(key), 0, Lookup.Write), Removal.Deleted);
+        }
+
+        // Keys k0000… sit in 24-byte chunks in order: page 0 holds k0000..k2729. Empty most of page 0, so
+        // it is the page taken, and free pairs so that a chunk near its end links to one at offset
+        // 24 × (600 + j) — read as a key length of 14–16 KB, past the end of the page.
+        for (var i = 700; i <= 2500; i++)
+        {
+            Delete(i);
+        }
+
+        for (var j = 0; j <= 80; j++)
+        {
+            Delete(600 + j);
+            Delete(2729 - j);
+        }
+
+        for (var i = 2800; i <= 3800; i++)
+        {
+            Delete(i); // page 1: the class now has more than a page of free chunks
+        }
+
+        var live = Enumerable.Range(0, 6000).Where(i => !(i is >= 700 and <= 2500) && !(i is >= 600 and <= 680) && !(i is >= 2649 and <= 2729) && !(i is >= 2800 and <= 3800)).ToList();
+
+        for (var i = 0; i < 200; i++)
+        {
+            var key = Encoding.ASCII.GetBytes("big" + i.ToString(CultureInfo.InvariantCulture));
+            shard.AddString(key, Hash(key), new byte[1000], 0, 0);
+        }
+
+        Assert.True(shard.SlabMoves.Pages > 0);
+        Assert.Equal(live.Count + 200, shard.Count);
+        foreach (var i in live)
+        {
+            var key = Key(i);
+            var index = shard.Find(key, Hash(key), 0, Lookup.Check);
+            Assert.True(index >= 0, $"k{i} is gone");
+            Assert.Equal("0123456789", Encoding.ASCII.GetString(shard.StringOf(index)));
+        }
     }
 
     [Fact]

@@ -249,10 +249,12 @@ internal sealed class CacheShard : ISlabOwner
         return keyLength == key.Length && _slab.Span(location + ChunkHeader, keyLength).SequenceEqual(key);
     }
 
-    int ISlabOwner.OwnerOf(long handle)
+    int ISlabOwner.OwnerOf(long handle, int chunkSize)
     {
+        // A free chunk starts with list links, read here as a key length: anything that does not fit the
+        // chunk is no key (a length that fits is looked up and simply not found: no entry points at a free chunk).
         var keyLength = BinaryPrimitives.ReadInt32LittleEndian(_slab.Span(handle, 4));
-        if ((uint)keyLength > MaxKeyLength)
+        if (keyLength < 0 || keyLength > chunkSize - ChunkHeader)
         {
             return -1;
         }

@@ -3,8 +3,12 @@ namespace Infra.CacheServer.Storage;
 /// <summary>Who holds the chunks of a <see cref="SlabAllocator"/>: asked who owns a chunk, told when it moved.</summary>
 internal interface ISlabOwner
 {
-    /// <summary>The owner (e.g. entry index) of the live chunk at <paramref name="handle"/>; -1 if none is found.</summary>
-    int OwnerOf(long handle);
+    /// <summary>
+    /// The owner (e.g. entry index) of the chunk of <paramref name="chunkSize"/> bytes at
+    /// <paramref name="handle"/>; -1 if it has none. The chunk may be free: its bytes are then list
+    /// links, not what an owner wrote, and must be read with care (bounded by the chunk).
+    /// </summary>
+    int OwnerOf(long handle, int chunkSize);
 
     /// <summary>The chunk of <paramref name="owner"/> now lives at <paramref name="handle"/> (same bytes).</summary>
     void Moved(int owner, long handle);
@@ -280,7 +284,7 @@ internal sealed class SlabAllocator
         var found = 0;
         for (var i = 0; i < perPage; i++)
         {
-            owners[i] = _pageLive[victim] == 0 ? -1 : _owner.OwnerOf(pageBase + ((long)i * size));
+            owners[i] = _pageLive[victim] == 0 ? -1 : _owner.OwnerOf(pageBase + ((long)i * size), size);
             found += owners[i] >= 0 ? 1 : 0;
         }
 
