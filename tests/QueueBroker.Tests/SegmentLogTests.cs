@@ -600,44 +600,67 @@ public sealed class SegmentLogTests
         Assert.InRange(ReadCost(recovered, 1999), 1, 2 * 256);
     }
 
-    [Fact]
-    public async Task Index_entries_past_a_torn_tail_are_dropped_and_new_appends_there_read_back_by_offset()
+    private static string OldPayload(long i) => $"old {i:D4} " + new string('o', 30);
+
+    private static string NewPayload(long i) => $"new {i:D4} " + new string('n', 7);
+
+    /// <summary>
+    /// 100 messages and a clean close (the recovery point), 300 more, then the process dies and the last
+    /// writes are torn: the log loses a third of its tail while its index file still names batches there.
+    /// Returns the crashed file system, the index file's path, and the index file as it was.
+    /// </summary>
+    private static async Task<(FaultyFileSystem After, string Index, byte[] IndexBefore)> TornAfterIndexingAsync()
     {
         var fs = new FaultyFileSystem();
         var log = Open(fs);
         for (var i = 0; i < 100; i++)
         {
-            await AppendAsync(log, $"old {i:D4} " + new string('o', 30));
+            await AppendAsync(log, OldPayload(i));
         }
 
-        await log.DisposeAsync(); // the recovery point: after message 99
+        await log.DisposeAsync();
         log = Open(fs);
         for (var i = 100; i < 400; i++)
         {
-            await AppendAsync(log, $"old {i:D4} " + new string('o', 30));
+            await AppendAsync(log, OldPayload(i));
         }
 
-        // The process dies; the last writes are torn: the log loses its tail, the index file keeps
-        // entries for offsets that will now be given to other batches at other positions.
         var after = fs.Crash(machine: false);
         var segment = Last(after);
         var index = segment.Replace(".log", ".index", StringComparison.Ordinal);
-        var indexBefore = after.Length(index);
+        var indexBefore = after.ReadAll(index)!;
         after.Tear(segment, after.Length(segment) * 2 / 3 + 17);
-        await using var reopened = Open(after);
-        Assert.True(after.Length(index) < indexBefore, "the index file still holds entries past the cut");
-        var kept = reopened.CommittedEnd;
+        return (after, index, indexBefore);
+    }
+
+    /// <summary>Appends 300 new messages after the cut (other sizes, so other positions) and returns the committed end before them.</summary>
+    private static async Task<long> AppendAfterTheCutAsync(SegmentLog log)
+    {
+        var kept = log.CommittedEnd;
         Assert.InRange(kept, 100, 399);
         for (var i = kept; i < kept + 300; i++)
         {
-            await AppendAsync(reopened, $"new {i:D4} " + new string('n', 7));
+            await AppendAsync(log, NewPayload(i));
         }
 
+        return kept;
+    }
+
+    private static void AssertEveryOffsetReads(SegmentLog log, long kept)
+    {
         for (var i = 0L; i < kept + 300; i++)
         {
-            var expected = i < kept ? $"old {i:D4} " + new string('o', 30) : $"new {i:D4} " + new string('n', 7);
-            Assert.Equal(expected, Encoding.UTF8.GetString(reopened.Read(i, 1, 1000)[0].Payload));
+            Assert.Equal(i < kept ? OldPayload(i) : NewPayload(i), Encoding.UTF8.GetString(log.Read(i, 1, 1000)[0].Payload));
         }
+    }
+
+    [Fact]
+    public async Task Index_entries_past_a_torn_tail_are_dropped_and_new_appends_there_read_back_by_offset()
+    {
+        var (after, index, indexBefore) = await TornAfterIndexingAsync();
+        await using var reopened = Open(after);
+        Assert.True(after.Length(index) < indexBefore.Length, "the index file still holds entries past the cut");
+        AssertEveryOffsetReads(reopened, await AppendAfterTheCutAsync(reopened));
     }
 
     [Fact]
@@ -646,40 +669,13 @@ public sealed class SegmentLogTests
         // Found by a review: recovery cuts the log and its index after a torn tail, new batches land
         // where the cut ones were, and a power loss may bring back the old index file (it is never
         // fsync'd); its entries past the cut point into the middle of the new batches.
-        var fs = new FaultyFileSystem();
-        var log = Open(fs);
-        for (var i = 0; i < 100; i++)
-        {
-            await AppendAsync(log, $"old {i:D4} " + new string('o', 30));
-        }
-
-        await log.DisposeAsync();
-        log = Open(fs);
-        for (var i = 100; i < 400; i++)
-        {
-            await AppendAsync(log, $"old {i:D4} " + new string('o', 30));
-        }
-
-        var after = fs.Crash(machine: false);
-        var segment = Last(after);
-        var index = segment.Replace(".log", ".index", StringComparison.Ordinal);
-        var oldIndex = after.ReadAll(index)!;
-        after.Tear(segment, after.Length(segment) * 2 / 3 + 17);
+        var (after, index, indexBefore) = await TornAfterIndexingAsync();
         var reopened = Open(after);
-        var kept = reopened.CommittedEnd;
-        for (var i = kept; i < kept + 300; i++)
-        {
-            await AppendAsync(reopened, $"new {i:D4} " + new string('n', 7));
-        }
-
+        var kept = await AppendAfterTheCutAsync(reopened);
         await reopened.DisposeAsync();
-        after.WriteAtomically(index, oldIndex); // the old index is back, as if the cut never reached the disk
+        after.WriteAtomically(index, indexBefore); // the old index is back, as if the cut never reached the disk
         await using var again = Open(after);
-        for (var i = 0L; i < kept + 300; i++)
-        {
-            var expected = i < kept ? $"old {i:D4} " + new string('o', 30) : $"new {i:D4} " + new string('n', 7);
-            Assert.Equal(expected, Encoding.UTF8.GetString(again.Read(i, 1, 1000)[0].Payload));
-        }
+        AssertEveryOffsetReads(again, kept);
     }
 
     [Fact]
