@@ -6,7 +6,8 @@ namespace Infra.QueueBroker.Log;
 /// <summary>
 /// One segment of a partition's log: <c>{baseOffset:D20}.log</c> holding batches back to back, and
 /// <c>{baseOffset:D20}.index</c>, a sparse index (one entry per <c>indexInterval</c> bytes) of
-/// (offset − base, position) pairs. The index is derived data: it is never fsync'd and is rebuilt from
+/// (offset − base, position) pairs. The index is derived data: it is fsync'd only when recovery cuts or
+/// empties it (so no entry past a cut comes back after a power loss), and it is rebuilt from
 /// the log whenever it does not check out.
 /// </summary>
 internal sealed class Segment : IDisposable
