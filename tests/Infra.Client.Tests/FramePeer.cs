@@ -15,52 +15,41 @@ internal sealed class FramePeer(Socket socket)
     public async Task<List<long>?> ReadIdsAsync() => (await ReadRequestsAsync())?.Select(r => r.Id).ToList();
 
     /// <summary>The (id, op) of the whole requests one receive completed (maybe none), or null once the client closed.</summary>
-    public async Task<List<(long Id, string Op)>?> ReadRequestsAsync()
+    public Task<List<(long Id, string Op)>?> ReadRequestsAsync() => ReadFramesAsync(static body =>
     {
-        var read = await socket.ReceiveAsync(_buffer);
-        if (read == 0)
-        {
-            return null;
-        }
-
-        _received.Write(_buffer.AsSpan(0, read));
-        var pending = new ReadOnlySequence<byte>(_received.WrittenMemory);
-        var ids = new List<(long, string)>();
-        while (Frames.TryRead(ref pending, 1 << 20, out var body, out _) == FrameStatus.Complete)
-        {
-            var reader = new MessagePackReader(body);
-            reader.ReadArrayHeader();
-            ids.Add((reader.ReadInt64(), reader.ReadString() ?? ""));
-        }
-
-        var rest = pending.ToArray();
-        _received.ResetWrittenCount();
-        _received.Write(rest);
-        return ids;
-    }
+        var reader = new MessagePackReader(body);
+        reader.ReadArrayHeader();
+        return (reader.ReadInt64(), reader.ReadString() ?? "");
+    });
 
     /// <summary>The whole requests one receive completed, with their arguments as plain objects; null once the client closed.</summary>
-    public async Task<List<(long Id, string Op, Dictionary<string, object?> Args)>?> ReadRequestArgsAsync()
+    public Task<List<(long Id, string Op, Dictionary<string, object?> Args)>?> ReadRequestArgsAsync() => ReadFramesAsync(static body =>
     {
-        var read = await socket.ReceiveAsync(_buffer);
-        if (read == 0)
+        var parts = (List<object?>)MessagePackValues.ReadWhole(body)!;
+        return ((long)parts[0]!, (string)parts[1]!, parts.Count > 2 && parts[2] is Dictionary<string, object?> args ? args : []);
+    });
+
+    /// <summary>One receive; every frame it completed, read by <paramref name="read"/> (the rest waits for the next receive).</summary>
+    private async Task<List<T>?> ReadFramesAsync<T>(Func<ReadOnlySequence<byte>, T> read)
+    {
+        var received = await socket.ReceiveAsync(_buffer);
+        if (received == 0)
         {
             return null;
         }
 
-        _received.Write(_buffer.AsSpan(0, read));
+        _received.Write(_buffer.AsSpan(0, received));
         var pending = new ReadOnlySequence<byte>(_received.WrittenMemory);
-        var requests = new List<(long, string, Dictionary<string, object?>)>();
+        var frames = new List<T>();
         while (Frames.TryRead(ref pending, 1 << 20, out var body, out _) == FrameStatus.Complete)
         {
-            var parts = (List<object?>)MessagePackValues.ReadWhole(body)!;
-            requests.Add(((long)parts[0]!, (string)parts[1]!, parts.Count > 2 && parts[2] is Dictionary<string, object?> args ? args : []));
+            frames.Add(read(body));
         }
 
         var rest = pending.ToArray();
         _received.ResetWrittenCount();
         _received.Write(rest);
-        return requests;
+        return frames;
     }
 
     /// <summary>Any frame: <c>[id, status, body]</c>.</summary>

@@ -706,7 +706,7 @@ public sealed class QueueBrokerTests : IDisposable
         {
             while (!answered.Contains(id))
             {
-                var frame = (List<object?>)Infra.Core.Framing.MessagePackValues.ReadWhole(new System.Buffers.ReadOnlySequence<byte>(await ReadAnswerBodyAsync(stream)))!;
+                var frame = await ReadFrameAsync(stream);
                 var status = (string)frame[1]!;
                 if (status == "push")
                 {
@@ -858,7 +858,7 @@ public sealed class QueueBrokerTests : IDisposable
         var answered = new HashSet<long>();
         while (answered.Count < requests)
         {
-            var frame = (List<object?>)Infra.Core.Framing.MessagePackValues.ReadWhole(new System.Buffers.ReadOnlySequence<byte>(await ReadAnswerBodyAsync(stream)))!;
+            var frame = await ReadFrameAsync(stream);
             Assert.Equal("ok", frame[1]);
             Assert.Equal(64, ((List<object?>)((Dictionary<string, object?>)frame[2]!)["messages"]!).Count);
             Assert.True(answered.Add((long)frame[0]!));
@@ -867,6 +867,10 @@ public sealed class QueueBrokerTests : IDisposable
         await sending;
         Assert.False(broker.Process.HasExited);
     }
+
+    /// <summary>One whole frame, <c>[id, status, body]</c>, as plain objects.</summary>
+    private static async Task<List<object?>> ReadFrameAsync(NetworkStream stream) =>
+        (List<object?>)Infra.Core.Framing.MessagePackValues.ReadWhole(new System.Buffers.ReadOnlySequence<byte>(await ReadAnswerBodyAsync(stream)))!;
 
     private static Task SendRequestAsync(NetworkStream stream, long id, string op, Dictionary<string, object?> args)
     {

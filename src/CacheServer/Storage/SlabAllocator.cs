@@ -101,7 +101,7 @@ internal sealed class SlabAllocator
         SetLinks(handle, next: head, previous: -1);
         if (head >= 0)
         {
-            BitConverter.TryWriteBytes(Span(head + 8, 8), handle);
+            SetPrevious(head, handle);
         }
 
         _freeHead[cls] = handle;
@@ -132,10 +132,13 @@ internal sealed class SlabAllocator
 
     private void SetLinks(long handle, long next, long previous)
     {
-        var links = Span(handle, 16);
-        BitConverter.TryWriteBytes(links, next);
-        BitConverter.TryWriteBytes(links[8..], previous);
+        SetNext(handle, next);
+        SetPrevious(handle, previous);
     }
+
+    private void SetNext(long handle, long next) => BitConverter.TryWriteBytes(Span(handle, 8), next);
+
+    private void SetPrevious(long handle, long previous) => BitConverter.TryWriteBytes(Span(handle + 8, 8), previous);
 
     private long PopFree(int cls)
     {
@@ -144,7 +147,7 @@ internal sealed class SlabAllocator
         _freeHead[cls] = next;
         if (next >= 0)
         {
-            BitConverter.TryWriteBytes(Span(next + 8, 8), -1L);
+            SetPrevious(next, -1);
         }
 
         _freeCount[cls]--;
@@ -158,7 +161,7 @@ internal sealed class SlabAllocator
         var (next, previous) = (NextFree(handle), PreviousFree(handle));
         if (previous >= 0)
         {
-            BitConverter.TryWriteBytes(Span(previous, 8), next);
+            SetNext(previous, next);
         }
         else
         {
@@ -167,7 +170,7 @@ internal sealed class SlabAllocator
 
         if (next >= 0)
         {
-            BitConverter.TryWriteBytes(Span(next + 8, 8), previous);
+            SetPrevious(next, previous);
         }
 
         _freeCount[cls]--;

@@ -187,15 +187,7 @@ internal sealed partial class SegmentLog : IAsyncDisposable
                 segments.Add(trusted);
                 trusted.Size = trusted.File.Length;
                 trusted.NextOffset = bases[i + 1];
-                if (trusted.TryLoadIndex(trusted.Size))
-                {
-                    ExtendIndex(trusted, trusted.Size, settings);
-                }
-                else
-                {
-                    trusted.ResetIndex();
-                    RebuildIndex(trusted, 0, trusted.Size, settings);
-                }
+                LoadIndex(trusted, trusted.Size, settings);
             }
 
             var nextOffset = RecoverTail(fs, directory, settings, time, logger, bases, scanFrom, scanPosition, expected, segments, producers);
@@ -238,15 +230,7 @@ internal sealed partial class SegmentLog : IAsyncDisposable
             }
             else
             {
-                if (segment.TryLoadIndex(position))
-                {
-                    ExtendIndex(segment, position, settings); // up to the recovery point; the scan below goes on
-                }
-                else
-                {
-                    segment.ResetIndex();
-                    RebuildIndex(segment, 0, position, settings);
-                }
+                LoadIndex(segment, position, settings); // up to the recovery point; the scan below goes on
             }
 
             segment.Size = position;
@@ -343,6 +327,32 @@ internal sealed partial class SegmentLog : IAsyncDisposable
     }
 
     /// <summary>
+    /// The index of a segment trusted up to <paramref name="to"/>: its file, extended by a scan over what
+    /// the file did not cover; or, when the file is missing or out of order, rebuilt by a scan from the start.
+    /// </summary>
+    private static void LoadIndex(Segment segment, long to, LogSettings settings)
+    {
+        if (segment.TryLoadIndex(to))
+        {
+            ExtendIndex(segment, to, settings);
+        }
+        else
+        {
+            segment.ResetIndex();
+            RebuildIndex(segment, 0, to, settings);
+        }
+    }
+
+    /// <summary>Tracks (indexes) every batch from <paramref name="from"/> to <paramref name="to"/>, reading headers only.</summary>
+    private static (long End, BatchCheck Outcome) IndexBatches(Segment segment, long from, long to, LogSettings settings) =>
+        Scan(segment.File, from, to, settings.MaxBatchBytes, verify: false, 256 * 1024,
+            (in BatchHeader header, long at, ReadOnlySpan<byte> _) =>
+            {
+                segment.Track(header.BaseOffset, header.Count, at, header.TotalSize);
+                return true;
+            });
+
+    /// <summary>
     /// Indexes what a loaded index file did not cover, from its last entry up to <paramref name="to"/>
     /// (headers only). A damaged batch just ends it there: the index is a hint, and the read that reaches
     /// the damage checks every batch and stops the partition loudly.
@@ -362,12 +372,7 @@ internal sealed partial class SegmentLog : IAsyncDisposable
         }
 
         var (size, next) = (segment.Size, segment.NextOffset); // Track moves both; only a clean end of the data may change them (damage must stay within reach of reads)
-        var (end, outcome) = Scan(segment.File, segment.LastIndexedPosition, to, settings.MaxBatchBytes, verify: false, 64 * 1024,
-            (in BatchHeader header, long at, ReadOnlySpan<byte> _) =>
-            {
-                segment.Track(header.BaseOffset, header.Count, at, header.TotalSize);
-                return true;
-            });
+        var (end, outcome) = IndexBatches(segment, segment.LastIndexedPosition, to, settings);
         if (outcome != BatchCheck.End)
         {
             (segment.Size, segment.NextOffset) = (size, next);
@@ -380,12 +385,7 @@ internal sealed partial class SegmentLog : IAsyncDisposable
 
     private static void RebuildIndex(Segment segment, long from, long to, LogSettings settings)
     {
-        var (end, outcome) = Scan(segment.File, from, to, settings.MaxBatchBytes, verify: false, 256 * 1024,
-            (in BatchHeader header, long at, ReadOnlySpan<byte> _) =>
-            {
-                segment.Track(header.BaseOffset, header.Count, at, header.TotalSize);
-                return true;
-            });
+        var (end, outcome) = IndexBatches(segment, from, to, settings);
         if (outcome == BatchCheck.End)
         {
             segment.Size = end;
