@@ -197,6 +197,8 @@ public class MemoryPolicyTests
 
         Assert.Equal("+OK", await c.CallAsync("CONFIG", "SET", "maxmemory", "100000"));
         Assert.True(server.Store.Stats().UsedMemory <= 101_000, $"used {server.Store.Stats().UsedMemory}");
+        Assert.Equal(server.Store.Stats().UsedMemory, server.Store.Memory.Used);
+        Assert.All(server.Store.Shards, s => Assert.InRange(s.Used, 15_000, 35_000)); // each shard paid its part (share 25,000)
         Assert.Equal("+OK", await c.CallAsync("CONFIG", "SET", "maxmemory-policy", "allkeys-lfu"));
         Assert.Equal("*2[$maxmemory-policy,$allkeys-lfu]", await c.CallAsync("CONFIG", "GET", "maxmemory-policy"));
     }
@@ -247,7 +249,7 @@ public class MemoryPolicyTests
     }
 
     [Fact]
-    public async Task A_write_too_big_for_its_shard_is_refused_without_evicting_anything()
+    public async Task A_write_larger_than_maxmemory_is_refused_without_evicting_anything()
     {
         // Found by a stress helper: the shard evicted every key it had, then refused the write anyway.
         await using var server = InProcessCacheServer.Start(1024 * 1024, EvictionPolicyKind.AllKeysLru, shards: 8);
@@ -258,9 +260,159 @@ public class MemoryPolicyTests
         }
 
         var evicted = server.Store.Stats().Evicted;
-        Assert.Equal("-" + Errors.Oom, await c.CallAsync("SET", "huge", new string('h', 300_000))); // a shard's budget is 128 KB
+        Assert.Equal("-" + Errors.Oom, await c.CallAsync("SET", "huge", new string('h', 1_100_000)));
         Assert.Equal(":2000", await c.CallAsync("DBSIZE"));
         Assert.Equal(evicted, server.Store.Stats().Evicted);
+    }
+
+    [Theory]
+    [InlineData("AllKeysLru")]
+    [InlineData("AllKeysLfu")]
+    [InlineData("Fifo")]
+    [InlineData("AllKeysAdaptive")]
+    public async Task A_value_larger_than_its_shards_share_is_stored_by_evicting_from_the_other_shards(string policyName)
+    {
+        // maxmemory is the store's, not maxmemory ÷ shards per shard: with 8 shards of a 1 MB store a
+        // 600 KB value used to be refused with OOM although every other shard had keys to evict.
+        const long maxMemory = 1024 * 1024;
+        await using var server = InProcessCacheServer.Start(maxMemory, Enum.Parse<EvictionPolicyKind>(policyName), shards: 8);
+        using var c = await server.ConnectAsync();
+        for (var i = 0; i < 20_000; i++)
+        {
+            Assert.Equal("+OK", await c.CallAsync("SET", "k:" + i.ToString(CultureInfo.InvariantCulture), new string('v', 100)));
+        }
+
+        var big = new string('b', 600_000);
+        Assert.Equal("+OK", await c.CallAsync("SET", "big", big));
+        Assert.Equal("$" + big, await c.CallAsync("GET", "big"));
+        var stats = server.Store.Stats();
+        Assert.True(stats.UsedMemory <= maxMemory, $"used {stats.UsedMemory}");
+        Assert.Equal(stats.UsedMemory, server.Store.Shards.Sum(s => s.Used));
+
+        // The shard that holds it gave up its own keys first; then the others paid for the rest.
+        var home = server.Store.ShardFor(server.Store.HashOf("big"u8));
+        Assert.Equal(1, home.Count);
+        Assert.All(server.Store.Shards.Where(s => s != home), s => Assert.True(s.Used < maxMemory / 8, $"a shard kept {s.Used}"));
+    }
+
+    [Fact]
+    public async Task Shards_that_gave_memory_away_take_it_back_from_the_ones_over_their_share()
+    {
+        const long maxMemory = 1024 * 1024;
+        const long share = maxMemory / 8;
+        await using var server = InProcessCacheServer.Start(maxMemory, EvictionPolicyKind.AllKeysLru, shards: 8);
+        using var c = await server.ConnectAsync();
+        var next = 0;
+        async Task FillAsync(int keys)
+        {
+            for (var i = 0; i < keys; i++, next++)
+            {
+                Assert.Equal("+OK", await c.CallAsync("SET", "k:" + next.ToString(CultureInfo.InvariantCulture), new string('v', 100)));
+            }
+        }
+
+        // A full store; a big value drains the other shards; it goes, and its shard is left empty.
+        await FillAsync(10_000);
+        Assert.Equal("+OK", await c.CallAsync("SET", "big", new string('b', 600_000)));
+        Assert.Equal(":1", await c.CallAsync("DEL", "big"));
+
+        // Small keys everywhere again. Without a way back the empty shard would grow only into the
+        // free memory, as fast as the others, and then evict its own keys at half their size forever.
+        await FillAsync(30_000);
+        var used = server.Store.Stats().UsedMemory;
+        Assert.InRange(used, maxMemory * 95 / 100, maxMemory);
+        Assert.All(server.Store.Shards, s => Assert.InRange(s.Used, share * 80 / 100, share * 120 / 100));
+    }
+
+    [Fact]
+    public async Task Noeviction_fills_the_whole_store_before_it_refuses_whatever_shard_a_key_lands_on()
+    {
+        // With a limit per shard the first full shard refused writes while the store was far from full.
+        const long maxMemory = 256 * 1024;
+        await using var server = InProcessCacheServer.Start(maxMemory, EvictionPolicyKind.NoEviction, shards: 8);
+        using var c = await server.ConnectAsync();
+        var refused = 0;
+        for (var i = 0; i < 5000 && refused < 50; i++)
+        {
+            var reply = await c.CallAsync("SET", "k:" + i.ToString(CultureInfo.InvariantCulture), new string('v', 200));
+            if (reply != "+OK")
+            {
+                Assert.Equal("-" + Errors.Oom, reply);
+                refused++;
+            }
+        }
+
+        Assert.Equal(50, refused);
+        var used = server.Store.Stats().UsedMemory;
+        Assert.InRange(used, maxMemory - 400, maxMemory); // within one entry (200 B value, key, chunk and entry overhead) of the limit
+        Assert.Equal(0, server.Store.Stats().Evicted);
+
+        // A deleted key's memory is free for a key on any shard.
+        var freedShard = server.Store.ShardIndexFor(server.Store.HashOf("k:0"u8));
+        Assert.Equal(":1", await c.CallAsync("DEL", "k:0"));
+        var other = Enumerable.Range(0, 100).Select(i => "new:" + i.ToString(CultureInfo.InvariantCulture))
+            .First(k => server.Store.ShardIndexFor(server.Store.HashOf(System.Text.Encoding.UTF8.GetBytes(k))) != freedShard);
+        Assert.Equal("+OK", await c.CallAsync("SET", other, new string('v', 200)));
+    }
+
+    [Fact]
+    public async Task Volatile_lru_evicts_keys_with_a_ttl_from_any_shard_for_a_write_on_a_shard_without_them()
+    {
+        const long maxMemory = 128 * 1024;
+        await using var server = InProcessCacheServer.Start(maxMemory, EvictionPolicyKind.VolatileLru, shards: 4);
+        using var c = await server.ConnectAsync();
+        var store = server.Store;
+
+        // Keys with a TTL on shard 0 only; persistent keys fill the rest.
+        var volatileKeys = Enumerable.Range(0, 4000).Select(i => "v:" + i.ToString(CultureInfo.InvariantCulture))
+            .Where(k => store.ShardIndexFor(store.HashOf(System.Text.Encoding.UTF8.GetBytes(k))) == 0).Take(150).ToList();
+        foreach (var key in volatileKeys)
+        {
+            Assert.Equal("+OK", await c.CallAsync("SET", key, new string('v', 200), "EX", "1000"));
+        }
+
+        var persistent = 0;
+        string reply;
+        while ((reply = await c.CallAsync("SET", "p:" + (persistent++).ToString(CultureInfo.InvariantCulture), new string('p', 200))) == "+OK")
+        {
+            Assert.True(persistent < 10_000);
+        }
+
+        // The store filled, then writes to shards 1-3 evicted shard 0's volatile keys; only when none
+        // was left did a write fail.
+        Assert.Equal("-" + Errors.Oom, reply);
+        Assert.Equal(0, store.Shards[0].VolatileCount);
+        Assert.Equal(volatileKeys.Count, (int)store.Stats().Evicted);
+        Assert.True(store.Stats().UsedMemory <= maxMemory);
+    }
+
+    [Fact]
+    public async Task Concurrent_writers_on_every_shard_keep_the_store_within_maxmemory_and_the_count_exact()
+    {
+        const long maxMemory = 512 * 1024;
+        await using var server = InProcessCacheServer.Start(maxMemory, EvictionPolicyKind.AllKeysLru, shards: 8);
+        var peak = 0L;
+        var writers = Enumerable.Range(0, 4).Select(async w =>
+        {
+            using var c = await server.ConnectAsync();
+            var random = new Random(w);
+            for (var i = 0; i < 3000; i++)
+            {
+                // Small keys everywhere, and now and then a value bigger than a shard's share.
+                var size = i % 500 == 499 ? 100_000 : random.Next(10, 2000);
+                Assert.Equal("+OK", await c.CallAsync("SET", "k:" + random.Next(50_000).ToString(CultureInfo.InvariantCulture), new string('v', size)));
+                Interlocked.Exchange(ref peak, Math.Max(Interlocked.Read(ref peak), server.Store.Stats().UsedMemory));
+            }
+        }).ToArray();
+        await Task.WhenAll(writers);
+
+        // Each write makes room before it runs and evicts again after, so at rest the store is within
+        // maxmemory; while they run, writes on other shards may each be in flight (as Redis exceeds
+        // maxmemory by the command that runs after its eviction).
+        var stats = server.Store.Stats();
+        Assert.True(stats.UsedMemory <= maxMemory, $"used {stats.UsedMemory}");
+        Assert.True(peak <= maxMemory + (writers.Length * 100_200), $"peak {peak}");
+        Assert.Equal(stats.UsedMemory, server.Store.Memory.Used);
     }
 
     [Fact]

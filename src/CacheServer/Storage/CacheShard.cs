@@ -53,16 +53,24 @@ internal sealed class CacheShard : ISlabOwner
     private EvictionPolicy _policy;
     private EvictionPolicyKind _policyKind;
     private readonly AdaptiveSettings? _adaptiveSettings;
+    private readonly MemoryBudget _memory;
+    private readonly bool _ownsMemory;
+    private long _used;
 
+    /// <param name="budget">The limit for a shard on its own (the simulator, tests); a store's shards share <paramref name="memory"/>.</param>
     /// <param name="countEntries">Charge 1 per entry instead of bytes (the trace simulator).</param>
     /// <param name="hashSeed">The seed the callers hash keys with (the slabs look entries up by key when they move a chunk).</param>
-    public CacheShard(EvictionPolicyKind policy, long budget, Random random, bool countEntries = false, AdaptiveSettings? adaptive = null, ulong hashSeed = 0)
+    /// <param name="memory">The store's maxmemory, shared by its shards; null: a limit of <paramref name="budget"/> for this shard alone.</param>
+    public CacheShard(EvictionPolicyKind policy, long budget, Random random, bool countEntries = false, AdaptiveSettings? adaptive = null, ulong hashSeed = 0, MemoryBudget? memory = null)
     {
         _slab = new SlabAllocator(this);
         _hashSeed = hashSeed;
         _adaptiveSettings = adaptive;
         _countEntries = countEntries;
-        Budget = budget;
+        _ownsMemory = memory is null;
+        _memory = memory ?? new MemoryBudget(budget);
+        _memory.Add(this);
+        Budget = memory is null ? budget : _memory.Share;
         Random = random;
         _policyKind = policy;
         _policy = CreatePolicy(policy);
@@ -72,11 +80,17 @@ internal sealed class CacheShard : ISlabOwner
 
     public Random Random { get; }
 
-    /// <summary>Cost limit: bytes (or entries); 0 for none.</summary>
+    /// <summary>
+    /// This shard's share of maxmemory (bytes, or entries; 0 for none): what its policy is sized for.
+    /// The limit itself is the store's (<see cref="MemoryBudget"/>): a shard may hold more than its share.
+    /// </summary>
     public long Budget { get; private set; }
 
     /// <summary>Cost of what is stored: bytes by the accounting of <see cref="CostOf"/> (or entries).</summary>
-    public long Used { get; private set; }
+    public long Used => _used;
+
+    /// <summary><see cref="Used"/> read without this shard's lock (a hint for another shard's eviction).</summary>
+    public long UsedRelaxed => Volatile.Read(ref _used);
 
     public int Count => _entries.Count;
 
@@ -123,9 +137,15 @@ internal sealed class CacheShard : ISlabOwner
         }
     }
 
+    /// <summary>Sets this shard's share (and, for a shard on its own, its limit).</summary>
     public void SetBudget(long budget)
     {
         Budget = budget;
+        if (_ownsMemory)
+        {
+            _memory.Reset(budget, _used);
+        }
+
         _policy.Capacity = budget > 0 ? budget : long.MaxValue / 4;
         if (_policy is AdaptivePolicy adaptive)
         {
@@ -395,7 +415,7 @@ internal sealed class CacheShard : ISlabOwner
     public void Resized(int index, long oldCost, long nowMs)
     {
         var newCost = CostOf(index);
-        Used += newCost - oldCost;
+        Charge(newCost - oldCost);
         _policy.OnResize(index, oldCost, newCost);
         _policy.OnAccess(index, Seconds(nowMs));
     }
@@ -445,7 +465,7 @@ internal sealed class CacheShard : ISlabOwner
         Unlink(index, entry.Hash);
         FreeChunkAndValue(index);
         _entries.Free(index);
-        Used -= cost;
+        Charge(-cost);
         switch (reason)
         {
             case Removal.Expired:
@@ -458,44 +478,73 @@ internal sealed class CacheShard : ISlabOwner
     }
 
     /// <summary>
-    /// Evicts until the shard is within its budget, never touching <paramref name="protect"/> (the
-    /// entry just written). False when that is impossible: nothing left to evict, or the policy
-    /// refuses (noeviction, or no volatile keys under a volatile policy).
+    /// Evicts until the store is within maxmemory, never touching <paramref name="protect"/> (the entry
+    /// just written). False when that is impossible: nothing left to evict, or the policy refuses
+    /// (noeviction, or no volatile keys under a volatile policy).
     /// </summary>
     public bool MakeRoom(int protect) => Reserve(0, protect);
 
     /// <summary>
-    /// Evicts until <paramref name="extra"/> more cost fits in the budget, as Redis evicts before a
-    /// write. False when it cannot: the write must then fail with OOM.
+    /// Evicts until <paramref name="extra"/> more cost fits in maxmemory, as Redis evicts before a write:
+    /// from this shard, or from others as <see cref="MemoryBudget"/> says. False when it cannot: the
+    /// write must then fail with OOM. Caller holds this shard's lock.
     /// </summary>
     public bool Reserve(long extra, int protect)
     {
-        if (Budget <= 0)
+        var max = _memory.Max;
+        if (max <= 0 || _memory.Used + extra <= max)
         {
             return true;
         }
 
-        if (extra > Budget)
+        if (extra > max || _policyKind == EvictionPolicyKind.NoEviction)
         {
-            return false; // would not fit in the empty shard: refuse without evicting anything for it
+            return false; // would not fit in an empty store, or may not evict: refuse without evicting anything
         }
 
-        while (Used + extra > Budget)
+        while (_memory.Used + extra > max)
         {
+            var need = _memory.Used + extra - max;
+            if (_used < Budget - (Budget / 8) && _memory.EvictElsewhere(this, need, overShareOnly: true) > 0)
+            {
+                continue;
+            }
+
             var victim = _policy.SelectVictim(protect, _volatile.AsSpan(0, _volatileCount));
-            if (victim < 0)
+            if (victim >= 0)
+            {
+                Remove(victim, Removal.Evicted);
+            }
+            else if (_memory.EvictElsewhere(this, need, overShareOnly: false) == 0)
             {
                 return false;
             }
-
-            Remove(victim, Removal.Evicted);
         }
 
         return true;
     }
 
-    /// <summary>Whether <paramref name="extra"/> more cost fits once eviction did what it can (noeviction check).</summary>
-    public bool WouldFit(long extra) => Budget <= 0 || Used + extra <= Budget;
+    /// <summary>
+    /// Evicts this shard's victims (by its policy) for another shard's write until <paramref name="need"/>
+    /// is freed, nothing is left to evict, or it holds no more than <paramref name="floor"/>. Returns the
+    /// cost freed. Caller holds this shard's lock.
+    /// </summary>
+    public long EvictOwn(long need, long floor)
+    {
+        var before = _used;
+        while (before - _used < need && _used > floor)
+        {
+            var victim = _policy.SelectVictim(-1, _volatile.AsSpan(0, _volatileCount));
+            if (victim < 0)
+            {
+                break;
+            }
+
+            Remove(victim, Removal.Evicted);
+        }
+
+        return before - _used;
+    }
 
     /// <summary>The cost a new string entry would have (for the noeviction check).</summary>
     public long CostOfNewString(int keyLength, int valueLength) => _countEntries
@@ -512,11 +561,17 @@ internal sealed class CacheShard : ISlabOwner
         _buckets = new int[16];
         _volatile = new int[16];
         _volatileCount = 0;
-        Used = 0;
+        Charge(-_used);
         _policy = CreatePolicy(_policyKind);
     }
 
     public EvictionPolicyKind PolicyKind => _policyKind;
+
+    private void Charge(long delta)
+    {
+        _used += delta;
+        _memory.Charge(delta);
+    }
 
     // ---- Active expiry, sampling, iteration -------------------------------------------------------
 
@@ -596,7 +651,7 @@ internal sealed class CacheShard : ISlabOwner
     private void Admit(int index, long expireAt, long nowMs)
     {
         var cost = CostOf(index);
-        Used += cost;
+        Charge(cost);
         _policy.OnInsert(index, cost, Seconds(nowMs));
         if (expireAt != 0)
         {

@@ -8,8 +8,8 @@ namespace Infra.CacheServer.Storage;
 internal readonly record struct StoreStats(long Keys, long Expires, long UsedMemory, long Hits, long Misses, long Evicted, long Expired);
 
 /// <summary>
-/// The keyspace: a power-of-two number of <see cref="CacheShard"/>s, each with its own lock, budget
-/// (maxmemory ÷ shards) and policy, so commands on different shards run in parallel. Keys are hashed
+/// The keyspace: a power-of-two number of <see cref="CacheShard"/>s, each with its own lock and policy,
+/// so commands on different shards run in parallel, under one maxmemory (<see cref="MemoryBudget"/>). Keys are hashed
 /// with xxHash64 under a per-process random seed (unless one is given), so nobody can craft keys that
 /// collide in the index or the frequency sketch. Expired keys go lazily on access and actively by
 /// sampling on a timer.
@@ -23,6 +23,7 @@ internal sealed class CacheStore : IDisposable
     private static readonly TimeSpan ExpireBudget = TimeSpan.FromMilliseconds(5);
 
     private readonly CacheShard[] _shards;
+    private readonly MemoryBudget _memory;
     private readonly int _shardShift;
     private readonly ulong _hashSeed;
     private readonly TimeProvider _time;
@@ -42,9 +43,10 @@ internal sealed class CacheStore : IDisposable
         MaxMemory = maxMemory;
         Policy = policy;
         _shards = new CacheShard[shards];
+        _memory = new MemoryBudget(maxMemory);
         for (var i = 0; i < shards; i++)
         {
-            _shards[i] = new CacheShard(policy, ShardBudget(maxMemory, shards), new Random(unchecked((int)_hashSeed) + i), hashSeed: _hashSeed);
+            _shards[i] = new CacheShard(policy, ShardBudget(maxMemory, shards), new Random(unchecked((int)_hashSeed) + i), hashSeed: _hashSeed, memory: _memory);
             _shards[i].SetBudget(ShardBudget(maxMemory, shards));
         }
 
@@ -60,6 +62,9 @@ internal sealed class CacheStore : IDisposable
 
     public int ShardCount => _shards.Length;
 
+    /// <summary>maxmemory and the total the shards hold (tests compare it with the shards' sum).</summary>
+    public MemoryBudget Memory => _memory;
+
     public IReadOnlyList<CacheShard> Shards => _shards;
 
     public TimeProvider Time => _time;
@@ -73,27 +78,65 @@ internal sealed class CacheStore : IDisposable
 
     public int ShardIndexFor(int hash) => _shardShift == 32 ? 0 : (int)((uint)hash >> _shardShift);
 
-    /// <summary>Changes maxmemory and/or the policy at run time (CONFIG SET).</summary>
+    /// <summary>
+    /// Changes maxmemory and/or the policy at run time (CONFIG SET), then evicts down to the new limit:
+    /// first each shard over its share from itself, then wherever the policy allows.
+    /// </summary>
     public void Configure(long maxMemory, EvictionPolicyKind policy)
     {
         var now = CacheShard.Seconds(NowMs);
+        var budget = ShardBudget(maxMemory, _shards.Length);
+
+        // Every lock, in shard order as multi-key commands take them: the total starts exact.
         foreach (var shard in _shards)
         {
-            lock (shard.Lock)
+            shard.Lock.Enter();
+        }
+
+        try
+        {
+            long used = 0;
+            foreach (var shard in _shards)
             {
-                var budget = ShardBudget(maxMemory, _shards.Length);
                 if (policy != Policy)
                 {
                     shard.ChangePolicy(policy, budget, now);
                 }
 
                 shard.SetBudget(budget);
-                shard.MakeRoom(-1);
+                used += shard.Used;
+            }
+
+            _memory.Reset(maxMemory, used);
+            MaxMemory = maxMemory;
+            Policy = policy;
+        }
+        finally
+        {
+            for (var i = _shards.Length - 1; i >= 0; i--)
+            {
+                _shards[i].Lock.Exit();
             }
         }
 
-        MaxMemory = maxMemory;
-        Policy = policy;
+        foreach (var shard in _shards)
+        {
+            lock (shard.Lock)
+            {
+                if (_memory.Used > maxMemory)
+                {
+                    shard.EvictOwn(_memory.Used - maxMemory, floor: budget);
+                }
+            }
+        }
+
+        foreach (var shard in _shards)
+        {
+            lock (shard.Lock)
+            {
+                shard.MakeRoom(-1);
+            }
+        }
     }
 
     public StoreStats Stats()
