@@ -184,7 +184,7 @@ public sealed class StackTests(StackFixture fixture)
         var failures = await KillUnderLoadAsync(links, "web-2", workers: 8, before: 500, after: 2000);
         try
         {
-            Assert.True(failures.IsEmpty, $"{failures.Count} failed GETs, e.g. {failures.FirstOrDefault()}");
+            Assert.True(failures.IsEmpty, $"{failures.Count} failed GETs, e.g. {failures.FirstOrDefault()}\nweb nodes' and the balancer's failures:\n{Stack.FailuresLogged("web-")}\n{Stack.FailuresLogged("lb")}");
         }
         finally
         {
@@ -282,7 +282,7 @@ public sealed class StackTests(StackFixture fixture)
         var failures = await KillUnderLoadAsync(links, "cache-2", workers: 6, before: 300, after: 1500);
         try
         {
-            Assert.True(failures.IsEmpty, $"{failures.Count} failed redirects, e.g. {failures.FirstOrDefault()}");
+            Assert.True(failures.IsEmpty, $"{failures.Count} failed redirects, e.g. {failures.FirstOrDefault()}\nweb nodes' failures:\n{Stack.FailuresLogged("web-")}");
         }
         finally
         {

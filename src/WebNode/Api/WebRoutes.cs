@@ -40,7 +40,10 @@ internal sealed partial class WebRoutes(
         routes.MapGet("/{code}", context => Guard(context, RedirectAsync));
     }
 
-    private async Task Guard(HttpContext context, Func<HttpContext, Task> handler)
+    private Task Guard(HttpContext context, Func<HttpContext, Task> handler) => Guard(context, handler, logger);
+
+    /// <summary>Runs a handler and turns what it throws into the API's JSON errors.</summary>
+    internal static async Task Guard(HttpContext context, Func<HttpContext, Task> handler, ILogger logger)
     {
         try
         {
@@ -68,6 +71,14 @@ internal sealed partial class WebRoutes(
         {
             LogDataError(logger, context.Request.Path, ex.Message);
             await ErrorAsync(context, StatusCodes.Status500InternalServerError, "internal", "the database refused the request");
+        }
+        catch (Exception ex) when (!context.Response.HasStarted && !context.RequestAborted.IsCancellationRequested && ex is not OutOfMemoryException)
+        {
+            // A bug, or a dependency failing in a way nobody expected: the API's JSON error, not Kestrel's
+            // empty 500, and the exception in the log with the path that hit it.
+            LogUnhandled(logger, ex, context.Request.Path);
+            context.Response.Clear(); // a Location or cookie set before the failure must not go out with it
+            await ErrorAsync(context, StatusCodes.Status500InternalServerError, "internal", "internal error");
         }
     }
 
@@ -393,4 +404,7 @@ internal sealed partial class WebRoutes(
 
     [LoggerMessage(EventId = 731, Level = LogLevel.Warning, Message = "{Path}: the database refused the request: {Reason}")]
     private static partial void LogDataError(ILogger logger, string path, string reason);
+
+    [LoggerMessage(EventId = 732, Level = LogLevel.Error, Message = "{Path}: 500, unhandled exception")]
+    private static partial void LogUnhandled(ILogger logger, Exception exception, string path);
 }

@@ -119,18 +119,27 @@ internal sealed partial class Cache(CacheCluster cluster, WebMetrics metrics, IL
         return false;
     }
 
-    private Task<T> TryAsync<T>(string key, Func<IDatabase, Task<T>> call, T fallback) => TryAsync(cluster.GetDatabase(key), key, call, fallback);
+    private Task<T> TryAsync<T>(string key, Func<IDatabase, Task<T>> call, T fallback) => TryAsync(null, key, call, fallback);
 
-    private async Task<T> TryAsync<T>(IDatabase db, string key, Func<IDatabase, Task<T>> call, T fallback)
+    /// <param name="db">The node to ask; null: the one placement picks for <paramref name="key"/> now.</param>
+    internal async Task<T> TryAsync<T>(IDatabase? db, string key, Func<IDatabase, Task<T>> call, T fallback)
     {
         try
         {
-            return await call(db);
+            return await call(db ?? cluster.GetDatabase(key));
         }
         catch (Exception ex) when (ex is RedisException or TimeoutException or ObjectDisposedException)
         {
             metrics.CacheErrors.Add(1);
             LogCacheFailed(logger, key, ex.Message);
+            return fallback;
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            // Not a failure the client documents, but still the cache's: a miss for the user as well
+            // (a request must not fail because a cache server died in an unexpected way), logged loudly.
+            metrics.CacheErrors.Add(1);
+            LogCacheFailedUnexpectedly(logger, ex, key, ex.GetType().Name);
             return fallback;
         }
     }
@@ -139,4 +148,7 @@ internal sealed partial class Cache(CacheCluster cluster, WebMetrics metrics, IL
 
     [LoggerMessage(EventId = 700, Level = LogLevel.Debug, Message = "Cache call for {Key} failed; treated as a miss: {Reason}")]
     private static partial void LogCacheFailed(ILogger logger, string key, string reason);
+
+    [LoggerMessage(EventId = 701, Level = LogLevel.Warning, Message = "Cache call for {Key} failed with an unexpected {Type}; treated as a miss")]
+    private static partial void LogCacheFailedUnexpectedly(ILogger logger, Exception exception, string key, string type);
 }

@@ -131,6 +131,44 @@ internal sealed partial class Stack : IAsyncDisposable
         Assert.True(response.IsSuccessStatusCode, $"restart {name}: {(int)response.StatusCode} {await response.Content.ReadAsStringAsync()}\n{Output}");
     }
 
+    /// <summary>
+    /// The failures the named nodes logged (a "fail:" or "crit:" line, after its timestamp, and the
+    /// lines after it, which carry the exception's stack), for a failing test's message: the logs go with the data
+    /// directory when the stack stops.
+    /// </summary>
+    public string FailuresLogged(string namePrefix, int maxLines = 40)
+    {
+        var dir = Path.Combine(DataDir, "logs");
+        if (!Directory.Exists(dir))
+        {
+            return "(no logs)";
+        }
+
+        var found = new List<string>();
+        foreach (var file in Directory.GetFiles(dir, namePrefix + "*.log").Order(StringComparer.Ordinal))
+        {
+            using var stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+            using var reader = new StreamReader(stream);
+            var name = Path.GetFileNameWithoutExtension(file);
+            var after = 0;
+            for (var line = reader.ReadLine(); line is not null && found.Count < maxLines; line = reader.ReadLine())
+            {
+                if (line.Contains("fail: ", StringComparison.Ordinal) || line.Contains("crit: ", StringComparison.Ordinal))
+                {
+                    after = 4;
+                }
+
+                if (after > 0)
+                {
+                    found.Add(name + ": " + line);
+                    after--;
+                }
+            }
+        }
+
+        return found.Count == 0 ? "(nothing logged as failed)" : string.Join('\n', found);
+    }
+
     /// <summary>Every node healthy again (after a test restarted what it killed).</summary>
     public Task AllUpAsync() => Eventually.HoldsAsync(async () => (await StatusAsync()).All(n => n.Health == "up"), "every node is up", TimeSpan.FromSeconds(60));
 
