@@ -125,6 +125,17 @@ internal sealed partial class Node : IAsyncDisposable
 
     public string? Diverged => _follower?.Diverged;
 
+    /// <summary>
+    /// Why this node should not be in rotation, or null: it diverged from its master, its WAL fsync
+    /// failed, or (a replica) it cannot apply what its master sends — its storage refuses (a full disk,
+    /// a database locked by another process): it would serve ever older data. A master that is down
+    /// does not count; a replica that lost its master still serves what it has, as Redis's replicas do.
+    /// </summary>
+    public string? NotReadyReason => Diverged is { } diverged ? "diverged: " + diverged
+        : Flusher.Failure is { } failure ? "a WAL fsync failed (restart the node): " + failure.Message
+        : _follower?.ApplyFailure is { } apply ? "cannot apply the master's entries here: " + apply
+        : null;
+
     public Follower? Follower => _follower;
 
     public TimeProvider Time => _time;

@@ -19,10 +19,7 @@ internal sealed partial class NodeService(Node node, ILoggerFactory loggerFactor
     private readonly ILogger _logger = loggerFactory.CreateLogger<NodeService>();
     private TcpConnectionListener? _listener;
 
-    public string? NotReadyReason => _listener is null ? "not listening yet"
-        : node.Diverged is { } diverged ? "diverged: " + diverged
-        : node.Flusher.Failure is { } failure ? "a WAL fsync failed (restart the node): " + failure.Message
-        : null;
+    public string? NotReadyReason => _listener is null ? "not listening yet" : node.NotReadyReason;
 
     public Task StartAsync(CancellationToken cancellationToken)
     {

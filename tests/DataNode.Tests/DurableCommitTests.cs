@@ -193,9 +193,15 @@ public sealed class DurableCommitTests : IAsyncDisposable
         Assert.Null(replica.Follower!.Diverged);
         Assert.Equal(before, replica.Db.Lsn);
 
+        // Out of rotation meanwhile (/healthz 503): it would serve ever older rows. Reconnecting, which
+        // clears LastError, does not make it ready again; only an apply that succeeds does.
+        Assert.Contains("SQLITE_FULL", replica.NotReadyReason, StringComparison.Ordinal);
+        Assert.Null(master.NotReadyReason);
+
         // Room again: the follower, still retrying, applies everything.
         await replica.RunOnWriterAsync(db => db.LimitWriterPages(1_000_000));
         await UntilAsync(() => replica.Db.Lsn == master.Db.Lsn, "the replica catches up");
+        Assert.Null(replica.NotReadyReason);
         Assert.Equal(master.Db.Checksum().Checksum, replica.Db.Checksum().Checksum);
         Assert.Null(replica.Follower!.Diverged);
     }
@@ -219,9 +225,11 @@ public sealed class DurableCommitTests : IAsyncDisposable
             await WriteAsync(master, "INSERT INTO t VALUES(1, 'while locked')");
             await UntilAsync(() => replica.Follower?.LastError?.Contains("locked", StringComparison.OrdinalIgnoreCase) == true, "the replica reports the lock");
             Assert.Null(replica.Follower!.Diverged);
+            Assert.Contains("locked", replica.NotReadyReason, StringComparison.OrdinalIgnoreCase);
         }
 
         await UntilAsync(() => replica.Db.Lsn == master.Db.Lsn, "the replica catches up once the lock is gone");
+        Assert.Null(replica.NotReadyReason);
         Assert.Equal(master.Db.Checksum().Checksum, replica.Db.Checksum().Checksum);
     }
 

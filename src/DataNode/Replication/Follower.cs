@@ -37,6 +37,12 @@ internal sealed partial class Follower(Node node, string master, bool reclone, I
 
     public string? LastError { get; private set; }
 
+    /// <summary>
+    /// The storage error of the last apply that failed, until one succeeds (the node's readiness):
+    /// unlike <see cref="LastError"/> it survives reconnecting, since the next session fails the same way.
+    /// </summary>
+    public string? ApplyFailure { get; private set; }
+
     public void Start() => _run = Task.Run(RunAsync);
 
     public async Task StopAsync()
@@ -242,6 +248,12 @@ internal sealed partial class Follower(Node node, string master, bool reclone, I
                             db.ApplyEntries(batch);
                             return 0;
                         }, syncLater: true);
+                        ApplyFailure = null;
+                    }
+                    catch (Exception ex) when (ex is SqliteException || (ex is NodeException { Code: NodeErrorCode.Unavailable } && !_stop.IsCancellationRequested))
+                    {
+                        ApplyFailure = ex.Message; // a storage failure (SessionNative.StorageFailure) or the database locked at BEGIN
+                        throw;
                     }
                     finally
                     {
