@@ -59,7 +59,7 @@ internal static class WebCommandLine
               --click-buffer N          click events held while the queue is slow or down, then dropped (10000)
               --worker-batch N          click events the worker takes per fetch (500)
               --worker-group NAME       the worker's queue-mode consumer group (click-counter)
-              --request-timeout D       per call to the router or the queue (5s)
+              --request-timeout D       per call to the router or the queue (6s: above a data node's 5s semi-sync wait)
               --cache-timeout D         per cache call; slower counts as a miss (250ms)
               --shutdown-timeout D      (10s)
               --log-level LEVEL         Trace, Debug, Information (default), Warning, Error

@@ -50,7 +50,12 @@ internal sealed class WebOptions : ServiceOptions
 
     public string WorkerGroup { get; set; } = "click-counter";
 
-    public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(5);
+    /// <summary>
+    /// Per call to the router or the queue. Longer than a data node's semi-sync wait (its --sync-timeout,
+    /// 5 s): a write whose replica is slow then gets the node's own answer (NotReplicated: committed on
+    /// the master, not yet copied) instead of a timeout here that says nothing about the write.
+    /// </summary>
+    public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(6);
 
     public TimeSpan CacheTimeout { get; set; } = TimeSpan.FromMilliseconds(250);
 
