@@ -470,7 +470,11 @@ public sealed class QueueBrokerTests : IDisposable
     [Fact]
     public async Task Stream_groups_split_partitions_and_commits_survive_a_kill()
     {
-        await using (var broker = await QueueBrokerProcess.StartAsync(_dataDir, "--session-timeout", "1s"))
+        // 3 s, not 1: between two of a's heartbeats below the test makes a few calls in sequence, one an
+        // fsync'd commit (a real consumer heartbeats on its own loop). Once, with the whole suite on 2 cores
+        // and one disk, a's own session ran out there (UnknownMember in its heartbeat loop); the broker
+        // handles heartbeats without waiting on any fsync, so a slow commit is the suspect.
+        await using (var broker = await QueueBrokerProcess.StartAsync(_dataDir, "--session-timeout", "3s"))
         {
             await using var client = await broker.ConnectAsync();
             await client.CreateTopicAsync("clicks", 4);
