@@ -57,7 +57,7 @@ internal sealed class CacheShard : ISlabOwner
     private readonly bool _ownsMemory;
     private long _used;
 
-    /// <param name="budget">The limit for a shard on its own (the simulator, tests); a store's shards share <paramref name="memory"/>.</param>
+    /// <param name="budget">This shard's share of maxmemory; for a shard on its own (the simulator, tests) also its limit.</param>
     /// <param name="countEntries">Charge 1 per entry instead of bytes (the trace simulator).</param>
     /// <param name="hashSeed">The seed the callers hash keys with (the slabs look entries up by key when they move a chunk).</param>
     /// <param name="memory">The store's maxmemory, shared by its shards; null: a limit of <paramref name="budget"/> for this shard alone.</param>
@@ -70,7 +70,7 @@ internal sealed class CacheShard : ISlabOwner
         _ownsMemory = memory is null;
         _memory = memory ?? new MemoryBudget(budget);
         _memory.Add(this);
-        Budget = memory is null ? budget : _memory.Share;
+        Budget = budget;
         Random = random;
         _policyKind = policy;
         _policy = CreatePolicy(policy);
