@@ -69,6 +69,71 @@ public class CommandFuzzTests
         AssertAccountingHolds(server);
     }
 
+    [Theory]
+    [InlineData("AllKeysLru")]
+    [InlineData("AllKeysLfu")]
+    [InlineData("VolatileLru")]
+    [InlineData("NoEviction")]
+    public async Task Concurrent_clients_on_every_shard_with_maxmemory_changing_never_deadlock_or_break_accounting(string policyName)
+    {
+        // The shards share maxmemory: a write may evict from other shards (trying their locks while it
+        // holds its own), multi-key commands hold several locks, CONFIG SET takes them all in order.
+        await using var server = InProcessCacheServer.Start(256 * 1024, Enum.Parse<EvictionPolicyKind>(policyName), shards: 8);
+        using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(120));
+        var clients = Enumerable.Range(0, 4).Select(async w =>
+        {
+            using var c = await server.ConnectAsync();
+            var random = new Random(100 + w);
+            string Key() => "k" + random.Next(400).ToString(System.Globalization.CultureInfo.InvariantCulture);
+            string Value() => new('v', random.Next(10) == 0 ? random.Next(20_000, 120_000) : random.Next(1, 3000));
+            for (var i = 0; i < 1500; i++)
+            {
+                string[] args = random.Next(12) switch
+                {
+                    0 => ["MSET", Key(), Value(), Key(), Value(), Key(), Value()],
+                    1 => ["RENAME", Key(), Key()],
+                    2 => ["HSET", "h" + Key(), "f" + random.Next(5), Value()],
+                    3 => ["DEL", Key(), Key()],
+                    4 => ["APPEND", Key(), Value()],
+                    5 => ["SETRANGE", Key(), random.Next(5000).ToString(System.Globalization.CultureInfo.InvariantCulture), Value()],
+                    6 => ["EXPIRE", Key(), "100"],
+                    7 => ["GETDEL", Key()],
+                    8 => ["MSETNX", Key(), Value(), Key(), Value()],
+                    _ => ["SET", Key(), Value(), "EX", "1000"],
+                };
+                var reply = await c.CallAsync(args).WaitAsync(deadline.Token);
+                Assert.False(string.IsNullOrEmpty(reply));
+                Assert.True(reply[0] != '-' || reply.StartsWith("-OOM", StringComparison.Ordinal) || reply.StartsWith("-ERR no such key", StringComparison.Ordinal)
+                    || reply.StartsWith("-WRONGTYPE", StringComparison.Ordinal) || reply.StartsWith("-ERR value is not", StringComparison.Ordinal)
+                    || reply.StartsWith("-ERR string exceeds", StringComparison.Ordinal), $"{args[0]}: {reply}");
+            }
+        }).ToList();
+        var admin = Task.Run(async () =>
+        {
+            using var c = await server.ConnectAsync();
+            var sizes = new[] { "128kb", "512kb", "64kb", "256kb" };
+            for (var i = 0; clients.Any(t => !t.IsCompleted); i++)
+            {
+                Assert.Equal("+OK", await c.CallAsync("CONFIG", "SET", "maxmemory", sizes[i % sizes.Length]).WaitAsync(deadline.Token));
+                if (i % 10 == 9)
+                {
+                    Assert.Equal("+OK", await c.CallAsync("FLUSHALL").WaitAsync(deadline.Token));
+                }
+
+                await Task.Delay(20, deadline.Token);
+            }
+        });
+
+        await Task.WhenAll([.. clients, admin]);
+        AssertAccountingHolds(server);
+        var stats = server.Store.Stats();
+        Assert.Equal(stats.UsedMemory, server.Store.Memory.Used);
+        if (policyName.StartsWith("AllKeys", StringComparison.Ordinal)) // the others may have nothing they can evict after maxmemory is lowered
+        {
+            Assert.True(stats.UsedMemory <= server.Store.MaxMemory, $"used {stats.UsedMemory} over {server.Store.MaxMemory} at rest");
+        }
+    }
+
     private static void AssertAccountingHolds(InProcessCacheServer server)
     {
         foreach (var shard in server.Store.Shards)
