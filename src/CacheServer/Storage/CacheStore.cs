@@ -189,16 +189,33 @@ internal sealed class CacheStore : IDisposable
         return total;
     }
 
+    /// <summary>
+    /// Empties every shard. When that let go of at least <see cref="ReleaseAfterFlushBytes"/> of pages
+    /// and tables, a full compacting collection then runs on the pool (after the caller's reply) so the
+    /// runtime hands the memory back to the OS, as a Redis user expects RSS to fall after FLUSHALL: left to
+    /// itself the GC may not collect for a long time, with little allocation after a flush.
+    /// </summary>
     public void FlushAll()
     {
+        long released = 0;
         foreach (var shard in _shards)
         {
             lock (shard.Lock)
             {
+                released += shard.ReservedBytes;
                 shard.Clear();
+                released -= shard.ReservedBytes;
             }
         }
+
+        if (released >= ReleaseAfterFlushBytes)
+        {
+            ThreadPool.UnsafeQueueUserWorkItem(static _ => GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true), null);
+        }
     }
+
+    /// <summary>Reserved bytes a flush must let go of before it asks the runtime to give memory back.</summary>
+    public const long ReleaseAfterFlushBytes = 16L << 20;
 
     /// <summary>Expired keys removed by the active cycle (also counted in each shard's Expired).</summary>
     public long ActiveExpired => Interlocked.Read(ref _activeExpired);
