@@ -382,6 +382,11 @@ public sealed class ShardRouterTests
         {
             var rows = await node.Master.QueryAsync("SELECT k FROM acct");
             Assert.All(rows.GetProperty("rows").EnumerateArray(), r => Assert.Equal(node.Id, ShardCluster.OwnerOf(mapAfter, r[0].GetString()!)));
+
+            // Every shard, the new one too (from the copied schema), has the slot index, and selecting a
+            // slot's rows as a move does reads it instead of hashing the whole table.
+            var plan = await node.Master.QueryAsync("EXPLAIN QUERY PLAN SELECT k FROM acct WHERE infra_slot(\"k\", 4096) = 7");
+            Assert.Contains("USING INDEX acct_infra_slot", plan.GetProperty("rows").ToString(), StringComparison.Ordinal);
         }
 
         // A slot that moved is closed on the master it left: a write for it that reaches that master late

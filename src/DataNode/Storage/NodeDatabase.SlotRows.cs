@@ -160,6 +160,14 @@ internal sealed partial class NodeDatabase
         return new SlotTableInfo(table.Name, table.ShardKey, [.. columns]);
     }
 
+    /// <summary>
+    /// <c>infra_slot("key", slots)</c> with the count written out: the expression of a table's slot index
+    /// (the router's <c>SlotIndexSql</c> writes the same text), which SQLite uses only for an identical
+    /// expression.
+    /// </summary>
+    public static string SlotExpression(string shardKey, int slots) =>
+        $"infra_slot({Quote(shardKey)}, {slots.ToString(System.Globalization.CultureInfo.InvariantCulture)})";
+
     private static string Shorten(string sql) => sql.Length <= 80 ? sql : sql[..77] + "...";
 
     /// <summary>
@@ -171,9 +179,11 @@ internal sealed partial class NodeDatabase
 
     private SlotTableRows ReadSlot(SqlRunner reader, SlotTableInfo table, int slots, int slot)
     {
-        using var stmt = PrepareInternal(reader, $"SELECT {ColumnList(table)} FROM {Quote(table.Name)} WHERE infra_slot({Quote(table.ShardKey)}, ?) = ?");
-        raw.sqlite3_bind_int64(stmt, 1, slots);
-        raw.sqlite3_bind_int64(stmt, 2, slot);
+        // The slot count as a literal, not a parameter: so the query matches the expression of the slot
+        // index the router creates on each sharded table (infra_slot(key, slots)) and reads only the
+        // slot's rows instead of hashing every row of the table.
+        using var stmt = PrepareInternal(reader, $"SELECT {ColumnList(table)} FROM {Quote(table.Name)} WHERE {SlotExpression(table.ShardKey, slots)} = ?");
+        raw.sqlite3_bind_int64(stmt, 1, slot);
         var rows = new List<object?[]>();
         int rc;
         while ((rc = raw.sqlite3_step(stmt)) == raw.SQLITE_ROW)

@@ -400,6 +400,27 @@ internal sealed partial class Router : IAsyncDisposable
                 }
             }
 
+            // Each sharded table's slot index (what a slot move selects and deletes by), on every shard
+            // the DDL reached.
+            var indexes = tables.Select(t => (object?[])[Placement.Resharder.SlotIndexSql(t.Name, t.ShardKey, _map.Slots)]).ToList();
+            for (var i = 0; i < outcomes.Count; i++)
+            {
+                if (!outcomes[i].Ok || _map.Find(outcomes[i].Shard) is not { } target)
+                {
+                    continue;
+                }
+
+                try
+                {
+                    var outcome = await WriteAsync(target, indexes, "ddl", slot: null, cancellationToken);
+                    outcomes[i] = outcomes[i] with { Lsn = outcome.Lsn };
+                }
+                catch (RouterException ex)
+                {
+                    outcomes[i] = new SchemaOutcome(target.Id, false, 0, ex.Code, "the slot index: " + ex.Message);
+                }
+            }
+
             await UpdateMapAsync(map => map.WithTables(tables));
         }
 
