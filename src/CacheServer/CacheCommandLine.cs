@@ -31,7 +31,7 @@ internal static class CacheCommandLine
 
               --listen HOST:PORT             client endpoint (default 127.0.0.1:6379; port 0 picks one)
               --admin HOST:PORT              admin endpoint: /healthz, /metrics (default 127.0.0.1:6380)
-              --maxmemory SIZE               data limit, e.g. 256mb (default 0 = none), split evenly over the shards
+              --maxmemory SIZE               data limit, e.g. 256mb (default 0 = none), for the whole store
               --maxmemory-policy NAME        allkeys-lru (default) | allkeys-lfu | fifo | allkeys-adaptive |
                                              noeviction | volatile-lru | volatile-ttl
               --shards N                     power of two (default: ≥ 4 × cores)

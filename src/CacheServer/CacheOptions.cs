@@ -15,7 +15,7 @@ internal sealed class CacheOptions : ServiceOptions
 
     public string? AdminToken { get; set; }
 
-    /// <summary>Bytes of data the server may hold (0 = no limit), split evenly over the shards.</summary>
+    /// <summary>Bytes of data the server may hold (0 = no limit), all shards together (each is sized for an equal share).</summary>
     public long MaxMemory { get; set; }
 
     public EvictionPolicyKind MaxMemoryPolicy { get; set; } = EvictionPolicyKind.AllKeysLru;

@@ -227,6 +227,28 @@ public class MemoryPolicyTests
         Assert.Equal(":40", await c.CallAsync("DBSIZE"));
     }
 
+    [Theory]
+    [InlineData("NoEviction")]
+    [InlineData("AllKeysLru")]
+    public async Task Mset_pairs_on_different_shards_must_fit_maxmemory_together(string policyName)
+    {
+        // Found by review: with one store-wide limit each shard's part of an MSET was checked alone, so two
+        // 600 KB values on two shards of an empty 1 MB store were both stored (1.2 MB, under noeviction too).
+        const long maxMemory = 1024 * 1024;
+        await using var server = InProcessCacheServer.Start(maxMemory, Enum.Parse<EvictionPolicyKind>(policyName), shards: 8);
+        using var c = await server.ConnectAsync();
+        var store = server.Store;
+        var keys = Enumerable.Range(0, 100).Select(i => "m" + i.ToString(CultureInfo.InvariantCulture)).ToList();
+        var first = keys[0];
+        var second = keys.First(k => store.ShardIndexFor(store.HashOf(System.Text.Encoding.UTF8.GetBytes(k))) != store.ShardIndexFor(store.HashOf(System.Text.Encoding.UTF8.GetBytes(first))));
+        var big = new string('b', 600_000);
+
+        Assert.Equal("-" + Errors.Oom, await c.CallAsync("MSET", first, big, second, big));
+        Assert.Equal(":0", await c.CallAsync("DBSIZE"));
+        Assert.Equal("+OK", await c.CallAsync("MSET", first, new string('a', 400_000), second, new string('b', 400_000)));
+        Assert.True(store.Stats().UsedMemory <= maxMemory, $"used {store.Stats().UsedMemory}");
+    }
+
     [Fact]
     public async Task Allkeys_lfu_still_finds_a_victim_when_few_keys_are_left_in_a_large_table()
     {

@@ -131,6 +131,20 @@ public sealed class ShardRouterTests
             Assert.Equal("SqlError", error.Code);
         }
 
+        // A view registered as sharded cannot have the slot index: the schema still applies on every shard,
+        // with a warning (moves would read it whole), not as a failed shard.
+        var (viewed, view) = await cluster.PostAsync("/db/schema", new
+        {
+            statements = new[] { "CREATE VIEW acct_view AS SELECT k, v FROM acct" },
+            tables = new[] { new { name = "acct_view", shardKey = "k" } },
+        });
+        Assert.True(viewed == 200, view.ToString());
+        Assert.All(view.GetProperty("shards").EnumerateArray(), o =>
+        {
+            Assert.True(o.GetProperty("ok").GetBoolean());
+            Assert.Contains("slot index", o.GetProperty("warning").GetString(), StringComparison.Ordinal);
+        });
+
         // A shard with no reachable node fails a fan-out by name, unless partial answers are allowed.
         await cluster.Shards[1].Replica.DisposeAsync();
         await cluster.Shards[1].Master.DisposeAsync();

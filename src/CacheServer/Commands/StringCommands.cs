@@ -191,16 +191,15 @@ internal static class StringCommands
         }
 
         // All or nothing: make room for every pair first (Redis checks memory once, before running), each
-        // shard for the sum of its pairs, so that the pairs together fit, not each one alone.
-        var shards = c.Store.ShardCount;
-        var pending = shards <= 256 ? stackalloc long[shards] : new long[shards];
+        // time for the sum of the pairs so far, whatever their shards: maxmemory is the store's, so the
+        // pairs together must fit, not each one alone nor each shard's part.
+        long reserved = 0;
         for (var i = 1; i < c.Count; i += 2)
         {
             var key = c.Arg(i);
             var hash = c.Store.HashOf(key);
             var shard = c.Store.ShardFor(hash);
             var index = shard.Find(key, hash, c.Now, Lookup.Write);
-            ref var reserved = ref pending[c.Store.ShardIndexFor(hash)];
             reserved += ExtraCost(shard, index, key.Length, c.Arg(i + 1).Length);
             if (!shard.Reserve(reserved, index))
             {

@@ -24,6 +24,9 @@ internal sealed class CacheStore : IDisposable
 
     private readonly CacheShard[] _shards;
     private readonly MemoryBudget _memory;
+    private readonly Lock _configureLock = new();
+    private int _collecting;
+    private long _lastCollection = long.MinValue / 2;
     private readonly int _shardShift;
     private readonly ulong _hashSeed;
     private readonly TimeProvider _time;
@@ -83,6 +86,16 @@ internal sealed class CacheStore : IDisposable
     /// first each shard over its share from itself, then wherever the policy allows.
     /// </summary>
     public void Configure(long maxMemory, EvictionPolicyKind policy)
+    {
+        // One CONFIG SET at a time, through its evictions: a concurrent one would evict down to a limit
+        // the other has already replaced (down to nothing, when one sets 0 while the other sets a limit).
+        lock (_configureLock)
+        {
+            ConfigureLocked(maxMemory, policy);
+        }
+    }
+
+    private void ConfigureLocked(long maxMemory, EvictionPolicyKind policy)
     {
         var now = CacheShard.Seconds(NowMs);
         var budget = ShardBudget(maxMemory, _shards.Length);
@@ -208,9 +221,24 @@ internal sealed class CacheStore : IDisposable
             }
         }
 
-        if (released >= ReleaseAfterFlushBytes)
+        // One collection at a time, and none within a second of the last: a client that fills and flushes
+        // in a loop must not stop every connection again and again.
+        if (released >= ReleaseAfterFlushBytes
+            && Environment.TickCount64 - Interlocked.Read(ref _lastCollection) >= 1000
+            && Interlocked.CompareExchange(ref _collecting, 1, 0) == 0)
         {
-            ThreadPool.UnsafeQueueUserWorkItem(static _ => GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true), null);
+            ThreadPool.UnsafeQueueUserWorkItem(static store =>
+            {
+                try
+                {
+                    GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+                }
+                finally
+                {
+                    Interlocked.Exchange(ref store._lastCollection, Environment.TickCount64);
+                    Volatile.Write(ref store._collecting, 0);
+                }
+            }, this, preferLocal: false);
         }
     }
 

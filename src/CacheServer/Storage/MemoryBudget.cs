@@ -15,6 +15,8 @@ namespace Infra.CacheServer.Storage;
 /// size); <see cref="Reset"/> recounts it with every shard's lock held. A shard evicting for another
 /// holds its own lock and only ever tries the other's (<see cref="Lock.TryEnter()"/>), and skips a
 /// shard its thread already holds (a multi-key command's), so no two threads can wait on each other.
+/// The price: a write whose own shard has nothing left to evict gets OOM when every shard that could
+/// give stays busy through a short spin (CONFIG SET holding them all, say) although memory could be freed.
 /// </remarks>
 internal sealed class MemoryBudget
 {
@@ -66,18 +68,21 @@ internal sealed class MemoryBudget
     {
         long freed = 0;
         var spin = default(SpinWait);
+        var tried = new bool[_shards.Count];
         for (var attempt = 0; freed < need; attempt++)
         {
             var busy = false;
-            var tried = 0UL; // bit per shard index below 64; above that, a pass is bounded by the count
+            Array.Clear(tried);
             for (var round = 0; round < _shards.Count && freed < need; round++)
             {
-                var target = Largest(asking, overShareOnly, ref tried);
-                if (target is null)
+                var index = Largest(asking, overShareOnly, tried);
+                if (index < 0)
                 {
                     break;
                 }
 
+                tried[index] = true;
+                var target = _shards[index];
                 if (!target.Lock.TryEnter())
                 {
                     busy = true; // another thread works there: try the next largest
@@ -108,14 +113,15 @@ internal sealed class MemoryBudget
         return freed;
     }
 
-    private CacheShard? Largest(CacheShard asking, bool overShareOnly, ref ulong tried)
+    /// <summary>The index of the largest shard not yet tried (over its share, with <paramref name="overShareOnly"/>), or -1.</summary>
+    private int Largest(CacheShard asking, bool overShareOnly, bool[] tried)
     {
-        CacheShard? best = null;
+        var best = -1;
         var bestUsed = overShareOnly ? Share : 0;
         for (var i = 0; i < _shards.Count; i++)
         {
             var shard = _shards[i];
-            if (shard == asking || (i < 64 && (tried & (1UL << i)) != 0) || shard.Lock.IsHeldByCurrentThread)
+            if (tried[i] || shard == asking || shard.Lock.IsHeldByCurrentThread)
             {
                 continue;
             }
@@ -123,17 +129,8 @@ internal sealed class MemoryBudget
             var used = shard.UsedRelaxed;
             if (used > bestUsed)
             {
-                best = shard;
+                best = i;
                 bestUsed = used;
-            }
-        }
-
-        if (best is not null)
-        {
-            var index = _shards.IndexOf(best);
-            if (index < 64)
-            {
-                tried |= 1UL << index;
             }
         }
 

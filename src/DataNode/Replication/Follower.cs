@@ -166,9 +166,11 @@ internal sealed partial class Follower(Node node, string master, bool reclone, I
                 throw new IOException($"the master refused: {code}: {message}");
             case Tags.Truncate:
                 await TruncateAsync(answer);
+                ApplyFailure = null; // the storage took a write again
                 return true;
             case Tags.Snapshot:
                 await ReceiveSnapshotAsync(frames, answer);
+                ApplyFailure = null; // a whole new copy is in place: nothing failed to apply to it
                 return true;
             case Tags.Stream:
                 await StreamAsync(frames, answer);

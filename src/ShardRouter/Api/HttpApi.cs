@@ -186,6 +186,10 @@ internal sealed class HttpApi(Router router, Resharder resharder) : IAdminRoutes
                 if (o.Ok)
                 {
                     w.WriteNumber("lsn", o.Lsn);
+                    if (o.Warning is not null)
+                    {
+                        w.WriteString("warning", o.Warning);
+                    }
                 }
                 else
                 {

@@ -139,7 +139,7 @@ internal sealed class NativeApi(Router router) : IConnectionHandler
                         w.WriteArrayHeader(outcomes.Count);
                         foreach (var o in outcomes)
                         {
-                            w.WriteMapHeader(o.Ok ? 3 : 4);
+                            w.WriteMapHeader(o.Ok ? (o.Warning is null ? 3 : 4) : 4);
                             w.Write("shard");
                             w.Write(o.Shard);
                             w.Write("ok");
@@ -148,6 +148,11 @@ internal sealed class NativeApi(Router router) : IConnectionHandler
                             {
                                 w.Write("lsn");
                                 w.Write(o.Lsn);
+                                if (o.Warning is not null)
+                                {
+                                    w.Write("warning");
+                                    w.Write(o.Warning);
+                                }
                             }
                             else
                             {

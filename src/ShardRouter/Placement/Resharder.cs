@@ -41,6 +41,7 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
 
     /// <summary>Shards (with the tables and slot count) whose slot indexes exist (<see cref="EnsureSlotIndexesAsync"/>).</summary>
     private readonly HashSet<string> _indexed = [];
+    private readonly Dictionary<string, long> _indexFailedAt = [];
 
     private static readonly TimeSpan CleanupBackoff = TimeSpan.FromSeconds(5);
 
@@ -156,7 +157,9 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
     /// <summary>
     /// Creates the slot index of every registered table on a shard once per router process (tables
     /// registered by a router from before the index existed get it at their first move). A shard that
-    /// cannot take it now is asked again at the next move; the move goes on without it (slower, same result).
+    /// cannot take it now is asked again at a move a minute later at the earliest; the move goes on
+    /// without it (slower, same result). On a large table the build may outlast the request timeout:
+    /// the node finishes it anyway (holding the shard's writes meanwhile, as any DDL does).
     /// </summary>
     private async Task EnsureSlotIndexesAsync(ShardInfo? shard, ShardMap map, CancellationToken cancellationToken)
     {
@@ -168,9 +171,9 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
         var key = $"{shard.Id}\n{map.Slots}\n{string.Join('\n', map.Tables.Select(t => t.Name + "." + t.ShardKey))}";
         lock (_lock)
         {
-            if (_indexed.Contains(key))
+            if (_indexed.Contains(key) || (_indexFailedAt.TryGetValue(key, out var failed) && Environment.TickCount64 - failed < 60_000))
             {
-                return;
+                return; // made, or failed less than a minute ago (a view registered as sharded always fails: not at every move)
             }
         }
 
@@ -184,6 +187,11 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
         }
         catch (RouterException ex)
         {
+            lock (_lock)
+            {
+                _indexFailedAt[key] = Environment.TickCount64;
+            }
+
             LogSlotIndexFailed(logger, shard.Id, ex.Message);
         }
     }

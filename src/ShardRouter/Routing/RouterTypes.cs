@@ -45,7 +45,11 @@ internal sealed record ExecuteReply(ExecuteOutcome Outcome, string Shard)
 }
 
 /// <summary>What happened on one shard when DDL was broadcast.</summary>
-internal sealed record SchemaOutcome(string Shard, bool Ok, long Lsn, string? Code, string? Error);
+internal sealed record SchemaOutcome(string Shard, bool Ok, long Lsn, string? Code, string? Error)
+{
+    /// <summary>Something that did not stop the schema on this shard (its slot index could not be made).</summary>
+    public string? Warning { get; init; }
+}
 
 /// <summary>A request failed; <see cref="Code"/> names why, <see cref="Status"/> is its HTTP status.</summary>
 internal sealed class RouterException(string code, string message, int status, bool retriable = false, IReadOnlyList<ShardFailure>? failed = null) : Exception(message)
