@@ -132,18 +132,25 @@ public sealed class ShardRouterTests
         }
 
         // A view registered as sharded cannot have the slot index: the schema still applies on every shard,
-        // with a warning (moves would read it whole), not as a failed shard.
+        // with a warning (moves would read it whole), not as a failed shard; a table registered with it
+        // gets its index all the same.
         var (viewed, view) = await cluster.PostAsync("/db/schema", new
         {
-            statements = new[] { "CREATE VIEW acct_view AS SELECT k, v FROM acct" },
-            tables = new[] { new { name = "acct_view", shardKey = "k" } },
+            statements = new[] { "CREATE VIEW acct_view AS SELECT k, v FROM acct", "CREATE TABLE notes(k TEXT PRIMARY KEY, body TEXT)" },
+            tables = new[] { new { name = "acct_view", shardKey = "k" }, new { name = "notes", shardKey = "k" } },
         });
         Assert.True(viewed == 200, view.ToString());
         Assert.All(view.GetProperty("shards").EnumerateArray(), o =>
         {
             Assert.True(o.GetProperty("ok").GetBoolean());
-            Assert.Contains("slot index", o.GetProperty("warning").GetString(), StringComparison.Ordinal);
+            Assert.Contains("slot index of acct_view", o.GetProperty("warning").GetString(), StringComparison.Ordinal);
+            Assert.DoesNotContain("notes", o.GetProperty("warning").GetString(), StringComparison.Ordinal);
         });
+        foreach (var shard in cluster.Shards)
+        {
+            var plan = await shard.Master.QueryAsync("EXPLAIN QUERY PLAN SELECT k FROM notes WHERE infra_slot(\"k\", 4096) = 7");
+            Assert.Contains("USING INDEX notes_infra_slot", plan.GetProperty("rows").ToString(), StringComparison.Ordinal);
+        }
 
         // A shard with no reachable node fails a fan-out by name, unless partial answers are allowed.
         await cluster.Shards[1].Replica.DisposeAsync();

@@ -177,22 +177,32 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
             }
         }
 
-        try
+        // One table at a time: a table that cannot be indexed (a view registered as sharded) must not
+        // keep the others from theirs.
+        var failedAny = false;
+        foreach (var table in map.Tables)
         {
-            await router.WriteAsync(shard, [.. map.Tables.Select(t => (object?[])[SlotIndexSql(t.Name, t.ShardKey, map.Slots)])], "ddl", slot: null, cancellationToken);
-            lock (_lock)
+            try
             {
-                _indexed.Add(key);
+                await router.WriteAsync(shard, [[SlotIndexSql(table.Name, table.ShardKey, map.Slots)]], "ddl", slot: null, cancellationToken);
+            }
+            catch (RouterException ex)
+            {
+                failedAny = true;
+                LogSlotIndexFailed(logger, table.Name, shard.Id, ex.Message);
             }
         }
-        catch (RouterException ex)
+
+        lock (_lock)
         {
-            lock (_lock)
+            if (failedAny)
             {
                 _indexFailedAt[key] = Environment.TickCount64;
             }
-
-            LogSlotIndexFailed(logger, shard.Id, ex.Message);
+            else
+            {
+                _indexed.Add(key);
+            }
         }
     }
 
@@ -832,8 +842,8 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
     [LoggerMessage(EventId = 726, Level = LogLevel.Warning, Message = "Could not reopen slot {Slot} on {Shard} after a failed move ({Reason}); its writes are refused there until a retry gets through")]
     private static partial void LogReopenFailed(ILogger logger, int slot, string shard, string reason);
 
-    [LoggerMessage(EventId = 731, Level = LogLevel.Warning, Message = "Could not create the slot indexes on {Shard} (moves from and to it read whole tables until it can): {Reason}")]
-    private static partial void LogSlotIndexFailed(ILogger logger, string shard, string reason);
+    [LoggerMessage(EventId = 731, Level = LogLevel.Warning, Message = "Could not create the slot index of {Table} on {Shard} (its moves read the whole table until it can): {Reason}")]
+    private static partial void LogSlotIndexFailed(ILogger logger, string table, string shard, string reason);
 
     [LoggerMessage(EventId = 729, Level = LogLevel.Warning, Message = "Slot {Slot} is closed on {Shard}, which owns it, with no move holding it; opening it")]
     private static partial void LogStrayClosed(ILogger logger, int slot, string shard);

@@ -401,8 +401,7 @@ internal sealed partial class Router : IAsyncDisposable
             }
 
             // Each sharded table's slot index (what a slot move selects and deletes by), on every shard
-            // the DDL reached.
-            var indexes = tables.Select(t => (object?[])[Placement.Resharder.SlotIndexSql(t.Name, t.ShardKey, _map.Slots)]).ToList();
+            // the DDL reached, one table at a time (one that cannot be indexed, a view, spoils no other).
             for (var i = 0; i < outcomes.Count; i++)
             {
                 if (!outcomes[i].Ok || _map.Find(outcomes[i].Shard) is not { } target)
@@ -410,16 +409,22 @@ internal sealed partial class Router : IAsyncDisposable
                     continue;
                 }
 
-                try
+                foreach (var table in tables)
                 {
-                    var outcome = await WriteAsync(target, indexes, "ddl", slot: null, cancellationToken);
-                    outcomes[i] = outcomes[i] with { Lsn = outcome.Lsn };
-                }
-                catch (RouterException ex)
-                {
-                    // The schema itself is in place; moves of these tables read them whole until the index
-                    // exists (the resharder tries again before a move).
-                    outcomes[i] = outcomes[i] with { Warning = $"the slot index could not be created ({ex.Code}): {ex.Message}" };
+                    try
+                    {
+                        var outcome = await WriteAsync(target, [[Placement.Resharder.SlotIndexSql(table.Name, table.ShardKey, _map.Slots)]], "ddl", slot: null, cancellationToken);
+                        outcomes[i] = outcomes[i] with { Lsn = Math.Max(outcomes[i].Lsn, outcome.Lsn) };
+                    }
+                    catch (RouterException ex)
+                    {
+                        // The schema itself is in place; moves of the table read it whole until the index
+                        // exists (the resharder tries again before a move).
+                        outcomes[i] = outcomes[i] with
+                        {
+                            Warning = (outcomes[i].Warning is { } earlier ? earlier + "; " : "") + $"the slot index of {table.Name} could not be created ({ex.Code}): {ex.Message}",
+                        };
+                    }
                 }
             }
 
