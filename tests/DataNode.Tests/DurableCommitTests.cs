@@ -207,6 +207,39 @@ public sealed class DurableCommitTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task A_replica_that_could_not_apply_is_ready_again_once_a_snapshot_replaced_its_copy()
+    {
+        // From a review: the apply failure cleared only when a batch of entries applied; a replica that
+        // then got a whole snapshot instead (it had fallen behind the master's log) stayed not ready
+        // with an idle master, although it was in sync.
+        var (master, address) = Start("m", NodeRole.Master, SyncMode.Async, new WalGate(), logRetention: 2);
+        var (replica, _) = Start("r", NodeRole.Replica, SyncMode.Async, new WalGate(), address);
+        await UntilAsync(() => master.Hub.Replicas.Any(r => r.Connected), "the replica connects");
+        await WriteAsync(master, "CREATE TABLE t(id INTEGER PRIMARY KEY, v)");
+        await UntilAsync(() => replica.Db.Lsn == master.Db.Lsn, "the replica has the table");
+
+        await replica.RunOnWriterAsync(db => db.LimitWriterPages(2));
+        for (var i = 1; i <= 6; i++)
+        {
+            await WriteAsync(master, $"INSERT INTO t VALUES({i}, randomblob(20000))");
+        }
+
+        await UntilAsync(() => replica.NotReadyReason?.Contains("SQLITE_FULL", StringComparison.Ordinal) == true, "the replica is not ready for its full disk");
+
+        // The master keeps 2 entries (it trims every 256 commits): the reconnecting replica is sent a
+        // snapshot, which replaces the database and with it the writer that had the page limit. No entry
+        // follows it.
+        for (var i = 100; i < 400; i++)
+        {
+            await WriteAsync(master, $"INSERT INTO t VALUES({i}, 'small')");
+        }
+
+        await UntilAsync(() => replica.Db.Lsn == master.Db.Lsn, "the replica is in sync through a snapshot");
+        await UntilAsync(() => replica.NotReadyReason is null, "the replica is ready again");
+        Assert.Equal(master.Db.Checksum().Checksum, replica.Db.Checksum().Checksum);
+    }
+
+    [Fact]
     public async Task A_replica_whose_database_stays_locked_past_the_busy_timeout_keeps_following()
     {
         var (master, replica) = await StartAsyncPairWithTableAsync();
@@ -319,7 +352,7 @@ public sealed class DurableCommitTests : IAsyncDisposable
         }
     }
 
-    private (Node Node, string Address) Start(string name, NodeRole role, SyncMode sync, WalGate gate, string? master = null)
+    private (Node Node, string Address) Start(string name, NodeRole role, SyncMode sync, WalGate gate, string? master = null, long logRetention = 100_000)
     {
         var options = new NodeOptions
         {
@@ -330,6 +363,7 @@ public sealed class DurableCommitTests : IAsyncDisposable
             Sync = sync,
             SyncTimeout = TimeSpan.FromSeconds(15),
             FlushWal = gate.Flush,
+            LogRetention = logRetention,
         };
         _gates.Add(gate);
         var node = new Node(options, TimeProvider.System, _meters, NullLoggerFactory.Instance);
