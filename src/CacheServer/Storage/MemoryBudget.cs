@@ -4,7 +4,7 @@ namespace Infra.CacheServer.Storage;
 /// maxmemory for a store's shards together: the total of what they hold, counted as it changes, so a
 /// write may use any free memory whatever shard its key lands on (a value up to maxmemory fits, and
 /// noeviction refuses only when the store as a whole is full), and the shards that evict for other
-/// shards' writes. Each shard has a share (maxmemory ÷ shards) that sizes its policy: a full store
+/// shards' writes. Each shard has a share (maxmemory ÷ shards, its Budget) that sizes its policy: a full store
 /// frees room for a write from the write's own shard, unless that shard holds less than 7/8 of its
 /// share — then from the shard furthest over its share, so the shards drift back to equal sizes —
 /// or has nothing it may evict (a value larger than everything else in its shard, a volatile policy
@@ -30,23 +30,15 @@ internal sealed class MemoryBudget
     /// <summary>The limit; 0 for none.</summary>
     public long Max { get; private set; }
 
-    /// <summary>Each shard's share of <see cref="Max"/>.</summary>
-    public long Share { get; private set; }
-
     /// <summary>What all the shards hold together (counted only while <see cref="Max"/> is set).</summary>
     public long Used => Volatile.Read(ref _used);
 
-    public void Add(CacheShard shard)
-    {
-        _shards.Add(shard);
-        Share = _shards.Count == 0 || Max <= 0 ? 0 : Math.Max(1, Max / _shards.Count);
-    }
+    public void Add(CacheShard shard) => _shards.Add(shard);
 
     /// <summary>Sets the limit and the total the shards hold now. Callers hold every shard's lock.</summary>
     public void Reset(long max, long used)
     {
         Max = Math.Max(0, max);
-        Share = _shards.Count == 0 || Max <= 0 ? 0 : Math.Max(1, Max / _shards.Count);
         Volatile.Write(ref _used, Max > 0 ? used : 0);
     }
 
@@ -68,11 +60,12 @@ internal sealed class MemoryBudget
     {
         long freed = 0;
         var spin = default(SpinWait);
-        var tried = new bool[_shards.Count];
+        // Called per eviction while shards rebalance: no allocation for the usual shard counts.
+        var tried = _shards.Count <= 256 ? stackalloc bool[_shards.Count] : new bool[_shards.Count];
         for (var attempt = 0; freed < need; attempt++)
         {
             var busy = false;
-            Array.Clear(tried);
+            tried.Clear();
             for (var round = 0; round < _shards.Count && freed < need; round++)
             {
                 var index = Largest(asking, overShareOnly, tried);
@@ -91,7 +84,7 @@ internal sealed class MemoryBudget
 
                 try
                 {
-                    freed += target.EvictOwn(need - freed, overShareOnly ? Share : 0);
+                    freed += target.EvictOwn(need - freed, overShareOnly ? target.Budget : 0);
                 }
                 finally
                 {
@@ -113,11 +106,11 @@ internal sealed class MemoryBudget
         return freed;
     }
 
-    /// <summary>The index of the largest shard not yet tried (over its share, with <paramref name="overShareOnly"/>), or -1.</summary>
-    private int Largest(CacheShard asking, bool overShareOnly, bool[] tried)
+    /// <summary>The index of the largest shard not yet tried (over its share, <see cref="CacheShard.Budget"/>, with <paramref name="overShareOnly"/>), or -1.</summary>
+    private int Largest(CacheShard asking, bool overShareOnly, ReadOnlySpan<bool> tried)
     {
         var best = -1;
-        var bestUsed = overShareOnly ? Share : 0;
+        long bestUsed = 0;
         for (var i = 0; i < _shards.Count; i++)
         {
             var shard = _shards[i];
@@ -127,7 +120,7 @@ internal sealed class MemoryBudget
             }
 
             var used = shard.UsedRelaxed;
-            if (used > bestUsed)
+            if (used > bestUsed && (!overShareOnly || used > shard.Budget))
             {
                 best = i;
                 bestUsed = used;

@@ -160,14 +160,6 @@ internal sealed partial class NodeDatabase
         return new SlotTableInfo(table.Name, table.ShardKey, [.. columns]);
     }
 
-    /// <summary>
-    /// <c>infra_slot("key", slots)</c> with the count written out: the expression of a table's slot index
-    /// (the router's <c>SlotIndexSql</c> writes the same text), which SQLite uses only for an identical
-    /// expression.
-    /// </summary>
-    public static string SlotExpression(string shardKey, int slots) =>
-        $"infra_slot({Quote(shardKey)}, {slots.ToString(System.Globalization.CultureInfo.InvariantCulture)})";
-
     private static string Shorten(string sql) => sql.Length <= 80 ? sql : sql[..77] + "...";
 
     /// <summary>
@@ -182,7 +174,7 @@ internal sealed partial class NodeDatabase
         // The slot count as a literal, not a parameter: so the query matches the expression of the slot
         // index the router creates on each sharded table (infra_slot(key, slots)) and reads only the
         // slot's rows instead of hashing every row of the table.
-        using var stmt = PrepareInternal(reader, $"SELECT {ColumnList(table)} FROM {Quote(table.Name)} WHERE {SlotExpression(table.ShardKey, slots)} = ?");
+        using var stmt = PrepareInternal(reader, $"SELECT {ColumnList(table)} FROM {Quote(table.Name)} WHERE {ShardKey.SlotSql(table.ShardKey, slots)} = ?");
         raw.sqlite3_bind_int64(stmt, 1, slot);
         var rows = new List<object?[]>();
         int rc;

@@ -25,6 +25,15 @@ public static class ShardKey
         _ => throw new ArgumentException($"a shard key cannot be a {value.GetType().Name}"),
     };
 
+    /// <summary>
+    /// <c>infra_slot("column", slots)</c> with the count written out: the expression of a sharded table's
+    /// slot index (the router creates it) and of every query that selects a slot's rows (the data node's
+    /// slot copy, the router's slot deletes). SQLite uses an expression index only for an identical
+    /// expression, and a parameter for the count would not be one, so both sides write it here.
+    /// </summary>
+    public static string SlotSql(string column, int slots) =>
+        $"infra_slot(\"{column.Replace("\"", "\"\"", StringComparison.Ordinal)}\", {slots.ToString(CultureInfo.InvariantCulture)})";
+
     /// <summary>The slot of a key value, or -1 for null.</summary>
     public static int Slot(object? value, int slots = SlotTable.DefaultSlots) =>
         Bytes(value) is { } bytes ? SlotTable.SlotOf(bytes, slots) : -1;

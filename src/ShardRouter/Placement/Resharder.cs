@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text.Json;
 using Infra.Client.Data;
+using Infra.Core.Placement;
 using Infra.ShardRouter.Routing;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -177,25 +178,15 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
             }
         }
 
-        // One table at a time: a table that cannot be indexed (a view registered as sharded) must not
-        // keep the others from theirs.
-        var failedAny = false;
-        foreach (var table in map.Tables)
+        var (_, failures) = await router.CreateSlotIndexesAsync(shard, map.Tables, map.Slots, cancellationToken);
+        foreach (var (table, error) in failures)
         {
-            try
-            {
-                await router.WriteAsync(shard, [[SlotIndexSql(table.Name, table.ShardKey, map.Slots)]], "ddl", slot: null, cancellationToken);
-            }
-            catch (RouterException ex)
-            {
-                failedAny = true;
-                LogSlotIndexFailed(logger, table.Name, shard.Id, ex.Message);
-            }
+            LogSlotIndexFailed(logger, table, shard.Id, error.Message);
         }
 
         lock (_lock)
         {
-            if (failedAny)
+            if (failures.Count > 0)
             {
                 _indexFailedAt[key] = Environment.TickCount64;
             }
@@ -759,15 +750,7 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
 
     /// <summary>The statement that deletes a slot's rows of one table (through its slot index, see <see cref="SlotIndexSql"/>).</summary>
     private static object?[] ClearSlot(string table, string shardKey, int slots, int slot) =>
-        [$"DELETE FROM {Quote(table)} WHERE {SlotExpression(shardKey, slots)} = ?", (long)slot];
-
-    /// <summary>
-    /// <c>infra_slot("key", slots)</c> with the count written out, as in the slot index: SQLite uses an
-    /// expression index only for the identical expression (a parameter for the count would not match).
-    /// The data node selects a slot's rows with the same text.
-    /// </summary>
-    internal static string SlotExpression(string shardKey, int slots) =>
-        $"infra_slot({Quote(shardKey)}, {slots.ToString(System.Globalization.CultureInfo.InvariantCulture)})";
+        [$"DELETE FROM {Quote(table)} WHERE {ShardKey.SlotSql(shardKey, slots)} = ?", (long)slot];
 
     /// <summary>
     /// The index on a sharded table's slot, created on every shard when the table is registered and
@@ -777,7 +760,7 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
     /// new shard with the rest of the schema (its name does not start with "_infra").
     /// </summary>
     internal static string SlotIndexSql(string table, string shardKey, int slots) =>
-        $"CREATE INDEX IF NOT EXISTS {Quote(table + "_infra_slot")} ON {Quote(table)}({SlotExpression(shardKey, slots)})";
+        $"CREATE INDEX IF NOT EXISTS {Quote(table + "_infra_slot")} ON {Quote(table)}({ShardKey.SlotSql(shardKey, slots)})";
 
     private static string Quote(string name) => "\"" + name.Replace("\"", "\"\"", StringComparison.Ordinal) + "\"";
 

@@ -409,29 +409,45 @@ internal sealed partial class Router : IAsyncDisposable
                     continue;
                 }
 
-                foreach (var table in tables)
+                // The schema itself is in place either way; moves of a table without its index read it
+                // whole (the resharder tries again before a move).
+                var (lsn, failures) = await CreateSlotIndexesAsync(target, tables, _map.Slots, cancellationToken);
+                outcomes[i] = outcomes[i] with
                 {
-                    try
-                    {
-                        var outcome = await WriteAsync(target, [[Placement.Resharder.SlotIndexSql(table.Name, table.ShardKey, _map.Slots)]], "ddl", slot: null, cancellationToken);
-                        outcomes[i] = outcomes[i] with { Lsn = Math.Max(outcomes[i].Lsn, outcome.Lsn) };
-                    }
-                    catch (RouterException ex)
-                    {
-                        // The schema itself is in place; moves of the table read it whole until the index
-                        // exists (the resharder tries again before a move).
-                        outcomes[i] = outcomes[i] with
-                        {
-                            Warning = (outcomes[i].Warning is { } earlier ? earlier + "; " : "") + $"the slot index of {table.Name} could not be created ({ex.Code}): {ex.Message}",
-                        };
-                    }
-                }
+                    Lsn = Math.Max(outcomes[i].Lsn, lsn),
+                    Warning = failures.Count == 0 ? null : string.Join("; ", failures.Select(f => $"the slot index of {f.Table} could not be created ({f.Error.Code}): {f.Error.Message}")),
+                };
             }
 
             await UpdateMapAsync(map => map.WithTables(tables));
         }
 
         return outcomes;
+    }
+
+    /// <summary>
+    /// Each table's slot index (<see cref="Placement.Resharder.SlotIndexSql"/>) on one shard, one table
+    /// at a time: one that cannot be indexed (a view registered as sharded) spoils no other. Returns the
+    /// shard's LSN after the last and the tables that failed.
+    /// </summary>
+    public async Task<(long Lsn, List<(string Table, RouterException Error)> Failures)> CreateSlotIndexesAsync(
+        ShardInfo shard, IEnumerable<TableInfo> tables, int slots, CancellationToken cancellationToken)
+    {
+        long lsn = 0;
+        var failures = new List<(string, RouterException)>();
+        foreach (var table in tables)
+        {
+            try
+            {
+                lsn = Math.Max(lsn, (await WriteAsync(shard, [[Placement.Resharder.SlotIndexSql(table.Name, table.ShardKey, slots)]], "ddl", slot: null, cancellationToken)).Lsn);
+            }
+            catch (RouterException ex)
+            {
+                failures.Add((table.Name, ex));
+            }
+        }
+
+        return (lsn, failures);
     }
 
     public async ValueTask DisposeAsync() => await Pool.DisposeAsync();
