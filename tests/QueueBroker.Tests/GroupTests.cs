@@ -148,6 +148,133 @@ public sealed class GroupTests
         Assert.Single(reopened.Get("jobs.dlq").Partition(0).Log.Read(0, 10, 1 << 20));
     }
 
+    private static async Task DeadLetterAsync(QueueGroup group, int expected)
+    {
+        // The move runs on the fetch or on the expiry sweep the clock fired: poll for it.
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (group.DeadLettered < expected && DateTime.UtcNow < deadline)
+        {
+            Assert.Empty(await group.FetchAsync(10, TimeSpan.Zero, default));
+            await Task.Delay(5);
+        }
+
+        Assert.Equal(expected, group.DeadLettered);
+    }
+
+    [Fact]
+    public async Task A_topic_with_a_name_of_the_longest_length_dead_letters_too()
+    {
+        // "<200 characters>.dlq" was refused as a topic name: the move failed on every try, forever.
+        await using var registry = Registry();
+        var name = new string('t', TopicRegistry.MaxNameLength);
+        var topic = registry.Create(name, 1).Topic;
+        await ProduceAsync(topic, 0, "poison");
+        await using var group = await QueueAsync(registry, topic, maxDeliveries: 1);
+        Assert.Single(await group.FetchAsync(10, TimeSpan.Zero, default));
+        _time.Advance(TimeSpan.FromSeconds(31));
+        await DeadLetterAsync(group, 1);
+        Assert.Equal("poison", Encoding.UTF8.GetString(Assert.Single(registry.Get(name + ".dlq").Partition(0).Log.Read(0, 10, 1 << 20)).Payload));
+        Assert.Throws<BrokerException>(() => registry.Create(name + "x", 1)); // the limit for topics people make stays
+    }
+
+    [Fact]
+    public async Task A_dead_letter_topic_made_beforehand_with_fewer_partitions_takes_the_dead_letters()
+    {
+        // Its partition count used to be a conflict on every move.
+        await using (var registry = Registry())
+        {
+            registry.Create("jobs.dlq", 1);
+            var topic = registry.Create("jobs", 3).Topic;
+            await ProduceAsync(topic, 2, "poison");
+            var group = await QueueAsync(registry, topic, maxDeliveries: 1);
+            Assert.Single(await group.FetchAsync(10, TimeSpan.Zero, default));
+            _time.Advance(TimeSpan.FromSeconds(31));
+            await DeadLetterAsync(group, 1);
+            var dead = Assert.Single(registry.Get("jobs.dlq").Partition(0).Log.Read(0, 10, 1 << 20));
+            Assert.Equal("2", dead.HeaderText(QueueGroup.Headers.Partition));
+        }
+
+        // The move is found there after a restart too (not made twice).
+        var after = _fs.Crash(machine: true);
+        await using var reopened = Registry(after);
+        await using var again = await QueueGroup.OpenAsync("g", reopened.Get("jobs"), reopened, after, new QueueSettings { MaxDeliveries = 1 }, _time, NullLogger.Instance);
+        _time.Advance(TimeSpan.FromMinutes(5));
+        Assert.Empty(await again.FetchAsync(10, TimeSpan.Zero, default));
+        Assert.Single(reopened.Get("jobs.dlq").Partition(0).Log.Read(0, 10, 1 << 20));
+    }
+
+    [Fact]
+    public async Task A_dead_letter_move_that_fails_leaves_the_fetch_its_deliveries_and_is_tried_again()
+    {
+        await using var registry = Registry();
+        registry.Create("jobs.dlq", 1);
+        var topic = registry.Create("jobs", 1).Topic;
+        await ProduceAsync(topic, 0, "poison");
+        await using var group = await QueueAsync(registry, topic, maxDeliveries: 1);
+        var poison = Assert.Single(await group.FetchAsync(10, TimeSpan.Zero, default));
+        _fs.FailSync = path => path.Contains("/jobs.dlq/", StringComparison.Ordinal); // the dead-letter partition stops at its first fsync
+        // Out of deliveries: the nack moves it — and fails. The nack took effect all the same (it threw the move's error).
+        Assert.Equal(1, (await group.NackAsync([poison.DeliveryId], TimeSpan.Zero)).Nacked);
+        await ProduceAsync(topic, 0, "fresh");
+        _time.Advance(TimeSpan.FromSeconds(2)); // the failed move is offered again: the next fetch tries it
+        var deliveries = await group.FetchAsync(10, TimeSpan.Zero, default); // threw the move's error, with "fresh" leased and counted
+        Assert.Equal(["fresh"], deliveries.Select(Text));
+        Assert.Equal(0, group.DeadLettered);
+        Assert.Equal(1, group.Describe()[0].WaitingRedelivery); // the poison, not lost: tried again later
+    }
+
+    [Fact]
+    public async Task A_queue_group_whose_state_is_past_its_partition_s_end_goes_on_from_the_end()
+    {
+        // Under --fsync interval or never a power loss can take the log's last messages while the group's
+        // state (which said they were settled) survives; the offsets come back as new messages.
+        var registry = Registry();
+        var topic = registry.Create("jobs", 1).Topic;
+        await ProduceAsync(topic, 0, [.. Enumerable.Range(0, 10).Select(i => $"old{i}")]);
+        var group = await QueueAsync(registry, topic);
+        var deliveries = await group.FetchAsync(10, TimeSpan.Zero, default);
+        await group.AckAsync([.. deliveries.Take(8).Select(d => d.DeliveryId)]);
+
+        // No dispose: the broker "crashes" here (a clean close would move the recovery point to the end).
+        var after = _fs.Crash(machine: true);
+        var segment = after.Files().First(f => f.StartsWith("/data/jobs/0/", StringComparison.Ordinal) && f.EndsWith(".log", StringComparison.Ordinal));
+        after.Tear(segment, 0); // the log's messages are gone, the group's state is not
+        await using var reopened = Registry(after);
+        var sameTopic = reopened.Get("jobs");
+        Assert.Equal(0, sameTopic.Partition(0).Log.CommittedEnd);
+        await using var again = await QueueGroup.OpenAsync("g", sameTopic, reopened, after, new QueueSettings(), _time, NullLogger.Instance);
+        await ProduceAsync(sameTopic, 0, "new0", "new1", "new2");
+        var back = await again.FetchAsync(10, TimeSpan.Zero, default);
+        Assert.Equal(["new0", "new1", "new2"], back.Select(Text)); // nothing: offsets 0-9 were "settled" or "delivered"
+        Assert.All(back, d => Assert.Equal(1, d.DeliveryCount));
+
+        // The clamp was made durable: a second start agrees.
+        var later = after.Crash(machine: true);
+        await using var third = Registry(later);
+        await using var group3 = await QueueGroup.OpenAsync("g", third.Get("jobs"), third, later, new QueueSettings(), _time, NullLogger.Instance);
+        var info = group3.Describe()[0];
+        Assert.Equal((3L, 3L, 0L, 3), (info.EndOffset, info.NextOffset, info.AckedBelow, info.WaitingRedelivery));
+    }
+
+    [Fact]
+    public async Task A_stream_commit_past_its_partition_s_end_goes_back_to_the_end()
+    {
+        var registry = Registry();
+        var topic = registry.Create("clicks", 1).Topic;
+        await ProduceAsync(topic, 0, [.. Enumerable.Range(0, 10).Select(i => $"c{i}")]);
+        var group = new StreamGroup("s", topic, _fs, registry.Settings, TimeSpan.FromSeconds(10), _time, NullLogger.Instance);
+        var member = group.Join(null, null);
+        await group.CommitAsync(member.MemberId, 0, 10);
+
+        // No dispose: the broker "crashes" here.
+        var after = _fs.Crash(machine: true);
+        var segment = after.Files().First(f => f.StartsWith("/data/clicks/0/", StringComparison.Ordinal) && f.EndsWith(".log", StringComparison.Ordinal));
+        after.Tear(segment, 0);
+        await using var reopened = Registry(after);
+        await using var again = new StreamGroup("s", reopened.Get("clicks"), after, reopened.Settings, TimeSpan.FromSeconds(10), _time, NullLogger.Instance);
+        Assert.Equal(0, again.Committed(0)); // was 10: the next 10 messages produced would have been skipped
+    }
+
     [Fact]
     public async Task Queue_state_is_rebuilt_from_its_log_and_compacted()
     {

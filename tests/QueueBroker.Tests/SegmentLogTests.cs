@@ -561,6 +561,58 @@ public sealed class SegmentLogTests
     }
 
     [Fact]
+    public async Task A_sync_append_is_fsync_d_before_it_is_acknowledged_whatever_the_mode()
+    {
+        // A group's snapshot: the segments before it are deleted once it is durable, so under never or
+        // interval it must be on the disk by then (a power loss took the whole group state otherwise).
+        var fs = new FaultyFileSystem();
+        await using var log = Open(fs, Settings() with { Fsync = FsyncMode.Never });
+        await AppendAsync(log, "plain");
+        var snapshot = log.Append([Message("snapshot")], sync: true);
+        await snapshot.Durable;
+        await using var afterPowerLoss = Open(fs.Crash(machine: true));
+        Assert.Equal(["plain", "snapshot"], ReadAll(afterPowerLoss)); // the sync covers what came before it too
+    }
+
+    [Fact]
+    public async Task Retention_running_while_segments_roll_never_disturbs_the_segment_being_written()
+    {
+        // Retention changes the segment list under the log's lock; the flusher read the list's last element
+        // without it — a count and an element of two moments: an exception that stopped the partition, or
+        // acknowledged writes into the segment just deleted (lost, and a gap in the offsets after it).
+        var fs = new FaultyFileSystem();
+        await using var log = Open(fs, Settings(segmentBytes: 200) with { RetentionBytes = 400 });
+        using var stop = new CancellationTokenSource();
+        var retention = Task.Run(() =>
+        {
+            var passes = 0;
+            while (!stop.IsCancellationRequested)
+            {
+                log.ApplyRetention();
+                passes++;
+            }
+
+            return passes;
+        });
+        var appended = 0L;
+        var deadline = DateTime.UtcNow.AddSeconds(2);
+        while (DateTime.UtcNow < deadline && log.Failure is null)
+        {
+            var results = Enumerable.Range(0, 4).Select(i => log.Append([Message($"m{appended + i}")])).ToList();
+            await Task.WhenAll(results.Select(r => r.Durable));
+            appended += results.Count;
+        }
+
+        await stop.CancelAsync();
+        Assert.True(await retention > 0);
+        Assert.Null(log.Failure);
+        Assert.Equal(appended, log.CommittedEnd);
+        var kept = log.Read(log.StartOffset, int.MaxValue, int.MaxValue);
+        Assert.Equal(appended, log.StartOffset + kept.Count);
+        Assert.All(kept.Select((m, i) => (m, i)), x => Assert.Equal((x.m.Offset, $"m{x.m.Offset}"), (log.StartOffset + x.i, Encoding.UTF8.GetString(x.m.Payload))));
+    }
+
+    [Fact]
     public async Task A_read_at_the_head_starts_from_the_sparse_index_not_the_segment_start()
     {
         // The index of a new segment stayed empty (an overflow in its spacing check), so every read scanned

@@ -118,9 +118,9 @@ internal sealed partial class QueueGroup : IAsyncDisposable
         var group = new QueueGroup(name, topic, topics, state, settings, time, logger);
         try
         {
-            var intents = group.Replay();
+            var (intents, clamped) = group.Replay();
             await group.FinishIntentsAsync(intents);
-            await group.CompactAsync();
+            await group.CompactAsync(force: clamped);
             return group;
         }
         catch
@@ -130,7 +130,7 @@ internal sealed partial class QueueGroup : IAsyncDisposable
         }
     }
 
-    private Dictionary<(int, long), long> Replay()
+    private (Dictionary<(int, long), long> Intents, bool Clamped) Replay()
     {
         var intents = new Dictionary<(int, long), long>();
         var offset = _state.StartOffset;
@@ -141,6 +141,25 @@ internal sealed partial class QueueGroup : IAsyncDisposable
             {
                 Apply(record.Payload, intents);
                 offset = record.Offset + 1;
+            }
+        }
+
+        // Under --fsync interval or never the state can be durable past the partition's log (a power loss
+        // took the log's last messages): the offsets past its end will be new messages, so nothing the state
+        // says of them may stand.
+        var clamped = false;
+        for (var p = 0; p < _cursors.Length; p++)
+        {
+            if (_topic.Partitions[p].LogOrNull is { } log && _cursors[p].Next > log.CommittedEnd)
+            {
+                LogStateAheadOfLog(_logger, _topic.Name, Name, p, _cursors[p].Next, log.CommittedEnd);
+                _cursors[p].ClampTo(log.CommittedEnd);
+                foreach (var key in intents.Keys.Where(k => k.Item1 == p && k.Item2 >= log.CommittedEnd).ToList())
+                {
+                    intents.Remove(key);
+                }
+
+                clamped = true;
             }
         }
 
@@ -157,7 +176,7 @@ internal sealed partial class QueueGroup : IAsyncDisposable
             }
         }
 
-        return intents;
+        return (intents, clamped);
     }
 
     private void Apply(byte[] record, Dictionary<(int, long), long> intents)
@@ -194,7 +213,10 @@ internal sealed partial class QueueGroup : IAsyncDisposable
                 {
                     var partition = ReadInt32(span, ref at);
                     var offset = ReadInt64(span, ref at);
-                    intents[(partition, offset)] = ReadInt64(span, ref at);
+                    var from = ReadInt64(span, ref at);
+                    // A retried move writes a later intent; the first attempt's copy may still be on disk below
+                    // it, so the search starts from the earliest.
+                    intents[(partition, offset)] = intents.TryGetValue((partition, offset), out var earlier) ? Math.Min(earlier, from) : from;
                     break;
                 }
 
@@ -241,17 +263,31 @@ internal sealed partial class QueueGroup : IAsyncDisposable
             return;
         }
 
-        var dlq = _topics.DeadLetters(_topic);
         var redo = new List<(int, long, int)>();
         foreach (var ((partition, offset), from) in intents)
         {
-            var log = dlq.Partition(partition).Log;
             var found = false;
-            for (var at = Math.Max(from, log.StartOffset); at < log.CommittedEnd && !found;)
+            try
             {
-                var batch = log.Read(at, 1024, 1 << 20);
-                found = batch.Any(m => IsDeadLetterOf(m, partition, offset));
-                at = batch.Count == 0 ? log.CommittedEnd : batch[^1].Offset + 1;
+                var log = DeadLetterPartition(partition).Log;
+                for (var at = Math.Max(from, log.StartOffset); at < log.CommittedEnd && !found;)
+                {
+                    var batch = log.Read(at, 1024, 1 << 20);
+                    found = batch.Any(m => IsDeadLetterOf(m, partition, offset));
+                    at = batch.Count == 0 ? log.CommittedEnd : batch[^1].Offset + 1;
+                }
+            }
+            catch (BrokerException ex)
+            {
+                // The dead-letter partition cannot be read (or made): whether the copy is there is unknown, so
+                // the message is held back (not delivered, not moved again) until a start finds out.
+                LogDeadLetterFailed(_logger, _topic.Name, Name, ex.Message);
+                lock (_lock)
+                {
+                    _cursors[partition].DeadLettering.Add(offset);
+                }
+
+                continue;
             }
 
             if (found)
@@ -269,7 +305,17 @@ internal sealed partial class QueueGroup : IAsyncDisposable
             }
         }
 
-        await DeadLetterAsync(redo);
+        await DeadLetterInBackgroundAsync(redo); // a failed move is offered again; the group opens all the same
+    }
+
+    /// <summary>
+    /// Where partition <paramref name="partition"/>'s dead letters go: the same partition of the dead-letter topic,
+    /// or, when that topic was made beforehand with fewer partitions, partition modulo its count.
+    /// </summary>
+    private Partition DeadLetterPartition(int partition)
+    {
+        var dlq = _topics.DeadLetters(_topic);
+        return dlq.Partition(partition % dlq.Partitions.Count);
     }
 
     private bool IsDeadLetterOf(StoredMessage message, int partition, long offset) =>
@@ -294,7 +340,9 @@ internal sealed partial class QueueGroup : IAsyncDisposable
             var (deliveries, durable, deadLetters, waitFor) = Collect(max);
             if (deadLetters.Count > 0)
             {
-                await DeadLetterAsync(deadLetters);
+                // A move that fails is offered again later; it must not take this fetch's deliveries with it
+                // (they are leased and counted already).
+                await DeadLetterInBackgroundAsync(deadLetters);
             }
 
             if (deliveries.Count > 0)
@@ -386,6 +434,11 @@ internal sealed partial class QueueGroup : IAsyncDisposable
                         cursor.Ready.Enqueue(offset, (now + 1000, offset)); // the partition just stopped; the others go on
                         break;
                     }
+                    catch (BrokerException ex) when (ex.Code == ErrorCode.OffsetOutOfRange)
+                    {
+                        cursor.Settle(offset); // retention removed it since the check above
+                        continue;
+                    }
 
                     if (message.Count == 1)
                     {
@@ -409,6 +462,12 @@ internal sealed partial class QueueGroup : IAsyncDisposable
                     catch (BrokerException ex) when (ex.Code == ErrorCode.PartitionFailed)
                     {
                         continue; // the partition just stopped (logged by its log); the others go on
+                    }
+                    catch (BrokerException ex) when (ex.Code == ErrorCode.OffsetOutOfRange)
+                    {
+                        // Retention removed the next messages since the check above: skipped on the next fetch.
+                        // (Thrown out of here, it would drop what this pass collected from the partitions before.)
+                        continue;
                     }
 
                     foreach (var message in fresh)
@@ -554,7 +613,7 @@ internal sealed partial class QueueGroup : IAsyncDisposable
             Signal();
         }
 
-        await DeadLetterAsync(deadLetters);
+        await DeadLetterInBackgroundAsync(deadLetters); // the nack took effect; a failed move is offered again later
         return (nacked, unknown);
     }
 
@@ -608,7 +667,6 @@ internal sealed partial class QueueGroup : IAsyncDisposable
         await _deadLetterGate.WaitAsync();
         try
         {
-            var dlq = _topics.DeadLetters(_topic);
             for (var i = 0; i < items.Count; i++)
             {
                 var (p, offset, count) = items[i];
@@ -618,7 +676,7 @@ internal sealed partial class QueueGroup : IAsyncDisposable
                     var found = offset >= source.StartOffset ? source.Read(offset, 1, 1) : [];
                     if (found.Count == 1)
                     {
-                        var target = dlq.Partition(p).Log;
+                        var target = DeadLetterPartition(p).Log;
                         var intent = new byte[21];
                         intent[0] = IntentRecord;
                         BinaryPrimitives.WriteInt32BigEndian(intent.AsSpan(1), p);
@@ -648,7 +706,7 @@ internal sealed partial class QueueGroup : IAsyncDisposable
 
                     await PersistSettledAsync([(p, offset)]);
                 }
-                catch (BrokerException)
+                catch (Exception ex) when (ex is BrokerException or IOException)
                 {
                     lock (_lock)
                     {
@@ -729,13 +787,13 @@ internal sealed partial class QueueGroup : IAsyncDisposable
     }
 
     /// <summary>Appends a snapshot of the whole state, then drops the state-log segments before it.</summary>
-    private async Task CompactAsync()
+    private async Task CompactAsync(bool force = false)
     {
         Task durable;
         long snapshotOffset;
         lock (_lock)
         {
-            if (_state.SegmentCount <= 1 && _bytesSinceSnapshot < _settings.CompactAfterBytes)
+            if (!force && _state.SegmentCount <= 1 && _bytesSinceSnapshot < _settings.CompactAfterBytes)
             {
                 return;
             }
@@ -764,7 +822,9 @@ internal sealed partial class QueueGroup : IAsyncDisposable
             }
 
             _bytesSinceSnapshot = 0;
-            var appended = _state.Append([new LogMessage(null, [], record.ToArray())]);
+            // Fsync'd whatever --fsync says: once it is durable the segments before it are deleted, and under
+            // interval or never a power loss would otherwise take the whole state, not its last moments.
+            var appended = _state.Append([new LogMessage(null, [], record.ToArray())], sync: true);
             durable = appended.Durable;
             snapshotOffset = appended.BaseOffset;
         }
@@ -906,6 +966,20 @@ internal sealed partial class QueueGroup : IAsyncDisposable
             Next = Math.Max(Next, offset + 1);
         }
 
+        /// <summary>Forgets every offset at or past <paramref name="end"/> and goes on from there.</summary>
+        public void ClampTo(long end)
+        {
+            foreach (var offset in Counts.Keys.Where(o => o >= end).ToList())
+            {
+                Counts.Remove(offset);
+                Leased.Remove(offset);
+            }
+
+            Settled.RemoveWhere(o => o >= end);
+            Next = Math.Min(Next, end);
+            Floor = Math.Min(Floor, end);
+        }
+
         public void SkipTo(long start)
         {
             foreach (var offset in Counts.Keys.Where(o => o < start).ToList())
@@ -926,6 +1000,9 @@ internal sealed partial class QueueGroup : IAsyncDisposable
 
     [LoggerMessage(EventId = 420, Level = LogLevel.Information, Message = "{Topic}/{Partition}@{Offset} moved to the dead-letter topic by group {Group} after {Count} deliveries")]
     private static partial void LogDeadLettered(ILogger logger, string topic, int partition, long offset, string group, int count);
+
+    [LoggerMessage(EventId = 422, Level = LogLevel.Warning, Message = "Queue group {Group} of {Topic}: its state reaches offset {Next} of partition {Partition}, whose log ends at {End} (messages lost under --fsync interval or never); going on from there")]
+    private static partial void LogStateAheadOfLog(ILogger logger, string topic, string group, int partition, long next, long end);
 
     [LoggerMessage(EventId = 421, Level = LogLevel.Warning, Message = "Dead-lettering for {Topic} group {Group} failed, will retry: {Reason}")]
     private static partial void LogDeadLetterFailed(ILogger logger, string topic, string group, string reason);

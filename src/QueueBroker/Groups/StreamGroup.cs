@@ -54,6 +54,7 @@ internal sealed partial class StreamGroup : IAsyncDisposable
         _offsets = SegmentLog.Open(fs, Path.Combine(topic.Directory, "groups", "stream-" + name),
             settings.ForGroupState(), time, logger);
         Replay();
+        ClampToLogs();
         var sweep = TimeSpan.FromMilliseconds(Math.Clamp(sessionTimeout.TotalMilliseconds / 4, 10, 1000));
         _sweeper = time.CreateTimer(_ => Sweep(), null, sweep, sweep);
     }
@@ -89,6 +90,33 @@ internal sealed partial class StreamGroup : IAsyncDisposable
                 }
 
                 offset = record.Offset + 1;
+            }
+        }
+    }
+
+    private static LogMessage CommitOf(int partition, long offset)
+    {
+        var record = new byte[13];
+        record[0] = CommitRecord;
+        BinaryPrimitives.WriteInt32BigEndian(record.AsSpan(1), partition);
+        BinaryPrimitives.WriteInt64BigEndian(record.AsSpan(5), offset);
+        return new LogMessage(null, [], record);
+    }
+
+    /// <summary>
+    /// Under --fsync interval or never a commit can be durable past its partition's log (a power loss took the
+    /// log's last messages): the offsets past its end will be new messages, so the commit goes back to the end
+    /// (fsync'd, whatever the mode; not awaited — a loss before it is durable clamps again at the next start).
+    /// </summary>
+    private void ClampToLogs()
+    {
+        for (var p = 0; p < _committed.Length; p++)
+        {
+            if (_topic.Partitions[p].LogOrNull is { } log && _committed[p] > log.CommittedEnd)
+            {
+                LogCommitAheadOfLog(_logger, Name, _topic.Name, p, _committed[p], log.CommittedEnd);
+                _committed[p] = log.CommittedEnd;
+                _ = _offsets.Append([CommitOf(p, log.CommittedEnd)], sync: true).Durable;
             }
         }
     }
@@ -207,11 +235,7 @@ internal sealed partial class StreamGroup : IAsyncDisposable
                 throw new BrokerException(ErrorCode.OffsetOutOfRange, $"cannot commit offset {offset}: the log's committed end is {log.CommittedEnd}");
             }
 
-            var record = new byte[13];
-            record[0] = CommitRecord;
-            BinaryPrimitives.WriteInt32BigEndian(record.AsSpan(1), partition);
-            BinaryPrimitives.WriteInt64BigEndian(record.AsSpan(5), offset);
-            durable = _offsets.Append([new LogMessage(null, [], record)]).Durable;
+            durable = _offsets.Append([CommitOf(partition, offset)]).Durable;
             _committed[partition] = offset;
             _commitsSinceSnapshot++;
         }
@@ -236,7 +260,9 @@ internal sealed partial class StreamGroup : IAsyncDisposable
                 BinaryPrimitives.WriteInt64BigEndian(record.AsSpan(1 + (8 * p)), _committed[p]);
             }
 
-            appended = _offsets.Append([new LogMessage(null, [], record)]);
+            // Fsync'd whatever --fsync says: once it is durable the segments before it are deleted, and under
+            // interval or never a power loss would otherwise take the whole state, not its last moments.
+            appended = _offsets.Append([new LogMessage(null, [], record)], sync: true);
         }
 
         await appended.Durable;
@@ -343,6 +369,9 @@ internal sealed partial class StreamGroup : IAsyncDisposable
 
         public long LastSeen { get; set; }
     }
+
+    [LoggerMessage(EventId = 442, Level = LogLevel.Warning, Message = "Stream group {Group} of {Topic}: offset {Committed} committed for partition {Partition}, whose log ends at {End} (messages lost under --fsync interval or never); the commit goes back to the end")]
+    private static partial void LogCommitAheadOfLog(ILogger logger, string group, string topic, int partition, long committed, long end);
 
     [LoggerMessage(EventId = 440, Level = LogLevel.Information, Message = "Stream group {Group} of {Topic}: {Member} joined (generation {Generation})")]
     private static partial void LogJoined(ILogger logger, string group, string topic, string member, int generation);

@@ -480,7 +480,11 @@ internal sealed partial class SegmentLog : IAsyncDisposable
     /// completes when the batch is acknowledged (durable under Always, written under Interval/Never).
     /// With a producer id, a retried batch is recognised and answered with its first offset instead.
     /// </summary>
-    public AppendResult Append(IReadOnlyList<LogMessage> messages, long producerId = -1, int baseSequence = -1, long timestamp = 0)
+    /// <param name="sync">
+    /// Fsync'd before <see cref="AppendResult.Durable"/> completes whatever <see cref="LogSettings.Fsync"/> says (a
+    /// group's snapshot, which lets the segments before it be deleted).
+    /// </param>
+    public AppendResult Append(IReadOnlyList<LogMessage> messages, long producerId = -1, int baseSequence = -1, long timestamp = 0, bool sync = false)
     {
         if (messages.Count == 0)
         {
@@ -524,7 +528,7 @@ internal sealed partial class SegmentLog : IAsyncDisposable
 
             var baseOffset = _nextOffset;
             RecordBatch.Write(_pending.AsSpan(_pendingLength, size), baseOffset, producerId, baseSequence, timestamp, messages);
-            _pendingBatches.Add(new PendingBatch(baseOffset, messages.Count, _pendingLength, size, producerId, baseSequence));
+            _pendingBatches.Add(new PendingBatch(baseOffset, messages.Count, _pendingLength, size, producerId, baseSequence, sync));
             _pendingLength += size;
             _nextOffset += messages.Count;
             var task = _cycle.Task;
@@ -808,7 +812,10 @@ internal sealed partial class SegmentLog : IAsyncDisposable
     private void Persist(byte[] buffer, List<PendingBatch> batches, bool closing)
     {
         var now = _time.GetUtcNow();
-        var active = _segments[^1];
+        // The view, not the list: retention changes the list under the lock, and reading its last element
+        // without it could see a count and an element of different moments (the segment it just deleted).
+        // Only this thread adds segments, so the view's last is the segment being written.
+        var active = Volatile.Read(ref _view)[^1];
         for (var i = 0; i < batches.Count;)
         {
             var first = batches[i];
@@ -845,7 +852,13 @@ internal sealed partial class SegmentLog : IAsyncDisposable
             i = j;
         }
 
-        var sync = _settings.Fsync switch
+        var forced = false;
+        foreach (var batch in batches)
+        {
+            forced |= batch.Sync;
+        }
+
+        var sync = forced || _settings.Fsync switch
         {
             FsyncMode.Always => batches.Count > 0,
             FsyncMode.Interval => _unsynced.Count > 0 && _time.GetElapsedTime(_lastSyncTimestamp) >= _settings.FsyncInterval,
@@ -1052,7 +1065,7 @@ internal sealed partial class SegmentLog : IAsyncDisposable
 
     private static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    private readonly record struct PendingBatch(long BaseOffset, int Count, int Start, int Length, long ProducerId, int BaseSequence);
+    private readonly record struct PendingBatch(long BaseOffset, int Count, int Start, int Length, long ProducerId, int BaseSequence, bool Sync);
 
     private readonly record struct SyncPoint(long SegmentBase, long Position, long Offset);
 

@@ -71,7 +71,7 @@ internal sealed partial class TopicRegistry : IAsyncDisposable
         foreach (var name in fs.ListDirectories(dataDirectory))
         {
             var dir = Path.Combine(dataDirectory, name);
-            if (ReadMeta(dir) is { } partitions && IsValidName(name))
+            if (ReadMeta(dir) is { } partitions && IsValidName(name, MaxStoredNameLength))
             {
                 _topics[name] = OpenTopic(name, dir, partitions);
             }
@@ -85,8 +85,17 @@ internal sealed partial class TopicRegistry : IAsyncDisposable
 
     public IEnumerable<Topic> All => _topics.Values;
 
-    public static bool IsValidName(string name) =>
-        name.Length is > 0 and <= 200 && name[0] != '.' && name.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '-');
+    /// <summary>The longest name a topic (or group) is made with.</summary>
+    public const int MaxNameLength = 200;
+
+    /// <summary>
+    /// The longest name a dead-letter topic may have: its source's name and ".dlq" (a dead-letter topic's own
+    /// dead letters add another), within a file name's 255 bytes.
+    /// </summary>
+    public const int MaxStoredNameLength = 250;
+
+    public static bool IsValidName(string name, int maxLength = MaxNameLength) =>
+        name.Length > 0 && name.Length <= maxLength && name[0] != '.' && name.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '-');
 
     public Topic Get(string name) => _topics.TryGetValue(name, out var topic)
         ? topic
@@ -103,9 +112,14 @@ internal sealed partial class TopicRegistry : IAsyncDisposable
     {
         if (!IsValidName(name))
         {
-            throw new BrokerException(ErrorCode.BadRequest, $"topic name '{Truncate(name)}' is not 1-200 characters of letters, digits, '.', '_', '-' (not starting with '.')");
+            throw new BrokerException(ErrorCode.BadRequest, $"topic name '{Truncate(name)}' is not 1-{MaxNameLength} characters of letters, digits, '.', '_', '-' (not starting with '.')");
         }
 
+        return Create(name, partitions, maxPartitions, anyShape: false);
+    }
+
+    private (Topic Topic, bool Created) Create(string name, int partitions, int? maxPartitions, bool anyShape)
+    {
         if (partitions is < 1 or > MaxPartitions)
         {
             throw new BrokerException(ErrorCode.BadRequest, $"partitions must be 1..{MaxPartitions}, not {partitions}");
@@ -115,7 +129,7 @@ internal sealed partial class TopicRegistry : IAsyncDisposable
         {
             if (_topics.TryGetValue(name, out var existing))
             {
-                return existing.Partitions.Count == partitions
+                return existing.Partitions.Count == partitions || anyShape
                     ? (existing, false)
                     : throw new BrokerException(ErrorCode.TopicConflict, $"topic '{name}' exists with {existing.Partitions.Count} partitions, not {partitions}");
             }
@@ -146,8 +160,22 @@ internal sealed partial class TopicRegistry : IAsyncDisposable
     public Topic? DeadLetterSource(string name) =>
         name.EndsWith(DeadLetterSuffix, StringComparison.Ordinal) && _topics.TryGetValue(name[..^DeadLetterSuffix.Length], out var source) ? source : null;
 
-    /// <summary>The dead-letter topic of <paramref name="topic"/>: <c>{topic}.dlq</c>, same partition count, created on first use.</summary>
-    public Topic DeadLetters(Topic topic) => Create(topic.Name + DeadLetterSuffix, topic.Partitions.Count).Topic;
+    /// <summary>
+    /// The dead-letter topic of <paramref name="topic"/>: <c>{topic}.dlq</c>, created on first use with the same
+    /// partition count. One made beforehand (by a client) is used whatever its partition count.
+    /// </summary>
+    public Topic DeadLetters(Topic topic)
+    {
+        var name = topic.Name + DeadLetterSuffix;
+        if (_topics.TryGetValue(name, out var existing))
+        {
+            return existing;
+        }
+
+        return IsValidName(name, MaxStoredNameLength)
+            ? Create(name, topic.Partitions.Count, maxPartitions: null, anyShape: true).Topic
+            : throw new BrokerException(ErrorCode.BadRequest, $"topic '{Truncate(topic.Name)}' cannot have a dead-letter topic: '{Truncate(name)}' would be over {MaxStoredNameLength} characters");
+    }
 
     public void ApplyRetention()
     {
