@@ -1,5 +1,4 @@
 using System.Buffers.Text;
-using System.Globalization;
 using System.Text;
 using Infra.CacheServer.Resp;
 using Infra.CacheServer.Storage;
@@ -43,12 +42,26 @@ internal readonly ref struct CommandContext
     /// <summary>Whether argument <paramref name="index"/> is <paramref name="word"/> (ASCII, any case).</summary>
     public bool Is(int index, ReadOnlySpan<byte> word) => Ascii.EqualsIgnoreCase(Arg(index), word);
 
+    /// <summary>
+    /// Whether a subcommand has its number of arguments (all of them, the command's name included); if not,
+    /// Redis 7's arity error for it (<c>'client|setname'</c>) is sent.
+    /// </summary>
+    public bool SubcommandArity(string name, int count, bool orMore = false)
+    {
+        if (Count == count || (orMore && Count > count))
+        {
+            return true;
+        }
+
+        Reply.Error(Errors.Arity(name));
+        return false;
+    }
+
     public bool TryLong(int index, out long value) => RespNumbers.TryParseLong(Arg(index), out value);
 
-    public bool TryDouble(int index, out double value) => RespNumbers.TryParseDouble(Arg(index), out value);
 }
 
-/// <summary>Number parsing with Redis's strictness (string2ll, strtold).</summary>
+/// <summary>Integer parsing with Redis's strictness (string2ll); floats are <see cref="LongDouble"/>.</summary>
 internal static class RespNumbers
 {
     /// <summary>A 64-bit integer: optional '-', digits, no spaces, no '+', no leading zeros.</summary>
@@ -61,35 +74,12 @@ internal static class RespNumbers
         }
 
         var digits = text[0] == (byte)'-' ? text[1..] : text;
-        if (digits.IsEmpty || (digits[0] == (byte)'0' && digits.Length > 1) || (digits[0] == (byte)'0' && text.Length > 1))
+        if (digits.IsEmpty || !char.IsAsciiDigit((char)digits[0]) || (digits[0] == (byte)'0' && text.Length > 1))
         {
-            return false;
+            return false; // Utf8Parser would take a '+' sign
         }
 
         return Utf8Parser.TryParse(text, out value, out var used) && used == text.Length;
-    }
-
-    public static bool TryParseDouble(ReadOnlySpan<byte> text, out double value)
-    {
-        value = 0;
-        if (text.IsEmpty || text.Length > 5000 || char.IsWhiteSpace((char)text[0]) || char.IsWhiteSpace((char)text[^1]))
-        {
-            return false;
-        }
-
-        if (Ascii.EqualsIgnoreCase(text, "inf"u8) || Ascii.EqualsIgnoreCase(text, "+inf"u8) || Ascii.EqualsIgnoreCase(text, "infinity"u8))
-        {
-            value = double.PositiveInfinity;
-            return true;
-        }
-
-        if (Ascii.EqualsIgnoreCase(text, "-inf"u8) || Ascii.EqualsIgnoreCase(text, "-infinity"u8))
-        {
-            value = double.NegativeInfinity;
-            return true;
-        }
-
-        return double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out value) && !double.IsNaN(value);
     }
 
     /// <summary>Formats a long as ASCII digits into <paramref name="destination"/>; returns the length.</summary>

@@ -11,7 +11,11 @@ internal static class ConnectionCommands
 
     public static void Ping(ref CommandContext c)
     {
-        if (c.Session.InSubscribeMode && !c.Reply.IsResp3)
+        if (c.Count > 2)
+        {
+            c.Reply.Error(Errors.Arity("ping"));
+        }
+        else if (c.Session.InSubscribeMode && !c.Reply.IsResp3)
         {
             c.Reply.ArrayHeader(2);
             c.Reply.Bulk("pong"u8);
@@ -176,8 +180,13 @@ internal static class ConnectionCommands
     public static void Client(ref CommandContext c)
     {
         var client = c.Session.Client;
-        if (c.Is(1, "SETNAME"u8) && c.Count == 3)
+        if (c.Is(1, "SETNAME"u8))
         {
+            if (!c.SubcommandArity("client|setname", 3))
+            {
+                return;
+            }
+
             var name = c.Text(2);
             if (!ValidName(name))
             {
@@ -188,8 +197,13 @@ internal static class ConnectionCommands
             client.Name = name;
             c.Reply.Ok();
         }
-        else if (c.Is(1, "GETNAME"u8) && c.Count == 2)
+        else if (c.Is(1, "GETNAME"u8))
         {
+            if (!c.SubcommandArity("client|getname", 2))
+            {
+                return;
+            }
+
             if (client.Name.Length == 0)
             {
                 c.Reply.Null();
@@ -199,27 +213,44 @@ internal static class ConnectionCommands
                 c.Reply.Bulk(client.Name);
             }
         }
-        else if (c.Is(1, "ID"u8) && c.Count == 2)
+        else if (c.Is(1, "ID"u8))
         {
-            c.Reply.Integer(client.Id);
+            if (c.SubcommandArity("client|id", 2))
+            {
+                c.Reply.Integer(client.Id);
+            }
         }
-        else if (c.Is(1, "INFO"u8) && c.Count == 2)
+        else if (c.Is(1, "INFO"u8))
         {
-            client.Protocol = c.Reply.Protocol;
-            c.Reply.Bulk(client.Describe(c.Now) + "\n");
+            if (c.SubcommandArity("client|info", 2))
+            {
+                client.Protocol = c.Reply.Protocol;
+                c.Reply.Verbatim(client.Describe(c.Now) + "\n");
+            }
         }
         else if (c.Is(1, "LIST"u8))
         {
+            if (c.Count > 2)
+            {
+                c.Reply.Error(Errors.Syntax); // the TYPE and ID filters are not supported
+                return;
+            }
+
             var text = new StringBuilder();
             foreach (var session in c.Server.Sessions.Values.OrderBy(s => s.Client.Id))
             {
                 text.Append(session.Client.Describe(c.Now)).Append('\n');
             }
 
-            c.Reply.Bulk(text.ToString());
+            c.Reply.Verbatim(text.ToString());
         }
-        else if (c.Is(1, "SETINFO"u8) && c.Count == 4)
+        else if (c.Is(1, "SETINFO"u8))
         {
+            if (!c.SubcommandArity("client|setinfo", 4))
+            {
+                return;
+            }
+
             if (c.Is(2, "LIB-NAME"u8))
             {
                 client.LibraryName = c.Text(3);
@@ -236,17 +267,47 @@ internal static class ConnectionCommands
 
             c.Reply.Ok();
         }
-        else if (c.Is(1, "KILL"u8) && c.Count == 4 && c.Is(2, "ID"u8) && c.TryLong(3, out var id))
+        else if (c.Is(1, "KILL"u8))
         {
-            if (c.Server.Sessions.TryGetValue(id, out var target))
+            if (!c.SubcommandArity("client|kill", 3, orMore: true))
             {
-                target.Kill();
-                c.Reply.Integer(1);
+                return;
             }
-            else
+
+            if (c.Count == 3)
             {
-                c.Reply.Error("ERR No such client");
+                // The old form, CLIENT KILL addr:port: OK or an error.
+                var address = c.Text(2);
+                var found = c.Server.Sessions.Values.FirstOrDefault(s => s.Client.Address?.ToString() == address);
+                found?.Kill();
+                if (found is null)
+                {
+                    c.Reply.Error("ERR No such client");
+                }
+                else
+                {
+                    c.Reply.Ok();
+                }
+
+                return;
             }
+
+            if (c.Count != 4 || !c.Is(2, "ID"u8))
+            {
+                c.Reply.Error(Errors.Syntax); // of the filters, only ID is supported
+                return;
+            }
+
+            if (!c.TryLong(3, out var id) || id <= 0)
+            {
+                c.Reply.Error("ERR client-id should be greater than 0");
+                return;
+            }
+
+            // The filter form answers how many clients it killed.
+            var killed = c.Server.Sessions.TryGetValue(id, out var target);
+            target?.Kill();
+            c.Reply.Integer(killed ? 1 : 0);
         }
         else if (c.Is(1, "HELP"u8))
         {

@@ -1,5 +1,4 @@
 using System.Text;
-using Infra.CacheServer.Resp;
 using Infra.CacheServer.Storage;
 
 namespace Infra.CacheServer.Commands;
@@ -196,18 +195,24 @@ internal static class HashCommands
 
     public static void HIncrByFloat(ref CommandContext c)
     {
-        if (!c.TryDouble(3, out _))
+        if (!LongDouble.TryParse(c.Arg(3), out var increment))
         {
             c.Reply.Error(Errors.NotFloat);
+            return;
+        }
+
+        if (increment.IsInfinity)
+        {
+            c.Reply.Error("ERR value is NaN or Infinity");
             return;
         }
 
         WithHash(ref c, create: true, HashValue.FieldOverhead + c.Arg(2).Length + 32,
             static (ref CommandContext c, CacheShard shard, int index, HashValue value) =>
             {
-                c.TryDouble(3, out var delta);
-                double current = 0;
-                if (value.TryGet(c.Arg(2), out var field) && !RespNumbers.TryParseDouble(field, out current))
+                _ = LongDouble.TryParse(c.Arg(3), out var delta); // checked above
+                var current = default(LongDouble);
+                if (value.TryGet(c.Arg(2), out var field) && !LongDouble.TryParse(field, out current))
                 {
                     c.Reply.Error(Errors.HashNotFloat);
                     return;
@@ -218,7 +223,7 @@ internal static class HashCommands
                     return;
                 }
 
-                var text = Encoding.ASCII.GetBytes(RespWriter.FormatDouble(result));
+                var text = Encoding.ASCII.GetBytes(result.ToString());
                 value.Set(c.Arg(2), text);
                 c.Reply.Bulk(text);
             });

@@ -69,12 +69,6 @@ internal static class KeyCommands
     /// <summary>EXPIRE key time [NX|XX|GT|LT]: a time in the past deletes the key.</summary>
     private static void ExpireCore(ref CommandContext c, ExpireUnit unit)
     {
-        if (!c.TryLong(2, out var value))
-        {
-            c.Reply.Error(Errors.NotInteger);
-            return;
-        }
-
         bool nx = false, xx = false, gt = false, lt = false;
         for (var i = 3; i < c.Count; i++)
         {
@@ -110,6 +104,12 @@ internal static class KeyCommands
         if (gt && lt)
         {
             c.Reply.Error("ERR GT and LT options at the same time are not compatible");
+            return;
+        }
+
+        if (!c.TryLong(2, out var value)) // after the options (Redis's order of errors)
+        {
+            c.Reply.Error(Errors.NotInteger);
             return;
         }
 
@@ -182,7 +182,7 @@ internal static class KeyCommands
             }
 
             var left = absolute ? when : Math.Max(0, when - c.Now);
-            c.Reply.Integer(milliseconds ? left : absolute ? left / 1000 : (left + 500) / 1000);
+            c.Reply.Integer(milliseconds ? left : (left + 500) / 1000); // rounded, EXPIRETIME too (as Redis)
         }
     }
 
@@ -449,11 +449,18 @@ internal static class KeyCommands
         c.Reply.Null();
     }
 
+    private static readonly string[] ObjectSubcommands = ["ENCODING", "REFCOUNT", "FREQ", "IDLETIME"];
+
     /// <summary>OBJECT ENCODING|FREQ|IDLETIME|REFCOUNT key, OBJECT HELP.</summary>
     public static void Object(ref CommandContext c)
     {
         if (c.Is(1, "HELP"u8))
         {
+            if (!c.SubcommandArity("object|help", 2))
+            {
+                return;
+            }
+
             string[] help =
             [
                 "OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
@@ -472,9 +479,24 @@ internal static class KeyCommands
             return;
         }
 
-        if (c.Count != 3)
+        string? subcommand = null;
+        foreach (var name in ObjectSubcommands)
         {
-            c.Reply.Error(Errors.UnknownSubcommand("object", c.Text(1)));
+            if (System.Text.Ascii.EqualsIgnoreCase(c.Arg(1), name))
+            {
+                subcommand = name;
+                break;
+            }
+        }
+
+        if (subcommand is null)
+        {
+            c.Reply.Error(Errors.UnknownSubcommand("object", c.Text(1))); // before the key is looked at (as Redis)
+            return;
+        }
+
+        if (!c.SubcommandArity("object|" + subcommand.ToLowerInvariant(), 3))
+        {
             return;
         }
 

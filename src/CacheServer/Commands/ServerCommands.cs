@@ -73,9 +73,12 @@ internal static class ServerCommands
                 WriteInfo(ref c, spec);
             }
         }
-        else if (c.Is(1, "COUNT"u8) && c.Count == 2)
+        else if (c.Is(1, "COUNT"u8))
         {
-            c.Reply.Integer(CommandTable.All.Count);
+            if (c.SubcommandArity("command|count", 2))
+            {
+                c.Reply.Integer(CommandTable.All.Count);
+            }
         }
         else if (c.Is(1, "LIST"u8))
         {
@@ -219,7 +222,11 @@ internal static class ServerCommands
         if (sections.Count == 0 || sections.Contains("default") || sections.Contains("all") || sections.Contains("everything"))
         {
             sections.UnionWith(DefaultSections);
-            sections.Add("commandstats");
+        }
+
+        if (sections.Contains("all") || sections.Contains("everything"))
+        {
+            sections.Add("commandstats"); // not in the default sections (as Redis)
         }
 
         var text = new StringBuilder();
@@ -313,7 +320,7 @@ internal static class ServerCommands
         }
 
         text.Append("\r\n");
-        c.Reply.Bulk(text.ToString());
+        c.Reply.Verbatim(text.ToString());
     }
 
     private static string Human(long bytes) => bytes switch
@@ -356,8 +363,13 @@ internal static class ServerCommands
         {
             ConfigSet(ref c);
         }
-        else if (c.Is(1, "RESETSTAT"u8) && c.Count == 2)
+        else if (c.Is(1, "RESETSTAT"u8))
         {
+            if (!c.SubcommandArity("config|resetstat", 2))
+            {
+                return;
+            }
+
             foreach (var shard in c.Store.Shards)
             {
                 lock (shard.Lock)

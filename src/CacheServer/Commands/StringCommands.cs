@@ -1,6 +1,5 @@
 using System.Buffers;
 using System.Text;
-using Infra.CacheServer.Resp;
 using Infra.CacheServer.Storage;
 
 namespace Infra.CacheServer.Commands;
@@ -26,8 +25,9 @@ internal static class StringCommands
     /// <summary>SET key value [NX|XX] [GET] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL].</summary>
     public static void Set(ref CommandContext c)
     {
-        bool nx = false, xx = false, get = false, keepTtl = false, hasExpire = false;
-        long expireAt = 0;
+        bool nx = false, xx = false, get = false, keepTtl = false;
+        ExpireUnit? expireUnit = null;
+        var expireArg = 0;
         for (var i = 3; i < c.Count; i++)
         {
             if (c.Is(i, "NX"u8) && !xx)
@@ -42,25 +42,27 @@ internal static class StringCommands
             {
                 get = true;
             }
-            else if (c.Is(i, "KEEPTTL"u8) && !hasExpire)
+            else if (c.Is(i, "KEEPTTL"u8) && expireUnit is null)
             {
                 keepTtl = true;
             }
-            else if (!hasExpire && !keepTtl && i + 1 < c.Count && ExpireOption(ref c, i) is { } unit)
+            else if (!keepTtl && i + 1 < c.Count && ExpireOption(ref c, i) is { } unit && (expireUnit is null || expireUnit == unit))
             {
-                if (!ParseExpire(ref c, i + 1, unit, "set", out expireAt))
-                {
-                    return;
-                }
-
-                hasExpire = true;
-                i++;
+                expireUnit = unit; // the same option again: the last one counts (as Redis)
+                expireArg = ++i;
             }
             else
             {
                 c.Reply.Error(Errors.Syntax);
                 return;
             }
+        }
+
+        // The options' syntax first, then the time (as Redis: "EX 0 NX XX" is a syntax error).
+        long expireAt = 0;
+        if (expireUnit is { } chosen && !ParseExpire(ref c, expireArg, chosen, "set", out expireAt))
+        {
+            return;
         }
 
         SetString(ref c, c.Arg(1), c.Arg(2), nx, xx, get, keepTtl, expireAt, replyOk: true);
@@ -97,20 +99,18 @@ internal static class StringCommands
     {
         long expireAt = -1;
         var persist = false;
+        ExpireUnit? expireUnit = null;
+        var expireArg = 0;
         for (var i = 2; i < c.Count; i++)
         {
-            if (c.Is(i, "PERSIST"u8) && expireAt < 0 && !persist)
+            if (c.Is(i, "PERSIST"u8) && expireUnit is null)
             {
                 persist = true;
             }
-            else if (expireAt < 0 && !persist && i + 1 < c.Count && ExpireOption(ref c, i) is { } unit)
+            else if (!persist && i + 1 < c.Count && ExpireOption(ref c, i) is { } unit && (expireUnit is null || expireUnit == unit))
             {
-                if (!ParseExpire(ref c, i + 1, unit, "getex", out expireAt))
-                {
-                    return;
-                }
-
-                i++;
+                expireUnit = unit; // the same option again: the last one counts (as Redis)
+                expireArg = ++i;
             }
             else
             {
@@ -124,8 +124,9 @@ internal static class StringCommands
         var shard = c.Store.ShardFor(hash);
         lock (shard.Lock)
         {
+            // The key before the time (as Redis): a missing key is nil and a hash WRONGTYPE whatever the time says.
             var index = FindStringForReply(ref c, shard, key, hash);
-            if (index < 0)
+            if (index < 0 || (expireUnit is { } chosen && !ParseExpire(ref c, expireArg, chosen, "getex", out expireAt)))
             {
                 return;
             }
@@ -290,12 +291,6 @@ internal static class StringCommands
 
     public static void IncrByFloat(ref CommandContext c)
     {
-        if (!c.TryDouble(2, out var delta))
-        {
-            c.Reply.Error(Errors.NotFloat);
-            return;
-        }
-
         var key = c.Arg(1);
         var hash = c.Store.HashOf(key);
         var shard = c.Store.ShardFor(hash);
@@ -306,8 +301,9 @@ internal static class StringCommands
                 return;
             }
 
-            double current = 0;
-            if (index >= 0 && !RespNumbers.TryParseDouble(shard.StringOf(index), out current))
+            // The key's type, then its value, then the increment (Redis's order of errors).
+            var current = default(LongDouble);
+            if ((index >= 0 && !LongDouble.TryParse(shard.StringOf(index), out current)) || !LongDouble.TryParse(c.Arg(2), out var delta))
             {
                 c.Reply.Error(Errors.NotFloat);
                 return;
@@ -318,7 +314,7 @@ internal static class StringCommands
                 return;
             }
 
-            var text = Encoding.ASCII.GetBytes(RespWriter.FormatDouble(result));
+            var text = Encoding.ASCII.GetBytes(result.ToString());
             if (!ReserveOrOom(ref c, shard, index, key.Length, text.Length))
             {
                 return;
@@ -638,10 +634,10 @@ internal static class StringCommands
     }
 
     /// <summary>current + delta; false, with Redis's NaN-or-infinity error sent, when the sum is not finite (INCRBYFLOAT, HINCRBYFLOAT).</summary>
-    internal static bool TryIncrement(ref CommandContext c, double current, double delta, out double result)
+    internal static bool TryIncrement(ref CommandContext c, LongDouble current, LongDouble delta, out LongDouble result)
     {
         result = current + delta;
-        if (double.IsNaN(result) || double.IsInfinity(result))
+        if (result.IsInfinity)
         {
             c.Reply.Error(Errors.NaNOrInfinity);
             return false;

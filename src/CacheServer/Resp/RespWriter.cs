@@ -68,6 +68,21 @@ internal sealed class RespWriter(PipeWriter output)
 
     public void Bulk(string value) => Bulk(Encoding.UTF8.GetBytes(value));
 
+    /// <summary>Text for people (INFO, CLIENT LIST): a verbatim string <c>=N\r\ntxt:…</c> in RESP3, a bulk string in RESP2.</summary>
+    public void Verbatim(string text)
+    {
+        if (!IsResp3)
+        {
+            Bulk(text);
+            return;
+        }
+
+        var bytes = Encoding.UTF8.GetBytes("txt:" + text);
+        Prefixed((byte)'=', bytes.Length);
+        Output.Write(bytes);
+        Output.Write("\r\n"u8);
+    }
+
     /// <summary>A long as a bulk string (what INCRBYFLOAT and friends return).</summary>
     public void BulkNumber(long value)
     {
