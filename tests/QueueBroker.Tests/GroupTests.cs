@@ -276,6 +276,47 @@ public sealed class GroupTests
     }
 
     [Fact]
+    public async Task Acks_past_a_message_held_back_for_long_do_not_grow_the_group_s_state()
+    {
+        // The group kept every acked offset above the oldest unsettled one: while one message waited (a nack
+        // of a day), each ack added 8 bytes to every snapshot, until a snapshot was over the batch limit —
+        // the ack that made it answered an error, and the group could not be opened again.
+        var settings = new LogSettings { RecoveryPointInterval = TimeSpan.FromDays(1), SegmentBytes = 64 << 10, MaxBatchBytes = 4096 };
+        var queue = new QueueSettings { CompactAfterBytes = 1024, MaxDeliveries = 10 };
+        var registry = new TopicRegistry(_fs, "/data", settings, _time, NullLogger.Instance);
+        var topic = registry.Create("jobs", 1).Topic;
+        await ProduceAsync(topic, 0, [.. Enumerable.Range(0, 1000).Select(i => $"m{i}")]);
+        var group = await QueueGroup.OpenAsync("g", topic, registry, _fs, queue, _time, NullLogger.Instance);
+        for (var round = 0; round < 10; round++)
+        {
+            var deliveries = await group.FetchAsync(100, TimeSpan.Zero, default);
+            Assert.Equal(100, deliveries.Count);
+            if (round == 0)
+            {
+                await group.NackAsync([deliveries[0].DeliveryId], TimeSpan.FromDays(1));
+            }
+
+            await group.AckAsync([.. deliveries.Skip(round == 0 ? 1 : 0).Select(d => d.DeliveryId)]);
+        }
+
+        var info = group.Describe()[0];
+        Assert.Equal((0L, 1000L, 1), (info.AckedBelow, info.NextOffset, info.WaitingRedelivery));
+
+        // No dispose: the broker "crashes" here; the group opens again (compacting at once) with the same state.
+        var after = _fs.Crash(machine: true);
+        var reopened = new TopicRegistry(after, "/data", settings, _time, NullLogger.Instance);
+        await using var again = await QueueGroup.OpenAsync("g", reopened.Get("jobs"), reopened, after, queue, _time, NullLogger.Instance);
+        info = again.Describe()[0];
+        Assert.Equal((0L, 1000L, 1), (info.AckedBelow, info.NextOffset, info.WaitingRedelivery));
+        _time.Advance(TimeSpan.FromDays(1));
+        var back = Assert.Single(await again.FetchAsync(100, TimeSpan.Zero, default));
+        Assert.Equal(("m0", 2), (Text(back), back.DeliveryCount));
+        await again.AckAsync([back.DeliveryId]);
+        Assert.Equal(1000L, again.Describe()[0].AckedBelow);
+        await reopened.DisposeAsync();
+    }
+
+    [Fact]
     public async Task Queue_state_is_rebuilt_from_its_log_and_compacted()
     {
         await using (var registry = Registry())

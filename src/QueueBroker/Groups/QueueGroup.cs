@@ -169,10 +169,7 @@ internal sealed partial class QueueGroup : IAsyncDisposable
         {
             foreach (var pending in cursor.Counts.Keys)
             {
-                if (!cursor.Settled.Contains(pending))
-                {
-                    cursor.Ready.Enqueue(pending, (now, pending));
-                }
+                cursor.Ready.Enqueue(pending, (now, pending));
             }
         }
 
@@ -191,7 +188,7 @@ internal sealed partial class QueueGroup : IAsyncDisposable
                     var cursor = CursorAt(ReadInt32(span, ref at));
                     var offset = ReadInt64(span, ref at);
                     var count = ReadInt32(span, ref at);
-                    if (offset >= cursor.Floor && !cursor.Settled.Contains(offset))
+                    if (!cursor.IsSettled(offset))
                     {
                         cursor.Counts[offset] = count;
                         cursor.Next = Math.Max(cursor.Next, offset + 1);
@@ -227,7 +224,7 @@ internal sealed partial class QueueGroup : IAsyncDisposable
                     var cursor = new Cursor { Floor = ReadInt64(span, ref at), Next = ReadInt64(span, ref at) };
                     for (int n = ReadInt32(span, ref at), i = 0; i < n; i++)
                     {
-                        cursor.Settled.Add(ReadInt64(span, ref at));
+                        ReadInt64(span, ref at); // settled offsets, written by older versions: every offset of [Floor, Next) without a count is settled
                     }
 
                     for (int n = ReadInt32(span, ref at), i = 0; i < n; i++)
@@ -236,6 +233,7 @@ internal sealed partial class QueueGroup : IAsyncDisposable
                         cursor.Counts[offset] = ReadInt32(span, ref at);
                     }
 
+                    cursor.AdvanceFloor();
                     for (int n = ReadInt32(span, ref at), i = 0; i < n; i++)
                     {
                         var offset = ReadInt64(span, ref at);
@@ -799,16 +797,11 @@ internal sealed partial class QueueGroup : IAsyncDisposable
             }
 
             var record = new List<byte> { SnapshotRecord };
-            var intents = new Dictionary<long, long>();
             foreach (var cursor in _cursors)
             {
                 AddInt64(record, cursor.Floor);
                 AddInt64(record, cursor.Next);
-                AddInt32(record, cursor.Settled.Count);
-                foreach (var offset in cursor.Settled)
-                {
-                    AddInt64(record, offset);
-                }
+                AddInt32(record, 0); // no settled offsets: those of [Floor, Next) are the ones without a count
 
                 AddInt32(record, cursor.Counts.Count);
                 foreach (var (offset, count) in cursor.Counts)
@@ -929,14 +922,17 @@ internal sealed partial class QueueGroup : IAsyncDisposable
         public const string Deliveries = "x-dlq-deliveries";
     }
 
-    /// <summary>Per-partition state: everything below Floor is settled; [Floor, Next) is settled, leased or waiting.</summary>
+    /// <summary>
+    /// Per-partition state: everything below Floor is settled; of [Floor, Next), the offsets with a count
+    /// are leased or waiting and the others settled. (A set of the settled ones grew with every ack while
+    /// one old message stayed unsettled — a long nack delay — until the snapshot could not be written, and
+    /// the group not opened again.)
+    /// </summary>
     private sealed class Cursor
     {
         public long Floor { get; set; }
 
         public long Next { get; set; }
-
-        public HashSet<long> Settled { get; } = [];
 
         /// <summary>Delivery count of every delivered, unsettled offset.</summary>
         public Dictionary<long, int> Counts { get; } = [];
@@ -949,6 +945,8 @@ internal sealed partial class QueueGroup : IAsyncDisposable
 
         public HashSet<long> DeadLettering { get; } = [];
 
+        public bool IsSettled(long offset) => offset < Floor || (offset < Next && !Counts.ContainsKey(offset));
+
         public void Settle(long offset)
         {
             Counts.Remove(offset);
@@ -957,13 +955,23 @@ internal sealed partial class QueueGroup : IAsyncDisposable
                 return;
             }
 
-            Settled.Add(offset);
-            while (Settled.Remove(Floor))
+            Next = Math.Max(Next, offset + 1);
+            AdvanceFloor();
+        }
+
+        /// <summary>Floor up to the lowest offset with a count (each offset passed once: amortised constant).</summary>
+        public void AdvanceFloor()
+        {
+            if (Counts.Count == 0)
+            {
+                Floor = Math.Max(Floor, Next);
+                return;
+            }
+
+            while (Floor < Next && !Counts.ContainsKey(Floor))
             {
                 Floor++;
             }
-
-            Next = Math.Max(Next, offset + 1);
         }
 
         /// <summary>Forgets every offset at or past <paramref name="end"/> and goes on from there.</summary>
@@ -975,7 +983,6 @@ internal sealed partial class QueueGroup : IAsyncDisposable
                 Leased.Remove(offset);
             }
 
-            Settled.RemoveWhere(o => o >= end);
             Next = Math.Min(Next, end);
             Floor = Math.Min(Floor, end);
         }
@@ -988,13 +995,9 @@ internal sealed partial class QueueGroup : IAsyncDisposable
                 Leased.Remove(offset);
             }
 
-            Settled.RemoveWhere(o => o < start);
             Floor = Math.Max(Floor, start);
             Next = Math.Max(Next, start);
-            while (Settled.Remove(Floor))
-            {
-                Floor++;
-            }
+            AdvanceFloor();
         }
     }
 
