@@ -33,6 +33,9 @@ internal sealed class FaultyFileSystem : ILogFileSystem
     /// <summary>When set and true for a path, fsync of that file throws an IOException (EIO).</summary>
     public Func<string, bool>? FailSync { get; set; }
 
+    /// <summary>When set, deleting a file throws what it returns for that path (null: the delete goes ahead).</summary>
+    public Func<string, Exception?>? FailDelete { get; set; }
+
     /// <summary>When set, every file fsync waits for it first (to hold appends in flight).</summary>
     public ManualResetEventSlim? SyncGate { get; set; }
 
@@ -70,6 +73,11 @@ internal sealed class FaultyFileSystem : ILogFileSystem
 
     public void Delete(string path)
     {
+        if (FailDelete?.Invoke(path) is { } failure)
+        {
+            throw failure;
+        }
+
         lock (_lock)
         {
             _names.Remove(path);

@@ -317,6 +317,21 @@ public sealed class GroupTests
     }
 
     [Fact]
+    public async Task Retention_that_may_not_delete_a_file_is_logged_not_thrown()
+    {
+        // It runs on a timer callback, where an exception ends the process; only IOException was caught.
+        var registry = new TopicRegistry(_fs, "/data", new LogSettings { RecoveryPointInterval = TimeSpan.FromDays(1), SegmentBytes = 300, RetentionBytes = 300 }, _time, NullLogger.Instance);
+        await using var _ = registry;
+        var topic = registry.Create("jobs", 1).Topic;
+        await ProduceAsync(topic, 0, [.. Enumerable.Range(0, 20).Select(i => $"m{i}")]);
+        _fs.FailDelete = path => path.EndsWith(".log", StringComparison.Ordinal) ? new UnauthorizedAccessException($"{path}: permission denied") : null;
+        registry.ApplyRetention();
+        _fs.FailDelete = null;
+        await ProduceAsync(topic, 0, "after");
+        Assert.Equal("after", Encoding.UTF8.GetString(topic.Partition(0).Log.Read(topic.Partition(0).Log.CommittedEnd - 1, 1, 1 << 20)[0].Payload));
+    }
+
+    [Fact]
     public async Task Queue_state_is_rebuilt_from_its_log_and_compacted()
     {
         await using (var registry = Registry())

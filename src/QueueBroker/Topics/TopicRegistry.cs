@@ -189,8 +189,9 @@ internal sealed partial class TopicRegistry : IAsyncDisposable
                     {
                         partition.Log.ApplyRetention();
                     }
-                    catch (IOException ex)
+                    catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or BrokerException)
                     {
+                        // Runs on a timer: anything thrown out of here would end the process.
                         LogRetentionFailed(_logger, topic.Name, partition.Id, ex.Message);
                     }
                 }
