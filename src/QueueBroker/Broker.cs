@@ -166,6 +166,11 @@ internal sealed partial class Broker : IAsyncDisposable
             throw new BrokerException(ErrorCode.BadRequest, $"group '{group}' of '{topicName}' is a stream group");
         }
 
+        if (!_queueGroups.ContainsKey((topic.Name, group)) && !Directory.Exists(QueueGroup.StateDirectory(topic, group)))
+        {
+            ThrowIfTooManyGroups(topic.Name, group);
+        }
+
         var lazy = _queueGroups.GetOrAdd((topic.Name, group), key => new Lazy<Task<QueueGroup>>(() =>
             QueueGroup.OpenAsync(key.Group, topic, Topics, _fs, _options.QueueSettings, _time, _logger)));
         try
@@ -176,6 +181,15 @@ internal sealed partial class Broker : IAsyncDisposable
         {
             _queueGroups.TryRemove(new KeyValuePair<(string, string), Lazy<Task<QueueGroup>>>((topic.Name, group), lazy));
             throw;
+        }
+    }
+
+    /// <summary>A new group past <c>--max-groups</c> (open groups of both kinds) is refused; several made at once may pass it by a few.</summary>
+    private void ThrowIfTooManyGroups(string topic, string group)
+    {
+        if (_queueGroups.Count + _streamGroups.Count >= _options.MaxGroups)
+        {
+            throw new BrokerException(ErrorCode.BadRequest, $"group '{TopicRegistry.Truncate(group)}' of '{topic}' would be a new group past --max-groups ({_options.MaxGroups})");
         }
     }
 
@@ -201,6 +215,11 @@ internal sealed partial class Broker : IAsyncDisposable
         if (_queueGroups.ContainsKey((topic.Name, group)))
         {
             throw new BrokerException(ErrorCode.BadRequest, $"group '{group}' of '{topicName}' is a queue group");
+        }
+
+        if (!_streamGroups.ContainsKey((topic.Name, group)) && !Directory.Exists(Groups.StreamGroup.StateDirectory(topic, group)))
+        {
+            ThrowIfTooManyGroups(topic.Name, group);
         }
 
         // Lazy: two first joins at once must not open the group's offset log twice.

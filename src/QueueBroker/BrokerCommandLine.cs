@@ -28,6 +28,7 @@ internal static class BrokerCommandLine
             ["--session-timeout"] = "SessionTimeout",
             ["--max-connections"] = "MaxConnections",
             ["--max-partitions"] = "MaxPartitions",
+            ["--max-groups"] = "MaxGroups",
             ["--shutdown-timeout"] = "ShutdownTimeout",
         },
         Usage = """
@@ -64,6 +65,7 @@ internal static class BrokerCommandLine
               --max-partition-pending SIZE   bytes waiting for the disk per partition before Busy (32mb)
               --max-connections N            (10000)
               --max-partitions N             in all the topics clients create (1024; dead-letter topics not counted)
+              --max-groups N                 consumer groups, queue and stream, over all topics (1024; those on disk always open)
               --shutdown-timeout DURATION    on SIGTERM, how long requests get to finish (10s)
               --log-level LEVEL              Trace, Debug, Information (default), Warning, Error
             """,

@@ -43,6 +43,13 @@ internal sealed class BrokerOptions : ServiceOptions
     /// </summary>
     public int MaxPartitions { get; set; } = 1024;
 
+    /// <summary>
+    /// Most consumer groups (queue and stream, over all topics) the broker opens; groups whose state is on
+    /// disk always open. Each group has a state log with its own flusher thread and files, and a fetch
+    /// names its group, so without a bound any client could exhaust the threads and file handles.
+    /// </summary>
+    public int MaxGroups { get; set; } = 1024;
+
     public TimeSpan SegmentAge { get; set; } = TimeSpan.FromHours(1);
 
     public long RetentionBytes { get; set; } = -1;
@@ -99,6 +106,7 @@ internal sealed class BrokerOptions : ServiceOptions
         MaxPendingBytesPerPartition = (int)reader.Size("MaxPendingBytesPerPartition", MaxPendingBytesPerPartition, 64 << 10, 1L << 30);
         SegmentBytes = reader.Size("SegmentBytes", SegmentBytes, 4096, 1L << 30);
         MaxPartitions = reader.Number("MaxPartitions", MaxPartitions, 1, 1_000_000);
+        MaxGroups = reader.Number("MaxGroups", MaxGroups, 1, 1_000_000);
         SegmentAge = reader.Duration("SegmentAge", SegmentAge, TimeSpan.Zero, TimeSpan.FromDays(365));
         RetentionBytes = reader.Text("RetentionBytes", null) is null or "-1" ? -1 : reader.Size("RetentionBytes", 0, 0, long.MaxValue / 2);
         RetentionAge = reader.Duration("RetentionAge", RetentionAge, TimeSpan.Zero, TimeSpan.FromDays(36500));

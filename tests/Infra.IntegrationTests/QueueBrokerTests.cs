@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Collections.Concurrent;
+using System.Net;
 using System.Net.Sockets;
 using System.Text;
 using System.Text.Json;
@@ -398,6 +399,44 @@ public sealed class QueueBrokerTests : IDisposable
         await client.ProduceAsync("a", new byte[100], partition: 0);
         Assert.Equal(16L << 20, Reserved());
         Assert.False(broker.Process.HasExited);
+    }
+
+    [Fact]
+    public async Task Groups_may_not_pass_the_limit_but_those_on_disk_always_open()
+    {
+        // From an audit: every group name a fetch or join names opens a state log (a flusher thread, files),
+        // and an HTTP GET of messages made one, without bound.
+        await using (var broker = await QueueBrokerProcess.StartAsync(_dataDir, "--max-groups", "3"))
+        {
+            await using var client = await broker.ConnectAsync();
+            await client.CreateTopicAsync("jobs", 1);
+            for (var g = 1; g <= 2; g++)
+            {
+                using var ok = await broker.Http.GetAsync($"/topics/jobs/messages?group=g{g}&max=1&waitMs=0");
+                Assert.Equal(HttpStatusCode.OK, ok.StatusCode);
+            }
+
+            await client.JoinAsync("jobs", "s1");
+            using var over = await broker.Http.GetAsync("/topics/jobs/messages?group=g4&max=1&waitMs=0");
+            Assert.Equal(HttpStatusCode.BadRequest, over.StatusCode);
+            Assert.Contains("--max-groups", await over.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+            Assert.Equal("BadRequest", (await Assert.ThrowsAsync<QueueException>(() => client.JoinAsync("jobs", "s2"))).Code);
+            using var again = await broker.Http.GetAsync("/topics/jobs/messages?group=g1&max=1&waitMs=0"); // not a new one
+            Assert.Equal(HttpStatusCode.OK, again.StatusCode);
+        }
+
+        await using (var restarted = await QueueBrokerProcess.StartAsync(_dataDir, "--max-groups", "1"))
+        {
+            await using var client = await restarted.ConnectAsync();
+            for (var g = 1; g <= 2; g++)
+            {
+                using var ok = await restarted.Http.GetAsync($"/topics/jobs/messages?group=g{g}&max=1&waitMs=0");
+                Assert.Equal(HttpStatusCode.OK, ok.StatusCode);
+            }
+
+            await client.JoinAsync("jobs", "s1");
+            Assert.Equal("BadRequest", (await Assert.ThrowsAsync<QueueException>(() => client.JoinAsync("jobs", "s2"))).Code);
+        }
     }
 
     [Fact]

@@ -51,7 +51,7 @@ internal sealed partial class StreamGroup : IAsyncDisposable
         _logger = logger;
         _owner = new string?[topic.Partitions.Count];
         _committed = [.. Enumerable.Repeat(-1L, topic.Partitions.Count)];
-        _offsets = SegmentLog.Open(fs, Path.Combine(topic.Directory, "groups", "stream-" + name),
+        _offsets = SegmentLog.Open(fs, StateDirectory(topic, name),
             settings.ForGroupState(), time, logger);
         Replay();
         ClampToLogs();
@@ -60,6 +60,8 @@ internal sealed partial class StreamGroup : IAsyncDisposable
     }
 
     public string Name { get; }
+
+    public static string StateDirectory(Topic topic, string group) => Path.Combine(topic.Directory, "groups", "stream-" + group);
 
     private void Replay()
     {

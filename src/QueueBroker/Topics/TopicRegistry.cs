@@ -237,7 +237,7 @@ internal sealed partial class TopicRegistry : IAsyncDisposable
         return partitions is >= 1 and <= MaxPartitions ? partitions : null;
     }
 
-    private static string Truncate(string text) => text.Length <= 64 ? text : text[..64] + "…";
+    internal static string Truncate(string text) => text.Length <= 64 ? text : text[..64] + "…";
 
     public async ValueTask DisposeAsync()
     {
