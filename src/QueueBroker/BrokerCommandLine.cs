@@ -60,7 +60,7 @@ internal static class BrokerCommandLine
             Limits
               --max-message-size SIZE        key + headers + payload (1mb)
               --max-frame-size SIZE          native-protocol frame (16mb)
-              --max-inflight-bytes SIZE      produce bytes awaiting ack per connection before Busy (64mb)
+              --max-inflight-bytes SIZE      produce bytes awaiting ack, and fetch bytes in flight, per connection (64mb)
               --max-inflight-requests N      requests in flight per connection before reading pauses (1024)
               --max-partition-pending SIZE   bytes waiting for the disk per partition before Busy (32mb)
               --max-connections N            (10000)

@@ -27,7 +27,10 @@ internal sealed class BrokerOptions : ServiceOptions
     /// <summary>Largest native-protocol frame (a produce batch travels in one).</summary>
     public int MaxFrameBytes { get; set; } = 16 << 20;
 
-    /// <summary>Produce bytes one connection may have waiting for acknowledgement before it gets Busy.</summary>
+    /// <summary>
+    /// Produce bytes one connection may have waiting for acknowledgement before it gets Busy; and, apart,
+    /// the bytes its fetches in flight (long polls included) may read.
+    /// </summary>
     public long MaxInFlightBytesPerConnection { get; set; } = 64L << 20;
 
     /// <summary>Requests one connection may have in flight before the broker stops reading from it.</summary>

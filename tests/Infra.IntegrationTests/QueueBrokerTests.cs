@@ -402,6 +402,37 @@ public sealed class QueueBrokerTests : IDisposable
     }
 
     [Fact]
+    public async Task Parked_fetches_hold_their_bytes_and_one_past_the_connection_s_share_gets_busy()
+    {
+        // From an audit: a thousand long polls of 64 MB each, woken by one produce, read and serialised
+        // 64 GB at once. A connection's fetches now share --max-inflight-bytes.
+        await using var broker = await QueueBrokerProcess.StartAsync(_dataDir, "--max-inflight-bytes", "2mb");
+        await using var client = await broker.ConnectAsync();
+        await client.CreateTopicAsync("t", 1);
+        var parked = client.FetchAsync("t", 0, 0, max: 10, wait: TimeSpan.FromSeconds(30), maxBytes: 2 << 20);
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        QueueException? busy = null;
+        while (busy is null && DateTime.UtcNow < deadline)
+        {
+            try
+            {
+                Assert.Empty(await client.FetchAsync("t", 0, 0, max: 1, maxBytes: 1024)); // the long poll is not parked yet
+                await Task.Delay(10);
+            }
+            catch (QueueException ex)
+            {
+                busy = ex;
+            }
+        }
+
+        Assert.Equal("Busy", busy?.Code);
+        await client.ProduceAsync("t", new byte[100], partition: 0);
+        Assert.Single(await parked);
+        Assert.Single(await client.FetchAsync("t", 0, 0, max: 1, maxBytes: 1024)); // the share is back
+        Assert.False(broker.Process.HasExited);
+    }
+
+    [Fact]
     public async Task Groups_may_not_pass_the_limit_but_those_on_disk_always_open()
     {
         // From an audit: every group name a fetch or join names opens a state log (a flusher thread, files),

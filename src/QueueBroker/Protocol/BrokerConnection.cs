@@ -43,6 +43,7 @@ internal sealed partial class BrokerConnection : IDisposable
     private readonly CancellationTokenSource _closed = new();
     private readonly ConcurrentDictionary<long, Subscription> _subscriptions = new();
     private long _inFlightBytes;
+    private long _fetchBytes;
     private long _queuedBytes;
     private TaskCompletionSource? _drained;
     private volatile bool _writerDone;
@@ -380,6 +381,32 @@ internal sealed partial class BrokerConnection : IDisposable
         }
     }
 
+    /// <summary>
+    /// The bytes a fetch may read, out of the connection's share (<c>--max-inflight-bytes</c>, apart from
+    /// produce's): its maxBytes, or what is left when less (Busy when nothing is). Long polls hold theirs
+    /// while they wait: a thousand parked fetches of 64 MB each, woken together by one produce, would
+    /// otherwise read and serialise 64 GB at once. (A read returns at least one batch, so a fetch can pass
+    /// its share by one.)
+    /// </summary>
+    private int ReserveFetchBytes(int maxBytes)
+    {
+        var limit = _broker.Options.MaxInFlightBytesPerConnection;
+        while (true)
+        {
+            var held = Interlocked.Read(ref _fetchBytes);
+            var take = (int)Math.Min(maxBytes, limit - held);
+            if (take <= 0)
+            {
+                throw new BrokerException(ErrorCode.Busy, $"fetches on this connection hold {held} bytes (--max-inflight-bytes {limit}); wait for one to answer or ask for fewer bytes");
+            }
+
+            if (Interlocked.CompareExchange(ref _fetchBytes, held + take, held) == held)
+            {
+                return take;
+            }
+        }
+    }
+
     private async Task ExecuteAsync(long id, string op, Fields args, ProduceRequest? produce)
     {
         switch (op)
@@ -445,10 +472,19 @@ internal sealed partial class BrokerConnection : IDisposable
 
             case "fetch":
                 {
-                    var messages = await _broker.FetchAsync(args.Text("topic"), args.Int("partition", 0, int.MaxValue), args.Number("offset"),
-                        args.OptionalInt("max", 1, 100_000) ?? 500, args.OptionalInt("maxBytes", 1, 64 << 20) ?? (1 << 20),
-                        TimeSpan.FromMilliseconds(args.OptionalInt("waitMs", 0, 300_000) ?? 0), _closed.Token);
-                    await WriteOkAsync(id, (ref MessagePackWriter w) => WriteMessages(ref w, messages));
+                    var reserved = ReserveFetchBytes(args.OptionalInt("maxBytes", 1, 64 << 20) ?? (1 << 20));
+                    try
+                    {
+                        var messages = await _broker.FetchAsync(args.Text("topic"), args.Int("partition", 0, int.MaxValue), args.Number("offset"),
+                            args.OptionalInt("max", 1, 100_000) ?? 500, reserved,
+                            TimeSpan.FromMilliseconds(args.OptionalInt("waitMs", 0, 300_000) ?? 0), _closed.Token);
+                        await WriteOkAsync(id, (ref MessagePackWriter w) => WriteMessages(ref w, messages));
+                    }
+                    finally
+                    {
+                        Interlocked.Add(ref _fetchBytes, -reserved);
+                    }
+
                     break;
                 }
 
