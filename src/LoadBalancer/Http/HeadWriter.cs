@@ -148,7 +148,7 @@ internal static class HeadWriter
     /// <summary>An interim (1xx) response, relayed as is apart from hop-by-hop fields.</summary>
     public static void WriteInterim(IBufferWriter<byte> output, HttpHead response)
     {
-        var head = new SpanWriter(output.GetSpan(response.Length + 64));
+        var head = new SpanWriter(output.GetSpan((2 * response.Length) + 256));
         WriteStatusLine(ref head, response);
         foreach (ref readonly var field in response.Fields)
         {

@@ -125,6 +125,35 @@ public class HeadWriterTests
         Assert.Equal("503 Service Unavailable: no backend available\n", body);
     }
 
+    [Fact]
+    public void An_interim_response_whose_fields_grow_when_restated_fits_its_buffer()
+    {
+        // "Link:<…>" goes out as "Link: <…>": a byte more per field, and the status line gains one when it
+        // has no reason. The buffer was the head's length + 64: 90 such fields threw (the client lost its
+        // connection with no answer).
+        var text = "HTTP/1.1 103\r\n" + string.Concat(Enumerable.Repeat("Link:</style.css>; rel=preload\r\n", 90)) + "\r\n";
+        var writer = new ExactWriter();
+        HeadWriter.WriteInterim(writer, Response(text));
+        var written = Encoding.ASCII.GetString([.. writer.Written]);
+        Assert.StartsWith("HTTP/1.1 103 ", written);
+        Assert.Equal(90, Count(written, "Link: </style.css>; rel=preload\r\n"));
+        Assert.EndsWith("\r\n\r\n", written);
+    }
+
+    /// <summary>Hands out exactly the bytes asked for (as a rented buffer near its end does), no more.</summary>
+    private sealed class ExactWriter : IBufferWriter<byte>
+    {
+        private byte[] _pending = [];
+
+        public List<byte> Written { get; } = [];
+
+        public void Advance(int count) => Written.AddRange(_pending.AsSpan(0, count).ToArray());
+
+        public Memory<byte> GetMemory(int sizeHint = 0) => _pending = new byte[Math.Max(sizeHint, 1)];
+
+        public Span<byte> GetSpan(int sizeHint = 0) => GetMemory(sizeHint).Span;
+    }
+
     private static string WriteRequest(HttpHead head, string client, bool upgrade = false)
     {
         var output = new ArrayBufferWriter<byte>();
