@@ -421,6 +421,32 @@ public sealed class DataNodeTests : IDisposable
     }
 
     [Fact]
+    public async Task A_replica_that_voted_for_a_newer_epoch_applies_and_confirms_nothing_more_from_the_old_master()
+    {
+        // From an audit: a claim raised the replica's epoch, but its stream from the old master went on — it
+        // kept applying and confirming writes the old master then acknowledged, which the new master never
+        // had (rolled back when the replica followed it: acknowledged writes lost in a failover).
+        await using var master = await DataNodeProcess.StartAsync(NewDir(), "--role", "master", "--sync-timeout", "500ms");
+        await using var replica = await DataNodeProcess.StartAsync(NewDir(), "--role", "replica", "--master", master.ReplicationAddress);
+        await CreateTableAsync(master);
+        await ConvergedAsync(master, replica);
+        var before = await replica.LsnAsync();
+        await using (var client = await Infra.Client.Data.DataNodeClient.ConnectAsync(replica.ReplicationAddress))
+        {
+            await client.ClaimAsync(2, "another-node"); // a router's vote for a new master elsewhere
+        }
+
+        for (var i = 0; i < 3; i++)
+        {
+            var (status, body) = await master.ExecuteAsync(["INSERT INTO t(id) VALUES(?)", i]);
+            Assert.True(status is 503 or 409, $"write {i} was acknowledged: {status} {body}"); // not replicated, or the master fenced
+        }
+
+        Assert.Equal(before, await replica.LsnAsync());
+        Assert.Equal(0, (await replica.QueryAsync("SELECT count(*) FROM t")).GetProperty("rows")[0][0].GetInt64());
+    }
+
+    [Fact]
     public async Task Malformed_hostile_and_oversized_requests_get_clear_errors_and_change_nothing()
     {
         await using var node = await DataNodeProcess.StartAsync(NewDir(), "--role", "master", "--max-request-size", "64kb", "--max-statements", "10", "--max-sql-size", "1kb");

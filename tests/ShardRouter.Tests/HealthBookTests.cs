@@ -176,6 +176,18 @@ public sealed class HealthBookTests
     private static (string, DataNodeStatus) Replica(string address, long lsn, long durable = -1, string? diverged = null, string? walFailed = null, string role = "replica", long lastEpoch = 1) =>
         (address, Status(role: role, lsn: lsn, diverged: diverged) with { DurableLsn = durable < 0 ? lsn : durable, WalSyncFailed = walFailed, LastEntryEpoch = lastEpoch });
 
+    [Theory]
+    [InlineData(1, 1, 1)]
+    [InlineData(2, 1, 2)]
+    [InlineData(3, 1, 3)] // was 2: two voters that never had a write one replica confirmed could elect one of them
+    [InlineData(3, 2, 2)]
+    [InlineData(5, 2, 4)]
+    [InlineData(5, 3, 3)]
+    [InlineData(3, 0, 2)] // asynchronous: a majority
+    [InlineData(2, 5, 2)] // more confirmations than replicas (no write is acknowledged): still a majority
+    public void A_failover_s_voters_include_a_confirmer_of_every_acknowledged_write(int replicas, int syncReplicas, int needed) =>
+        Assert.Equal(needed, FailoverMonitor.VotesNeeded(replicas, syncReplicas));
+
     [Fact]
     public void Failover_promotes_the_most_applied_replica_that_can_write()
     {

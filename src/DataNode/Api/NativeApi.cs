@@ -296,7 +296,7 @@ internal sealed partial class NativeApi(Node node, ILogger logger)
         }
     }
 
-    /// <summary>{nodeId, role, epoch, lsn, lastEpoch (the epoch of the entry at lsn), fencedBy, durableLsn, walSyncFailed? (once the WAL fsync failed), closedSlots? and closedBy? ([[slot, by]…]) (a master's, when any), master?, connected?, masterLsn?, diverged?}.</summary>
+    /// <summary>{nodeId, role, epoch, lsn, lastEpoch (the epoch of the entry at lsn), fencedBy, durableLsn, walSyncFailed? (once the WAL fsync failed), closedSlots? and closedBy? ([[slot, by]…]) (a master's, when any), syncReplicas (a master's: the confirmations a write waits for, 0 when async), master?, connected?, masterLsn?, diverged?}.</summary>
     private MessagePackBody Status()
     {
         var db = node.Db;
@@ -315,9 +315,10 @@ internal sealed partial class NativeApi(Node node, ILogger logger)
         var walFailure = node.Flusher.Failure?.Message;
         IReadOnlyList<int> closed = replica ? [] : db.ClosedSlots;
         var closedBy = closed.Count > 0 ? db.ClosedBy : null;
+        var syncReplicas = node.Options.Sync == SyncMode.SemiSync ? node.Options.SyncReplicas : 0;
         return (ref MessagePackWriter w) =>
         {
-            w.WriteMapHeader((replica ? 11 : 7) + (walFailure is null ? 0 : 1) + (closed.Count > 0 ? 1 : 0) + (closedBy is { Count: > 0 } ? 1 : 0));
+            w.WriteMapHeader((replica ? 11 : 8) + (walFailure is null ? 0 : 1) + (closed.Count > 0 ? 1 : 0) + (closedBy is { Count: > 0 } ? 1 : 0));
             w.Write("nodeId");
             w.Write(nodeId);
             w.Write("role");
@@ -353,6 +354,12 @@ internal sealed partial class NativeApi(Node node, ILogger logger)
                     w.Write(slot);
                     w.Write(by);
                 }
+            }
+
+            if (!replica)
+            {
+                w.Write("syncReplicas");
+                w.Write(syncReplicas);
             }
 
             if (replica)

@@ -247,6 +247,15 @@ internal sealed partial class Follower(Node node, string master, bool reclone, I
                     {
                         await node.RunOnWriterAsync(db =>
                         {
+                            // A router has claimed a newer epoch here (this node voted, or was told to follow
+                            // another master): the old master's entries may be ones the new master never gets,
+                            // so none is applied, nor acknowledged, once the vote is cast. (Checked on the writer
+                            // thread, where the claim runs: no batch slips in between.)
+                            if (db.Epoch > streamEpoch)
+                            {
+                                throw new StaleStreamException($"this node is at epoch {db.Epoch} now; the stream of {MasterAddress} is epoch {streamEpoch}'s");
+                            }
+
                             db.ApplyEntries(batch);
                             return 0;
                         }, syncLater: true);
@@ -480,3 +489,6 @@ internal sealed partial class Follower(Node node, string master, bool reclone, I
     [LoggerMessage(EventId = 645, Level = LogLevel.Warning, Message = "Re-cloned from a snapshot at LSN {Lsn} ({Bytes} bytes)")]
     private static partial void LogCloned(ILogger logger, long lsn, long bytes);
 }
+
+/// <summary>The stream a follower reads belongs to an epoch older than the node's: it ends, unapplied.</summary>
+internal sealed class StaleStreamException(string message) : IOException(message);

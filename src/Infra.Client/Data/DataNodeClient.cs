@@ -78,6 +78,9 @@ public sealed record DataNodeStatus(string NodeId, string Role, long Epoch, long
     /// <summary>The last LSN on the node's disk (its WAL fsync'd); <see cref="Lsn"/> may be ahead of it by the commits in flight.</summary>
     public long DurableLsn { get; init; }
 
+    /// <summary>A master's: the replicas' confirmations a write waits for (0: asynchronous); null from a replica or an older node.</summary>
+    public int? SyncReplicas { get; init; }
+
     /// <summary>
     /// The epoch the node's last log entry was written in. <see cref="Epoch"/> is the newest epoch it
     /// promised (claims raise it without writing anything); histories rank by (this, <see cref="Lsn"/>).
@@ -406,6 +409,7 @@ public sealed class DataNodeClient : IAsyncDisposable
         ClosedSlots = ReadClosedSlots(s),
         ClosedBy = ReadClosedBy(s),
         DurableLsn = s.GetValueOrDefault("durableLsn") as long? ?? 0,
+        SyncReplicas = s.GetValueOrDefault("syncReplicas") is long sync ? (int)sync : null,
         LastEntryEpoch = s.GetValueOrDefault("lastEpoch") as long? ?? 0,
         WalSyncFailed = s.GetValueOrDefault("walSyncFailed") as string,
     };

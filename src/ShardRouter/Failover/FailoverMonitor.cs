@@ -264,11 +264,12 @@ internal sealed partial class FailoverMonitor(Router router, TimeProvider time, 
 
             // Claim the epoch for the chosen node on the replicas: a majority must agree.
             var votes = 0;
+            var positions = new List<(string Address, DataNodeStatus Status)>();
             foreach (var (address, _) in statuses)
             {
                 try
                 {
-                    await router.Pool[address].CallAsync(c => c.ClaimAsync(epoch, chosenStatus.NodeId, router.Options.NodeToken), router.Options.RequestTimeout, cancellationToken);
+                    positions.Add((address, await router.Pool[address].CallAsync(c => c.ClaimAsync(epoch, chosenStatus.NodeId, router.Options.NodeToken), router.Options.RequestTimeout, cancellationToken)));
                     votes++;
                 }
                 catch (DataException ex)
@@ -277,11 +278,23 @@ internal sealed partial class FailoverMonitor(Router router, TimeProvider time, 
                 }
             }
 
-            var needed = shard.Replicas.Count / 2 + 1;
+            var needed = VotesNeeded(shard.Replicas.Count, router.Health.Node(shard.Master).Status?.SyncReplicas ?? 1);
             if (votes < needed)
             {
                 LogNoMajority(logger, shard.Id, epoch, votes, needed);
                 router.Metrics.Failovers.Add(1, new("shard", shard.Id), new("outcome", "no_majority"));
+                return false;
+            }
+
+            // A voter stops taking the old master's entries when it votes, so the claims' answers are where the
+            // voters stay. The statuses the choice was made from were read before: a replica may have applied
+            // (and acknowledged) more since. If the chosen node is not still the furthest, this round ends; the
+            // next one reads the positions the claims froze and claims a newer epoch.
+            var furthest = ChooseCandidate(positions, out _)?.Address;
+            if (furthest != chosen)
+            {
+                LogCandidateOvertaken(logger, shard.Id, chosen, furthest ?? "none", epoch);
+                router.Metrics.Failovers.Add(1, new("shard", shard.Id), new("outcome", "overtaken"));
                 return false;
             }
 
@@ -331,6 +344,16 @@ internal sealed partial class FailoverMonitor(Router router, TimeProvider time, 
     /// be the only replica that acknowledged those writes (a replica acknowledges only what its fsync
     /// covered), so promoting past it could lose them; restarted, it can follow again.
     /// </summary>
+    /// <summary>
+    /// Votes a failover needs among <paramref name="replicas"/> replicas: a majority (two routers cannot both
+    /// win), and under semi-sync with <paramref name="syncReplicas"/> confirmations per write, enough that the
+    /// voters include one of any write's confirmers (replicas − K + 1): with fewer, the voters could all be
+    /// replicas that never had an acknowledged write, and the new master would not have it either. (3 replicas
+    /// at K = 1 need all 3; at K = 2, 2.) Asynchronous masters (K = 0) promise no such thing: a majority.
+    /// </summary>
+    internal static int VotesNeeded(int replicas, int syncReplicas) =>
+        syncReplicas <= 0 ? (replicas / 2) + 1 : Math.Max((replicas / 2) + 1, replicas - syncReplicas + 1);
+
     internal static (string Address, DataNodeStatus Status)? ChooseCandidate(IReadOnlyList<(string Address, DataNodeStatus Status)> statuses, out string why)
     {
         var best = statuses.Where(s => s.Status is { Diverged: null, WalSyncFailed: null })
@@ -370,6 +393,9 @@ internal sealed partial class FailoverMonitor(Router router, TimeProvider time, 
 
     [LoggerMessage(EventId = 703, Level = LogLevel.Warning, Message = "Shard {Shard}: {Node} refused the claim of epoch {Epoch}: {Reason}")]
     private static partial void LogClaimRefused(ILogger logger, string shard, string node, long epoch, string reason);
+
+    [LoggerMessage(EventId = 732, Level = LogLevel.Warning, Message = "Shard {Shard}: after the claims of epoch {Epoch}, {Furthest} is further than the chosen {Chosen}; choosing again")]
+    private static partial void LogCandidateOvertaken(ILogger logger, string shard, string chosen, string furthest, long epoch);
 
     [LoggerMessage(EventId = 704, Level = LogLevel.Error, Message = "Shard {Shard}: epoch {Epoch} got {Votes} of the {Needed} votes needed; not promoting")]
     private static partial void LogNoMajority(ILogger logger, string shard, long epoch, int votes, int needed);
