@@ -328,6 +328,26 @@ public sealed class DurableCommitTests : IAsyncDisposable
         Assert.Equal(3, waiters.Value);
     }
 
+    [Fact]
+    public async Task Waits_whose_callers_left_are_dropped_like_those_that_timed_out()
+    {
+        // From an audit: a cancelled wait (a client gone: /query with a far minLsn, aborted) stayed queued
+        // unfinished, and the compaction kept every unfinished one — without bound, rebuilt on every wait.
+        var waiters = new Infra.DataNode.Replication.ProgressWaiters(0);
+        for (var i = 0; i < 10_000; i++)
+        {
+            using var left = new CancellationTokenSource();
+            var wait = waiters.WaitAsync(long.MaxValue, TimeSpan.FromMinutes(10), left.Token);
+            await left.CancelAsync();
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => wait);
+        }
+
+        Assert.True(waiters.Queued <= 4096, $"{waiters.Queued} waiters queued");
+        var live = waiters.WaitAsync(3, Deadline);
+        waiters.Advance(3);
+        Assert.True(await live.WaitAsync(TimeSpan.FromSeconds(5)));
+    }
+
     /// <summary>An async master and its replica (WAL fsyncs passing), with table t(id, v) created and applied on both.</summary>
     private async Task<(Node Master, Node Replica)> StartAsyncPairWithTableAsync()
     {

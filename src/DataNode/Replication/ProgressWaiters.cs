@@ -9,8 +9,21 @@ internal sealed class ProgressWaiters(long initial = 0)
     private readonly Lock _lock = new();
     private readonly PriorityQueue<TaskCompletionSource<bool>, long> _waiters = new();
     private long _value = initial;
+    private int _compactAt = 4096;
 
     public long Value => Volatile.Read(ref _value);
+
+    /// <summary>Waiters queued, finished ones not yet dropped included (tests).</summary>
+    internal int Queued
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _waiters.Count;
+            }
+        }
+    }
 
     public void Advance(long value)
     {
@@ -67,12 +80,15 @@ internal sealed class ProgressWaiters(long initial = 0)
             }
 
             waiter = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
-            if (_waiters.Count >= 4096)
+            if (_waiters.Count >= _compactAt)
             {
-                // Waiters that timed out stay queued until the value passes them; drop them now and then.
+                // Waiters that timed out or were cancelled stay queued until the value passes them; drop them
+                // now and then — when the queue has doubled since the last time, so many live waiters do not
+                // make every new one rebuild it.
                 var live = _waiters.UnorderedItems.Where(i => !i.Element.Task.IsCompleted).ToList();
                 _waiters.Clear();
                 _waiters.EnqueueRange(live);
+                _compactAt = Math.Max(4096, 2 * live.Count);
             }
 
             _waiters.Enqueue(waiter, target);
@@ -86,6 +102,13 @@ internal sealed class ProgressWaiters(long initial = 0)
         {
             waiter.TrySetResult(false);
             return Value >= target;
+        }
+        catch (OperationCanceledException)
+        {
+            // The caller left (a client that went away): finished, so the next compaction drops it. Kept
+            // unfinished, such waiters piled up without end (a query with a far minLsn, aborted, over and over).
+            waiter.TrySetResult(false);
+            throw;
         }
     }
 
