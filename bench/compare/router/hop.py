@@ -3,10 +3,12 @@
 
   python3 hop.py read|write NODE ROUTER HAPROXY [requests=3000] [rounds=4] [rows=10000]
 
-NODE, ROUTER and HAPROXY are "native_port:http_port" pairs; HAPROXY has only an HTTP port (give
-"0:port"). For reads NODE is the replica, for writes the master; HAProxy forwards to the same node.
-One connection, one request in flight: a point read or a single-row INSERT OR REPLACE, sequentially,
-over HTTP/1.1 (direct, HAProxy, router) and over the MessagePack protocol (direct, router), the
+NODE, ROUTER and HAPROXY are "native_port:http_port" pairs; HAProxy's native port is a TCP-mode
+(layer 4) relay to the node's MessagePack port — a hop that only copies bytes, the floor for any
+proxy — and its HTTP port an HTTP-mode proxy (give 0 for a port that is not there). For reads NODE
+is the replica, for writes the master; HAProxy forwards to the same node. One connection, one
+request in flight: a point read or a single-row INSERT OR REPLACE, sequentially, over HTTP/1.1
+(direct, HAProxy, router) and over the MessagePack protocol (direct, HAProxy TCP, router), the
 targets alternated ROUNDS times. Prints one line per figure in router.sh's format:
 "test=… clients=1 target=<target>-<proto>-pinned p50=<µs> mean=<µs>". Requests and frames are built by
 hand (frames: 4-byte big-endian length + MessagePack [id, op, {args}]); no package needed.
@@ -119,8 +121,10 @@ def main():
         ("haproxy", "http", haproxy[1], False),
         ("router", "http", router[1], True),
         ("direct", "native", node[0], False),
+        ("haproxy", "native", haproxy[0], False),
         ("router", "native", router[0], True),
     ]
+    targets = [t for t in targets if t[2] != 0]
     for _, proto, port, routed in targets:  # warm every path first
         measure(test, proto, port, routed, 300, rows)
     for _ in range(rounds):
