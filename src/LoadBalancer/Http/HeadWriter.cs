@@ -28,7 +28,25 @@ internal static class HeadWriter
         var head = new SpanWriter(output.GetSpan((2 * request.Length) + clientAddress.Length + defaultHost.Length + 256));
         head.Write(request.Method8);
         head.Write(" "u8);
-        head.Write(request.Target);
+
+        // An absolute-form target (http://host/path) names the host itself: RFC 9112 §3.2.2 has a proxy
+        // ignore the Host field then and use the target's. It goes upstream in origin-form with that Host
+        // (backends that pick the virtual host from one or the other then agree).
+        if (HttpHeadParser.SplitAbsoluteForm(request.Target, out var authority, out var path))
+        {
+            if (path.IsEmpty || path[0] != (byte)'/')
+            {
+                head.Write("/"u8);
+            }
+
+            head.Write(path);
+        }
+        else
+        {
+            head.Write(request.Target);
+            authority = default;
+        }
+
         head.Write(" HTTP/1.1\r\n"u8);
 
         var forwardedForCount = 0;
@@ -45,6 +63,8 @@ internal static class HeadWriter
                     continue;
                 case KnownHeader.XForwardedProto or KnownHeader.XForwardedHost:
                     continue;
+                case KnownHeader.Host when !authority.IsEmpty:
+                    continue; // replaced by the target's authority below
                 case KnownHeader.Expect when request.ExpectContinue:
                     continue; // The proxy answers 100-continue itself.
             }
@@ -57,7 +77,11 @@ internal static class HeadWriter
             head.WriteField(request.Name(field), request.Value(field));
         }
 
-        if (request.HostField < 0)
+        if (!authority.IsEmpty)
+        {
+            head.WriteField("Host"u8, authority);
+        }
+        else if (request.HostField < 0)
         {
             head.WriteField("Host"u8, defaultHost);
         }
@@ -72,7 +96,11 @@ internal static class HeadWriter
         head.Write(clientAddress);
         head.Write(Crlf);
         head.Write("X-Forwarded-Proto: http\r\n"u8);
-        if (request.HostField >= 0)
+        if (!authority.IsEmpty)
+        {
+            head.WriteField("X-Forwarded-Host"u8, authority);
+        }
+        else if (request.HostField >= 0)
         {
             head.WriteField("X-Forwarded-Host"u8, request.Value(request.Field(request.HostField)));
         }

@@ -160,8 +160,7 @@ internal static class HttpHeadParser
 
         var valid = target[0] == (byte)'/'
             || (target.Length == 1 && target[0] == (byte)'*' && head.Method == HttpMethod.Options)
-            || StartsWithIgnoreCase(target, "http://"u8)
-            || StartsWithIgnoreCase(target, "https://"u8);
+            || (SplitAbsoluteForm(target, out var authority, out _) && !authority.IsEmpty && !authority.Contains((byte)'@'));
         if (!valid)
         {
             throw Reject(RejectionReason.InvalidRequestTarget);
@@ -280,6 +279,26 @@ internal static class HttpHeadParser
         7 when method.SequenceEqual("CONNECT"u8) => HttpMethod.Connect,
         _ => HttpMethod.Other,
     };
+
+    /// <summary>
+    /// An absolute-form target (<c>http://authority/path?query</c>) split into its authority and the rest
+    /// (empty when the target has no path); false for other forms.
+    /// </summary>
+    public static bool SplitAbsoluteForm(ReadOnlySpan<byte> target, out ReadOnlySpan<byte> authority, out ReadOnlySpan<byte> rest)
+    {
+        authority = rest = default;
+        var scheme = StartsWithIgnoreCase(target, "http://"u8) ? 7 : StartsWithIgnoreCase(target, "https://"u8) ? 8 : 0;
+        if (scheme == 0)
+        {
+            return false;
+        }
+
+        var after = target[scheme..];
+        var end = after.IndexOfAny("/?#"u8);
+        authority = end < 0 ? after : after[..end];
+        rest = end < 0 ? [] : after[end..];
+        return true;
+    }
 
     private static bool StartsWithIgnoreCase(ReadOnlySpan<byte> value, ReadOnlySpan<byte> prefix) =>
         value.Length >= prefix.Length && Ascii.EqualsIgnoreCase(value[..prefix.Length], prefix);

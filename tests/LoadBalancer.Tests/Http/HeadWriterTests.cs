@@ -125,6 +125,24 @@ public class HeadWriterTests
         Assert.Equal("503 Service Unavailable: no backend available\n", body);
     }
 
+    [Theory]
+    [InlineData("http://admin.internal/x?y=1", "/x?y=1", "admin.internal")]
+    [InlineData("HTTP://Admin.Internal:8080", "/", "Admin.Internal:8080")]
+    [InlineData("https://a.example?q=1", "/?q=1", "a.example")]
+    public void An_absolute_form_target_goes_upstream_in_origin_form_with_its_own_host(string target, string path, string host)
+    {
+        // RFC 9112 §3.2.2: the target's authority replaces the Host field. Forwarded as it came, a backend that
+        // picks the virtual host from the target (Go, nginx) and one that reads Host (most others) disagreed,
+        // and X-Forwarded-Host named the other one.
+        var text = WriteRequest(Request($"GET {target} HTTP/1.1\r\nHost: www.public.example\r\nAccept: */*\r\n\r\n"), "192.0.2.7");
+        Assert.StartsWith($"GET {path} HTTP/1.1\r\n", text);
+        Assert.Contains($"Host: {host}\r\n", text);
+        Assert.Contains($"X-Forwarded-Host: {host}\r\n", text);
+        Assert.Equal(1, Count(text, "\r\nHost: "));
+        Assert.DoesNotContain("www.public.example", text);
+        Assert.Contains("Accept: */*\r\n", text);
+    }
+
     [Fact]
     public void An_interim_response_whose_fields_grow_when_restated_fits_its_buffer()
     {

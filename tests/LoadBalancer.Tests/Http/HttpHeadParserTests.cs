@@ -139,6 +139,8 @@ public class HttpHeadParserTests
         { "GET /a\u0001b HTTP/1.1\r\nHost: a\r\n\r\n", nameof(RejectionReason.InvalidRequestTarget) },
         { "GET /caf\u00e9 HTTP/1.1\r\nHost: a\r\n\r\n", nameof(RejectionReason.InvalidRequestTarget) },
         { "GET relative HTTP/1.1\r\nHost: a\r\n\r\n", nameof(RejectionReason.InvalidRequestTarget) },
+        { "GET http:///no-host HTTP/1.1\r\nHost: a\r\n\r\n", nameof(RejectionReason.InvalidRequestTarget) }, // absolute-form without an authority
+        { "GET http://user:pw@a/ HTTP/1.1\r\nHost: a\r\n\r\n", nameof(RejectionReason.InvalidRequestTarget) }, // userinfo (RFC 9110 §4.2.4)
         { "GET * HTTP/1.1\r\nHost: a\r\n\r\n", nameof(RejectionReason.InvalidRequestTarget) },
         { "GET / HTTP/2.0\r\nHost: a\r\n\r\n", nameof(RejectionReason.UnsupportedHttpVersion) },
         { "GET / HTTP/1.2\r\nHost: a\r\n\r\n", nameof(RejectionReason.UnsupportedHttpVersion) },
