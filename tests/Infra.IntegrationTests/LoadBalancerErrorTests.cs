@@ -84,6 +84,85 @@ public class LoadBalancerErrorTests
     }
 
     [Fact]
+    public async Task A_backend_s_answer_before_the_body_is_read_reaches_the_client_through_a_lingering_close()
+    {
+        // From an audit: a backend that answers an upload at once (401, 413) without reading it. The proxy
+        // relays the answer, stops the body and closes — with the client's upload still unread, which makes
+        // the kernel send a reset that can destroy the relayed answer before the client reads it. It lingers
+        // now, as it did only for its own error responses.
+        using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener.Start();
+        using var stop = new CancellationTokenSource();
+        var backend = Task.Run(async () =>
+        {
+            using var client = await listener.AcceptTcpClientAsync(stop.Token);
+            var stream = client.GetStream();
+            var head = new List<byte>();
+            var one = new byte[1];
+            while (head.Count < 4 || !head.TakeLast(4).SequenceEqual("\r\n\r\n"u8.ToArray()))
+            {
+                if (await stream.ReadAsync(one, stop.Token) == 0)
+                {
+                    return;
+                }
+
+                head.Add(one[0]);
+            }
+
+            await stream.WriteAsync("HTTP/1.1 401 Unauthorized\r\nContent-Length: 7\r\n\r\ndenied\n"u8.ToArray(), stop.Token);
+            await Task.Delay(TimeSpan.FromSeconds(5), stop.Token); // holds the connection, reads nothing more
+        });
+        var url = $"http://127.0.0.1:{((System.Net.IPEndPoint)listener.LocalEndpoint).Port}";
+        await using var lb = await LoadBalancer.StartAsync([url], "--health-interval", "0");
+        try
+        {
+            using var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+            await socket.ConnectAsync(lb.Proxy.Host, lb.Proxy.Port);
+            await socket.SendAsync(Encoding.ASCII.GetBytes("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 8000000\r\n\r\n"));
+            var upload = Task.Run(async () =>
+            {
+                // Still uploading when the answer is back (the proxy stops reading, the rest stays unread).
+                var chunk = new byte[64 * 1024];
+                try
+                {
+                    for (var sent = 0; sent < 8_000_000; sent += chunk.Length)
+                    {
+                        await socket.SendAsync(chunk);
+                    }
+                }
+                catch (System.Net.Sockets.SocketException)
+                {
+                    // The proxy closed: the rest of the upload has nowhere to go.
+                }
+            });
+
+            var received = new MemoryStream();
+            var buffer = new byte[4096];
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+            try
+            {
+                int read;
+                while ((read = await socket.ReceiveAsync(buffer, timeout.Token)) > 0)
+                {
+                    received.Write(buffer, 0, read);
+                }
+            }
+            catch (System.Net.Sockets.SocketException ex)
+            {
+                Assert.Fail($"the connection was reset ({ex.SocketErrorCode}) after {received.Length} bytes of the answer");
+            }
+
+            Assert.StartsWith("HTTP/1.1 401 ", Encoding.ASCII.GetString(received.ToArray()), StringComparison.Ordinal);
+            await upload.WaitAsync(TimeSpan.FromSeconds(10));
+        }
+        finally
+        {
+            await stop.CancelAsync();
+            await Task.WhenAny(backend, Task.Delay(TimeSpan.FromSeconds(5)));
+        }
+    }
+
+    [Fact]
     public async Task A_client_that_never_finishes_its_head_gets_408()
     {
         var backend = await Backend.StartAsync("b1");

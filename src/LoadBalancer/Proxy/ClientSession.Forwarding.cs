@@ -327,8 +327,11 @@ internal sealed partial class ClientSession
 
             if (body is not null && await StopRequestBodyAsync(body, connection) != BodyOutcome.Completed)
             {
-                // The backend answered without reading the whole body; the rest of it is unread.
+                // The backend answered without reading the whole body; the rest of it is unread. Closed with it
+                // unread, the socket would send a reset that can destroy the answer before the client reads it:
+                // linger, as after the proxy's own error responses.
                 _keepAlive = false;
+                _lingerOnClose = true;
                 return AttemptOutcome.Done;
             }
 
