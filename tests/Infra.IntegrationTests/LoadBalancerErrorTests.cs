@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Net;
 using System.Text;
 using Infra.IntegrationTests.Harness;
@@ -159,6 +160,87 @@ public class LoadBalancerErrorTests
         {
             await stop.CancelAsync();
             await Task.WhenAny(backend, Task.Delay(TimeSpan.FromSeconds(5)));
+        }
+    }
+
+    [Fact]
+    public async Task A_retry_after_a_pooled_connection_the_backend_closed_does_not_take_another_closed_one()
+    {
+        // From an audit: one backend closed its idle keep-alive connections (a graceful restart). A GET on a
+        // pooled one (idle under a second: not polled) got no response; the retry went to the same backend
+        // (the only one) and took the next pooled connection — closed as well: a 502 for an idempotent request.
+        using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener.Start();
+        using var stop = new CancellationTokenSource();
+        var open = new ConcurrentBag<System.Net.Sockets.TcpClient>();
+        async Task ServeAsync(System.Net.Sockets.TcpClient client)
+        {
+            var stream = client.GetStream();
+            var buffer = new byte[4096];
+            var pending = "";
+            try
+            {
+                while (true)
+                {
+                    var read = await stream.ReadAsync(buffer, stop.Token);
+                    if (read == 0)
+                    {
+                        return;
+                    }
+
+                    pending += Encoding.ASCII.GetString(buffer, 0, read);
+                    while (pending.IndexOf("\r\n\r\n", StringComparison.Ordinal) is var end and >= 0)
+                    {
+                        pending = pending[(end + 4)..];
+                        await Task.Delay(100, stop.Token); // slow enough that concurrent requests open several connections
+                        await stream.WriteAsync("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n"u8.ToArray(), stop.Token);
+                    }
+                }
+            }
+            catch (Exception ex) when (ex is IOException or OperationCanceledException or ObjectDisposedException)
+            {
+            }
+        }
+
+        var accepting = Task.Run(async () =>
+        {
+            try
+            {
+                while (true)
+                {
+                    var client = await listener.AcceptTcpClientAsync(stop.Token);
+                    open.Add(client);
+                    _ = ServeAsync(client);
+                }
+            }
+            catch (OperationCanceledException)
+            {
+            }
+        });
+        var url = $"http://127.0.0.1:{((System.Net.IPEndPoint)listener.LocalEndpoint).Port}";
+        await using var lb = await LoadBalancer.StartAsync([url], "--health-interval", "0", "--retries", "1");
+        try
+        {
+            var warm = await Task.WhenAll(Enumerable.Range(0, 4).Select(_ => RawHttp.ExchangeAsync(lb.Proxy, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")));
+            Assert.All(warm, r => Assert.Equal(200, r.Status));
+            Assert.True(open.Count >= 2, $"{open.Count} pooled connections");
+            foreach (var client in open)
+            {
+                client.Client.Shutdown(System.Net.Sockets.SocketShutdown.Both); // the backend closes them all (FIN)
+            }
+
+            await Task.Delay(100);
+            var response = await RawHttp.ExchangeAsync(lb.Proxy, "GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+            Assert.Equal(200, response.Status);
+        }
+        finally
+        {
+            await stop.CancelAsync();
+            await Task.WhenAny(accepting, Task.Delay(TimeSpan.FromSeconds(5)));
+            foreach (var client in open)
+            {
+                client.Dispose();
+            }
         }
     }
 

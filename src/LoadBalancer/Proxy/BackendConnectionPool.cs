@@ -152,6 +152,18 @@ internal sealed class BackendConnectionPool : IHeartbeatTarget
         return (new BackendConnection(transport, _heartbeat) { Uses = 1 }, false);
     }
 
+    /// <summary>Makes every idle connection be polled before its next use (one of them was found closed).</summary>
+    public void CheckIdleBeforeReuse()
+    {
+        lock (_lock)
+        {
+            foreach (var connection in _idle)
+            {
+                connection.CheckBeforeReuse = true;
+            }
+        }
+    }
+
     /// <summary>Takes back a connection whose last exchange ended cleanly.</summary>
     public void Return(BackendConnection connection)
     {

@@ -115,6 +115,13 @@ internal sealed partial class ClientSession
                 {
                     outcome = await AttemptAsync(backend, upgrade);
                     ReportToHealth(backend, outcome);
+                    if (_reused && outcome is AttemptOutcome.NoResponse or AttemptOutcome.SendFailed)
+                    {
+                        // A pooled connection the backend had closed (a restart, its keep-alive timeout): its
+                        // other idle ones likely are too, and a retry on the same backend would take the next.
+                        backend.Connections.CheckIdleBeforeReuse();
+                    }
+
                     retry = outcome != AttemptOutcome.Done && retries < _options.Retries && CanRetry(outcome);
                     if (!retry && outcome != AttemptOutcome.Done)
                     {
