@@ -69,6 +69,13 @@ internal sealed class NodeOptions : ServiceOptions
 
     public int MaxReplicationFrameBytes => MaxRequestBytes * 2 + (4 << 20);
 
+    /// <summary>
+    /// Largest frame a replica takes from its master: one log entry can be far larger than any request (the
+    /// changeset of a DELETE or UPDATE over a whole table), and a replica that refused it could never pass it.
+    /// The master is the node the replica chose to follow (and, with --admin-token, proved itself).
+    /// </summary>
+    public int MaxStreamFrameBytes => int.Max(MaxReplicationFrameBytes, 1 << 30);
+
     public string? AdminToken { get; set; }
 
     public int MaxConnections { get; set; } = 1000;

@@ -447,6 +447,26 @@ public sealed class DataNodeTests : IDisposable
     }
 
     [Fact]
+    public async Task An_entry_far_larger_than_any_request_and_many_large_entries_reach_the_replica()
+    {
+        // From an audit: one write's changeset is not bounded by the request's size, and the master sent up
+        // to 512 entries per frame with no byte limit; a frame over the replica's limit (2 requests + 4 MB)
+        // was refused on every reconnect — the replica never passed it.
+        await using var master = await DataNodeProcess.StartAsync(NewDir(), "--role", "master", "--sync", "async", "--max-request-size", "16k");
+        await using var replica = await DataNodeProcess.StartAsync(NewDir(), "--role", "replica", "--master", master.ReplicationAddress, "--max-request-size", "16k");
+        await CreateTableAsync(master);
+        var (status, body) = await master.ExecuteAsync(["WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 3000) INSERT INTO t(id, v) SELECT i, hex(randomblob(1024)) FROM s"]);
+        Assert.True(status == 200, body.ToString()); // one entry of ~6 MB, past the 4.03 MB limit
+        for (var i = 0; i < 40; i++)
+        {
+            (status, body) = await master.ExecuteAsync(["UPDATE t SET v = hex(randomblob(1024)), r = ? WHERE id <= 100", i]); // entries of ~400 KB
+            Assert.True(status == 200, body.ToString());
+        }
+
+        await ConvergedAsync(master, replica);
+    }
+
+    [Fact]
     public async Task Malformed_hostile_and_oversized_requests_get_clear_errors_and_change_nothing()
     {
         await using var node = await DataNodeProcess.StartAsync(NewDir(), "--role", "master", "--max-request-size", "64kb", "--max-statements", "10", "--max-sql-size", "1kb");

@@ -131,7 +131,7 @@ internal sealed partial class Follower(Node node, string master, bool reclone, I
         await using var stream = new NetworkStream(socket, ownsSocket: false);
         var input = PipeReader.Create(stream);
         var output = PipeWriter.Create(stream);
-        using var frames = new FrameConnection(input, output, node.Options.MaxReplicationFrameBytes);
+        using var frames = new FrameConnection(input, output, node.Options.MaxStreamFrameBytes);
         var token = _stop.Token;
 
         var (lsn, lastEpoch) = await node.RunOnWriterAsync(db => (db.Lsn, db.EpochAt(db.Lsn)));

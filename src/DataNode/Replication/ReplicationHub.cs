@@ -37,6 +37,9 @@ internal sealed class ReplicaState(string id)
 internal sealed partial class ReplicationHub(Node node, ILogger logger, Api.NativeApi clients) : IConnectionHandler
 {
     private const int MaxBatchEntries = 512;
+
+    /// <summary>Entry bytes per frame (a single larger entry goes alone; see <see cref="NodeOptions.MaxStreamFrameBytes"/>).</summary>
+    private const int MaxBatchBytes = 4 << 20;
     private const int ChunkBytes = 1 << 20;
 
     private readonly ConcurrentDictionary<string, ReplicaState> _replicas = new(StringComparer.Ordinal);
@@ -353,6 +356,21 @@ internal sealed partial class ReplicationHub(Node node, ILogger logger, Api.Nati
                 {
                     // Trimmed under the replica's feet: it re-clones on reconnect.
                     break;
+                }
+
+                // A frame holds entries up to a byte budget (at least one): 512 large ones in one frame passed
+                // the replica's frame limit, and it refused the same frame on every reconnect.
+                var bytes = 0L;
+                var fit = 0;
+                while (fit < batch.Count && (fit == 0 || bytes + batch[fit].Body.Length <= MaxBatchBytes))
+                {
+                    bytes += batch[fit].Body.Length;
+                    fit++;
+                }
+
+                if (fit < batch.Count)
+                {
+                    batch.RemoveRange(fit, batch.Count - fit);
                 }
 
                 var masterLsn = node.Db.Lsn;
