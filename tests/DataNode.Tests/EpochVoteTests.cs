@@ -61,6 +61,21 @@ public sealed class EpochVoteTests : IDisposable
         Assert.Equal("replica", _db.StoredRole);
     }
 
+    [Fact]
+    public void Writes_queued_behind_a_claim_are_refused_not_tagged_with_the_new_epoch()
+    {
+        // From an audit: the node's in-memory role changed after the claim (on the pool), so a write queued
+        // to the writer meanwhile (one without an epoch) committed as an entry of epoch 2 — an epoch this
+        // node joined as a replica — and its old master's divergence went unnoticed.
+        _db.SetEpochAndRole(1, "master");
+        Assert.Null(_db.ExecuteGroup([new WriteCommand([new SqlStatement("CREATE TABLE t(k TEXT PRIMARY KEY)", [])])])[0].Error);
+        var lsn = _db.Lsn;
+        Assert.True(_db.Claim(2, "someone-else"));
+        var outcome = _db.ExecuteGroup([new WriteCommand([new SqlStatement("INSERT INTO t VALUES('a')", [])])])[0];
+        Assert.Equal(NodeErrorCode.NotMaster, outcome.Error?.Code);
+        Assert.Equal(lsn, _db.Lsn);
+    }
+
     [Theory]
     [InlineData("user:42")]
     [InlineData("")]

@@ -292,6 +292,15 @@ internal sealed partial class NodeDatabase : IDisposable
                     continue;
                 }
 
+                // Checked here, on the writer thread, where claims and step-downs change the stored role: the
+                // node's in-memory role follows a moment later, and a write queued meanwhile (one without an
+                // epoch) would otherwise commit tagged with the epoch this node just joined as a replica.
+                if (StoredRole != "master")
+                {
+                    outcomes[i] = Failed(new NodeException(NodeErrorCode.NotMaster, $"this node stepped down (epoch {epoch}, as a replica); writes go to the master"));
+                    continue;
+                }
+
                 if (command.Epoch is { } expected && expected != epoch)
                 {
                     outcomes[i] = Failed(new NodeException(NodeErrorCode.StaleEpoch, $"the request is for epoch {expected}; this node is at epoch {epoch}"));
