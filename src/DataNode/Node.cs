@@ -40,6 +40,11 @@ internal sealed partial class Node : IAsyncDisposable
     private readonly Histogram<double> _commitSeconds;
     private readonly Histogram<int> _groupSize;
     private readonly Lock _roleLock = new();
+
+    // Promote, claim and follow run one at a time: two at once (two routers, or an operator beside the
+    // router) interleaved their follower stops and role changes — a master with a follower running, or a
+    // stored role the node did not act on.
+    private readonly SemaphoreSlim _transitions = new(1, 1);
     private int _pendingWrites;
     private volatile NodeRole _role;
     private string? _master;
@@ -320,11 +325,53 @@ internal sealed partial class Node : IAsyncDisposable
 
     // ---------------------------------------------------------------- roles
 
+    /// <inheritdoc cref="PromoteCoreAsync"/>
+    public async Task PromoteAsync(long epoch)
+    {
+        await _transitions.WaitAsync();
+        try
+        {
+            await PromoteCoreAsync(epoch);
+        }
+        finally
+        {
+            _transitions.Release();
+        }
+    }
+
+    /// <inheritdoc cref="ClaimCoreAsync"/>
+    public async Task<long> ClaimAsync(long epoch, string leader)
+    {
+        await _transitions.WaitAsync();
+        try
+        {
+            return await ClaimCoreAsync(epoch, leader);
+        }
+        finally
+        {
+            _transitions.Release();
+        }
+    }
+
+    /// <inheritdoc cref="FollowCoreAsync"/>
+    public async Task FollowAsync(string master, long? epoch, bool reclone)
+    {
+        await _transitions.WaitAsync();
+        try
+        {
+            await FollowCoreAsync(master, epoch, reclone);
+        }
+        finally
+        {
+            _transitions.Release();
+        }
+    }
+
     /// <summary>
     /// Makes this node the master of <paramref name="epoch"/> (above the current one). A replica first
     /// stops following and applies everything it received.
     /// </summary>
-    public async Task PromoteAsync(long epoch)
+    private async Task PromoteCoreAsync(long epoch)
     {
         if (epoch < Db.Epoch || (epoch == Db.Epoch && Db.Vote != (epoch, Db.NodeId)))
         {
@@ -360,7 +407,7 @@ internal sealed partial class Node : IAsyncDisposable
     /// A router claims <paramref name="epoch"/> for the node <paramref name="leader"/> before promoting
     /// it: this node joins the epoch as a replica (a master steps down) and votes for that leader only.
     /// </summary>
-    public async Task<long> ClaimAsync(long epoch, string leader)
+    private async Task<long> ClaimCoreAsync(long epoch, string leader)
     {
         if (!await RunOnWriterAsync(db => db.Claim(epoch, leader)))
         {
@@ -385,7 +432,7 @@ internal sealed partial class Node : IAsyncDisposable
     }
 
     /// <summary>Makes this node a replica of <paramref name="master"/> (a master steps down; a replica is repointed).</summary>
-    public async Task FollowAsync(string master, long? epoch, bool reclone)
+    private async Task FollowCoreAsync(string master, long? epoch, bool reclone)
     {
         if (epoch is { } e && e < Db.Epoch)
         {
