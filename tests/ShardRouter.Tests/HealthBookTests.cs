@@ -176,6 +176,19 @@ public sealed class HealthBookTests
     private static (string, DataNodeStatus) Replica(string address, long lsn, long durable = -1, string? diverged = null, string? walFailed = null, string role = "replica", long lastEpoch = 1) =>
         (address, Status(role: role, lsn: lsn, diverged: diverged) with { DurableLsn = durable < 0 ? lsn : durable, WalSyncFailed = walFailed, LastEntryEpoch = lastEpoch });
 
+    [Fact]
+    public void A_choice_overtaken_between_the_status_read_and_the_claims_is_noticed()
+    {
+        // Statuses are read before the claims; a replica can apply (and confirm) more in between, and the
+        // claims' answers are the positions the voters keep from then on.
+        var before = Replica("a:1", 50).Item2;
+        Assert.Null(FailoverMonitor.OvertakenBy([Replica("a:1", 52), Replica("b:1", 52)], "a:1", before)); // a tie is no overtaking
+        Assert.Equal("b:1", FailoverMonitor.OvertakenBy([Replica("a:1", 52), Replica("b:1", 53)], "a:1", before));
+        Assert.Equal("b:1", FailoverMonitor.OvertakenBy([Replica("b:1", 40, lastEpoch: 2)], "a:1", before)); // a newer epoch outranks; a:1 did not answer
+        Assert.Null(FailoverMonitor.OvertakenBy([Replica("b:1", 49)], "a:1", before));
+        Assert.Null(FailoverMonitor.OvertakenBy([Replica("a:1", 60), Replica("b:1", 70, diverged: "history differs")], "a:1", before));
+    }
+
     [Theory]
     [InlineData(1, 1, 1)]
     [InlineData(2, 1, 2)]

@@ -290,10 +290,9 @@ internal sealed partial class FailoverMonitor(Router router, TimeProvider time, 
             // voters stay. The statuses the choice was made from were read before: a replica may have applied
             // (and acknowledged) more since. If the chosen node is not still the furthest, this round ends; the
             // next one reads the positions the claims froze and claims a newer epoch.
-            var furthest = ChooseCandidate(positions, out _)?.Address;
-            if (furthest != chosen)
+            if (OvertakenBy(positions, chosen, chosenStatus) is { } furthest)
             {
-                LogCandidateOvertaken(logger, shard.Id, chosen, furthest ?? "none", epoch);
+                LogCandidateOvertaken(logger, shard.Id, chosen, furthest, epoch);
                 router.Metrics.Failovers.Add(1, new("shard", shard.Id), new("outcome", "overtaken"));
                 return false;
             }
@@ -344,6 +343,17 @@ internal sealed partial class FailoverMonitor(Router router, TimeProvider time, 
     /// be the only replica that acknowledged those writes (a replica acknowledges only what its fsync
     /// covered), so promoting past it could lose them; restarted, it can follow again.
     /// </summary>
+    /// <summary>
+    /// The voter whose position (from its claim's answer) ranks above the chosen node's — the chosen one's own
+    /// answer, or its status from before the claims when it did not answer — or null when none does.
+    /// </summary>
+    internal static string? OvertakenBy(IReadOnlyList<(string Address, DataNodeStatus Status)> positions, string chosen, DataNodeStatus chosenBefore)
+    {
+        var mine = positions.FirstOrDefault(p => p.Address == chosen).Status ?? chosenBefore;
+        return ChooseCandidate(positions, out _) is var (address, best)
+            && (best.LastEntryEpoch, best.Lsn).CompareTo((mine.LastEntryEpoch, mine.Lsn)) > 0 ? address : null;
+    }
+
     /// <summary>
     /// Votes a failover needs among <paramref name="replicas"/> replicas: a majority (two routers cannot both
     /// win), and under semi-sync with <paramref name="syncReplicas"/> confirmations per write, enough that the
