@@ -279,6 +279,29 @@ public sealed class DataNodeTests : IDisposable
     }
 
     [Fact]
+    public async Task A_known_replica_that_fell_behind_the_retention_streams_on_instead_of_re_cloning()
+    {
+        // From an audit: the log was trimmed by count alone, so a replica away (or cloning) for longer than
+        // the retention at the write rate found its next entry gone and re-cloned — at a high write rate, for
+        // ever. A master now keeps the log from what its known replicas still need (up to 10 × the retention).
+        await using var master = await DataNodeProcess.StartAsync(NewDir(), "--role", "master", "--sync", "async", "--log-retention", "50");
+        var replicaDir = NewDir();
+        var replica = await DataNodeProcess.StartAsync(replicaDir, "--role", "replica", "--master", master.ReplicationAddress);
+        await CreateTableAsync(master);
+        await ConvergedAsync(master, replica);
+        await replica.DisposeAsync(); // SIGKILL
+        for (var i = 0; i < 300; i++)
+        {
+            Assert.Equal(200, (await master.ExecuteAsync(["INSERT INTO t(id, v) VALUES(?, randomblob(64))", i])).Status);
+        }
+
+        await using var back = await DataNodeProcess.StartAsync(replicaDir, "--role", "replica", "--master", master.ReplicationAddress);
+        await ConvergedAsync(master, back);
+        Assert.DoesNotContain("snapshot", master.Process.Output, StringComparison.Ordinal);
+        Assert.DoesNotContain("Re-cloned", back.Process.Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Sigkill_master_under_a_write_flood_promote_the_most_advanced_replica_nothing_acknowledged_is_lost()
     {
         var masterDir = NewDir();

@@ -21,6 +21,9 @@ internal sealed class ReplicaState(string id)
     /// <summary>The last LSN the replica confirmed it has durably applied.</summary>
     public long AckedLsn;
 
+    /// <summary>The LSN of the snapshot it is being sent (it streams from the next one), or -1.</summary>
+    public long CloneLsn = -1;
+
     public bool Connected { get; set; }
 
     public long LastSeenMs { get; set; }
@@ -148,6 +151,26 @@ internal sealed partial class ReplicationHub(Node node, ILogger logger, Api.Nati
         {
             _replicated.Advance(confirmed);
         }
+
+        PinLog();
+    }
+
+    /// <summary>
+    /// Keeps the log from the first entry a replica this master knows still needs (the one after what it
+    /// confirmed, or after the snapshot it is being sent): trimmed by count alone, a replica whose clone or
+    /// catch-up took longer than the log's retention at the write rate found its next entry gone, and
+    /// re-cloned forever. <see cref="NodeDatabase.RetainFrom"/> bounds how far back this holds it.
+    /// </summary>
+    private void PinLog()
+    {
+        var from = long.MaxValue;
+        foreach (var replica in _replicas.Values)
+        {
+            var clone = Interlocked.Read(ref replica.CloneLsn);
+            from = Math.Min(from, (clone >= 0 ? clone : Interlocked.Read(ref replica.AckedLsn)) + 1);
+        }
+
+        node.Db.RetainFrom = from;
     }
 
     public IEnumerable<Measurement<long>> ObserveLagEntries()
@@ -310,6 +333,7 @@ internal sealed partial class ReplicationHub(Node node, ILogger logger, Api.Nati
         state.Connected = true;
         state.LastSeenMs = node.Time.GetUtcNow().ToUnixTimeMilliseconds();
         Interlocked.Exchange(ref state.AckedLsn, lastLsn);
+        Interlocked.Exchange(ref state.CloneLsn, -1);
         Recompute();
         LogReplicaConnected(logger, id, address, lastLsn);
         var token = session.Token;
@@ -465,6 +489,8 @@ internal sealed partial class ReplicationHub(Node node, ILogger logger, Api.Nati
         try
         {
             var lsn = node.Db.BackupTo(file);
+            Interlocked.Exchange(ref _replicas.GetOrAdd(id, static i => new ReplicaState(i)).CloneLsn, lsn);
+            PinLog();
 
             // The backup may hold commits not yet on disk here: never hand a replica what this master could lose.
             if (!await node.Flusher.UntilDurableAsync(lsn, TimeSpan.FromSeconds(30), token))

@@ -113,6 +113,7 @@ internal sealed partial class NodeDatabase : IDisposable
     private long _historyEpoch;
     private int _generation;
     private long _commitsSinceTrim;
+    private long _retainFrom = long.MaxValue;
     private readonly Lock _walLock = new();
     private SafeFileHandle? _wal;
     private int _walGeneration;
@@ -525,6 +526,19 @@ internal sealed partial class NodeDatabase : IDisposable
         }
     }
 
+    /// <summary>
+    /// The first LSN the replicas a master knows still need (long.MaxValue: none). The log keeps it past
+    /// its retention, up to <see cref="MaxPinnedRetention"/> × the retention (a replica that is gone for good
+    /// must not hold the log without end: past that it re-clones when it comes back).
+    /// </summary>
+    public long RetainFrom
+    {
+        get => Volatile.Read(ref _retainFrom);
+        set => Volatile.Write(ref _retainFrom, value);
+    }
+
+    private const long MaxPinnedRetention = 10;
+
     private void TrimLogIfDue(long lsn)
     {
         if (++_commitsSinceTrim < 256 && lsn % 4096 != 0)
@@ -534,6 +548,11 @@ internal sealed partial class NodeDatabase : IDisposable
 
         _commitsSinceTrim = 0;
         var keepFrom = lsn - _settings.LogRetention + 1;
+        if (RetainFrom < keepFrom)
+        {
+            keepFrom = Math.Max(RetainFrom, lsn - (MaxPinnedRetention * _settings.LogRetention) + 1);
+        }
+
         if (keepFrom > 1)
         {
             _writer.Run("DELETE FROM _infra_log WHERE lsn < ?", keepFrom);
