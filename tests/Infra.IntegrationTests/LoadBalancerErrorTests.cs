@@ -245,6 +245,26 @@ public class LoadBalancerErrorTests
     }
 
     [Fact]
+    public async Task An_h2c_upgrade_goes_on_as_a_plain_request_and_opens_no_tunnel()
+    {
+        // From an audit: any Upgrade was tunnelled, so h2c to a lenient backend opened an HTTP/2 connection in
+        // which further requests passed the proxy unseen (no limits, no X-Forwarded-For, no access log).
+        string? seen = null;
+        await using var scripted = ScriptedBackend.Create(async (stream, request) =>
+        {
+            seen = request.Head;
+            await stream.WriteAsync("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n"u8.ToArray());
+        });
+        await using var lb = await LoadBalancer.StartAsync([scripted.Url]);
+        var response = await RawHttp.ExchangeAsync(lb.Proxy,
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n");
+        Assert.Equal(200, response.Status);
+        Assert.NotNull(seen);
+        Assert.DoesNotContain("Upgrade", seen, StringComparison.OrdinalIgnoreCase);
+        Assert.DoesNotContain("HTTP2-Settings", seen, StringComparison.OrdinalIgnoreCase);
+    }
+
+    [Fact]
     public async Task A_client_that_never_finishes_its_head_gets_408()
     {
         var backend = await Backend.StartAsync("b1");

@@ -75,7 +75,11 @@ internal sealed partial class ClientSession
         _responseBytes = 0;
         _clientFailure = null;
         _error = null;
-        var upgrade = _request.ConnectionUpgrade && _request.UpgradeField >= 0 && _request.IsHttp11;
+        // Only WebSocket is tunnelled. Another protocol (h2c above all) would open a tunnel in which further
+        // requests pass the proxy unseen — no limits, no X-Forwarded-For, no access log: such a request goes
+        // on as a plain one, its Upgrade dropped with the other hop-by-hop fields.
+        var upgrade = _request.ConnectionUpgrade && _request.UpgradeField >= 0 && _request.IsHttp11
+            && IsWebSocket(_request.Value(_request.Field(_request.UpgradeField)));
 
         Backend? used = null;
         var outcome = AttemptOutcome.Done;
@@ -154,6 +158,22 @@ internal sealed partial class ClientSession
         _proxy.AccessLog?.Write(new AccessLogEntry(DateTimeOffset.UtcNow, _clientAddressText, _request.MethodString,
             _request.TargetString, _status, used?.Url, ElapsedSeconds(startedAt) * 1000, retries, _responseBytes, _error));
         return _keepAlive;
+    }
+
+    /// <summary>Whether an Upgrade field's protocols (comma-separated, with optional versions) include websocket.</summary>
+    internal static bool IsWebSocket(ReadOnlySpan<byte> upgrade)
+    {
+        foreach (var range in upgrade.Split((byte)','))
+        {
+            var protocol = upgrade[range].Trim((byte)' ').Trim((byte)'\t');
+            var slash = protocol.IndexOf((byte)'/');
+            if (System.Text.Ascii.EqualsIgnoreCase(slash < 0 ? protocol : protocol[..slash], "websocket"u8))
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     private double ElapsedSeconds(long startedAt) =>

@@ -143,6 +143,18 @@ public class HeadWriterTests
         Assert.Contains("Accept: */*\r\n", text);
     }
 
+    [Theory]
+    [InlineData("websocket", true)]
+    [InlineData("WebSocket", true)]
+    [InlineData("websocket/13", true)]
+    [InlineData("h2c, websocket", true)]
+    [InlineData("h2c", false)]
+    [InlineData("TLS/1.0", false)]
+    [InlineData("websockets", false)]
+    [InlineData("", false)]
+    public void Only_websocket_upgrades_are_tunnelled(string upgrade, bool tunnelled) =>
+        Assert.Equal(tunnelled, Infra.LoadBalancer.Proxy.ClientSession.IsWebSocket(Encoding.ASCII.GetBytes(upgrade)));
+
     [Fact]
     public void An_interim_response_whose_fields_grow_when_restated_fits_its_buffer()
     {
