@@ -326,40 +326,28 @@ internal sealed partial class Node : IAsyncDisposable
     // ---------------------------------------------------------------- roles
 
     /// <inheritdoc cref="PromoteCoreAsync"/>
-    public async Task PromoteAsync(long epoch)
+    public Task PromoteAsync(long epoch) => OneTransitionAsync(async () =>
     {
-        await _transitions.WaitAsync();
-        try
-        {
-            await PromoteCoreAsync(epoch);
-        }
-        finally
-        {
-            _transitions.Release();
-        }
-    }
+        await PromoteCoreAsync(epoch);
+        return 0L;
+    });
 
     /// <inheritdoc cref="ClaimCoreAsync"/>
-    public async Task<long> ClaimAsync(long epoch, string leader)
-    {
-        await _transitions.WaitAsync();
-        try
-        {
-            return await ClaimCoreAsync(epoch, leader);
-        }
-        finally
-        {
-            _transitions.Release();
-        }
-    }
+    public Task<long> ClaimAsync(long epoch, string leader) => OneTransitionAsync(() => ClaimCoreAsync(epoch, leader));
 
     /// <inheritdoc cref="FollowCoreAsync"/>
-    public async Task FollowAsync(string master, long? epoch, bool reclone)
+    public Task FollowAsync(string master, long? epoch, bool reclone) => OneTransitionAsync(async () =>
+    {
+        await FollowCoreAsync(master, epoch, reclone);
+        return 0L;
+    });
+
+    private async Task<T> OneTransitionAsync<T>(Func<Task<T>> transition)
     {
         await _transitions.WaitAsync();
         try
         {
-            await FollowCoreAsync(master, epoch, reclone);
+            return await transition();
         }
         finally
         {

@@ -166,10 +166,7 @@ internal sealed partial class Broker : IAsyncDisposable
             throw new BrokerException(ErrorCode.BadRequest, $"group '{group}' of '{topicName}' is a stream group");
         }
 
-        if (!_queueGroups.ContainsKey((topic.Name, group)) && !Directory.Exists(QueueGroup.StateDirectory(topic, group)))
-        {
-            ThrowIfTooManyGroups(topic.Name, group);
-        }
+        ThrowIfNewGroupPastLimit(topic.Name, group, _queueGroups.ContainsKey((topic.Name, group)), QueueGroup.StateDirectory(topic, group));
 
         var lazy = _queueGroups.GetOrAdd((topic.Name, group), key => new Lazy<Task<QueueGroup>>(() =>
             QueueGroup.OpenAsync(key.Group, topic, Topics, _fs, _options.QueueSettings, _time, _logger)));
@@ -184,10 +181,13 @@ internal sealed partial class Broker : IAsyncDisposable
         }
     }
 
-    /// <summary>A new group past <c>--max-groups</c> (open groups of both kinds) is refused; several made at once may pass it by a few.</summary>
-    private void ThrowIfTooManyGroups(string topic, string group)
+    /// <summary>
+    /// A new group (neither open nor with its state on disk) past <c>--max-groups</c> (open groups of both
+    /// kinds) is refused; several made at once may pass it by a few.
+    /// </summary>
+    private void ThrowIfNewGroupPastLimit(string topic, string group, bool open, string stateDirectory)
     {
-        if (_queueGroups.Count + _streamGroups.Count >= _options.MaxGroups)
+        if (!open && _queueGroups.Count + _streamGroups.Count >= _options.MaxGroups && !Directory.Exists(stateDirectory))
         {
             throw new BrokerException(ErrorCode.BadRequest, $"group '{TopicRegistry.Truncate(group)}' of '{topic}' would be a new group past --max-groups ({_options.MaxGroups})");
         }
@@ -217,10 +217,7 @@ internal sealed partial class Broker : IAsyncDisposable
             throw new BrokerException(ErrorCode.BadRequest, $"group '{group}' of '{topicName}' is a queue group");
         }
 
-        if (!_streamGroups.ContainsKey((topic.Name, group)) && !Directory.Exists(Groups.StreamGroup.StateDirectory(topic, group)))
-        {
-            ThrowIfTooManyGroups(topic.Name, group);
-        }
+        ThrowIfNewGroupPastLimit(topic.Name, group, _streamGroups.ContainsKey((topic.Name, group)), Groups.StreamGroup.StateDirectory(topic, group));
 
         // Lazy: two first joins at once must not open the group's offset log twice.
         var lazy = _streamGroups.GetOrAdd((topic.Name, group), key => new Lazy<StreamGroup>(() =>

@@ -132,15 +132,16 @@ internal readonly struct LongDouble
             return false;
         }
 
-        var mantissa = BigInteger.Parse(digits.ToString(), NumberStyles.None, CultureInfo.InvariantCulture);
-        if (mantissa.IsZero)
+        var significant = digits.ToString().TrimStart('0');
+        if (significant.Length == 0)
         {
             value = new LongDouble(negative, BigInteger.Zero, 0);
             return true;
         }
 
         // Decimal magnitude: mantissa × 10^scale lies in [10^(magnitude - 1), 10^magnitude).
-        var magnitude = scale + mantissa.ToString(CultureInfo.InvariantCulture).Length;
+        var mantissa = BigInteger.Parse(significant, NumberStyles.None, CultureInfo.InvariantCulture);
+        var magnitude = scale + significant.Length;
         if (magnitude > 4934 || magnitude < -4952)
         {
             return false; // beyond 1.19e4932 (infinity) or below 3.65e-4951 (zero): ERANGE, refused as Redis does

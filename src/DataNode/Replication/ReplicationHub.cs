@@ -375,27 +375,15 @@ internal sealed partial class ReplicationHub(Node node, ILogger logger, Api.Nati
                     continue;
                 }
 
-                var batch = node.Db.ReadLog(next, (int)Math.Min(MaxBatchEntries, durable - next + 1));
+                // A frame holds entries up to a byte budget (at least one): 512 large ones in one frame passed
+                // the replica's frame limit, and it refused the same frame on every reconnect.
+                var batch = node.Db.ReadLog(next, (int)Math.Min(MaxBatchEntries, durable - next + 1), MaxBatchBytes);
                 if (batch.Count == 0 || batch[0].Lsn != next)
                 {
                     // Trimmed under the replica's feet: it re-clones on reconnect.
                     break;
                 }
 
-                // A frame holds entries up to a byte budget (at least one): 512 large ones in one frame passed
-                // the replica's frame limit, and it refused the same frame on every reconnect.
-                var bytes = 0L;
-                var fit = 0;
-                while (fit < batch.Count && (fit == 0 || bytes + batch[fit].Body.Length <= MaxBatchBytes))
-                {
-                    bytes += batch[fit].Body.Length;
-                    fit++;
-                }
-
-                if (fit < batch.Count)
-                {
-                    batch.RemoveRange(fit, batch.Count - fit);
-                }
 
                 var masterLsn = node.Db.Lsn;
                 await frames.SendAsync(Tags.Entries, (ref MessagePackWriter w) =>

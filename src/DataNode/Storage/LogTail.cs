@@ -37,15 +37,22 @@ internal sealed class LogTail
         }
     }
 
-    /// <summary>Up to <paramref name="max"/> consecutive entries from <paramref name="from"/>, none above <paramref name="last"/>; null when the first is not here.</summary>
-    public List<LogRecord>? TryRead(long from, int max, long last)
+    /// <summary>Up to <paramref name="max"/> consecutive entries from <paramref name="from"/> (past the first, up to <paramref name="maxBytes"/> of bodies), none above <paramref name="last"/>; null when the first is not here.</summary>
+    public List<LogRecord>? TryRead(long from, int max, long last, long maxBytes = long.MaxValue)
     {
         lock (_lock)
         {
             List<LogRecord>? found = null;
+            var bytes = 0L;
             for (var lsn = from; lsn <= last && (found?.Count ?? 0) < max; lsn++)
             {
                 if (_slots[Slot(lsn)] is not { } entry || entry.Lsn != lsn)
+                {
+                    break;
+                }
+
+                bytes += entry.Body.Length;
+                if (bytes > maxBytes && found is not null)
                 {
                     break;
                 }

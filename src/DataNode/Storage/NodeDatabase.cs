@@ -548,9 +548,10 @@ internal sealed partial class NodeDatabase : IDisposable
 
         _commitsSinceTrim = 0;
         var keepFrom = lsn - _settings.LogRetention + 1;
-        if (RetainFrom < keepFrom)
+        var pinned = RetainFrom;
+        if (pinned < keepFrom)
         {
-            keepFrom = Math.Max(RetainFrom, lsn - (MaxPinnedRetention * _settings.LogRetention) + 1);
+            keepFrom = Math.Max(pinned, lsn - (MaxPinnedRetention * _settings.LogRetention) + 1);
         }
 
         if (keepFrom > 1)
@@ -1052,19 +1053,20 @@ internal sealed partial class NodeDatabase : IDisposable
     };
 
     /// <summary>
-    /// Consecutive entries from <paramref name="fromLsn"/> on, at most <paramref name="max"/>: from the
-    /// in-memory tail of recent ones when it holds <paramref name="fromLsn"/> (then possibly fewer than
-    /// the log has — a caller that wants more continues after the last), else read on a reader connection.
+    /// Consecutive entries from <paramref name="fromLsn"/> on, at most <paramref name="max"/> and, past the
+    /// first, at most <paramref name="maxBytes"/> of bodies: from the in-memory tail of recent ones when it
+    /// holds <paramref name="fromLsn"/> (then possibly fewer than the log has — a caller that wants more
+    /// continues after the last), else read on a reader connection.
     /// </summary>
-    public List<LogRecord> ReadLog(long fromLsn, int max) =>
-        _tail.TryRead(fromLsn, max, Lsn) ?? WithReader(reader => ReadLog(reader, fromLsn, max));
+    public List<LogRecord> ReadLog(long fromLsn, int max, long maxBytes = long.MaxValue) =>
+        _tail.TryRead(fromLsn, max, Lsn, maxBytes) ?? WithReader(reader => ReadLog(reader, fromLsn, max, maxBytes));
 
     /// <summary>The oldest LSN still in the log (0 when the log is empty).</summary>
     public long OldestLogLsn() => WithReader(reader => reader.ScalarLong("SELECT coalesce(min(lsn), 0) FROM _infra_log"));
 
     private List<LogRecord> ReadLogInternal(long fromLsn, int max) => ReadLog(_writer, fromLsn, max);
 
-    private static List<LogRecord> ReadLog(SqlRunner runner, long fromLsn, int max)
+    private static List<LogRecord> ReadLog(SqlRunner runner, long fromLsn, int max, long maxBytes = long.MaxValue)
     {
         var stmt = runner.Internal("SELECT lsn, epoch, crc, entry, committed_ms FROM _infra_log WHERE lsn >= ? ORDER BY lsn LIMIT ?");
         try
@@ -1072,8 +1074,15 @@ internal sealed partial class NodeDatabase : IDisposable
             raw.sqlite3_bind_int64(stmt, 1, fromLsn);
             raw.sqlite3_bind_int64(stmt, 2, max);
             var list = new List<LogRecord>();
+            var bytes = 0L;
             while (raw.sqlite3_step(stmt) == raw.SQLITE_ROW)
             {
+                bytes += raw.sqlite3_column_bytes(stmt, 3);
+                if (bytes > maxBytes && list.Count > 0)
+                {
+                    break;
+                }
+
                 list.Add(new LogRecord(raw.sqlite3_column_int64(stmt, 0), raw.sqlite3_column_int64(stmt, 1), (uint)raw.sqlite3_column_int64(stmt, 2),
                     raw.sqlite3_column_blob(stmt, 3).ToArray(), raw.sqlite3_column_int64(stmt, 4)));
             }

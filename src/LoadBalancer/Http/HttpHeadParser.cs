@@ -287,6 +287,11 @@ internal static class HttpHeadParser
     public static bool SplitAbsoluteForm(ReadOnlySpan<byte> target, out ReadOnlySpan<byte> authority, out ReadOnlySpan<byte> rest)
     {
         authority = rest = default;
+        if (target.IsEmpty || target[0] == (byte)'/')
+        {
+            return false; // origin-form, nearly every request: no scheme to look for
+        }
+
         var scheme = StartsWithIgnoreCase(target, "http://"u8) ? 7 : StartsWithIgnoreCase(target, "https://"u8) ? 8 : 0;
         if (scheme == 0)
         {
