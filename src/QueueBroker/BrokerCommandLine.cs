@@ -25,6 +25,7 @@ internal static class BrokerCommandLine
             ["--retention-age"] = "RetentionAge",
             ["--visibility-timeout"] = "VisibilityTimeout",
             ["--max-deliveries"] = "MaxDeliveries",
+            ["--max-unacked"] = "MaxUnacked",
             ["--session-timeout"] = "SessionTimeout",
             ["--max-connections"] = "MaxConnections",
             ["--max-partitions"] = "MaxPartitions",
@@ -55,6 +56,7 @@ internal static class BrokerCommandLine
             Queue and stream groups
               --visibility-timeout DURATION  unacked deliveries come back after (30s)
               --max-deliveries N             then go to <topic>.dlq (5)
+              --max-unacked N                queue group: delivered, not yet acked; past it only redeliveries (100000)
               --session-timeout DURATION     stream members without a heartbeat this long leave (10s)
 
             Limits

@@ -63,6 +63,8 @@ internal sealed class BrokerOptions : ServiceOptions
 
     public int MaxDeliveries { get; set; } = 5;
 
+    public int MaxUnacked { get; set; } = 100_000;
+
     public TimeSpan SessionTimeout { get; set; } = TimeSpan.FromSeconds(10);
 
     public int MaxConnections { get; set; } = 10_000;
@@ -81,7 +83,7 @@ internal sealed class BrokerOptions : ServiceOptions
         MaxBatchBytes = Math.Max(MaxFrameBytes, 1 << 20) + (1 << 20),
     };
 
-    public QueueSettings QueueSettings => new() { VisibilityTimeout = VisibilityTimeout, MaxDeliveries = MaxDeliveries };
+    public QueueSettings QueueSettings => new() { VisibilityTimeout = VisibilityTimeout, MaxDeliveries = MaxDeliveries, MaxUnacked = MaxUnacked };
 
     public override void Bind(ConfigReader reader)
     {
@@ -115,6 +117,7 @@ internal sealed class BrokerOptions : ServiceOptions
         RetentionAge = reader.Duration("RetentionAge", RetentionAge, TimeSpan.Zero, TimeSpan.FromDays(36500));
         VisibilityTimeout = reader.Duration("VisibilityTimeout", VisibilityTimeout, TimeSpan.FromMilliseconds(10), TimeSpan.FromHours(12));
         MaxDeliveries = reader.Number("MaxDeliveries", MaxDeliveries, 1, 1000);
+        MaxUnacked = reader.Number("MaxUnacked", MaxUnacked, 1, 10_000_000);
         SessionTimeout = reader.Duration("SessionTimeout", SessionTimeout, TimeSpan.FromMilliseconds(10), TimeSpan.FromHours(1));
         MaxConnections = reader.Number("MaxConnections", MaxConnections, 1, 1_000_000);
         ShutdownTimeout = reader.Duration("ShutdownTimeout", ShutdownTimeout, TimeSpan.Zero, TimeSpan.FromHours(1));

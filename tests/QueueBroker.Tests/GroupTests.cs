@@ -88,6 +88,34 @@ public sealed class GroupTests
     }
 
     [Fact]
+    public async Task At_the_unacked_limit_a_fetch_gets_only_redeliveries_until_an_ack_makes_room()
+    {
+        // Without a limit a consumer that fetched millions and never acked grew the group's state (one entry
+        // per unsettled message, in memory and in every snapshot) until a snapshot passed the batch limit.
+        await using var registry = Registry();
+        var topic = registry.Create("jobs", 2).Topic;
+        await ProduceAsync(topic, 0, "a", "b", "c");
+        await ProduceAsync(topic, 1, "d", "e", "f");
+        await using var group = await QueueGroup.OpenAsync("g", topic, registry, _fs, new QueueSettings { MaxUnacked = 3 }, _time, NullLogger.Instance);
+        var first = await group.FetchAsync(10, TimeSpan.Zero, default);
+        Assert.Equal(3, first.Count);
+        Assert.Empty(await group.FetchAsync(10, TimeSpan.Zero, default));
+
+        // A nacked one still comes back at the limit (it is counted already).
+        Assert.Equal(1, (await group.NackAsync([first[0].DeliveryId], TimeSpan.Zero)).Nacked);
+        var again = Assert.Single(await group.FetchAsync(10, TimeSpan.Zero, default));
+        Assert.Equal(2, again.DeliveryCount);
+
+        // A long poll at the limit wakes when an ack makes room, and gets one new message.
+        var waiting = group.FetchAsync(10, TimeSpan.FromMinutes(1), default);
+        Assert.False(waiting.IsCompleted);
+        Assert.Equal(1, (await group.AckAsync([first[1].DeliveryId])).Acked);
+        var fresh = Assert.Single(await waiting.WaitAsync(TimeSpan.FromSeconds(10)));
+        Assert.Equal(1, fresh.DeliveryCount);
+        Assert.Equal(3, group.Describe().Sum(p => p.InFlight));
+    }
+
+    [Fact]
     public async Task A_caught_up_long_poll_sleeps_instead_of_spinning()
     {
         // Found by a chaos soak of the whole stack: with the click worker caught up, the broker used

@@ -443,6 +443,36 @@ public sealed class SegmentLogTests
     }
 
     [Fact]
+    public async Task All_five_remembered_batches_of_a_producer_survive_a_restart_through_the_recovery_point()
+    {
+        // The recovery point kept only each producer's last batch: after a restart a retry of the one
+        // before it (a producer with several batches in flight) got DuplicateSequence instead of its offset.
+        var fs = new FaultyFileSystem();
+        var log = Open(fs);
+        var offsets = new List<long>();
+        for (var seq = 0; seq < ProducerTable.Remembered + 2; seq++)
+        {
+            var append = log.Append([Message($"m{seq}")], 9, seq);
+            await append.Durable;
+            offsets.Add(append.BaseOffset);
+        }
+
+        await log.DisposeAsync(); // writes the recovery point; the reopened log scans nothing
+        await using var reopened = Open(fs.Crash(machine: true));
+        for (var seq = 2; seq < ProducerTable.Remembered + 2; seq++)
+        {
+            var retry = reopened.Append([Message($"m{seq}")], 9, seq);
+            Assert.True(retry.Duplicate, $"sequence {seq}");
+            Assert.Equal(offsets[seq], retry.BaseOffset);
+        }
+
+        Assert.Equal(ErrorCode.DuplicateSequence, Assert.Throws<BrokerException>(() => reopened.Append([Message("m1")], 9, 1)).Code);
+        var next = reopened.Append([Message("next")], 9, ProducerTable.Remembered + 2);
+        await next.Durable;
+        Assert.Equal(offsets[^1] + 1, next.BaseOffset);
+    }
+
+    [Fact]
     public async Task A_partition_with_too_much_waiting_for_the_disk_answers_busy()
     {
         var fs = new FaultyFileSystem();

@@ -21,6 +21,14 @@ internal sealed record QueueSettings
 
     /// <summary>Compact the group's state log once this many bytes were appended since the last snapshot.</summary>
     public long CompactAfterBytes { get; init; } = 8L << 20;
+
+    /// <summary>
+    /// Most messages delivered and not yet settled (acked, or dead-lettered) across the group's partitions; at
+    /// the limit a fetch gets only redeliveries until acks make room (as SQS caps in-flight messages and
+    /// JetStream a consumer's max_ack_pending). Bounds the group's state, which holds one entry per
+    /// unsettled message in memory and in every snapshot.
+    /// </summary>
+    public int MaxUnacked { get; init; } = 100_000;
 }
 
 /// <summary>One message handed to a queue consumer.</summary>
@@ -389,6 +397,7 @@ internal sealed partial class QueueGroup : IAsyncDisposable
             ObjectDisposedException.ThrowIf(_disposed, this);
             var now = NowMs();
             ExpireLeases(now, deadLetters);
+            var room = _settings.MaxUnacked - Unsettled(); // fresh deliveries only: redeliveries are counted already
             var start = _rotation++;
             for (var i = 0; i < _cursors.Length && deliveries.Count < max; i++)
             {
@@ -450,12 +459,12 @@ internal sealed partial class QueueGroup : IAsyncDisposable
                     cursor.SkipTo(log.StartOffset);
                 }
 
-                if (deliveries.Count < max && cursor.Next < log.CommittedEnd)
+                if (deliveries.Count < max && room > 0 && cursor.Next < log.CommittedEnd)
                 {
                     List<StoredMessage> fresh;
                     try
                     {
-                        fresh = log.Read(cursor.Next, max - deliveries.Count, 4 << 20);
+                        fresh = log.Read(cursor.Next, Math.Min(max - deliveries.Count, room), 4 << 20);
                     }
                     catch (BrokerException ex) when (ex.Code == ErrorCode.PartitionFailed)
                     {
@@ -473,6 +482,8 @@ internal sealed partial class QueueGroup : IAsyncDisposable
                         deliveries.Add(new Delivery(p, message, 1));
                         cursor.Next = message.Offset + 1;
                     }
+
+                    room -= fresh.Count;
                 }
             }
 
@@ -567,6 +578,10 @@ internal sealed partial class QueueGroup : IAsyncDisposable
             }
 
             durable = settled.Count > 0 ? AppendState(SettledBytes(settled)) : Task.CompletedTask;
+            if (settled.Count > 0 && Unsettled() + settled.Count >= _settings.MaxUnacked)
+            {
+                Signal(); // fetches waiting at the limit have room now
+            }
         }
 
         await durable;
@@ -844,6 +859,18 @@ internal sealed partial class QueueGroup : IAsyncDisposable
 
             return result;
         }
+    }
+
+    /// <summary>Messages delivered and not yet settled, over all partitions (under the lock).</summary>
+    private int Unsettled()
+    {
+        var count = 0;
+        foreach (var cursor in _cursors)
+        {
+            count += cursor.Counts.Count;
+        }
+
+        return count;
     }
 
     private void Signal()

@@ -84,13 +84,19 @@ internal sealed class ProducerTable(int maxProducers = ProducerTable.DefaultMaxP
         }
     }
 
-    /// <summary>The last batch of every producer (what the recovery point stores).</summary>
+    /// <summary>
+    /// Every remembered batch of every producer, oldest first per producer (what the recovery point stores;
+    /// recording them in this order rebuilds the table). Only the last batch was kept once: a restart then
+    /// answered a retry of an earlier one DuplicateSequence instead of its offset.
+    /// </summary>
     public IEnumerable<(long ProducerId, int BaseSequence, int Count, long BaseOffset)> Snapshot()
     {
         foreach (var (id, state) in _states)
         {
-            var last = state.Recent.Last();
-            yield return (id, last.BaseSequence, last.Count, last.BaseOffset);
+            foreach (var batch in state.Recent)
+            {
+                yield return (id, batch.BaseSequence, batch.Count, batch.BaseOffset);
+            }
         }
     }
 

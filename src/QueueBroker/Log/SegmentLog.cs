@@ -540,12 +540,27 @@ internal sealed partial class SegmentLog : IAsyncDisposable
             result = new AppendResult(baseOffset, messages.Count, task, Duplicate: false);
         }
 
+        WakeFlusher();
+        return result;
+    }
+
+    /// <summary>
+    /// Wakes the flusher for what was just appended. A close that began after the append's lock may have
+    /// flushed it and disposed the signal already: the append is written (or failed with the cycle), so
+    /// an ObjectDisposedException here must not turn it into an error for its producer.
+    /// </summary>
+    private void WakeFlusher()
+    {
         if (Interlocked.Exchange(ref _signalled, 1) == 0)
         {
-            _signal.Release();
+            try
+            {
+                _signal.Release();
+            }
+            catch (ObjectDisposedException)
+            {
+            }
         }
-
-        return result;
     }
 
     /// <summary>PartitionFailed once the log stopped, ShuttingDown once it is closing.</summary>
