@@ -20,6 +20,7 @@ internal static class NodeCommandLine
             ["--read-wait"] = "ReadWaitTimeout",
             ["--synchronous"] = "Synchronous",
             ["--log-retention"] = "LogRetention",
+            ["--replication-timeout"] = "ReplicationTimeout",
             ["--max-statements"] = "MaxStatements",
             ["--max-sql-size"] = "MaxSqlBytes",
             ["--max-request-size"] = "MaxRequestBytes",
@@ -57,6 +58,8 @@ internal static class NodeCommandLine
               --sync-timeout DURATION    then the write fails "not replicated" (5s)
               --synchronous full|normal  SQLite's fsync discipline (full: fsync every commit; default)
               --log-retention N          entries kept for replicas; further behind re-clones (100000)
+              --replication-timeout DURATION  a replica waits this long for its master's answer or the next
+                                         snapshot chunk, then reconnects (30s; the master heartbeats meanwhile)
 
             Reads
               --read-wait DURATION       a read with minLsn waits this long, then answers "behind" (2s)

@@ -89,6 +89,15 @@ internal sealed class NodeOptions : ServiceOptions
     /// </summary>
     public const string WalSyncFaultVariable = "INFRA_FAULT_WAL_SYNC_FILE";
 
+    /// <summary>Fault injection for tests: a master waits this many milliseconds before each snapshot backup.</summary>
+    public const string SnapshotDelayVariable = "INFRA_FAULT_SNAPSHOT_DELAY_MS";
+
+    /// <summary>Tests only (<see cref="SnapshotDelayVariable"/>): a slow snapshot backup.</summary>
+    internal TimeSpan SnapshotDelay { get; set; } = int.TryParse(Environment.GetEnvironmentVariable(SnapshotDelayVariable), out var ms) && ms > 0 ? TimeSpan.FromMilliseconds(ms) : TimeSpan.Zero;
+
+    /// <summary>How long a replica waits for its master's answer, a snapshot chunk, before it reconnects.</summary>
+    public TimeSpan ReplicationTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
     /// <summary>Tests only: replaces the WAL's fsync (<see cref="DatabaseSettings.FlushWal"/>).</summary>
     internal Action<SafeFileHandle>? FlushWal { get; set; }
 
@@ -166,6 +175,7 @@ internal sealed class NodeOptions : ServiceOptions
         }
 
         LogRetention = reader.Size("LogRetention", LogRetention, 1, long.MaxValue / 4);
+        ReplicationTimeout = reader.Duration("ReplicationTimeout", ReplicationTimeout, TimeSpan.FromSeconds(1), TimeSpan.FromHours(1));
         MaxStatements = reader.Number("MaxStatements", MaxStatements, 1, 1_000_000);
         MaxSqlBytes = (int)reader.Size("MaxSqlBytes", MaxSqlBytes, 16, 64L << 20);
         MaxRequestBytes = (int)reader.Size("MaxRequestBytes", MaxRequestBytes, 1024, 256L << 20);

@@ -279,6 +279,58 @@ public sealed class DataNodeTests : IDisposable
     }
 
     [Fact]
+    public async Task A_snapshot_that_takes_longer_than_the_replica_waits_is_kept_alive_and_sent_once()
+    {
+        // The master took the backup on the replica's connection and said nothing meanwhile: a backup longer
+        // than the replica's wait was never sent (the replica reconnected, another backup started beside it).
+        var slow = new Dictionary<string, string> { ["INFRA_FAULT_SNAPSHOT_DELAY_MS"] = "2500" };
+        await using var master = await DataNodeProcess.StartAsync(NewDir(), slow, "--role", "master", "--sync", "async", "--log-retention", "5");
+        await CreateTableAsync(master);
+        for (var i = 0; i < 300; i++)
+        {
+            Assert.Equal(200, (await master.ExecuteAsync(["INSERT INTO t(id, v) VALUES(?, randomblob(64))", i])).Status);
+        }
+
+        await using var replica = await DataNodeProcess.StartAsync(NewDir(), "--role", "replica", "--master", master.ReplicationAddress, "--replication-timeout", "1s");
+        await ConvergedAsync(master, replica);
+        Assert.Equal(1, CountOf(master.Process.Output, "snapshot at LSN"));
+        Assert.DoesNotContain("nothing from the master", replica.Process.Output, StringComparison.Ordinal);
+    }
+
+    private static int CountOf(string text, string what)
+    {
+        var count = 0;
+        for (var at = text.IndexOf(what, StringComparison.Ordinal); at >= 0; at = text.IndexOf(what, at + what.Length, StringComparison.Ordinal))
+        {
+            count++;
+        }
+
+        return count;
+    }
+
+    [Fact]
+    public async Task A_replica_whose_clone_fails_unexpectedly_says_so_and_keeps_trying()
+    {
+        // The snapshot's file cannot be created (a directory is in its way): the follower's task ended with an
+        // exception nobody observed — the replica stopped following for good, silently.
+        await using var master = await DataNodeProcess.StartAsync(NewDir(), "--role", "master", "--sync", "async", "--log-retention", "5");
+        await CreateTableAsync(master);
+        for (var i = 0; i < 300; i++)
+        {
+            Assert.Equal(200, (await master.ExecuteAsync(["INSERT INTO t(id, v) VALUES(?, randomblob(64))", i])).Status);
+        }
+
+        var replicaDir = NewDir();
+        var blocker = Path.Combine(replicaDir, "incoming-snapshot.tmp");
+        Directory.CreateDirectory(blocker);
+        await using var replica = await DataNodeProcess.StartAsync(replicaDir, "--role", "replica", "--master", master.ReplicationAddress);
+        await Eventually.HoldsAsync(() => Task.FromResult(replica.Process.Output.Contains("failed unexpectedly", StringComparison.Ordinal)), "the failure is logged", TimeSpan.FromSeconds(30));
+        Directory.Delete(blocker);
+        await ConvergedAsync(master, replica);
+        Assert.Equal(300, (await replica.QueryAsync("SELECT count(*) FROM t")).GetProperty("rows")[0][0].GetInt64());
+    }
+
+    [Fact]
     public async Task A_known_replica_that_fell_behind_the_retention_streams_on_instead_of_re_cloning()
     {
         // From an audit: the log was trimmed by count alone, so a replica away (or cloning) for longer than

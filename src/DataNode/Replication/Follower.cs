@@ -88,6 +88,14 @@ internal sealed partial class Follower(Node node, string master, bool reclone, I
                 LastError = node.Flusher.Failure is { } failure ? "this node's WAL fsync failed; it follows no more until it is restarted: " + failure.Message : ex.Message;
                 LogSessionEnded(logger, MasterAddress, LastError);
             }
+            catch (Exception ex) when (ex is not OutOfMemoryException)
+            {
+                // Anything else (a file the snapshot cannot be written to, a bug) used to end this task with
+                // nobody awaiting it: the replica stopped following for good, said nothing, and still reported
+                // its master. It is logged as an error, shown in the status, and the follower tries again.
+                LastError = $"{ex.GetType().Name}: {ex.Message}";
+                LogSessionFailed(logger, ex, MasterAddress, LastError);
+            }
             finally
             {
                 Connected = false;
@@ -155,7 +163,12 @@ internal sealed partial class Follower(Node node, string master, bool reclone, I
             }
         }, token);
 
-        var answer = await ReadWithTimeoutAsync(frames, TimeSpan.FromSeconds(30)) ?? throw new IOException("the master closed the connection");
+        // Heartbeats come first while the master prepares a snapshot (its backup can take minutes).
+        Frame answer;
+        while ((answer = await ReadWithTimeoutAsync(frames, node.Options.ReplicationTimeout) ?? throw new IOException("the master closed the connection")).Tag == Tags.Heartbeat)
+        {
+        }
+
         switch (answer.Tag)
         {
             case Tags.Error:
@@ -402,7 +415,7 @@ internal sealed partial class Follower(Node node, string master, bool reclone, I
         {
             while (true)
             {
-                var frame = await ReadWithTimeoutAsync(frames, TimeSpan.FromSeconds(30)) ?? throw new IOException("the master closed the connection during a snapshot");
+                var frame = await ReadWithTimeoutAsync(frames, node.Options.ReplicationTimeout) ?? throw new IOException("the master closed the connection during a snapshot");
                 var reader = frame.Body();
                 if (frame.Tag == Tags.Chunk)
                 {
@@ -476,6 +489,9 @@ internal sealed partial class Follower(Node node, string master, bool reclone, I
 
     [LoggerMessage(EventId = 641, Level = LogLevel.Information, Message = "Replication from {Master} ended: {Reason}; reconnecting")]
     private static partial void LogSessionEnded(ILogger logger, string master, string reason);
+
+    [LoggerMessage(EventId = 646, Level = LogLevel.Error, Message = "Replication from {Master} failed unexpectedly: {Reason}; retrying")]
+    private static partial void LogSessionFailed(ILogger logger, Exception exception, string master, string reason);
 
     [LoggerMessage(EventId = 642, Level = LogLevel.Critical, Message = "DIVERGED at entry {Lsn}: {Reason}. Applying stopped; re-clone this replica (POST /follow with \"reclone\": true)")]
     private static partial void LogDiverged(ILogger logger, long lsn, string reason);

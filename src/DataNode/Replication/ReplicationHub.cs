@@ -48,6 +48,12 @@ internal sealed partial class ReplicationHub(Node node, ILogger logger, Api.Nati
     private readonly ConcurrentDictionary<string, ReplicaState> _replicas = new(StringComparer.Ordinal);
     private readonly ProgressWaiters _replicated = new();
     private readonly Lock _registryLock = new();
+
+    /// <summary>
+    /// The end of the last snapshot backup queued (under <see cref="_registryLock"/>): one is taken at a
+    /// time, replicas re-cloning together wait their turn (kept alive meanwhile).
+    /// </summary>
+    private Task _lastSnapshotTurn = Task.CompletedTask;
     private HashSet<string> _registered = new(StringComparer.Ordinal);
     private volatile int _registeredCount;
 
@@ -476,7 +482,36 @@ internal sealed partial class ReplicationHub(Node node, ILogger logger, Api.Nati
         var file = Path.Combine(node.Options.DataDir, $"snapshot-{Guid.NewGuid():N}.tmp");
         try
         {
-            var lsn = node.Db.BackupTo(file);
+            // The backup of a large database takes longer than a replica waits for an answer: it ran on this
+            // task, the replica gave up, reconnected and started another backup beside the first — none was
+            // ever sent, and the copies piled up on disk. It runs aside now, one at a time, while heartbeats
+            // tell the replica the master is working on its answer.
+            long lsn;
+            var turn = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            Task previous;
+            lock (_registryLock)
+            {
+                (previous, _lastSnapshotTurn) = (_lastSnapshotTurn, turn.Task);
+            }
+
+            try
+            {
+                await KeepAliveWhileAsync(frames, previous, token); // returns (or throws) only once the turn before ended
+                lsn = await KeepAliveWhileAsync(frames, Task.Run(() =>
+                {
+                    if (node.Options.SnapshotDelay > TimeSpan.Zero)
+                    {
+                        Thread.Sleep(node.Options.SnapshotDelay); // fault injection (tests): a slow backup
+                    }
+
+                    return node.Db.BackupTo(file);
+                }, CancellationToken.None), token);
+            }
+            finally
+            {
+                turn.SetResult();
+            }
+
             Interlocked.Exchange(ref _replicas.GetOrAdd(id, static i => new ReplicaState(i)).CloneLsn, lsn);
             PinLog();
 
@@ -522,6 +557,40 @@ internal sealed partial class ReplicationHub(Node node, ILogger logger, Api.Nati
             File.Delete(file);
         }
     }
+
+    /// <summary>Sends a heartbeat every 250 ms until <paramref name="work"/> ends (it is awaited even when sending fails).</summary>
+    private async Task<T> KeepAliveWhileAsync<T>(FrameConnection frames, Task<T> work, CancellationToken token)
+    {
+        await KeepAliveWhileAsync(frames, (Task)work, token);
+        return await work;
+    }
+
+    private async Task KeepAliveWhileAsync(FrameConnection frames, Task work, CancellationToken token)
+    {
+        try
+        {
+            while (await Task.WhenAny(work, Task.Delay(KeepAliveInterval, token)) != work)
+            {
+                await frames.SendAsync(Tags.Heartbeat, (ref MessagePackWriter w) =>
+                {
+                    w.WriteArrayHeader(2);
+                    w.Write(node.Db.Lsn);
+                    w.Write(node.Db.Epoch);
+                }, token);
+            }
+        }
+        catch (Exception ex) when (ex is IOException or OperationCanceledException or ObjectDisposedException)
+        {
+            // The replica went away: the work still finishes (a backup cannot be stopped half-way) before the
+            // snapshot's turn passes on and its file is deleted.
+            await work.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            throw;
+        }
+
+        await work;
+    }
+
+    private static readonly TimeSpan KeepAliveInterval = TimeSpan.FromMilliseconds(250);
 
     private static Task SendErrorAsync(FrameConnection frames, NodeErrorCode code, string message, CancellationToken token) =>
         frames.SendAsync(Tags.Error, (ref MessagePackWriter w) =>

@@ -32,11 +32,15 @@ internal sealed class DataNodeProcess : IAsyncDisposable
     /// </summary>
     public static string WalSyncFaultFile(string dataDir) => dataDir.TrimEnd('/') + ".fail-wal-sync";
 
-    public static async Task<DataNodeProcess> StartAsync(string dataDir, params string[] extra)
+    public static Task<DataNodeProcess> StartAsync(string dataDir, params string[] extra) =>
+        StartAsync(dataDir, new Dictionary<string, string>(), extra);
+
+    /// <summary>With more environment variables (the node's fault injection, e.g. INFRA_FAULT_SNAPSHOT_DELAY_MS).</summary>
+    public static async Task<DataNodeProcess> StartAsync(string dataDir, IReadOnlyDictionary<string, string> variables, params string[] extra)
     {
         var args = new List<string> { "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir", dataDir };
         args.AddRange(extra);
-        var environment = new Dictionary<string, string> { ["INFRA_FAULT_WAL_SYNC_FILE"] = WalSyncFaultFile(dataDir) };
+        var environment = new Dictionary<string, string>(variables) { ["INFRA_FAULT_WAL_SYNC_FILE"] = WalSyncFaultFile(dataDir) };
         return new DataNodeProcess(await ServiceProcess.StartAsync(Artifacts.DataNode, args, expectedEndpoints: 2, environment), dataDir);
     }
 
