@@ -17,7 +17,7 @@ internal sealed class WebMetrics
         Signups = meter.CreateCounter<long>("infra.web.signups", description: "Accounts created");
         Logins = meter.CreateCounter<long>("infra.web.logins", description: "Log-in attempts, by outcome");
         ClicksPublished = meter.CreateCounter<long>("infra.web.clicks_published", description: "Click events the queue acknowledged");
-        ClicksDropped = meter.CreateCounter<long>("infra.web.clicks_dropped", description: "Click events dropped, by reason (buffer_full: the queue was slow or down too long; publish_failed)");
+        ClicksDropped = meter.CreateCounter<long>("infra.web.clicks_dropped", description: "Click events dropped, by reason (buffer_full: the queue was slow or down so long that the buffer filled; shutdown: still unpublished when the node stopped)");
         ClicksCounted = meter.CreateCounter<long>("infra.web.clicks_counted", description: "Worker: click events applied to a link's count (a redelivered event is not counted again)");
         ClickEventsHandled = meter.CreateCounter<long>("infra.web.click_events", description: "Worker: click events taken from the queue, by outcome (acked, retried, malformed)");
         CacheErrors = meter.CreateCounter<long>("infra.web.cache_errors", description: "Cache calls that failed or timed out (served as misses)");
