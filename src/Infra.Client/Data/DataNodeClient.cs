@@ -36,8 +36,11 @@ public sealed class DataException : Exception
     /// <summary>The message without the code.</summary>
     public string Reason { get; }
 
-    /// <summary>True when sending the same request again may succeed: a lost connection, Busy, Behind, Unavailable, a failover in progress.</summary>
-    public bool IsRetriable => Code is "ConnectionLost" or "Busy" or "Behind" or "Unavailable" or "FailingOver" or "NotMaster" or "StaleEpoch";
+    /// <summary>
+    /// True when sending the same request again may succeed: a lost connection, Busy, Behind, Unavailable, a
+    /// failover in progress, a slot closed for a move (the write was not applied; the router answers it 503).
+    /// </summary>
+    public bool IsRetriable => Code is "ConnectionLost" or "Busy" or "Behind" or "Unavailable" or "FailingOver" or "NotMaster" or "StaleEpoch" or "SlotClosed";
 }
 
 /// <summary>Rows a query returned, and the LSN of the snapshot they were read at.</summary>

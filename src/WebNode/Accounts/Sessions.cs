@@ -11,9 +11,16 @@ internal sealed record Session(string Id, string User, IReadOnlyList<SessionToke
 
 /// <summary>
 /// Sessions live only in the cache tier: <c>session:&lt;id&gt;</c> is a hash (<c>user</c>,
-/// <c>created</c>, and <c>lsn:&lt;shard&gt;</c> for the user's last write on each shard) with the
+/// <c>created</c>, and <c>lsn:&lt;lsn&gt;:&lt;shard&gt;</c> for the user's writes on each shard) with the
 /// session TTL. The cookie carries just the id (32 random bytes, base64url), so every web node can
 /// serve every request.
+/// <para>
+/// A write's position is a field of its own, named by its LSN, and a reader takes the highest per shard:
+/// one field per shard overwritten by each write went backwards when two writes of one session finished
+/// in the other order (the later HSET carrying the lower LSN), and the user's next read could miss their
+/// newest write. Each write removes the lower positions the session showed it (never a higher one), so a
+/// session keeps few fields. (<c>lsn:&lt;shard&gt;</c> fields with the LSN as value, the old form, are read too.)
+/// </para>
 /// </summary>
 internal sealed class Sessions(Cache cache, WebOptions options, TimeProvider time)
 {
@@ -36,9 +43,14 @@ internal sealed class Sessions(Cache cache, WebOptions options, TimeProvider tim
             return null;
         }
 
-        var fields = await cache.HashGetAllAnywhereAsync(Key(id), "user");
+        return Read(id, await cache.HashGetAllAnywhereAsync(Key(id), "user"));
+    }
+
+    /// <summary>The session a hash holds (null without a user): the highest position per shard.</summary>
+    internal static Session? Read(string id, IEnumerable<StackExchange.Redis.HashEntry> fields)
+    {
         string? user = null;
-        var tokens = new List<SessionToken>();
+        var newest = new Dictionary<string, long>(StringComparer.Ordinal);
         foreach (var field in fields)
         {
             var name = field.Name.ToString();
@@ -46,18 +58,54 @@ internal sealed class Sessions(Cache cache, WebOptions options, TimeProvider tim
             {
                 user = field.Value.ToString();
             }
-            else if (name.StartsWith(TokenPrefix, StringComparison.Ordinal) && long.TryParse(field.Value.ToString(), NumberStyles.None, CultureInfo.InvariantCulture, out var lsn))
+            else if (TryParseToken(name, field.Value.ToString()) is { } token && token.Lsn > newest.GetValueOrDefault(token.Shard, -1))
             {
-                tokens.Add(new SessionToken(name[TokenPrefix.Length..], lsn));
+                newest[token.Shard] = token.Lsn;
             }
         }
 
-        return user is null ? null : new Session(id, user, tokens);
+        return user is null ? null : new Session(id, user, [.. newest.Select(t => new SessionToken(t.Key, t.Value))]);
     }
 
-    /// <summary>Remembers the user's newest write on a shard, so their next reads see it.</summary>
+    /// <summary>
+    /// Remembers a write of the user's on a shard, so their next reads see it; drops the lower positions
+    /// on that shard the session showed (a concurrent write's higher one is not among them).
+    /// </summary>
     public Task RememberWriteAsync(Session session, SessionToken token) =>
-        token.Shard.Length == 0 ? Task.CompletedTask : cache.HashSetIfLiveAsync(Key(session.Id), "user", TokenPrefix + token.Shard, token.Lsn);
+        token.Shard.Length == 0 ? Task.CompletedTask : cache.HashSetIfLiveAsync(Key(session.Id), "user", FieldOf(token), token.Lsn, Superseded(session, token));
+
+    /// <summary>The fields a write's position makes useless: the session's lower ones on its shard (and the old form).</summary>
+    internal static StackExchange.Redis.RedisValue[] Superseded(Session session, SessionToken token)
+    {
+        var older = session.Tokens.Where(t => t.Shard == token.Shard && t.Lsn < token.Lsn).Select(t => (StackExchange.Redis.RedisValue)FieldOf(t)).ToList();
+        var oldForm = TokenPrefix + token.Shard;
+        if (TryParseToken(oldForm, "") is null)
+        {
+            older.Add(oldForm); // (unless a shard id like "12:x" makes it a name of the new form)
+        }
+
+        return [.. older];
+    }
+
+    internal static string FieldOf(SessionToken token) => string.Create(CultureInfo.InvariantCulture, $"{TokenPrefix}{token.Lsn}:{token.Shard}");
+
+    /// <summary><c>lsn:&lt;lsn&gt;:&lt;shard&gt;</c>, or the old <c>lsn:&lt;shard&gt;</c> with the LSN as value; null for anything else.</summary>
+    internal static SessionToken? TryParseToken(string name, string value)
+    {
+        if (!name.StartsWith(TokenPrefix, StringComparison.Ordinal))
+        {
+            return null;
+        }
+
+        var rest = name.AsSpan(TokenPrefix.Length);
+        var colon = rest.IndexOf(':');
+        if (colon > 0 && colon + 1 < rest.Length && long.TryParse(rest[..colon], NumberStyles.None, CultureInfo.InvariantCulture, out var lsn))
+        {
+            return new SessionToken(rest[(colon + 1)..].ToString(), lsn);
+        }
+
+        return rest.Length > 0 && long.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var old) ? new SessionToken(rest.ToString(), old) : null;
+    }
 
     public Task DeleteAsync(string id) => cache.DeleteAnywhereAsync(Key(id));
 

@@ -95,7 +95,8 @@ internal sealed partial class Cache(CacheCluster cluster, WebMetrics metrics, IL
     /// HSET made a new one without that field and without a TTL: it is removed again, so nothing
     /// outlives its session (readers skip it meanwhile).
     /// </summary>
-    public async Task<bool> HashSetIfLiveAsync(string key, string requiredField, string field, RedisValue value)
+    /// <param name="remove">Fields removed from the hash once the field is set in it.</param>
+    public async Task<bool> HashSetIfLiveAsync(string key, string requiredField, string field, RedisValue value, RedisValue[]? remove = null)
     {
         foreach (var db in cluster.GetCandidateDatabases(key))
         {
@@ -104,6 +105,11 @@ internal sealed partial class Cache(CacheCluster cluster, WebMetrics metrics, IL
                 await d.HashSetAsync(key, field, value);
                 if (await d.HashExistsAsync(key, requiredField))
                 {
+                    if (remove is { Length: > 0 })
+                    {
+                        await d.HashDeleteAsync(key, remove);
+                    }
+
                     return true;
                 }
 
