@@ -37,5 +37,9 @@ public sealed class CacheTests
         // A cache server that cannot be reached is a miss, through the real client.
         Assert.True((await cache.GetAsync("k")).IsNull);
         Assert.Equal(4, Interlocked.Read(ref errors));
+
+        // But a delete that could not reach a node that may hold the key says so (a logout must not claim
+        // to have ended a session the node would serve again once it is back).
+        Assert.False(await cache.DeleteAnywhereAsync("session:x"));
     }
 }

@@ -38,7 +38,7 @@ internal sealed class Sessions(Cache cache, WebOptions options, TimeProvider tim
 
     public async Task<Session?> GetAsync(string? id)
     {
-        if (id is null || id.Length != 43 || !Base64Url.IsValid(id))
+        if (id is null || !IsWellFormed(id))
         {
             return null;
         }
@@ -107,7 +107,10 @@ internal sealed class Sessions(Cache cache, WebOptions options, TimeProvider tim
         return rest.Length > 0 && long.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var old) ? new SessionToken(rest.ToString(), old) : null;
     }
 
-    public Task DeleteAsync(string id) => cache.DeleteAnywhereAsync(Key(id));
+    /// <summary>Ends a session; false when a cache server that may hold it could not be reached.</summary>
+    public Task<bool> DeleteAsync(string id) => IsWellFormed(id) ? cache.DeleteAnywhereAsync(Key(id)) : Task.FromResult(true);
+
+    private static bool IsWellFormed(string id) => id.Length == 43 && Base64Url.IsValid(id);
 
     private static string Key(string id) => "session:" + id;
 }

@@ -150,9 +150,11 @@ internal sealed partial class WebRoutes(
 
     private async Task LogOutAsync(HttpContext context)
     {
-        if (context.Request.Cookies[Sessions.Cookie] is { } id)
+        if (context.Request.Cookies[Sessions.Cookie] is { } id && !await sessions.DeleteAsync(id))
         {
-            await sessions.DeleteAsync(id);
+            // A cache server that may hold the session did not answer: it would serve it again once back
+            // (a copied cookie with it). Not "logged out" then: the cookie stays, so a retry can finish it.
+            throw new DataUnavailableException("the session could not be ended: a cache server that may hold it did not answer; try again");
         }
 
         context.Response.Cookies.Delete(Sessions.Cookie, new CookieOptions { Path = "/" });

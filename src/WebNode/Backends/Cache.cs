@@ -68,13 +68,23 @@ internal sealed partial class Cache(CacheCluster cluster, WebMetrics metrics, IL
         return [];
     }
 
-    /// <summary>Deletes a key wherever <see cref="HashGetAllAnywhereAsync"/> could find it.</summary>
-    public async Task DeleteAnywhereAsync(string key)
+    /// <summary>
+    /// Deletes a key wherever <see cref="HashGetAllAnywhereAsync"/> could find it; false when a node that may
+    /// hold it could not be asked (it may still hold the key, and serve it again once it is reachable).
+    /// </summary>
+    public async Task<bool> DeleteAnywhereAsync(string key)
     {
+        var everywhere = true;
         foreach (var db in cluster.GetCandidateDatabases(key))
         {
-            await TryAsync(db, key, d => d.KeyDeleteAsync(key), false);
+            everywhere &= await TryAsync(db, key, async d =>
+            {
+                await d.KeyDeleteAsync(key);
+                return true;
+            }, false);
         }
+
+        return everywhere;
     }
 
     /// <summary>HSET then PEXPIRE in one round trip.</summary>
