@@ -36,4 +36,40 @@ public sealed class GuardTests
         aborted.Cancel();
         await Assert.ThrowsAsync<OperationCanceledException>(() => WebRoutes.Guard(context, _ => throw new OperationCanceledException(), NullLogger.Instance));
     }
+
+    [Theory]
+    [InlineData("POST", "cross-site", null, false)] // a form on another site (login CSRF)
+    [InlineData("POST", "same-site", null, false)]
+    [InlineData("POST", "same-origin", null, true)]
+    [InlineData("POST", "none", null, true)] // typed in by the user
+    [InlineData("POST", null, "https://evil.example", false)] // an older browser: Origin only
+    [InlineData("POST", null, "http://app.example:8080", true)]
+    [InlineData("POST", null, "null", false)]
+    [InlineData("POST", null, null, true)] // curl, scripts
+    [InlineData("GET", "cross-site", "https://evil.example", true)] // a link followed from elsewhere
+    public async Task A_browsers_cross_origin_write_is_refused_before_the_handler_runs(string method, string? site, string? origin, bool allowed)
+    {
+        var context = new DefaultHttpContext();
+        context.Response.Body = new MemoryStream();
+        context.Request.Method = method;
+        context.Request.Host = new HostString("app.example:8080");
+        if (site is not null)
+        {
+            context.Request.Headers["Sec-Fetch-Site"] = site;
+        }
+
+        if (origin is not null)
+        {
+            context.Request.Headers.Origin = origin;
+        }
+
+        var ran = false;
+        await WebRoutes.Guard(context, _ =>
+        {
+            ran = true;
+            return Task.CompletedTask;
+        }, NullLogger.Instance);
+        Assert.Equal(allowed, ran);
+        Assert.Equal(allowed ? 200 : 403, context.Response.StatusCode);
+    }
 }

@@ -47,6 +47,12 @@ internal sealed partial class WebRoutes(
     {
         try
         {
+            if (IsCrossOriginWrite(context.Request))
+            {
+                await ErrorAsync(context, StatusCodes.Status403Forbidden, "forbidden", "a cross-origin request may not change anything here");
+                return;
+            }
+
             await handler(context);
         }
         catch (DataUnavailableException ex)
@@ -387,6 +393,35 @@ internal sealed partial class WebRoutes(
 
         var comma = text.IndexOf(',', StringComparison.Ordinal);
         return (comma < 0 ? text : text[..comma]).Trim();
+    }
+
+    /// <summary>
+    /// A browser's request from another site that would change something (log in, sign up, make a link):
+    /// refused, as the fetch metadata it sends says where it came from. The JSON bodies are read whatever
+    /// their Content-Type (so curl -d works), and a form with enctype=text/plain can post one: without this
+    /// a page anywhere could log its visitor in to the attacker's account (login CSRF; SameSite=Lax keeps
+    /// the visitor's cookie from that POST, not the answer's cookie from the visitor). Clients without
+    /// these headers (curl, scripts, old browsers) are not browsers acting for someone else.
+    /// </summary>
+    internal static bool IsCrossOriginWrite(HttpRequest request)
+    {
+        if (HttpMethods.IsGet(request.Method) || HttpMethods.IsHead(request.Method) || HttpMethods.IsOptions(request.Method))
+        {
+            return false;
+        }
+
+        if (request.Headers["Sec-Fetch-Site"] is { Count: > 0 } site)
+        {
+            return site.ToString() is not ("same-origin" or "none");
+        }
+
+        if (request.Headers.Origin is { Count: > 0 } origin)
+        {
+            return !(Uri.TryCreate(origin.ToString(), UriKind.Absolute, out var from)
+                && string.Equals(from.Authority, request.Host.Value, StringComparison.OrdinalIgnoreCase));
+        }
+
+        return false;
     }
 
     internal static Task ErrorAsync(HttpContext context, int status, string error, string message)
