@@ -177,6 +177,46 @@ public sealed class StackTests(StackFixture fixture)
     }
 
     [Fact]
+    public async Task With_the_router_down_the_worker_waits_and_every_click_is_counted_when_it_is_back()
+    {
+        // The worker kept fetching while the router was down: each fetch spent a delivery, and 15 s into the
+        // outage the broker moved every click made during it to the dead-letter topic, never counted.
+        var cookie = await SignUpAsync(Stack.Lb);
+        var links = await CreateLinksAsync(cookie, 10);
+        using var client = WithCookie(Stack.Lb, cookie);
+        async Task<long> TotalAsync()
+        {
+            long total = 0;
+            foreach (var link in links)
+            {
+                total += (await client.GetFromJsonAsync<JsonElement>("/api/links/" + link.Code)).GetProperty("clicks").GetInt64();
+            }
+
+            return total;
+        }
+
+        foreach (var link in links)
+        {
+            Assert.Equal(link.Url, await RedirectAsync(link.Code)); // now in the cache: redirects need no router
+        }
+
+        await Eventually.HoldsAsync(async () => await TotalAsync() == links.Count, "the first clicks are counted", TimeSpan.FromSeconds(30));
+        await Stack.KillAsync("router");
+        try
+        {
+            await ForEachAsync(Enumerable.Range(0, 100).ToList(), async i => Assert.Equal(links[i % links.Count].Url, await RedirectAsync(links[i % links.Count].Code)));
+            await Task.Delay(TimeSpan.FromSeconds(20)); // the outage itself: longer than the deliveries' back-off used to last
+        }
+        finally
+        {
+            await Stack.RestartAsync("router");
+            await Stack.AllUpAsync();
+        }
+
+        await Eventually.HoldsAsync(async () => await TotalAsync() == links.Count + 100, "every click made while the router was down is counted", TimeSpan.FromSeconds(90));
+    }
+
+    [Fact]
     public async Task Killing_a_web_node_under_load_fails_no_get_through_the_lb()
     {
         var cookie = await SignUpAsync(Stack.Lb);

@@ -55,9 +55,9 @@ internal sealed partial class ClickWorker(WebOptions options, Database db, WebMe
             {
                 var queue = await _queue.GetAsync(stoppingToken);
                 var deliveries = await queue.QueueFetchAsync(options.ClickTopic, options.WorkerGroup, options.WorkerBatch, TimeSpan.FromSeconds(1));
-                if (deliveries.Count > 0)
+                if (deliveries.Count > 0 && await HandleAsync(queue, deliveries))
                 {
-                    await HandleAsync(queue, deliveries);
+                    await UntilRouterAnswersAsync(stoppingToken);
                 }
             }
             catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
@@ -72,8 +72,36 @@ internal sealed partial class ClickWorker(WebOptions options, Database db, WebMe
         }
     }
 
-    private async Task HandleAsync(QueueClient queue, List<QueueDelivery> deliveries)
+    /// <summary>
+    /// While the shard router does not answer at all, fetching more would only spend the events' deliveries
+    /// (each fetch is one; the last moves them to the dead-letter topic): with the router down for longer
+    /// than the nack back-off, every click of the outage was dead-lettered and never counted. The worker
+    /// waits here instead, with back-off, until a ping gets through.
+    /// </summary>
+    private async Task UntilRouterAnswersAsync(CancellationToken stoppingToken)
     {
+        var delay = TimeSpan.FromMilliseconds(250);
+        while (true)
+        {
+            try
+            {
+                await db.PingAsync();
+                return;
+            }
+            catch (DataUnavailableException ex)
+            {
+                LogRouterDown(logger, ex.Message, delay.TotalMilliseconds);
+            }
+
+            await Task.Delay(delay, time, stoppingToken);
+            delay = TimeSpan.FromMilliseconds(Math.Min(delay.TotalMilliseconds * 2, 5000));
+        }
+    }
+
+    /// <summary>Counts and acks what it can, nacks the rest; true when the router could not be reached.</summary>
+    private async Task<bool> HandleAsync(QueueClient queue, List<QueueDelivery> deliveries)
+    {
+        var routerDown = false;
         var done = new List<string>();
         var byLink = new Dictionary<string, List<(QueueDelivery Delivery, ClickEvent Click)>>(StringComparer.Ordinal);
         foreach (var delivery in deliveries)
@@ -114,6 +142,11 @@ internal sealed partial class ClickWorker(WebOptions options, Database db, WebMe
                 catch (Exception ex) when (ex is DataUnavailableException or DataException)
                 {
                     LogWriteFailed(logger, link.Key, ex.Message);
+                    if (ex.InnerException is BackendDownException or TimeoutException || ex.InnerException is DataException { Code: "ConnectionLost" })
+                    {
+                        Volatile.Write(ref routerDown, true);
+                    }
+
                     lock (failed)
                     {
                         failed.AddRange(chunk.Select(c => c.Delivery));
@@ -130,15 +163,18 @@ internal sealed partial class ClickWorker(WebOptions options, Database db, WebMe
 
         if (failed.Count > 0)
         {
-            // Back to the queue after a pause that doubles with each delivery (1, 2, 4, 8… s, at most
-            // 30 s), so a shard that is failing over or waiting for a replica has about half a minute
-            // before --max-deliveries moves the events to the dead-letter topic.
+            // Back to the queue after a pause that doubles with each delivery (2, 4, 8, 16… s, at most
+            // 30 s), so a shard that is failing over or waiting for a replica has half a minute before the
+            // broker's default --max-deliveries (5) moves the events to the dead-letter topic. (A router that
+            // does not answer at all stops the fetching instead, see UntilRouterAnswersAsync.)
             await queue.NackAsync(options.ClickTopic, options.WorkerGroup, failed.Select(d => d.DeliveryId), NackDelay(failed.Max(d => d.DeliveryCount)));
             metrics.ClickEventsHandled.Add(failed.Count, new KeyValuePair<string, object?>("outcome", "retried"));
         }
+
+        return routerDown;
     }
 
-    public static TimeSpan NackDelay(int deliveryCount) => TimeSpan.FromSeconds(Math.Min(30, Math.Pow(2, Math.Clamp(deliveryCount, 1, 16) - 1)));
+    public static TimeSpan NackDelay(int deliveryCount) => TimeSpan.FromSeconds(Math.Min(30, Math.Pow(2, Math.Clamp(deliveryCount, 1, 16))));
 
     public override async Task StopAsync(CancellationToken cancellationToken)
     {
@@ -151,6 +187,9 @@ internal sealed partial class ClickWorker(WebOptions options, Database db, WebMe
 
     [LoggerMessage(EventId = 721, Level = LogLevel.Warning, Message = "Click worker: delivery {DeliveryId} is not a click event ({Problem}); acked and dropped")]
     private static partial void LogMalformed(ILogger logger, string deliveryId, string problem);
+
+    [LoggerMessage(EventId = 723, Level = LogLevel.Warning, Message = "Click worker: the shard router does not answer ({Reason}); no more events are taken until it does (next try in {DelayMs} ms)")]
+    private static partial void LogRouterDown(ILogger logger, string reason, double delayMs);
 
     [LoggerMessage(EventId = 722, Level = LogLevel.Warning, Message = "Click worker: counting clicks of {Code} failed; they come back: {Reason}")]
     private static partial void LogWriteFailed(ILogger logger, string code, string reason);
