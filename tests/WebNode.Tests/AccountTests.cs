@@ -75,4 +75,38 @@ public sealed class AccountTests
     [InlineData("1.Ab3' OR 1=1")]
     [InlineData("99999999999999999999999.Ab3")]
     public void Forged_cursors_are_refused(string cursor) => Assert.Throws<FormatException>(() => LinkStore.ParseCursor(cursor));
+
+    [Fact]
+    public async Task Key_derivations_run_one_per_slot_and_a_caller_that_waits_too_long_gets_503()
+    {
+        // Unbounded, a flood of bad-password log-ins (free to send, ~30 ms of CPU each) took every core.
+        using var gate = new KdfGate(2, TimeSpan.FromSeconds(1));
+        using var release = new ManualResetEventSlim(false);
+        var running = 0;
+        var most = 0;
+        int Work()
+        {
+            var now = Interlocked.Increment(ref running);
+            InterlockedMax(ref most, now);
+            release.Wait(TimeSpan.FromSeconds(30));
+            Interlocked.Decrement(ref running);
+            return 1;
+        }
+
+        var first = gate.RunAsync(Work);
+        var second = gate.RunAsync(Work);
+        await Assert.ThrowsAsync<Infra.WebNode.Backends.DataUnavailableException>(() => gate.RunAsync(Work)); // both slots busy past the wait
+        var waiting = gate.RunAsync(Work);
+        release.Set();
+        Assert.Equal(new[] { 1, 1, 1 }, await Task.WhenAll(first, second, waiting));
+        Assert.Equal(2, most);
+    }
+
+    private static void InterlockedMax(ref int target, int value)
+    {
+        int seen;
+        while ((seen = Volatile.Read(ref target)) < value && Interlocked.CompareExchange(ref target, value, seen) != seen)
+        {
+        }
+    }
 }

@@ -4,8 +4,17 @@ using Infra.WebNode.Backends;
 namespace Infra.WebNode.Accounts;
 
 /// <summary>Users, sharded by name: sign-up stores a slow hash of the password; log-in reads it from the master.</summary>
-internal sealed class Accounts(Database db, WebOptions options, TimeProvider time)
+internal sealed class Accounts(Database db, WebOptions options, TimeProvider time) : IDisposable
 {
+    /// <summary>
+    /// Key derivations run at most one per core at a time, a caller waiting at most this long for one; past it
+    /// the request is 503. Each costs tens of ms of CPU and a bad password is free to send: without a bound,
+    /// a few dozen log-ins a second took both cores from the redirects.
+    /// </summary>
+    public static readonly TimeSpan KdfWait = TimeSpan.FromSeconds(2);
+
+    private readonly KdfGate _kdf = new(Environment.ProcessorCount, KdfWait);
+
     /// <summary>A hash with the configured cost, made once, that unknown names are checked against.</summary>
     private readonly Lazy<string> _decoy = new(() => Passwords.Hash(Convert.ToBase64String(System.Security.Cryptography.RandomNumberGenerator.GetBytes(16)), options.KdfIterations));
 
@@ -37,7 +46,7 @@ internal sealed class Accounts(Database db, WebOptions options, TimeProvider tim
     /// <summary>False when the name is taken.</summary>
     public async Task<bool> SignUpAsync(string name, string password)
     {
-        var hash = await Task.Run(() => Passwords.Hash(password, options.KdfIterations));
+        var hash = await _kdf.RunAsync(() => Passwords.Hash(password, options.KdfIterations));
         try
         {
             await db.ExecuteAsync(name, [["INSERT INTO users(name, password, created_at) VALUES (?, ?, ?)", name, hash, time.GetUtcNow().ToUnixTimeMilliseconds()]]);
@@ -57,10 +66,37 @@ internal sealed class Accounts(Database db, WebOptions options, TimeProvider tim
         {
             // Same work as a real check — one key derivation, against a hash made once — so timing does
             // not tell which names exist (it made a hash and then checked it: twice the work, found by fuzzing).
-            await Task.Run(() => Passwords.Verify(password, _decoy.Value));
+            await _kdf.RunAsync(() => Passwords.Verify(password, _decoy.Value));
             return false;
         }
 
-        return await Task.Run(() => Passwords.Verify(password, stored));
+        return await _kdf.RunAsync(() => Passwords.Verify(password, stored));
     }
+
+    public void Dispose() => _kdf.Dispose();
+}
+
+/// <summary>Runs CPU-bound work on the pool, at most <paramref name="concurrency"/> at a time; a caller that waited <paramref name="wait"/> gets 503.</summary>
+internal sealed class KdfGate(int concurrency, TimeSpan wait) : IDisposable
+{
+    private readonly SemaphoreSlim _slots = new(Math.Max(1, concurrency));
+
+    public async Task<T> RunAsync<T>(Func<T> work)
+    {
+        if (!await _slots.WaitAsync(wait))
+        {
+            throw new DataUnavailableException("too many log-ins and sign-ups are being checked; try again");
+        }
+
+        try
+        {
+            return await Task.Run(work);
+        }
+        finally
+        {
+            _slots.Release();
+        }
+    }
+
+    public void Dispose() => _slots.Dispose();
 }
