@@ -336,6 +336,54 @@ public sealed class StackTests(StackFixture fixture)
     }
 
     [Fact]
+    public async Task A_cache_server_that_hangs_makes_its_users_sessions_unavailable_not_logged_out()
+    {
+        // A timeout was taken for "no such session": signed-in users were told to log in (401) while their
+        // session sat intact on a cache server that was only slow.
+        var cookie = await SignUpAsync(Stack.Lb);
+        var key = "session:" + cookie["sid=".Length..];
+        var caches = (await Stack.StatusAsync()).Where(n => n.Name.StartsWith("cache-", StringComparison.Ordinal)).ToList();
+        StackNode? home = null;
+        foreach (var cache in caches)
+        {
+            await using var connection = await ConnectionMultiplexer.ConnectAsync(cache.Address);
+            if (await connection.GetDatabase().KeyExistsAsync(key))
+            {
+                home = cache;
+            }
+        }
+
+        Assert.NotNull(home);
+        using var client = WithCookie(Stack.Lb, cookie);
+        SendSignal(home.Pid!.Value, "STOP");
+        try
+        {
+            var up0 = await WebMetricSumAsync("infra_web_cache_nodes_up");
+            using var me = await client.GetAsync("/api/me");
+            var up1 = await WebMetricSumAsync("infra_web_cache_nodes_up");
+            Assert.True(me.StatusCode == HttpStatusCode.ServiceUnavailable, $"{me.StatusCode} up {up0} -> {up1} errors {await WebMetricSumAsync("infra_web_cache_errors")}"); // was 401
+            Assert.True(me.Headers.Contains("Retry-After"));
+        }
+        finally
+        {
+            SendSignal(home.Pid!.Value, "CONT");
+        }
+
+        await Eventually.HoldsAsync(async () =>
+        {
+            using var me = await client.GetAsync("/api/me");
+            return me.StatusCode == HttpStatusCode.OK;
+        }, "the session is served again", TimeSpan.FromSeconds(30));
+    }
+
+    private static void SendSignal(int pid, string signal)
+    {
+        using var kill = Process.Start(new ProcessStartInfo("kill", ["-" + signal, pid.ToString(System.Globalization.CultureInfo.InvariantCulture)]) { UseShellExecute = false })!;
+        kill.WaitForExit();
+        Assert.Equal(0, kill.ExitCode);
+    }
+
+    [Fact]
     public async Task A_session_made_while_its_home_cache_was_down_stays_valid_and_keeps_its_write_tokens_once_the_home_is_back()
     {
         // Found by a chaos soak: sessions made while a cache server was down got intermittent 401s once

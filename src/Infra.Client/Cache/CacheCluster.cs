@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using StackExchange.Redis;
 
 namespace Infra.Client.Cache;
@@ -41,14 +42,23 @@ public sealed class CacheCluster : IAsyncDisposable
     private readonly ConnectionMultiplexer[] _connections;
     private readonly bool _eject;
 
+    /// <summary>Per node, when its connection failed (a Stopwatch timestamp), 0 while it is up.</summary>
+    private readonly long[] _downSince;
+
     private CacheCluster(CachePlacement placement, ConnectionMultiplexer[] connections, bool eject)
     {
         Placement = placement;
         _connections = connections;
         _eject = eject;
+        _downSince = new long[connections.Length];
         for (var i = 0; i < connections.Length; i++)
         {
             var node = i;
+            if (!connections[i].IsConnected)
+            {
+                _downSince[i] = Stopwatch.GetTimestamp();
+            }
+
             connections[i].ConnectionFailed += (_, e) => OnConnectionChanged(node, e, up: false);
             connections[i].ConnectionRestored += (_, e) => OnConnectionChanged(node, e, up: true);
             if (eject && !connections[i].IsConnected)
@@ -110,6 +120,18 @@ public sealed class CacheCluster : IAsyncDisposable
         return [.. new[] { now, home, runnerUp }.Distinct().Select(i => _connections[i].GetDatabase())];
     }
 
+    /// <summary>As <see cref="GetCandidateDatabases"/>, with each database's node index.</summary>
+    public IReadOnlyList<(int Node, IDatabase Database)> GetCandidates(RedisKey key)
+    {
+        var bytes = (byte[]?)key ?? [];
+        var now = Placement.NodeFor(bytes);
+        var (home, runnerUp) = Placement.Candidates(bytes);
+        return [.. new[] { now, home, runnerUp }.Distinct().Select(i => (i, _connections[i].GetDatabase()))];
+    }
+
+    /// <summary>How long a node's connection has been failed (zero while it is up): a node down for long is gone, one down a moment may be slow.</summary>
+    public TimeSpan DownFor(int node) => Volatile.Read(ref _downSince[node]) is var since and not 0 ? Stopwatch.GetElapsedTime(since) : TimeSpan.Zero;
+
     /// <summary>The multiplexer of one node (server commands, pub/sub, pipelines of keys placed together).</summary>
     public IConnectionMultiplexer GetConnection(int node) => _connections[node];
 
@@ -126,7 +148,21 @@ public sealed class CacheCluster : IAsyncDisposable
 
     private void OnConnectionChanged(int node, ConnectionFailedEventArgs e, bool up)
     {
-        if (!_eject || e.ConnectionType != ConnectionType.Interactive)
+        if (e.ConnectionType != ConnectionType.Interactive)
+        {
+            return;
+        }
+
+        if (up)
+        {
+            Volatile.Write(ref _downSince[node], 0);
+        }
+        else
+        {
+            Interlocked.CompareExchange(ref _downSince[node], Stopwatch.GetTimestamp(), 0); // the first failure counts
+        }
+
+        if (!_eject)
         {
             return;
         }

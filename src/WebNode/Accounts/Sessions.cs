@@ -43,7 +43,9 @@ internal sealed class Sessions(Cache cache, WebOptions options, TimeProvider tim
             return null;
         }
 
-        return Read(id, await cache.HashGetAllAnywhereAsync(Key(id), "user"));
+        return await cache.HashGetAllAnywhereAsync(Key(id), "user") is { } fields
+            ? Read(id, fields)
+            : throw new DataUnavailableException("the session could not be looked up: a cache server that may hold it did not answer; try again");
     }
 
     /// <summary>The session a hash holds (null without a user): the highest position per shard.</summary>

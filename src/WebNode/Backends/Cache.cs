@@ -37,6 +37,9 @@ internal sealed partial class Cache(CacheCluster cluster, WebMetrics metrics, IL
         return cache;
     }
 
+    /// <summary>A cache server whose connection has failed for this long is taken as gone, with the keys it held.</summary>
+    public static readonly TimeSpan GoneAfter = TimeSpan.FromSeconds(10);
+
     /// <summary>Cache servers connected now.</summary>
     public int NodesUp => Enumerable.Range(0, cluster.Nodes.Count).Count(i => cluster.GetConnection(i).IsConnected);
 
@@ -54,34 +57,49 @@ internal sealed partial class Cache(CacheCluster cluster, WebMetrics metrics, IL
     /// <paramref name="requiredField"/> is a miss: <see cref="HashSetIfLiveAsync"/> may have made one
     /// for a moment on a node that does not hold the session.
     /// </summary>
-    public async Task<HashEntry[]> HashGetAllAnywhereAsync(string key, string requiredField)
+    /// <returns>
+    /// The fields; empty when no candidate holds it (or only nodes down for longer than
+    /// <see cref="GoneAfter"/> might: a dead cache server's sessions are gone, their users log in again);
+    /// null when a node that failed or timed out just now may hold it — "absent" would tell a signed-in
+    /// user to log in while their session sits on a server that is only slow or restarting.
+    /// </returns>
+    public async Task<HashEntry[]?> HashGetAllAnywhereAsync(string key, string requiredField)
     {
-        foreach (var db in cluster.GetCandidateDatabases(key))
+        var unknown = false;
+        foreach (var (node, db) in cluster.GetCandidates(key))
         {
-            var fields = await TryAsync(db, key, d => d.HashGetAllAsync(key), []);
-            if (fields.Any(f => f.Name == requiredField))
+            var fields = await TryAsync<HashEntry[]?>(db, key, async d => await d.HashGetAllAsync(key), null);
+            if (fields is null)
+            {
+                unknown |= cluster.DownFor(node) < GoneAfter;
+            }
+            else if (fields.Any(f => f.Name == requiredField))
             {
                 return fields;
             }
         }
 
-        return [];
+        return unknown ? null : [];
     }
 
     /// <summary>
     /// Deletes a key wherever <see cref="HashGetAllAnywhereAsync"/> could find it; false when a node that may
-    /// hold it could not be asked (it may still hold the key, and serve it again once it is reachable).
+    /// hold it could not be asked (it may still hold the key, and serve it again once it is reachable) —
+    /// unless that node has been down longer than <see cref="GoneAfter"/>: taken as gone with its keys, as
+    /// for reads (else its users could not log out until it is back). A cache server cut off that long
+    /// and back with its memory could serve a session ended meanwhile; one that restarted comes back empty.
     /// </summary>
     public async Task<bool> DeleteAnywhereAsync(string key)
     {
         var everywhere = true;
-        foreach (var db in cluster.GetCandidateDatabases(key))
+        foreach (var (node, db) in cluster.GetCandidates(key))
         {
-            everywhere &= await TryAsync(db, key, async d =>
+            var deleted = await TryAsync(db, key, async d =>
             {
                 await d.KeyDeleteAsync(key);
                 return true;
             }, false);
+            everywhere &= deleted || cluster.DownFor(node) >= GoneAfter;
         }
 
         return everywhere;
