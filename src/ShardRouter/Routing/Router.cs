@@ -263,33 +263,21 @@ internal sealed partial class Router : IAsyncDisposable
     /// <summary>One shard's part of a read, on the node the consistency level allows.</summary>
     private async Task<(QueryRows Rows, string Node)> QueryShardAsync(ShardInfo shard, QueryRequest request, CancellationToken cancellationToken)
     {
-        long minLsn = 0;
+        // Every read of a shard waits for a node at its fan-out floor, its LSN after the last copy that moved
+        // a slot in and the last delete of one that left. Below it a replica lacks rows the shard owns: a
+        // fan-out would miss them, a keyed read (any consistency) would answer "absent" for a row that was
+        // never deleted, and a session read would miss the user's own write — made here or on another shard,
+        // or made here, moved away and back (its token then is below the copy that brought it back).
+        var minLsn = shard.FanOutFloor;
         if (request.Consistency == Consistency.Session)
         {
-            var elsewhere = false;
             foreach (var token in request.Tokens)
             {
                 if (token.Shard == shard.Id)
                 {
                     minLsn = Math.Max(minLsn, token.Lsn);
                 }
-                else
-                {
-                    elsewhere = true;
-                }
             }
-
-            // A token of another shard may be for rows whose slot has moved here since: the shard's
-            // fan-out floor is at least its LSN after every copy that moved a slot in.
-            if (elsewhere)
-            {
-                minLsn = Math.Max(minLsn, shard.FanOutFloor);
-            }
-        }
-
-        if (!request.HasKey)
-        {
-            minLsn = Math.Max(minLsn, shard.FanOutFloor);
         }
 
         if (request.Consistency != Consistency.Strong && PickReplica(shard, minLsn) is { } replica)
