@@ -40,6 +40,9 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
     /// <summary>Cleanups that failed, and when to try each again (a shard that is down must not stall the rest).</summary>
     private readonly Dictionary<SlotCleanup, long> _cleanupRetryAt = [];
 
+    /// <summary>Slots whose last moves failed: how many times in a row, and when to try again (Environment.TickCount64).</summary>
+    private readonly Dictionary<int, (int Failures, long RetryAt)> _slotRetryAt = [];
+
     /// <summary>Shards (with the tables and slot count) whose slot indexes exist (<see cref="EnsureSlotIndexesAsync"/>).</summary>
     private readonly HashSet<string> _indexed = [];
     private readonly Dictionary<string, long> _indexFailedAt = [];
@@ -331,12 +334,20 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
 
         var target = map.TargetOwners();
         var misplaced = Enumerable.Range(0, map.Slots).Where(s => map.Owners[s] != target[s]).ToList();
-        var slot = misplaced.FirstOrDefault(s => !map.Cleanups.Contains(new SlotCleanup(s, map.Shards[target[s]].Id)), -1);
+        int slot;
+        lock (_lock)
+        {
+            // A slot whose move failed waits (1 s, doubling to a minute) while the others move: one slot that
+            // cannot move (too many rows for one copy, a conflict) held up every other slot for good.
+            slot = misplaced.FirstOrDefault(s => !map.Cleanups.Contains(new SlotCleanup(s, map.Shards[target[s]].Id))
+                && !(_slotRetryAt.TryGetValue(s, out var retry) && now < retry.RetryAt), -1);
+        }
+
         if (slot < 0)
         {
             if (misplaced.Count > 0)
             {
-                return false; // every remaining move waits for a cleanup on its destination
+                return false; // every remaining move waits for a cleanup on its destination, or its back-off
             }
 
             foreach (var drained in map.Shards.Where(s => s.Draining).ToList())
@@ -353,7 +364,27 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
             return false;
         }
 
-        await MoveAsync(slot, map.Shards[map.Owners[slot]].Id, map.Shards[target[slot]].Id, cancellationToken);
+        try
+        {
+            await MoveAsync(slot, map.Shards[map.Owners[slot]].Id, map.Shards[target[slot]].Id, cancellationToken);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            lock (_lock)
+            {
+                var failures = _slotRetryAt.TryGetValue(slot, out var last) ? last.Failures + 1 : 1;
+                var wait = Math.Min(60_000, 1000L << Math.Min(failures - 1, 10));
+                _slotRetryAt[slot] = (failures, Environment.TickCount64 + wait);
+            }
+
+            throw;
+        }
+
+        lock (_lock)
+        {
+            _slotRetryAt.Remove(slot);
+        }
+
         return true;
     }
 
@@ -367,6 +398,10 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
         var started = Stopwatch.GetTimestamp();
         var map = router.Map;
         var tables = map.Tables.Select(t => new SlotTableName(t.Name, t.ShardKey)).ToList();
+
+        // Only the registered tables the source has are copied: one dropped there (DROP TABLE through
+        // /db/schema leaves it registered) has no rows to move, and naming it failed every move for good.
+        var copied = (await TablesOnAsync(map.Find(fromId)!, map.Tables)).Select(t => new SlotTableName(t.Name, t.ShardKey)).ToList();
         var to = map.Find(toId)!;
         await EnsureSlotIndexesAsync(map.Find(fromId), map, cancellationToken);
         await EnsureSlotIndexesAsync(to, map, cancellationToken);
@@ -400,7 +435,7 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
             long copiedLsn = 0;
             async Task<long> ApplyToDestinationAsync(SlotRows part, bool replace = false)
             {
-                var (statements, lsn) = await ApplyAsync(to, tables, map.Slots, slot, part, cancellationToken, replace);
+                var (statements, lsn) = await ApplyAsync(to, copied, map.Slots, slot, part, cancellationToken, replace);
                 copiedLsn = Math.Max(copiedLsn, lsn);
                 return statements;
             }
@@ -412,14 +447,14 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
                 try
                 {
                     // 1. Copy the slot as of an LSN of the source while its writes go on.
-                    var copy = await ReadSlotAsync(fromId, tables, map.Slots, slot, since: null, epoch: null, cancellationToken);
+                    var copy = await ReadSlotAsync(fromId, copied, map.Slots, slot, since: null, epoch: null, cancellationToken);
                     rows = await ApplyToDestinationAsync(copy, replace: true);
 
                     // 2. Catch up from the source's log until what is left is small.
                     var at = copy;
                     for (var round = 0; round < MaxCatchUpRounds; round++)
                     {
-                        var delta = await ReadSlotAsync(fromId, tables, map.Slots, slot, at.Lsn, copy.Epoch, cancellationToken);
+                        var delta = await ReadSlotAsync(fromId, copied, map.Slots, slot, at.Lsn, copy.Epoch, cancellationToken);
                         caughtUp += await ApplyToDestinationAsync(delta);
                         at = delta;
                         if (delta.Changes <= SmallDelta)
@@ -436,7 +471,7 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
                     heldFrom = Stopwatch.GetTimestamp();
                     sourceClosed = true;
                     await ChangeSlotAsync(fromId, slot, closed: true, cancellationToken, hold);
-                    var last = await ReadSlotAsync(fromId, tables, map.Slots, slot, at.Lsn, copy.Epoch, cancellationToken);
+                    var last = await ReadSlotAsync(fromId, copied, map.Slots, slot, at.Lsn, copy.Epoch, cancellationToken);
                     caughtUp += await ApplyToDestinationAsync(last);
                 }
                 catch (DataException ex) when (ex.Code is "Truncated" or "StaleEpoch")
@@ -453,7 +488,7 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
 
                     sourceClosed = true;
                     await ChangeSlotAsync(fromId, slot, closed: true, cancellationToken, hold);
-                    var copy = await ReadSlotAsync(fromId, tables, map.Slots, slot, since: null, epoch: null, cancellationToken);
+                    var copy = await ReadSlotAsync(fromId, copied, map.Slots, slot, since: null, epoch: null, cancellationToken);
                     rows = await ApplyToDestinationAsync(copy, replace: true);
                     caughtUp = 0;
                 }
@@ -783,25 +818,62 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
     /// </summary>
     private async Task<long> DeleteSlotAsync(ShardInfo shard, ShardMap map, int slot, int tries = 20)
     {
-        var statements = map.Tables.Select(t => ClearSlot(t.Name, t.ShardKey, map.Slots, slot)).ToList();
-        if (statements.Count == 0)
+        if (map.Tables.Count == 0)
         {
             return 0;
         }
 
-        // The current master of the shard (it may have failed over meanwhile); a few tries.
+        // The current master of the shard (it may have failed over meanwhile); a few tries. Only the tables
+        // it has: a registered table dropped there made this delete fail for good — a cleanup that never
+        // finished, and every fan-out failing with CleanupPending from then on. In parts under the node's
+        // statement limit (the router registers more tables than one request may name).
         for (var attempt = 0; ; attempt++)
         {
             try
             {
-                var deleted = await router.WriteAsync(router.Map.Find(shard.Id) ?? shard, statements, "move", slot: null, CancellationToken.None);
-                return deleted.Lsn;
+                var current = router.Map.Find(shard.Id) ?? shard;
+                var statements = (await TablesOnAsync(current, map.Tables)).Select(t => ClearSlot(t.Name, t.ShardKey, map.Slots, slot)).ToList();
+                long lsn = 0;
+                foreach (var part in statements.Chunk(DeleteStatementsPerWrite))
+                {
+                    lsn = Math.Max(lsn, (await router.WriteAsync(current, [.. part], "move", slot: null, CancellationToken.None)).Lsn);
+                }
+
+                return lsn;
             }
             catch (RouterException ex) when (ex.Retriable && attempt + 1 < tries)
             {
                 await Task.Delay(TimeSpan.FromMilliseconds(250));
             }
         }
+    }
+
+    /// <summary>Statements per write of a slot's deletion: well under a data node's default --max-statements (1000).</summary>
+    private const int DeleteStatementsPerWrite = 500;
+
+    /// <summary>
+    /// The registered tables that exist on a shard (its master). A table dropped there has no rows of any
+    /// slot to copy or delete; one it lacks while the other side has it is a schema mismatch the copy reports.
+    /// </summary>
+    private async Task<List<TableInfo>> TablesOnAsync(ShardInfo shard, IReadOnlyList<TableInfo> tables)
+    {
+        if (tables.Count == 0)
+        {
+            return [];
+        }
+
+        QueryRows rows;
+        try
+        {
+            rows = await router.Pool[shard.Master].CallAsync(c => c.QueryAsync("SELECT name FROM sqlite_master WHERE type = 'table'"), router.Options.RequestTimeout);
+        }
+        catch (DataException ex)
+        {
+            throw new RouterException("Unavailable", $"cannot read the tables of shard {shard.Id}: {ex.Reason}", 503, retriable: true);
+        }
+
+        var present = rows.Rows.Select(r => r[0] as string).OfType<string>().ToHashSet(StringComparer.OrdinalIgnoreCase);
+        return [.. tables.Where(t => present.Contains(t.Name))];
     }
 
     [LoggerMessage(EventId = 720, Level = LogLevel.Information, Message = "Moved slot {Slot} from {From} to {To}: {Rows} rows copied and {CaughtUp} caught up in {Ms:0.0} ms; its writes were held {HeldMs:0.0} ms")]
