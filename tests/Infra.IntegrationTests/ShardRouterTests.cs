@@ -871,6 +871,33 @@ public sealed class ShardRouterTests
     }
 
     [Fact]
+    public async Task A_shard_added_while_ddl_is_being_broadcast_gets_that_ddl_too()
+    {
+        // The broadcast took the shard list before the add and reached the first shard after the new shard had
+        // copied its schema from there: the new shard never got that index or table.
+        await using var cluster = await ShardCluster.StartAsync(2, "--fail-after", "1000");
+        var (created, createAnswer) = await cluster.PostAsync("/db/schema", new { statements = new[] { "CREATE TABLE big(id INTEGER PRIMARY KEY, v INTEGER)" } });
+        Assert.True(created == 200, createAnswer.ToString());
+        var (filled, fillAnswer) = await cluster.Shards[0].Master.ExecuteAsync(["INSERT INTO big(v) WITH RECURSIVE c(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM c WHERE n < 400000) SELECT abs(random()) FROM c"]);
+        Assert.True(filled == 200, fillAnswer.ToString());
+
+        await using var third = await ShardNodes.StartAsync("s2", cluster.NewDir).ContinueWith(t => new DisposableShard(t.Result));
+        var ddl = cluster.PostAsync("/db/schema", new
+        {
+            statements = new[] { "CREATE INDEX big_v ON big(v)", "CREATE TABLE later(k TEXT PRIMARY KEY)" }, // the index takes a while on s0
+            tables = new[] { new { name = "later", shardKey = "k" } },
+        });
+        await Task.Delay(50); // the add lands while the index is being built
+        var (accepted, added) = await cluster.PostRawAsync("/shards", third.Shard.Json.TrimEnd('}') + ",\"weight\":0.01}");
+        Assert.True(accepted == 202, added.ToString());
+        var (schemaStatus, schemaAnswer) = await ddl;
+        Assert.True(schemaStatus == 200, schemaAnswer.ToString());
+
+        var names = await third.Shard.Master.QueryAsync("SELECT name FROM sqlite_master WHERE name IN ('big_v', 'later') ORDER BY name");
+        Assert.Equal(["big_v", "later"], names.GetProperty("rows").EnumerateArray().Select(r => r[0].GetString()!));
+    }
+
+    [Fact]
     public async Task A_fan_out_never_repeats_rows_a_moved_slot_left_on_its_old_shard()
     {
         // A slot moved from s1 to s0 and the delete of its rows on s1 failed: the map records the cleanup.

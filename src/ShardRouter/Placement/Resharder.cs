@@ -99,19 +99,25 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
             throw RouterException.Bad($"{shard.Master} is a {status.Role}, not a master");
         }
 
-        await CopySchemaAsync(shard with { Epoch = status.Epoch });
-        try
+        // No DDL broadcast runs between the schema copy and the map that makes the shard one it reaches.
+        await router.UnderSchemaLockAsync(async () =>
         {
-            // Checked again under the map's lock: a concurrent add of the same id (the check above is before
-            // the calls to the new master) must not replace the shard the first one added.
-            await router.UpdateMapAsync(map => map.Find(shard.Id) is null
-                ? map.WithShard(shard with { Epoch = status.Epoch })
-                : throw new RouterException("Conflict", $"shard {shard.Id} is already in the map", 409));
-        }
-        catch (FormatException ex)
-        {
-            throw RouterException.Bad(ex.Message);
-        }
+            await CopySchemaAsync(shard with { Epoch = status.Epoch });
+            try
+            {
+                // Checked again under the map's lock: a concurrent add of the same id (the check above is before
+                // the calls to the new master) must not replace the shard the first one added.
+                await router.UpdateMapAsync(map => map.Find(shard.Id) is null
+                    ? map.WithShard(shard with { Epoch = status.Epoch })
+                    : throw new RouterException("Conflict", $"shard {shard.Id} is already in the map", 409));
+            }
+            catch (FormatException ex)
+            {
+                throw RouterException.Bad(ex.Message);
+            }
+
+            return true;
+        });
 
         _wake.Release();
         return Pending;

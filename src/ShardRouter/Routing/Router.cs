@@ -16,6 +16,13 @@ namespace Infra.ShardRouter.Routing;
 internal sealed partial class Router : IAsyncDisposable
 {
     private readonly SemaphoreSlim _mapLock = new(1, 1);
+
+    /// <summary>
+    /// Held by a DDL broadcast and by adding a shard (schema copy, then the map): otherwise a broadcast that
+    /// took the shard list before the add, and reached the first shard after the new one copied its schema
+    /// from there, left the new shard without that table or index for good.
+    /// </summary>
+    private readonly SemaphoreSlim _schemaLock = new(1, 1);
     private readonly Gate[] _slotGates;
     private readonly Gate _fanOuts = new();
     private readonly ILogger _logger;
@@ -351,7 +358,24 @@ internal sealed partial class Router : IAsyncDisposable
     // ---------------------------------------------------------------- DDL
 
     /// <summary>DDL to every shard's master, one shard after another, then the sharded tables registered.</summary>
-    public async Task<IReadOnlyList<SchemaOutcome>> SchemaAsync(IReadOnlyList<object?[]> statements, IReadOnlyList<TableInfo> tables, CancellationToken cancellationToken)
+    /// <summary>Runs <paramref name="work"/> alone among DDL broadcasts and shard adds (see <see cref="_schemaLock"/>).</summary>
+    public async Task<T> UnderSchemaLockAsync<T>(Func<Task<T>> work, CancellationToken cancellationToken = default)
+    {
+        await _schemaLock.WaitAsync(cancellationToken);
+        try
+        {
+            return await work();
+        }
+        finally
+        {
+            _schemaLock.Release();
+        }
+    }
+
+    public Task<IReadOnlyList<SchemaOutcome>> SchemaAsync(IReadOnlyList<object?[]> statements, IReadOnlyList<TableInfo> tables, CancellationToken cancellationToken) =>
+        UnderSchemaLockAsync(() => BroadcastSchemaAsync(statements, tables, cancellationToken), cancellationToken);
+
+    private async Task<IReadOnlyList<SchemaOutcome>> BroadcastSchemaAsync(IReadOnlyList<object?[]> statements, IReadOnlyList<TableInfo> tables, CancellationToken cancellationToken)
     {
         var outcomes = new List<SchemaOutcome>();
         foreach (var shard in _map.Shards)
