@@ -1035,7 +1035,27 @@ public sealed class ShardRouterTests
             Assert.True(plain.GetProperty("rows").GetArrayLength() == 1, $"{key} (replica consistency): {plain}");
         }
 
+        // Nor are the moved rows deleted from the shards they left while s2's only copy is on its master (its
+        // replica has none of it): a SIGKILL of that master would have lost them.
+        Assert.True((await cluster.ShardsAsync()).GetProperty("resharding").GetProperty("pendingCleanups").GetInt32() > 0);
+        long left = 0;
+        foreach (var shard in cluster.Shards)
+        {
+            left += (await shard.Master.QueryAsync("SELECT count(*) FROM acct")).GetProperty("rows")[0][0].GetInt64();
+        }
+
+        Assert.Equal(tokens.Count, left);
+
         proxy.ResumeAnswers();
+        await Eventually.HoldsAsync(async () => (await cluster.ShardsAsync()).GetProperty("resharding").GetProperty("pendingCleanups").GetInt32() == 0,
+            "the cleanups finish once s2's replica has the copies", TimeSpan.FromSeconds(60));
+        left = 0;
+        foreach (var shard in cluster.Shards)
+        {
+            left += (await shard.Master.QueryAsync("SELECT count(*) FROM acct")).GetProperty("rows")[0][0].GetInt64();
+        }
+
+        Assert.Equal(tokens.Count - moved.Count, left);
     }
 
     [Fact]

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Diagnostics;
 using System.Text.Json;
 using Infra.Client.Data;
@@ -310,12 +311,19 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
             }
         }
 
+        var waitingOwners = new HashSet<string>(StringComparer.Ordinal); // this pass: their replicas lack their copies
         foreach (var cleanup in map.Cleanups)
         {
             lock (_lock)
             {
                 if (_cleanupRetryAt.TryGetValue(cleanup, out var at) && now < at)
                 {
+                    continue;
+                }
+
+                if (waitingOwners.Contains(map.OwnerOf(cleanup.Slot).Id))
+                {
+                    _cleanupRetryAt[cleanup] = now + 250; // the same answer as the one just had
                     continue;
                 }
             }
@@ -330,7 +338,15 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
             {
                 lock (_lock)
                 {
-                    _cleanupRetryAt[cleanup] = now + (long)CleanupBackoff.TotalMilliseconds;
+                    // Waiting for a replica to catch up is tried again soon; a shard that is down, after a back-off.
+                    var replicating = ex is RouterException { Code: "Replicating" };
+                    if (replicating)
+                    {
+                        waitingOwners.Add(map.OwnerOf(cleanup.Slot).Id);
+                    }
+
+                    var backoff = replicating ? TimeSpan.FromMilliseconds(250) : CleanupBackoff;
+                    _cleanupRetryAt[cleanup] = now + (long)backoff.TotalMilliseconds;
                     _lastError = ex.Message;
                 }
 
@@ -505,7 +521,10 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
                 // registered between the check and the flip. A flip that fails (the map cannot be saved) leaves
                 // the map as it was, and the move is undone below like any other failure.
                 await router.UpdateMapAsync(m => CheckTablesUnchanged(m, tables)
-                    .WithoutCleanup(destinationCleanup).WithOwner(slot, toId).WithFanOutFloor(toId, copiedLsn));
+                    .WithoutCleanup(destinationCleanup).WithOwner(slot, toId).WithFanOutFloor(toId, copiedLsn) is var flipped
+                    && flipped.Find(toId)?.Epoch == to.Epoch
+                        ? flipped
+                        : throw new RouterException("StaleEpoch", $"{toId} failed over during the move of slot {slot} (its copy may not be on the new master); it is retried", 409, retriable: true));
             }
             catch
             {
@@ -540,7 +559,19 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
             gate.Open();
             gateClosed = false;
             var held = Stopwatch.GetElapsedTime(heldFrom).TotalMilliseconds;
-            await CleanUpAsync(router.Map, new SlotCleanup(slot, fromId));
+            try
+            {
+                // The slot has moved; its rows on the source go once the destination's copy is replicated (at
+                // once under semi-sync; behind an asynchronous replica the cleanup waits, see MoveNextAsync).
+                await CleanUpAsync(router.Map, new SlotCleanup(slot, fromId));
+            }
+            catch (Exception ex) when (ex is RouterException or DataException)
+            {
+                // Not a failed move (it used to be reported as one): the cleanup stays recorded, and MoveNextAsync
+                // or a fan-out finishes it.
+                LogCleanupDeferred(logger, slot, fromId, ex.Message);
+            }
+
             Interlocked.Increment(ref _moved);
             Interlocked.Add(ref _caughtUp, caughtUp);
             lock (_lock)
@@ -805,17 +836,65 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
 
     private static string Quote(string name) => "\"" + name.Replace("\"", "\"\"", StringComparison.Ordinal) + "\"";
 
-    /// <summary>Deletes the slot's rows from the shard it left (never from its owner), then drops the record.</summary>
-    private async Task CleanUpAsync(ShardMap map, SlotCleanup cleanup, int tries = 20)
+    /// <summary>
+    /// Deletes the slot's rows from the shard it left (never from its owner), then drops the record — once a
+    /// replica of the owner has the owner's copies (<see cref="ShardInfo.FanOutFloor"/>): deleted sooner, the
+    /// rows' only copy could be on the owner's master (asynchronous replication, or a replica not yet
+    /// registered), and a SIGKILL of it then lost rows every replica of the shard they left still had.
+    /// </summary>
+    private async Task CleanUpAsync(ShardMap map, SlotCleanup cleanup, int tries = 20, TimeSpan replicationWait = default)
     {
-        if (map.Find(cleanup.Shard) is { } shard && map.OwnerOf(cleanup.Slot).Id != cleanup.Shard)
+        if (map.Find(cleanup.Shard) is { } shard && map.OwnerOf(cleanup.Slot) is var owner && owner.Id != cleanup.Shard)
         {
+            await UntilReplicatedAsync(router.Map.Find(owner.Id) ?? owner, cleanup, replicationWait);
             var lsn = await DeleteSlotAsync(shard, map, cleanup.Slot, tries);
             await router.UpdateMapAsync(m => m.WithoutCleanup(cleanup).WithFanOutFloor(cleanup.Shard, lsn));
             return;
         }
 
         await router.UpdateMapAsync(m => m.WithoutCleanup(cleanup));
+    }
+
+    /// <summary>
+    /// Returns once a replica of <paramref name="owner"/> has its fan-out floor on disk, or when it has no
+    /// replica that answers (then there is no second copy to wait for); else, after <paramref name="wait"/>,
+    /// throws a retriable error and the cleanup stays recorded (finished later, or by a fan-out).
+    /// </summary>
+    private async Task UntilReplicatedAsync(ShardInfo owner, SlotCleanup cleanup, TimeSpan wait)
+    {
+        if (owner.Replicas.Count == 0 || owner.FanOutFloor == 0)
+        {
+            return;
+        }
+
+        var deadline = Stopwatch.GetTimestamp() + (long)(wait.TotalSeconds * Stopwatch.Frequency);
+        while (true)
+        {
+            var durable = await Task.WhenAll(owner.Replicas.Select(async replica =>
+            {
+                try
+                {
+                    return (long?)(await router.Pool[replica].CallAsync(c => c.StatusAsync(), router.Options.ProbeTimeout)).DurableLsn;
+                }
+                catch (Exception ex) when (ex is DataException or RouterException or TimeoutException)
+                {
+                    return null;
+                }
+            }));
+            if (durable.All(d => d is null) || durable.Any(d => d >= owner.FanOutFloor))
+            {
+                return;
+            }
+
+            if (Stopwatch.GetTimestamp() >= deadline)
+            {
+                throw new RouterException("Replicating",
+                    $"slot {cleanup.Slot}'s rows stay on {cleanup.Shard} until a replica of {owner.Id} has its copy (LSN {owner.FanOutFloor}; its replicas have {string.Join(", ", durable.Select(d => d?.ToString(CultureInfo.InvariantCulture) ?? "?"))})",
+                    503, retriable: true);
+            }
+
+            await Task.Delay(TimeSpan.FromMilliseconds(20));
+        }
     }
 
     /// <summary>
@@ -896,6 +975,9 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
 
     [LoggerMessage(EventId = 728, Level = LogLevel.Error, Message = "A slot move failed unexpectedly (it is retried)")]
     private static partial void LogMoveCrashed(ILogger logger, Exception exception);
+
+    [LoggerMessage(EventId = 733, Level = LogLevel.Information, Message = "Slot {Slot} moved; its rows on {Shard} are deleted later: {Reason}")]
+    private static partial void LogCleanupDeferred(ILogger logger, int slot, string shard, string reason);
 
     [LoggerMessage(EventId = 724, Level = LogLevel.Information, Message = "Deleted the rows slot {Slot} left on {Shard} when it moved away (a cleanup an earlier move did not finish)")]
     private static partial void LogCleanedUp(ILogger logger, int slot, string shard);
