@@ -898,6 +898,27 @@ public sealed class ShardRouterTests
     }
 
     [Fact]
+    public async Task A_shard_whose_master_already_holds_rows_of_a_sharded_table_is_refused()
+    {
+        // A node drained once and added back with rows a cleanup never deleted: every fan-out would return
+        // them beside their owners' copies.
+        await using var cluster = await ShardCluster.StartAsync(2, "--fail-after", "1000");
+        await CreateAccountsAsync(cluster);
+        await using var third = await ShardNodes.StartAsync("s2", cluster.NewDir).ContinueWith(t => new DisposableShard(t.Result));
+        var (put, putAnswer) = await third.Shard.Master.ExecuteAsync(["CREATE TABLE acct(k TEXT PRIMARY KEY, v INTEGER NOT NULL)"], ["INSERT INTO acct(k, v) VALUES('stale', 1)"]);
+        Assert.True(put == 200, putAnswer.ToString());
+        var json = third.Shard.Json.TrimEnd('}') + ",\"weight\":0.01}";
+        var (refused, refusal) = await cluster.PostRawAsync("/shards", json);
+        Assert.True(refused == 409, refusal.ToString());
+        Assert.Contains("must start empty", refusal.GetProperty("error").GetString(), StringComparison.Ordinal);
+        Assert.Equal(2, (await cluster.ShardsAsync()).GetProperty("shards").GetArrayLength());
+
+        Assert.Equal(200, (await third.Shard.Master.ExecuteAsync(["DELETE FROM acct"])).Status);
+        var (accepted, added) = await cluster.PostRawAsync("/shards", json);
+        Assert.True(accepted == 202, added.ToString());
+    }
+
+    [Fact]
     public async Task A_fan_out_never_repeats_rows_a_moved_slot_left_on_its_old_shard()
     {
         // A slot moved from s1 to s0 and the delete of its rows on s1 failed: the map records the cleanup.

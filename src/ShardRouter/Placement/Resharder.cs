@@ -100,6 +100,26 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
             throw RouterException.Bad($"{shard.Master} is a {status.Role}, not a master");
         }
 
+        // A shard starts empty: rows of registered tables already there (a node drained once and added back
+        // with what a cleanup never deleted) would be returned by every fan-out beside their owners' copies.
+        foreach (var table in await TablesOnAsync(shard, router.Map.Tables))
+        {
+            QueryRows any;
+            try
+            {
+                any = await router.Pool[shard.Master].CallAsync(c => c.QueryAsync($"SELECT 1 FROM {Quote(table.Name)} LIMIT 1"), router.Options.RequestTimeout);
+            }
+            catch (DataException ex)
+            {
+                throw new RouterException("Unavailable", $"cannot check {table.Name} on {shard.Master}: {ex.Reason}", 503, retriable: true);
+            }
+
+            if (any.Rows.Count > 0)
+            {
+                throw new RouterException("Conflict", $"{shard.Master} already holds rows of the sharded table {table.Name}: a new shard must start empty", 409);
+            }
+        }
+
         // No DDL broadcast runs between the schema copy and the map that makes the shard one it reaches.
         await router.UnderSchemaLockAsync(async () =>
         {
@@ -372,7 +392,9 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
                 return false; // every remaining move waits for a cleanup on its destination, or its back-off
             }
 
-            foreach (var drained in map.Shards.Where(s => s.Draining).ToList())
+            // A drained shard leaves only once nothing is left to delete there: leaving with a pending cleanup
+            // dropped it, and the rows stayed on that node for good (a fan-out repeats them if it comes back).
+            foreach (var drained in map.Shards.Where(s => s.Draining && !map.Cleanups.Any(c => c.Shard == s.Id)).ToList())
             {
                 await router.UpdateMapAsync(m => m.Without(drained.Id));
                 LogRemoved(logger, drained.Id);
