@@ -823,9 +823,19 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
 
         var next = 0;
         long lsn = 0;
-        for (var start = 0; start < statements.Count; start += router.Options.CopyBatchRows)
+        for (var start = 0; start < statements.Count;)
         {
-            var chunk = statements.GetRange(start, Math.Min(router.Options.CopyBatchRows, statements.Count - start));
+            // At most CopyBatchRows statements, and about CopyBatchBytes of values: 500 rows of 75 KB passed a
+            // node's frame limit, and the node closed the connection other writes were pipelined on.
+            var count = 0;
+            long bytes = 0;
+            while (start + count < statements.Count && count < router.Options.CopyBatchRows && (count == 0 || bytes + SizeOf(statements[start + count]) <= CopyBatchBytes))
+            {
+                bytes += SizeOf(statements[start + count]);
+                count++;
+            }
+
+            var chunk = statements.GetRange(start, count);
             var written = await router.WriteAsync(to, chunk, "move", slot: null, cancellationToken);
             lsn = Math.Max(lsn, written.Lsn);
             for (; next < upserts.Count && upserts[next].At < start + chunk.Count; next++)
@@ -837,9 +847,31 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
                         "Keys of a table whose primary key does not contain the shard key must be unique across shards (e.g. UUIDs, not per-shard autoincrement)", 409);
                 }
             }
+
+            start += count;
         }
 
         return (statements.Count - clearing, lsn);
+    }
+
+    /// <summary>Values per write of a slot copy, about (a data node takes requests up to twice its 16 MB --max-request-size, plus framing).</summary>
+    private const long CopyBatchBytes = 8L << 20;
+
+    /// <summary>A statement's size in a request, roughly: its text and values.</summary>
+    private static long SizeOf(object?[] statement)
+    {
+        long size = 16;
+        foreach (var value in statement)
+        {
+            size += value switch
+            {
+                string text => text.Length * 3L,
+                byte[] blob => blob.Length,
+                _ => 9,
+            };
+        }
+
+        return size;
     }
 
     /// <summary>The statement that deletes a slot's rows of one table (through its slot index, see <see cref="SlotIndexSql"/>).</summary>
