@@ -84,6 +84,14 @@ internal static class HeadAnalyzer
                 : RejectionReason.InvalidTransferEncoding);
         }
 
+        if (transferEncodings > 0 && !head.IsHttp11)
+        {
+            // An HTTP/1.0 message with Transfer-Encoding has faulty framing (RFC 9112 §6.1): a 1.0 peer does
+            // not chunk, so whatever follows is not what the header says. Relayed as chunked, it was a way to
+            // desynchronise the proxy's reading of the backend connection.
+            throw new HttpRejectionException(RejectionReason.TransferEncodingInHttp10);
+        }
+
         head.ContentLength = contentLength;
         var status = head.StatusCode;
         if (requestMethod == HttpMethod.Head || status is < 200 or 204 or 304)

@@ -159,6 +159,7 @@ public class HeadAnalyzerTests
     [InlineData("HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n")]
     [InlineData("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n")]
     [InlineData("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")]
+    [InlineData("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")] // faulty framing in HTTP/1.0 (RFC 9112 §6.1)
     public void Rejects_ambiguous_response_framing(string response)
     {
         Assert.Throws<HttpRejectionException>(() => AnalyzeResponse(response, HttpMethod.Get));
