@@ -473,6 +473,24 @@ public sealed class SegmentLogTests
     }
 
     [Fact]
+    public async Task The_append_buffers_a_burst_grew_go_back_to_their_first_size_once_it_is_over()
+    {
+        // They kept the size of the largest burst for good: two per partition, up to 32 MB each.
+        var fs = new FaultyFileSystem();
+        await using var log = Open(fs);
+        await log.Append([Message(new string('x', 3 << 20))]).Durable;
+        await log.Append([Message(new string('y', 3 << 20))]).Durable;
+        Assert.True(log.BufferSizes.Pending + log.BufferSizes.Spare > 6 << 20, log.BufferSizes.ToString());
+        for (var i = 0; i < 200; i++)
+        {
+            await AppendAsync(log, "small");
+        }
+
+        Assert.Equal((64 * 1024, 64 * 1024), log.BufferSizes);
+        Assert.Equal(202, ReadAll(log).Count);
+    }
+
+    [Fact]
     public async Task A_partition_with_too_much_waiting_for_the_disk_answers_busy()
     {
         var fs = new FaultyFileSystem();

@@ -47,8 +47,12 @@ internal sealed partial class SegmentLog : IAsyncDisposable
     private readonly Task _flusher;
 
     private Segment[] _view;
-    private byte[] _pending = new byte[64 * 1024];
-    private byte[] _spare = new byte[64 * 1024];
+    private const int InitialPendingBytes = 64 * 1024;
+    private byte[] _pending = new byte[InitialPendingBytes];
+    private byte[] _spare = new byte[InitialPendingBytes];
+
+    /// <summary>Flusher only: consecutive cycles that used less than a sixteenth of their buffer.</summary>
+    private int _smallCycles;
     private int _pendingLength;
     private List<PendingBatch> _pendingBatches = [];
     private List<PendingBatch> _spareBatches = [];
@@ -111,6 +115,18 @@ internal sealed partial class SegmentLog : IAsyncDisposable
 
     /// <summary>Bytes in all segments.</summary>
     public long SizeBytes => Volatile.Read(ref _view).Sum(s => s.Size);
+
+    /// <summary>Tests: the sizes of the two append buffers.</summary>
+    internal (int Pending, int Spare) BufferSizes
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return (_pending.Length, _spare.Length);
+            }
+        }
+    }
 
     /// <summary>Bytes appended but not yet written (and, under Always, fsync'd).</summary>
     public int PendingBytes
@@ -792,11 +808,31 @@ internal sealed partial class SegmentLog : IAsyncDisposable
             TaskCompletionSource? data = null;
             if (batches.Count > 0)
             {
+                var used = batches[^1].Start + batches[^1].Length;
                 lock (_lock)
                 {
                     _committedEnd = batches[^1].BaseOffset + batches[^1].Count;
                     data = _dataArrived;
                     _dataArrived = NewSignal();
+
+                    // A burst grows the buffers (up to --max-partition-pending each) and they stayed that size
+                    // for good: two per partition, up to 64 MB. Once 64 cycles in a row used a sixteenth of the
+                    // larger, each goes back to its first size when it is not in use (the one just written; the
+                    // other while nothing waits in it).
+                    var largest = Math.Max(_pending.Length, _spare.Length);
+                    _smallCycles = largest > InitialPendingBytes && used < largest / 16 ? _smallCycles + 1 : 0;
+                    if (_smallCycles >= 64)
+                    {
+                        if (ReferenceEquals(_spare, buffer) && _spare.Length > InitialPendingBytes)
+                        {
+                            _spare = new byte[InitialPendingBytes];
+                        }
+
+                        if (_pendingLength == 0 && _pending.Length > InitialPendingBytes)
+                        {
+                            _pending = new byte[InitialPendingBytes];
+                        }
+                    }
                 }
 
                 batches.Clear();
