@@ -32,6 +32,62 @@ public sealed class QueueProducerTests
         await peer.WaitAsync(Bound);
     }
 
+    [Fact]
+    public async Task A_broker_that_stops_accepting_connections_fails_the_send_within_its_retry_window()
+    {
+        // The reconnect had no timeout: against a host that drops SYNs it hung for the kernel's connect retries
+        // (about two minutes), holding every lane behind it, whatever RetryFor said.
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start(backlog: 1);
+        var port = ((IPEndPoint)listener.LocalEndpoint).Port;
+        var broker = AnswerMetadataThenCloseAsync(listener);
+        await using var producer = await QueueProducer.CreateAsync("127.0.0.1", port, "t",
+            new QueueProducerOptions { RetryFor = TimeSpan.FromSeconds(1), RequestTimeout = TimeSpan.FromMilliseconds(500) }).WaitAsync(Bound);
+        await broker.WaitAsync(Bound); // the producer's connection is closed; nobody accepts any more
+
+        // Fill the accept queue: further SYNs are dropped, so a connect neither succeeds nor fails.
+        var fillers = new List<TcpClient>();
+        for (var i = 0; i < 4; i++)
+        {
+            var filler = new TcpClient();
+            fillers.Add(filler);
+            _ = filler.ConnectAsync(IPAddress.Loopback, port);
+        }
+
+        try
+        {
+            var error = await Assert.ThrowsAnyAsync<Exception>(() => producer.SendAsync(new byte[] { 1 }).WaitAsync(Bound));
+            Assert.IsNotType<TimeoutException>(error); // the test's own bound: the send was still hanging
+        }
+        finally
+        {
+            foreach (var filler in fillers)
+            {
+                filler.Dispose();
+            }
+        }
+    }
+
+    private static async Task AnswerMetadataThenCloseAsync(TcpListener listener)
+    {
+        using var socket = await listener.AcceptSocketAsync();
+        var peer = new FramePeer(socket);
+        var requests = await peer.ReadRequestsAsync();
+        await peer.AnswerAsync(requests![0].Id, static (ref MessagePackWriter w) =>
+        {
+            w.WriteMapHeader(3);
+            w.Write("partitions");
+            w.Write(1);
+            w.Write("starts");
+            w.WriteArrayHeader(1);
+            w.Write(0);
+            w.Write("ends");
+            w.WriteArrayHeader(1);
+            w.Write(0);
+        });
+        socket.Shutdown(SocketShutdown.Both);
+    }
+
     /// <summary>Answers metadata as a one-partition topic, and every produce with a number instead of a map.</summary>
     private static async Task AnswerProduceWithGarbageAsync(TcpListener listener)
     {

@@ -58,6 +58,42 @@ public sealed class RpcDeadlineTests
         await server.WaitAsync(Bound);
     }
 
+    [Fact]
+    public async Task A_data_node_read_that_asks_the_node_to_wait_has_the_wait_added_to_the_deadline()
+    {
+        // The wait a read asked for (minLsn, timeoutMs) was not added: past RequestTimeout the client took the
+        // node for dead and failed the connection, with every request on it.
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        var server = AnswerLateAsync(listener, TimeSpan.FromMilliseconds(800));
+        await using var client = await Infra.Client.Data.DataNodeClient.ConnectAsync($"127.0.0.1:{((IPEndPoint)listener.LocalEndpoint).Port}");
+        client.RequestTimeout = TimeSpan.FromMilliseconds(300);
+        await client.QueryAsync("SELECT 1", minLsn: 5, timeoutMs: 2000).WaitAsync(Bound);
+        Assert.True(client.IsConnected);
+        listener.Stop();
+        await client.DisposeAsync();
+        await server.WaitAsync(Bound);
+    }
+
+    [Fact]
+    public async Task Arguments_that_cannot_be_sent_fail_that_call_only_and_leave_nothing_pending()
+    {
+        // The request was registered before its arguments were encoded: the entry stayed, and its deadline
+        // later failed the connection — and every request on it — blaming a node that never saw it.
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        var server = AnswerLateAsync(listener, TimeSpan.Zero);
+        await using var client = await Infra.Client.Data.DataNodeClient.ConnectAsync($"127.0.0.1:{((IPEndPoint)listener.LocalEndpoint).Port}");
+        client.RequestTimeout = TimeSpan.FromMilliseconds(300);
+        await Assert.ThrowsAsync<ArgumentException>(() => client.ExecuteAsync([["INSERT INTO t VALUES(?)", Guid.NewGuid()]]));
+        await Task.Delay(1000); // past the deadline the stray entry would have had
+        Assert.True(client.IsConnected);
+        await client.QueryAsync("SELECT 1").WaitAsync(Bound);
+        listener.Stop();
+        await client.DisposeAsync();
+        await server.WaitAsync(Bound);
+    }
+
     /// <summary>Answers each request (an empty map) <paramref name="delay"/> after reading it.</summary>
     private static async Task AnswerLateAsync(TcpListener listener, TimeSpan delay)
     {

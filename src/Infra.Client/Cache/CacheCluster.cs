@@ -59,8 +59,8 @@ public sealed class CacheCluster : IAsyncDisposable
                 _downSince[i] = Stopwatch.GetTimestamp();
             }
 
-            connections[i].ConnectionFailed += (_, e) => OnConnectionChanged(node, e, up: false);
-            connections[i].ConnectionRestored += (_, e) => OnConnectionChanged(node, e, up: true);
+            connections[i].ConnectionFailed += (_, e) => OnConnectionChanged(node, e);
+            connections[i].ConnectionRestored += (_, e) => OnConnectionChanged(node, e);
             if (eject && !connections[i].IsConnected)
             {
                 placement.MarkDown(i);
@@ -146,12 +146,17 @@ public sealed class CacheCluster : IAsyncDisposable
         }
     }
 
-    private void OnConnectionChanged(int node, ConnectionFailedEventArgs e, bool up)
+    private void OnConnectionChanged(int node, ConnectionFailedEventArgs e)
     {
         if (e.ConnectionType != ConnectionType.Interactive)
         {
             return;
         }
+
+        // StackExchange.Redis raises its failed and restored events on pool threads, in no guaranteed order:
+        // after a blip the "failed" one could be handled last and leave a connected node ejected (and its
+        // down time growing) until some later failure. What counts is the connection's state now.
+        var up = _connections[node].IsConnected;
 
         if (up)
         {

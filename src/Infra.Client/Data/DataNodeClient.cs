@@ -197,7 +197,7 @@ public sealed class DataNodeClient : IAsyncDisposable
                 w.Write("epoch");
                 w.Write(e);
             }
-        }, inline: _inline);
+        }, serverWait: maxTime ?? default, inline: _inline); // a write allowed to run long is no lost connection
         return ReadExecute(body);
     }
 
@@ -261,7 +261,7 @@ public sealed class DataNodeClient : IAsyncDisposable
                 w.Write("timeoutMs");
                 w.Write(t);
             }
-        }, inline: _inline);
+        }, serverWait: minLsn is not null && timeoutMs is { } wait ? TimeSpan.FromMilliseconds(wait) : default, inline: _inline); // the wait asked for is added to the deadline
         return ReadRows(body);
     }
 

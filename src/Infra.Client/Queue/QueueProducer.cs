@@ -217,14 +217,17 @@ public sealed class QueueProducer : IAsyncDisposable
                 return;
             }
 
+            // Bounded like a request: a broker host that drops SYNs held this lock (and every lane behind it)
+            // for the kernel's connect retries, about two minutes, far past RetryFor.
+            using var connectTimeout = new CancellationTokenSource(_options.RequestTimeout);
             try
             {
-                var next = await QueueClient.ConnectAsync(_host, _port);
+                var next = await QueueClient.ConnectAsync(_host, _port, connectTimeout.Token);
                 next.RequestTimeout = _options.RequestTimeout;
                 _client = next;
                 await failed.DisposeAsync();
             }
-            catch (System.Net.Sockets.SocketException)
+            catch (Exception ex) when (ex is System.Net.Sockets.SocketException || (ex is OperationCanceledException && connectTimeout.IsCancellationRequested))
             {
                 // Still down: the next try reconnects again.
             }

@@ -190,8 +190,10 @@ internal sealed class FrameRpcClient : IAsyncDisposable
         // Completed on the reading thread (inline) or through a CompletionBatch: never with RunContinuationsAsynchronously.
         var answer = new TaskCompletionSource<byte[]>();
         var timeout = _requestTimeout + TimeSpan.FromTicks(Math.Clamp(serverWait.Ticks, 0, MaxTimeout.Ticks));
-        _pending[id] = new Pending(answer, _inline && inline, op, timeout, Environment.TickCount64 + (long)timeout.TotalMilliseconds);
+        // Built before the request is registered: arguments that cannot be encoded (a float, a Guid) threw
+        // here with the entry left behind, and its deadline later failed the connection and every request on it.
         var frame = Frames.Build(id, op, args);
+        _pending[id] = new Pending(answer, _inline && inline, op, timeout, Environment.TickCount64 + (long)timeout.TotalMilliseconds);
         if (_lost is { } lost || !_requests.Writer.TryWrite(frame))
         {
             _pending.TryRemove(id, out _);
