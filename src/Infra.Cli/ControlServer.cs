@@ -23,6 +23,17 @@ internal sealed class ControlServer(Supervisor supervisor) : IAsyncDisposable
         builder.Logging.ClearProviders();
         builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, 0));
         var app = builder.Build();
+        app.Use(async (context, next) =>
+        {
+            if (!IsFromThisMachinesTools(context.Request))
+            {
+                context.Response.StatusCode = StatusCodes.Status403Forbidden;
+                await context.Response.WriteAsync("the control endpoint takes requests from the infra command and scripts on this machine, not from web pages\n");
+                return;
+            }
+
+            await next(context);
+        });
         app.MapGet("/status", StatusAsync);
         app.MapPost("/nodes/{name}/kill", KillAsync);
         app.MapPost("/nodes/{name}/restart", RestartAsync);
@@ -34,6 +45,28 @@ internal sealed class ControlServer(Supervisor supervisor) : IAsyncDisposable
         await app.StartAsync();
         _app = app;
         return app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+    }
+
+    /// <summary>
+    /// Not a browser acting for a web page: any page could otherwise POST /stop or a kill here (a request
+    /// without a body needs no preflight), or read /status through a DNS name rebound to 127.0.0.1. So the
+    /// Host must be a loopback name, and a request carrying a page's Origin or cross-site fetch metadata is
+    /// refused; the infra command, curl and scripts send neither.
+    /// </summary>
+    internal static bool IsFromThisMachinesTools(HttpRequest request)
+    {
+        var host = request.Host.Host;
+        if (host is not ("127.0.0.1" or "localhost" or "[::1]" or "::1"))
+        {
+            return false;
+        }
+
+        if (request.Headers.Origin.Count > 0)
+        {
+            return false;
+        }
+
+        return request.Headers["Sec-Fetch-Site"] is not { Count: > 0 } site || site.ToString() == "none";
     }
 
     private async Task StatusAsync(HttpContext context)

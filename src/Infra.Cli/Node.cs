@@ -36,6 +36,12 @@ internal sealed class Node(NodeSpec spec, int port, int adminPort, string logPat
 
     public int Restarts { get; set; }
 
+    /// <summary>When the running process was started (Environment.TickCount64).</summary>
+    public long StartedAt { get; set; }
+
+    /// <summary>Exits in a row each within <see cref="Supervisor.QuickExit"/> of its start (a node that cannot start).</summary>
+    public int QuickExits { get; set; }
+
     public int? Pid => Process is { } p && !HasExited(p) ? p.Id : null;
 
     public string Url => Spec.Kind switch
@@ -51,7 +57,7 @@ internal sealed class Node(NodeSpec spec, int port, int adminPort, string logPat
     {
         lock (_lock)
         {
-            _log?.Dispose();
+            DisposeLog();
             _log = new StreamWriter(new FileStream(LogPath, FileMode.Append, FileAccess.Write, FileShare.ReadWrite)) { AutoFlush = true };
             _tail.Clear();
         }
@@ -62,6 +68,23 @@ internal sealed class Node(NodeSpec spec, int port, int adminPort, string logPat
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
     }
+
+    /// <summary>Closes the log (under the lock); what it still buffers is lost when the disk is full.</summary>
+    private void DisposeLog()
+    {
+        try
+        {
+            _log?.Dispose();
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+        }
+
+        _log = null;
+    }
+
+    /// <summary>Output lines that could not be written to the node's log (the disk was full).</summary>
+    public long LostLogLines { get; private set; }
 
     /// <summary>The last lines the process wrote (for a start that failed).</summary>
     public string Tail()
@@ -81,7 +104,17 @@ internal sealed class Node(NodeSpec spec, int port, int adminPort, string logPat
 
         lock (_lock)
         {
-            _log?.WriteLine(line);
+            try
+            {
+                _log?.WriteLine(line);
+            }
+            catch (Exception ex) when (ex is IOException or ObjectDisposedException or UnauthorizedAccessException)
+            {
+                // A full disk (or a log taken away): the line is lost, and counted. Thrown from here it ended
+                // the whole `infra up` (this runs on the runtime's output reader), and every node with it.
+                LostLogLines++;
+            }
+
             _tail.Enqueue(line);
             while (_tail.Count > 30)
             {
@@ -94,7 +127,7 @@ internal sealed class Node(NodeSpec spec, int port, int adminPort, string logPat
     {
         lock (_lock)
         {
-            _log?.Dispose();
+            DisposeLog();
             _log = null;
         }
     }

@@ -98,6 +98,7 @@ internal sealed class Supervisor : IAsyncDisposable
         node.State = "starting";
         node.ExpectExit = false;
         var process = await Spawner.StartAsync("dotnet", args, node.LogPath);
+        node.StartedAt = Environment.TickCount64;
         node.Attach(process);
         process.Exited += (_, _) => OnExited(node, process);
         WriteState();
@@ -129,16 +130,29 @@ internal sealed class Supervisor : IAsyncDisposable
         }
 
         node.State = "exited";
-        _out.WriteLine($"infra: {node.Name} exited with code {SafeExitCode(process)} (log: {node.LogPath})");
+        node.QuickExits = Environment.TickCount64 - node.StartedAt < (long)QuickExit.TotalMilliseconds ? node.QuickExits + 1 : 0;
+        var delay = RestartDelay(node.QuickExits);
+        _out.WriteLine($"infra: {node.Name} exited with code {SafeExitCode(process)} (log: {node.LogPath})"
+            + (_options.RestartAlways ? $"; restarting it in {delay.TotalSeconds:0} s" : ""));
         if (_options.RestartAlways)
         {
             _ = Task.Run(async () =>
             {
-                await Task.Delay(1000);
+                await Task.Delay(delay);
                 await RestartAsync(node, kill: false);
             });
         }
     }
+
+    /// <summary>A node that exits this soon after its start counts as one that cannot start.</summary>
+    public static readonly TimeSpan QuickExit = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// How long to wait before restarting a node that exited: 1 s, doubling with each quick exit in a row up to
+    /// a minute. A node that could not start (its port taken, its data refused) was restarted every second
+    /// for as long as the stack ran — a whole .NET start each time on a 2-core machine.
+    /// </summary>
+    public static TimeSpan RestartDelay(int quickExits) => TimeSpan.FromSeconds(Math.Min(60, 1 << Math.Clamp(quickExits - 1, 0, 6)));
 
     /// <summary>SIGKILL, as a crash would. The node stays down unless the restart policy is "always".</summary>
     public async Task<bool> KillAsync(Node node)

@@ -36,7 +36,14 @@ internal sealed record Topology
     /// <summary>Extra flags by kind name ("lb", "web", "worker", "cache", "queue", "router", "data").</summary>
     public Dictionary<string, string[]> Args { get; init; } = [];
 
-    private static readonly JsonSerializerOptions Json = new() { PropertyNameCaseInsensitive = true, ReadCommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true };
+    // Unknown keys are refused: a misspelled setting ("replicas") silently kept its default.
+    private static readonly JsonSerializerOptions Json = new()
+    {
+        PropertyNameCaseInsensitive = true,
+        ReadCommentHandling = JsonCommentHandling.Skip,
+        AllowTrailingCommas = true,
+        UnmappedMemberHandling = System.Text.Json.Serialization.JsonUnmappedMemberHandling.Disallow,
+    };
 
     public static Topology Load(string path)
     {
@@ -61,9 +68,21 @@ internal sealed record Topology
         Check(Caches, 1, 64, "caches");
         Check(Shards, 1, 64, "shards");
         Check(ReplicasPerShard, 0, 8, "replicasPerShard");
-        foreach (var kind in Args.Keys.Where(k => k is not ("lb" or "web" or "worker" or "cache" or "queue" or "router" or "data")))
+        if (Args is null)
         {
-            problems.Add($"args: '{kind}' is not one of lb, web, worker, cache, queue, router, data");
+            problems.Add("args must be an object of flag lists (is null)");
+        }
+        else
+        {
+            foreach (var kind in Args.Keys.Where(k => k is not ("lb" or "web" or "worker" or "cache" or "queue" or "router" or "data")))
+            {
+                problems.Add($"args: '{kind}' is not one of lb, web, worker, cache, queue, router, data");
+            }
+
+            foreach (var (kind, flags) in Args.Where(a => a.Value is null || a.Value.Any(f => f is null)))
+            {
+                problems.Add($"args.{kind} must be a list of strings");
+            }
         }
 
         return problems.Count == 0 ? this : throw new InvalidDataException($"{source}: {string.Join("; ", problems)}");

@@ -39,6 +39,10 @@ public sealed class CliTests
     [InlineData("""{"args": {"db": ["--x"]}}""", "args")]
     [InlineData("""{"webNodes": "three"}""", "not valid JSON")]
     [InlineData("""{"webNodes": """, "not valid JSON")]
+    [InlineData("""{"args": null}""", "args must be")] // a NullReferenceException, not a reason
+    [InlineData("""{"args": {"lb": null}}""", "args.lb")] // passed, then failed after 13 nodes had started
+    [InlineData("""{"args": {"lb": ["--x", null]}}""", "args.lb")]
+    [InlineData("""{"replicas": 2}""", "not valid JSON")] // a misspelled setting silently kept its default
     public void Bad_topology_files_are_refused_with_a_reason(string json, string reason)
     {
         var path = Path.GetTempFileName();
