@@ -686,6 +686,56 @@ public sealed class QueueBrokerTests : IDisposable
     }
 
     [Fact]
+    public async Task A_stream_consumers_long_poll_does_not_hold_up_its_heartbeats()
+    {
+        // The poll held the consumer's lock through its wait and the heartbeats waited behind it: the broker
+        // expired a member that was still reading (and handed its partitions to another).
+        await using var broker = await QueueBrokerProcess.StartAsync(_dataDir, "--session-timeout", "1s");
+        await using (var admin = await broker.ConnectAsync())
+        {
+            await admin.CreateTopicAsync("quiet", 2);
+        }
+
+        var options = new StreamConsumerOptions { SessionTimeout = TimeSpan.FromSeconds(1), HeartbeatInterval = TimeSpan.FromMilliseconds(100) };
+        await using var consumer = await StreamConsumer.CreateAsync("127.0.0.1", broker.Port, "quiet", "g", options);
+        var member = consumer.MemberId;
+        Assert.Empty(await consumer.PollAsync(TimeSpan.FromSeconds(3)));
+        await Task.Delay(500); // a few heartbeats: an expired member would have joined again under a new id by now
+        Assert.Equal(member, consumer.MemberId);
+    }
+
+    [Fact]
+    public async Task A_partition_taken_away_is_committed_only_up_to_what_the_member_has_processed()
+    {
+        // The revoked partition was committed at the polled position: messages the application had not
+        // processed yet were skipped by the new owner, and lost if the first member then failed.
+        await using var broker = await QueueBrokerProcess.StartAsync(_dataDir, "--session-timeout", "2s");
+        await using (var admin = await broker.ConnectAsync())
+        {
+            await admin.CreateTopicAsync("work", 2);
+            for (var i = 0; i < 10; i++)
+            {
+                await admin.ProduceAsync("work", Encoding.UTF8.GetBytes($"a{i}"), partition: 0);
+                await admin.ProduceAsync("work", Encoding.UTF8.GetBytes($"b{i}"), partition: 1);
+            }
+        }
+
+        var options = new StreamConsumerOptions { SessionTimeout = TimeSpan.FromSeconds(2), HeartbeatInterval = TimeSpan.FromMilliseconds(100) };
+        await using var first = await StreamConsumer.CreateAsync("127.0.0.1", broker.Port, "work", "g", options);
+        Assert.Equal(20, (await first.PollAsync(TimeSpan.FromSeconds(1))).Count); // in the works, not committed
+        await using var second = await StreamConsumer.CreateAsync("127.0.0.1", broker.Port, "work", "g", options);
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        while (second.Partitions.Count != 1 && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(50);
+        }
+
+        var taken = Assert.Single(second.Partitions);
+        var messages = await second.PollAsync(TimeSpan.FromSeconds(1));
+        Assert.Equal(10, messages.Count(m => m.Partition == taken)); // delivered again, from the start
+    }
+
+    [Fact]
     public async Task A_push_subscription_streams_the_backlog_then_new_messages_in_order_through_a_small_window()
     {
         await using var broker = await QueueBrokerProcess.StartAsync(_dataDir);

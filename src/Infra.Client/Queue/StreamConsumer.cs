@@ -16,9 +16,13 @@ public sealed record StreamConsumerOptions
 /// <summary>
 /// A member of a stream (Kafka-like) consumer group on one topic. It joins, heartbeats in the
 /// background, polls the partitions the broker assigned to it from their committed offsets, and
-/// commits what it has processed. When a rebalance takes a partition away, the consumer stops
-/// reading it at its next heartbeat — after committing its position there — and the broker hands it
-/// to the new owner only then, so two members never own a partition at once.
+/// commits what it has processed: everything <see cref="CommitAsync"/> covers, and — as Kafka's
+/// consumer takes a new poll to mean the last one's records are done — what earlier polls returned.
+/// When a rebalance takes a partition away, the consumer stops reading it at its next heartbeat —
+/// after committing its processed position there (never past what the latest poll returned and the
+/// application may still be working on: those are delivered again to the new owner) — and the broker
+/// hands it to the new owner only then, so two members never own a partition at once. A poll's wait
+/// does not hold up the heartbeats.
 /// </summary>
 public sealed class StreamConsumer : IAsyncDisposable
 {
@@ -27,6 +31,9 @@ public sealed class StreamConsumer : IAsyncDisposable
     private readonly string _group;
     private readonly StreamConsumerOptions _options;
     private readonly Dictionary<int, long> _positions = [];
+
+    /// <summary>Per owned partition, the position the application is done with (see the class remarks).</summary>
+    private readonly Dictionary<int, long> _processed = [];
     private readonly SemaphoreSlim _lock = new(1, 1);
     private readonly CancellationTokenSource _stop = new();
     private StreamMembership _membership;
@@ -65,34 +72,81 @@ public sealed class StreamConsumer : IAsyncDisposable
         }
     }
 
-    /// <summary>Messages from the owned partitions, waiting up to <paramref name="wait"/> when there are none.</summary>
+    /// <summary>
+    /// Messages from the owned partitions, waiting up to <paramref name="wait"/> when there are none. Calling it
+    /// again tells the consumer the messages it returned before are processed.
+    /// </summary>
     public async Task<List<QueueMessage>> PollAsync(TimeSpan wait)
     {
-        await _lock.WaitAsync();
-        try
+        var deadline = DateTime.UtcNow + wait;
+        var first = true;
+        while (true)
         {
+            // The positions are read under the lock, the fetches made without it: a long poll held the lock,
+            // the heartbeats waited behind it, and the broker expired a member that was still reading.
+            Dictionary<int, long> from;
+            await _lock.WaitAsync();
+            try
+            {
+                if (first)
+                {
+                    foreach (var (partition, position) in _positions)
+                    {
+                        _processed[partition] = position;
+                    }
+                }
+
+                from = new Dictionary<int, long>(_positions);
+            }
+            finally
+            {
+                _lock.Release();
+            }
+
+            first = false;
+            var remaining = deadline - DateTime.UtcNow;
+            var fetched = new List<QueueMessage>();
+            foreach (var (partition, position) in from)
+            {
+                fetched.AddRange(await _client.FetchAsync(_topic, partition, position, _options.MaxMessages));
+            }
+
+            if (fetched.Count == 0 && remaining > TimeSpan.Zero && from.Count > 0)
+            {
+                // One partition is waited on at a time, for at most a heartbeat interval: the others are
+                // looked at again after it (data there waited the whole wait before).
+                var (partition, position) = from.First();
+                fetched.AddRange(await _client.FetchAsync(_topic, partition, position, _options.MaxMessages, remaining < _options.HeartbeatInterval ? remaining : _options.HeartbeatInterval));
+            }
+
             var result = new List<QueueMessage>();
-            foreach (var (partition, position) in _positions.ToList())
+            await _lock.WaitAsync();
+            try
             {
-                result.AddRange(await _client.FetchAsync(_topic, partition, position, _options.MaxMessages));
+                // Only partitions still ours, read from where we still are: one taken away (or given back)
+                // meanwhile is the new owner's to read.
+                foreach (var message in fetched)
+                {
+                    if (_positions.TryGetValue(message.Partition, out var at) && from.TryGetValue(message.Partition, out var was) && at == was)
+                    {
+                        result.Add(message);
+                    }
+                }
+
+                foreach (var message in result)
+                {
+                    _positions[message.Partition] = message.Offset + 1;
+                }
+            }
+            finally
+            {
+                _lock.Release();
             }
 
-            if (result.Count == 0 && wait > TimeSpan.Zero && _positions.Count > 0)
+            if (result.Count > 0 || DateTime.UtcNow >= deadline)
             {
-                var (partition, position) = _positions.First();
-                result.AddRange(await _client.FetchAsync(_topic, partition, position, _options.MaxMessages, wait));
+                return result;
             }
-
-            foreach (var message in result)
-            {
-                _positions[message.Partition] = message.Offset + 1;
-            }
-
-            return result;
-        }
-        finally
-        {
-            _lock.Release();
         }
     }
 
@@ -115,6 +169,7 @@ public sealed class StreamConsumer : IAsyncDisposable
         foreach (var partition in partitions.ToList())
         {
             await _client.CommitAsync(_topic, _group, _membership.MemberId, partition, _positions[partition]);
+            _processed[partition] = _positions[partition];
         }
     }
 
@@ -136,14 +191,20 @@ public sealed class StreamConsumer : IAsyncDisposable
                     catch (QueueException ex) when (ex.Code == "UnknownMember")
                     {
                         _positions.Clear();
+                        _processed.Clear();
                         next = await _client.JoinAsync(_topic, _group, session: _options.SessionTimeout);
                     }
 
-                    // Partitions no longer ours: commit where we are before the broker releases them.
+                    // Partitions no longer ours: commit what is processed there before the broker releases them —
+                    // not the polled position: messages the latest poll returned may still be in the works, and
+                    // committing past them lost them if this member then failed.
                     var revoked = _positions.Keys.Where(p => !next.Partitions.Contains(p)).ToList();
                     if (revoked.Count > 0 && next.MemberId == _membership.MemberId)
                     {
-                        await CommitLockedAsync(revoked);
+                        foreach (var partition in revoked.Where(_processed.ContainsKey))
+                        {
+                            await _client.CommitAsync(_topic, _group, _membership.MemberId, partition, _processed[partition]);
+                        }
                     }
 
                     await AdoptAsync(next);
@@ -169,6 +230,7 @@ public sealed class StreamConsumer : IAsyncDisposable
         foreach (var partition in _positions.Keys.Where(p => !membership.Partitions.Contains(p)).ToList())
         {
             _positions.Remove(partition);
+            _processed.Remove(partition);
         }
 
         foreach (var partition in membership.Partitions)
@@ -177,6 +239,7 @@ public sealed class StreamConsumer : IAsyncDisposable
             {
                 var committed = await _client.CommittedAsync(_topic, _group, partition);
                 _positions[partition] = committed >= 0 ? committed : (await _client.MetadataAsync(_topic)).Starts[partition];
+                _processed[partition] = _positions[partition];
             }
         }
 
