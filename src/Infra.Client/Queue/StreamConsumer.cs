@@ -106,9 +106,10 @@ public sealed class StreamConsumer : IAsyncDisposable
             first = false;
             var remaining = deadline - DateTime.UtcNow;
             var fetched = new List<QueueMessage>();
+            var moved = new Dictionary<int, long>();
             foreach (var (partition, position) in from)
             {
-                fetched.AddRange(await _client.FetchAsync(_topic, partition, position, _options.MaxMessages));
+                fetched.AddRange(await FetchAsync(partition, position, TimeSpan.Zero, moved));
             }
 
             if (fetched.Count == 0 && remaining > TimeSpan.Zero && from.Count > 0)
@@ -116,7 +117,7 @@ public sealed class StreamConsumer : IAsyncDisposable
                 // One partition is waited on at a time, for at most a heartbeat interval: the others are
                 // looked at again after it (data there waited the whole wait before).
                 var (partition, position) = from.First();
-                fetched.AddRange(await _client.FetchAsync(_topic, partition, position, _options.MaxMessages, remaining < _options.HeartbeatInterval ? remaining : _options.HeartbeatInterval));
+                fetched.AddRange(await FetchAsync(partition, moved.GetValueOrDefault(partition, position), remaining < _options.HeartbeatInterval ? remaining : _options.HeartbeatInterval, moved));
             }
 
             var result = new List<QueueMessage>();
@@ -130,6 +131,14 @@ public sealed class StreamConsumer : IAsyncDisposable
                     if (_positions.TryGetValue(message.Partition, out var at) && from.TryGetValue(message.Partition, out var was) && at == was)
                     {
                         result.Add(message);
+                    }
+                }
+
+                foreach (var (partition, position) in moved)
+                {
+                    if (_positions.TryGetValue(partition, out var at) && at == from[partition])
+                    {
+                        _positions[partition] = position;
                     }
                 }
 
@@ -147,6 +156,27 @@ public sealed class StreamConsumer : IAsyncDisposable
             {
                 return result;
             }
+        }
+    }
+
+    /// <summary>
+    /// One partition's next messages. A position outside the log — below its start once retention deleted what
+    /// it pointed at, past its end after the broker lost its tail — moves to the nearest end that exists (noted
+    /// in <paramref name="moved"/>), as Kafka's consumer resets with auto.offset.reset=earliest: every poll
+    /// failed with OffsetOutOfRange before, for all partitions, for good.
+    /// </summary>
+    private async Task<List<QueueMessage>> FetchAsync(int partition, long position, TimeSpan wait, Dictionary<int, long> moved)
+    {
+        try
+        {
+            return await _client.FetchAsync(_topic, partition, position, _options.MaxMessages, wait);
+        }
+        catch (QueueException ex) when (ex.Code == "OffsetOutOfRange")
+        {
+            var (_, starts, ends) = await _client.MetadataAsync(_topic);
+            var reset = Math.Clamp(position, starts[partition], ends[partition]);
+            moved[partition] = reset;
+            return await _client.FetchAsync(_topic, partition, reset, _options.MaxMessages);
         }
     }
 
