@@ -127,6 +127,11 @@ namespace Infra.Cli
                 return Fail(running);
             }
 
+            if (topology.CheckDataShape(dataDir) is { } mismatch)
+            {
+                return Fail(mismatch);
+            }
+
             if (lbPort != 0 && !Ports.IsFree(lbPort))
             {
                 return Fail($"port {lbPort} (the load balancer's) is taken; free it or pass --lb-port 0 (or another port)");

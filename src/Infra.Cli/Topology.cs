@@ -96,6 +96,28 @@ internal sealed record Topology
         }
     }
 
+    /// <summary>
+    /// The data directory remembers the shards and replicas it was made with (<c>shape.json</c>); a topology
+    /// that differs is refused with the reason, or null. The router keeps its stored map, not the new
+    /// topology: with fewer shards it never became ready, with more the new shards sat outside the map, and
+    /// renamed replicas were missing from it (a master's failover had nothing to promote).
+    /// </summary>
+    public string? CheckDataShape(string dataDir)
+    {
+        var path = Path.Combine(dataDir, "shape.json");
+        var shape = $"{{\"shards\":{Shards},\"replicasPerShard\":{ReplicasPerShard}}}";
+        if (!File.Exists(path))
+        {
+            File.WriteAllText(path, shape);
+            return null;
+        }
+
+        var stored = File.ReadAllText(path).Trim();
+        return stored == shape
+            ? null
+            : $"{dataDir} was made with {stored} and this topology has {shape}: shards and replicas of an existing data directory do not change with the topology (use another --data-dir; add a shard to a running stack with POST /shards on the router)";
+    }
+
     /// <summary>Every node, in the order they start (dependencies first).</summary>
     public IReadOnlyList<NodeSpec> Nodes()
     {

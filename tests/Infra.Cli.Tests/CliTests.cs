@@ -59,6 +59,24 @@ public sealed class CliTests
     }
 
     [Fact]
+    public void A_data_directory_keeps_the_shards_and_replicas_it_was_made_with()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), "infra-shape-" + Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(dir);
+        try
+        {
+            Assert.Null(new Topology().CheckDataShape(dir));
+            Assert.Null(new Topology { WebNodes = 5, Caches = 1 }.CheckDataShape(dir)); // stateless tiers may change
+            Assert.Contains("do not change", new Topology { Shards = 3 }.CheckDataShape(dir), StringComparison.Ordinal);
+            Assert.Contains("do not change", new Topology { ReplicasPerShard = 2 }.CheckDataShape(dir), StringComparison.Ordinal);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
     public void A_topology_file_sets_only_what_it_names()
     {
         var path = Path.GetTempFileName();
