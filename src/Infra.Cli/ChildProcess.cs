@@ -8,12 +8,15 @@ namespace Infra.Cli;
 /// Starts child processes so that none outlives <c>infra up</c>: through <c>setpriv --pdeathsig
 /// TERM</c> when it is there, so the kernel sends SIGTERM to a child whose parent died, even by
 /// SIGKILL. The parent-death signal fires when the spawning <em>thread</em> ends, so every child is
-/// started from one dedicated thread that lives as long as the process.
+/// started from one dedicated thread that lives as long as the process. Each child runs in a session
+/// of its own (<c>setsid</c>, which execs in place: same pid): a terminal's Ctrl-C reached every child
+/// at once and they all stopped together, not in the supervisor's order (load balancer first).
 /// </summary>
 internal static partial class Spawner
 {
     private static readonly BlockingCollection<(ProcessStartInfo Info, TaskCompletionSource<Process> Done)> Requests = [];
     private static readonly Lazy<bool> HasSetpriv = new(() => File.Exists("/usr/bin/setpriv") && RuntimeInformation.IsOSPlatform(OSPlatform.Linux));
+    private static readonly Lazy<bool> HasSetsid = new(() => File.Exists("/usr/bin/setsid") && RuntimeInformation.IsOSPlatform(OSPlatform.Linux));
 
     static Spawner()
     {
@@ -23,13 +26,18 @@ internal static partial class Spawner
 
     public static Task<Process> StartAsync(string file, IEnumerable<string> args, string logPath)
     {
-        var info = new ProcessStartInfo(HasSetpriv.Value ? "/usr/bin/setpriv" : file)
+        var info = new ProcessStartInfo(HasSetsid.Value ? "/usr/bin/setsid" : HasSetpriv.Value ? "/usr/bin/setpriv" : file)
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             RedirectStandardInput = false,
             UseShellExecute = false,
         };
+        if (HasSetsid.Value)
+        {
+            info.ArgumentList.Add(HasSetpriv.Value ? "/usr/bin/setpriv" : file);
+        }
+
         if (HasSetpriv.Value)
         {
             info.ArgumentList.Add("--pdeathsig");

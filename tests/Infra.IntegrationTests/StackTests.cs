@@ -217,6 +217,26 @@ public sealed class StackTests(StackFixture fixture)
     }
 
     [Fact]
+    public async Task Every_node_runs_in_a_session_of_its_own_so_a_terminals_ctrl_c_reaches_only_the_supervisor()
+    {
+        // In the supervisor's process group, a terminal's Ctrl-C reached all the nodes at once: they stopped
+        // together instead of in order (the load balancer first, the stores last).
+        static long SessionOf(int pid)
+        {
+            var stat = File.ReadAllText($"/proc/{pid}/stat");
+            return long.Parse(stat[(stat.LastIndexOf(')') + 2)..].Split(' ')[3], System.Globalization.CultureInfo.InvariantCulture);
+        }
+
+        var supervisor = SessionOf(Stack.Pid);
+        foreach (var node in await Stack.StatusAsync())
+        {
+            Assert.NotNull(node.Pid);
+            Assert.Contains("dotnet", File.ReadAllText($"/proc/{node.Pid}/cmdline"), StringComparison.Ordinal); // the node itself, not a wrapper
+            Assert.NotEqual(supervisor, SessionOf(node.Pid!.Value));
+        }
+    }
+
+    [Fact]
     public async Task Killing_a_web_node_under_load_fails_no_get_through_the_lb()
     {
         var cookie = await SignUpAsync(Stack.Lb);
