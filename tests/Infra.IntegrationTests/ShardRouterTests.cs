@@ -956,6 +956,30 @@ public sealed class ShardRouterTests
     }
 
     [Fact]
+    public async Task A_shard_can_be_added_to_a_schema_of_more_objects_than_one_request_may_hold()
+    {
+        // The schema went to the new shard in one request: 600 sharded tables (each with its slot index) are
+        // 1,200 statements, over a node's 1,000, and the shard could never be added.
+        await using var cluster = await ShardCluster.StartAsync(2, "--fail-after", "1000");
+        for (var part = 0; part < 2; part++)
+        {
+            var names = Enumerable.Range(part * 300, 300).Select(i => $"t{i}").ToList();
+            var (created, answer) = await cluster.PostAsync("/db/schema", new
+            {
+                statements = names.Select(n => $"CREATE TABLE {n}(k TEXT PRIMARY KEY)").ToArray(),
+                tables = names.Select(n => new { name = n, shardKey = "k" }).ToArray(),
+            });
+            Assert.True(created == 200, answer.ToString());
+        }
+
+        await using var third = await ShardNodes.StartAsync("s2", cluster.NewDir).ContinueWith(t => new DisposableShard(t.Result));
+        var (accepted, added) = await cluster.PostRawAsync("/shards", third.Shard.Json.TrimEnd('}') + ",\"weight\":0.001}");
+        Assert.True(accepted == 202, added.ToString());
+        var objects = await third.Shard.Master.QueryAsync("SELECT count(*) FROM sqlite_master WHERE name LIKE 't%'");
+        Assert.Equal(1200, objects.GetProperty("rows")[0][0].GetInt64());
+    }
+
+    [Fact]
     public async Task A_fan_out_never_repeats_rows_a_moved_slot_left_on_its_old_shard()
     {
         // A slot moved from s1 to s0 and the delete of its rows on s1 failed: the map records the cleanup.

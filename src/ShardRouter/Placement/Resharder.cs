@@ -243,10 +243,13 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
             throw new RouterException("Unavailable", $"cannot read the schema of shard {source.Id}: {ex.Reason}", 503, retriable: true);
         }
 
+        // In parts under a node's --max-statements (one request for a schema of over 1000 objects — each
+        // sharded table brings its slot index — was refused, and the shard could never be added); each
+        // statement is IF NOT EXISTS, so an add retried after a part failed goes on where it stopped.
         var statements = schema.Rows.Select(r => new object?[] { IfNotExists((string)r[1]!) }).ToList();
-        if (statements.Count > 0)
+        foreach (var part in statements.Chunk(DeleteStatementsPerWrite))
         {
-            await router.WriteAsync(shard, statements, "ddl", slot: null, CancellationToken.None);
+            await router.WriteAsync(shard, [.. part], "ddl", slot: null, CancellationToken.None);
         }
     }
 
@@ -987,7 +990,7 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
         }
     }
 
-    /// <summary>Statements per write of a slot's deletion: well under a data node's default --max-statements (1000).</summary>
+    /// <summary>Statements per write of a slot's deletion or a schema copy: well under a data node's default --max-statements (1000).</summary>
     private const int DeleteStatementsPerWrite = 500;
 
     /// <summary>
