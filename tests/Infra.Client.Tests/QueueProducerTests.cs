@@ -88,6 +88,15 @@ public sealed class QueueProducerTests
         socket.Shutdown(SocketShutdown.Both);
     }
 
+    [Fact]
+    public async Task Options_that_could_never_send_are_refused()
+    {
+        // MaxBatchMessages = 0: the pump took nothing, and every send waited forever.
+        await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => QueueProducer.CreateAsync("127.0.0.1", 1, "t", new QueueProducerOptions { MaxBatchMessages = 0 }));
+        await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => QueueProducer.CreateAsync("127.0.0.1", 1, "t", new QueueProducerOptions { MaxBatchBytes = 0 }));
+        await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => QueueProducer.CreateAsync("127.0.0.1", 1, "t", new QueueProducerOptions { RequestTimeout = TimeSpan.Zero }));
+    }
+
     /// <summary>Answers metadata as a one-partition topic, and every produce with a number instead of a map.</summary>
     private static async Task AnswerProduceWithGarbageAsync(TcpListener listener)
     {

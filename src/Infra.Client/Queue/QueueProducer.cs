@@ -58,11 +58,16 @@ public sealed class QueueProducer : IAsyncDisposable
 
     public static async Task<QueueProducer> CreateAsync(string host, int port, string topic, QueueProducerOptions? options = null)
     {
+        options ??= new QueueProducerOptions();
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.MaxBatchMessages, 1, nameof(options)); // 0 left every send waiting forever
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.MaxBatchBytes, 1, nameof(options));
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.RetryFor, TimeSpan.Zero, nameof(options));
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(options.RequestTimeout, TimeSpan.Zero, nameof(options));
         var client = await QueueClient.ConnectAsync(host, port);
         try
         {
             var (partitions, _) = await client.MetadataAsync(topic);
-            return new QueueProducer(host, port, topic, partitions, client, options ?? new QueueProducerOptions());
+            return new QueueProducer(host, port, topic, partitions, client, options);
         }
         catch
         {
