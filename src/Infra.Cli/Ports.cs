@@ -22,11 +22,21 @@ internal static class Ports
             ? JsonSerializer.Deserialize<Dictionary<string, int[]>>(File.ReadAllText(path)) ?? []
             : [];
         var taken = new HashSet<int>(ports.Values.SelectMany(p => p));
+        if (lbPort != 0 && ports.FirstOrDefault(p => p.Key != "lb" && p.Value.Contains(lbPort)) is { Key: { } holder })
+        {
+            // Two nodes on one port: the second never listened. (The other node cannot move: data nodes are
+            // known to the router's stored map by address.)
+            throw new InvalidDataException($"--lb-port {lbPort} is {holder}'s port in {path}; choose another (or 0)");
+        }
+
         foreach (var node in nodes)
         {
             var wanted = node.Kind is NodeKind.Web or NodeKind.Worker ? 1 : 2;
-            if (ports.TryGetValue(node.Name, out var known) && known.Length == wanted && (node.Kind != NodeKind.LoadBalancer || lbPort == 0 || known[0] == lbPort))
+            if (ports.TryGetValue(node.Name, out var known) && known.Length == wanted
+                && (node.Kind != NodeKind.LoadBalancer || (lbPort == 0 ? IsFree(known[0]) : known[0] == lbPort)))
             {
+                // (--lb-port 0 keeps the load balancer's port while it is free: taken since, all the other
+                // nodes started before the load balancer failed to listen, and the stack was torn down.)
                 continue;
             }
 

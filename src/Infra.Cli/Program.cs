@@ -298,6 +298,11 @@ namespace Infra.Cli
                 {
                     return NotAnswering(control, ex);
                 }
+                catch (TaskCanceledException)
+                {
+                    // HttpClient's timeout (a restart queued behind another): a line, not a stack trace.
+                    return Fail($"infra up did not finish the {verb} of {name} within {http.Timeout.TotalSeconds:0} s; see 'infra status'");
+                }
             }
         }
 
@@ -319,8 +324,9 @@ namespace Infra.Cli
                     return NotAnswering(control, ex);
                 }
 
+                // A stop can take its 15 s per stage over the five stages.
                 var path = Path.Combine(dataDir, Supervisor.StateFile);
-                var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+                var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(150);
                 while (File.Exists(path) && DateTime.UtcNow < deadline)
                 {
                     await Task.Delay(200);

@@ -119,4 +119,32 @@ public sealed class CliTests
             Directory.Delete(dir, recursive: true);
         }
     }
+
+    [Fact]
+    public void The_load_balancers_port_is_free_or_refused_and_never_another_nodes()
+    {
+        var dir = Directory.CreateTempSubdirectory().FullName;
+        try
+        {
+            var nodes = new Topology().Nodes();
+            var first = Ports.LoadOrAssign(dir, nodes, lbPort: 0);
+
+            // --lb-port 0 on a directory whose load balancer port is taken now: a fresh one.
+            using (var holder = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, first["lb"][0]))
+            {
+                holder.Start();
+                var again = Ports.LoadOrAssign(dir, nodes, lbPort: 0);
+                Assert.NotEqual(first["lb"][0], again["lb"][0]);
+                Assert.Equal(first["s0-master"], again["s0-master"]);
+            }
+
+            // An explicit port that another node of this directory has is refused.
+            var ex = Assert.Throws<InvalidDataException>(() => Ports.LoadOrAssign(dir, nodes, lbPort: first["cache-1"][0]));
+            Assert.Contains("cache-1", ex.Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
 }
