@@ -705,6 +705,60 @@ public sealed class QueueBrokerTests : IDisposable
     }
 
     [Fact]
+    public async Task A_stream_consumer_joins_again_after_its_connection_to_the_broker_is_lost()
+    {
+        // The heartbeats kept failing on the dead connection and nothing reconnected: the consumer reported
+        // partitions the broker had given away, and every poll failed.
+        int port;
+        using (var probe = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0))
+        {
+            probe.Start();
+            port = ((System.Net.IPEndPoint)probe.LocalEndpoint).Port;
+        }
+
+        var listen = $"127.0.0.1:{port}";
+        var options = new StreamConsumerOptions { SessionTimeout = TimeSpan.FromSeconds(2), HeartbeatInterval = TimeSpan.FromMilliseconds(100) };
+        StreamConsumer consumer;
+        string member;
+        await using (var first = await QueueBrokerProcess.StartAsync(_dataDir, "--listen", listen))
+        {
+            await using (var admin = await first.ConnectAsync())
+            {
+                await admin.CreateTopicAsync("events", 1);
+            }
+
+            consumer = await StreamConsumer.CreateAsync("127.0.0.1", port, "events", "g", options);
+            member = consumer.MemberId;
+            first.Process.Kill();
+        }
+
+        await using (consumer)
+        {
+            await using var second = await QueueBrokerProcess.StartAsync(_dataDir, "--listen", listen);
+            await using (var admin = await second.ConnectAsync())
+            {
+                await admin.ProduceAsync("events", Encoding.UTF8.GetBytes("after"), partition: 0);
+            }
+
+            await Eventually.HoldsAsync(() => consumer.MemberId != member && consumer.Partitions.Count == 1, () => "the consumer joins the restarted broker", TimeSpan.FromSeconds(30));
+            List<QueueMessage> messages = [];
+            await Eventually.HoldsAsync(async () =>
+            {
+                try
+                {
+                    messages = await consumer.PollAsync(TimeSpan.FromMilliseconds(200));
+                    return messages.Count == 1;
+                }
+                catch (QueueException)
+                {
+                    return false; // a poll on the connection being replaced
+                }
+            }, "the consumer reads again", TimeSpan.FromSeconds(30));
+            Assert.Equal("after", Encoding.UTF8.GetString(messages[0].Payload));
+        }
+    }
+
+    [Fact]
     public async Task A_partition_taken_away_is_committed_only_up_to_what_the_member_has_processed()
     {
         // The revoked partition was committed at the polled position: messages the application had not

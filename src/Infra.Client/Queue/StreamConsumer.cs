@@ -26,7 +26,9 @@ public sealed record StreamConsumerOptions
 /// </summary>
 public sealed class StreamConsumer : IAsyncDisposable
 {
-    private readonly QueueClient _client;
+    private readonly string _host;
+    private readonly int _port;
+    private volatile QueueClient _client;
     private readonly string _topic;
     private readonly string _group;
     private readonly StreamConsumerOptions _options;
@@ -39,8 +41,10 @@ public sealed class StreamConsumer : IAsyncDisposable
     private StreamMembership _membership;
     private Task? _heartbeats;
 
-    private StreamConsumer(QueueClient client, string topic, string group, StreamConsumerOptions options, StreamMembership membership)
+    private StreamConsumer(string host, int port, QueueClient client, string topic, string group, StreamConsumerOptions options, StreamMembership membership)
     {
+        _host = host;
+        _port = port;
         _client = client;
         _topic = topic;
         _group = group;
@@ -60,7 +64,7 @@ public sealed class StreamConsumer : IAsyncDisposable
         try
         {
             var membership = await client.JoinAsync(topic, group, session: options.SessionTimeout);
-            var consumer = new StreamConsumer(client, topic, group, options, membership);
+            var consumer = new StreamConsumer(host, port, client, topic, group, options, membership);
             await consumer.AdoptAsync(membership);
             consumer._heartbeats = Task.Run(consumer.HeartbeatLoopAsync);
             return consumer;
@@ -244,13 +248,58 @@ public sealed class StreamConsumer : IAsyncDisposable
                     _lock.Release();
                 }
             }
-            catch (OperationCanceledException)
+            catch (OperationCanceledException) when (_stop.IsCancellationRequested)
             {
                 return;
             }
-            catch (QueueException)
+            catch (Exception ex) when (ex is not OutOfMemoryException)
             {
-                // The broker is away: the next heartbeat tries again (or the session expires).
+                // The broker is away (the next heartbeat tries again, or the session expires), or its connection
+                // is lost: a new one joins again — the loop kept heartbeating a dead connection, and the
+                // consumer reported partitions the broker had long given to others. (Anything else must not end
+                // the heartbeats either: they stopped for good, unseen.)
+                if (!_client.IsConnected)
+                {
+                    await ReconnectAsync();
+                }
+            }
+        }
+    }
+
+    private async Task ReconnectAsync()
+    {
+        QueueClient? next = null;
+        try
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
+            timeout.CancelAfter(_options.SessionTimeout);
+            next = await QueueClient.ConnectAsync(_host, _port, timeout.Token);
+            var membership = await next.JoinAsync(_topic, _group, session: _options.SessionTimeout);
+            await _lock.WaitAsync(_stop.Token);
+            try
+            {
+                var old = _client;
+                _client = next;
+                next = null;
+                _positions.Clear();
+                _processed.Clear();
+                await AdoptAsync(membership);
+                await old.DisposeAsync();
+            }
+            finally
+            {
+                _lock.Release();
+            }
+        }
+        catch (Exception ex) when (ex is QueueException or IOException or System.Net.Sockets.SocketException or OperationCanceledException)
+        {
+            // Still away: the next heartbeat tries again.
+        }
+        finally
+        {
+            if (next is not null)
+            {
+                await next.DisposeAsync();
             }
         }
     }
