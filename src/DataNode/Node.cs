@@ -296,7 +296,20 @@ internal sealed partial class Node : IAsyncDisposable
         if (!mustWait && QueryCosts.IsCheap(sql))
         {
             var started = Stopwatch.GetTimestamp();
-            if (Db.TryQuery(sql, parameters, mayWait: false) is { } now)
+            QueryResult? ran;
+            try
+            {
+                ran = Db.TryQuery(sql, parameters, mayWait: false);
+            }
+            catch
+            {
+                // A run that failed (interrupted at --max-query-time, too many rows) costs what it took: recorded
+                // only on success, the text stayed "cheap" and every such run held the network thread it came in on.
+                QueryCosts.Record(sql, Stopwatch.GetTimestamp() - started);
+                throw;
+            }
+
+            if (ran is { } now)
             {
                 QueryCosts.Record(sql, Stopwatch.GetTimestamp() - started);
                 if (!IsOnDisk(now))

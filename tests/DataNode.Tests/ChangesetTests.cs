@@ -49,6 +49,29 @@ public sealed class ChangesetTests : IDisposable
     }
 
     [Fact]
+    public void A_delete_of_every_row_with_no_where_reaches_the_replica()
+    {
+        // SQLite ran it as a truncate (no pre-update hook when a request's first statement was prepared):
+        // no change was captured, and the replica kept the rows.
+        Ship(Write(("INSERT INTO t(id, v) VALUES(1, 'a')", []), ("INSERT INTO t(id, v) VALUES(2, 'b')", [])));
+        var deleted = Write(("DELETE FROM t", []));
+        Assert.NotNull(deleted.Entry);
+        Ship(deleted);
+        AssertConverged();
+        Assert.Empty(_replica.Query("SELECT * FROM t", []).Rows);
+    }
+
+    [Fact]
+    public void The_nodes_own_tables_cannot_be_altered()
+    {
+        // ALTER TABLE's first authorizer argument is the database's name ("main"), which was checked instead
+        // of the table's: renaming _infra_epochs was allowed, and broke every write of the next epoch.
+        var outcome = Write(("ALTER TABLE _infra_epochs RENAME TO e", []));
+        Assert.NotNull(outcome.Error);
+        Assert.Contains("belongs to the node", outcome.Error!.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Random_and_now_replay_as_the_same_rows()
     {
         Ship(Write(("INSERT INTO t(id, v, w) VALUES(1, random(), datetime('now', '+' || abs(random() % 1000) || ' seconds'))", []),

@@ -115,4 +115,54 @@ public sealed class InlineReadTests : IDisposable
         Assert.NotNull(now);
         Assert.Equal("a", now.Rows.Single()[0]);
     }
+
+    [Fact]
+    public async Task A_read_interrupted_at_the_query_time_limit_is_not_cheap_any_more()
+    {
+        // Its cost was recorded only when it succeeded: a text cheap once stayed cheap however often it was
+        // interrupted at --max-query-time, and each such run held the network thread it came in on.
+        using var meters = new Meters();
+        var options = new NodeOptions
+        {
+            Listen = new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0),
+            DataDir = _root,
+            Role = NodeRole.Master,
+            Sync = SyncMode.Async,
+            MaxQueryTime = TimeSpan.FromMilliseconds(200),
+        };
+        await using var node = new Node(options, TimeProvider.System, meters, Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance);
+        const string Sql = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ?) SELECT count(*) FROM c";
+        for (var i = 0; i < 50 && !node.QueryCosts.IsCheap(Sql); i++)
+        {
+            await node.QueryOnCallerIfCheapAsync(Sql, [1L], null, null, default);
+        }
+
+        Assert.True(node.QueryCosts.IsCheap(Sql));
+        await Assert.ThrowsAnyAsync<Exception>(() => node.QueryOnCallerIfCheapAsync(Sql, [(long)1e12], null, null, default));
+        Assert.False(node.QueryCosts.IsCheap(Sql));
+    }
+
+    private sealed class Meters : System.Diagnostics.Metrics.IMeterFactory
+    {
+        private readonly List<System.Diagnostics.Metrics.Meter> _meters = [];
+
+        public System.Diagnostics.Metrics.Meter Create(System.Diagnostics.Metrics.MeterOptions options)
+        {
+            var meter = new System.Diagnostics.Metrics.Meter(options);
+            lock (_meters)
+            {
+                _meters.Add(meter);
+            }
+
+            return meter;
+        }
+
+        public void Dispose()
+        {
+            lock (_meters)
+            {
+                _meters.ForEach(m => m.Dispose());
+            }
+        }
+    }
 }

@@ -21,7 +21,7 @@ internal sealed class SqlRunner : IDisposable
     private const int CreateIndex = 1, CreateTable = 2, CreateView = 8, Delete = 9, DropIndex = 10, DropTable = 11, DropView = 17;
     private const int Insert = 18, Pragma = 19, Transaction = 22, Update = 23, Attach = 24, Detach = 25, AlterTable = 26, Reindex = 27;
     private const int Analyze = 28, Savepoint = 32;
-    private const int SqliteOk = 0, SqliteDeny = 1;
+    private const int SqliteOk = 0, SqliteDeny = 1, SqliteIgnore = 2;
 
     private static readonly HashSet<string> ReadPragmas = new(StringComparer.OrdinalIgnoreCase)
     {
@@ -407,7 +407,8 @@ internal sealed class SqlRunner : IDisposable
             Pragma => $"PRAGMA {param0} is not allowed",
             CreateIndex or CreateTable or CreateView or DropIndex or DropTable or DropView or AlterTable or Reindex or Analyze
                 when _readOnly => "schema changes go to /execute on the master",
-            CreateTable or DropTable or AlterTable when IsInternal(param0) => $"{param0} belongs to the node",
+            CreateTable or DropTable when IsInternal(param0) => $"{param0} belongs to the node",
+            AlterTable when IsInternal(param1) => $"{param1} belongs to the node", // (its first argument is the database's name)
             CreateIndex or DropIndex when IsInternal(param1) => $"{param1} belongs to the node",
             CreateTable => MarkCreateTable(),
             CreateIndex or CreateView or DropIndex or DropTable or DropView or AlterTable or Reindex or Analyze => MarkDdl(),
@@ -423,7 +424,13 @@ internal sealed class SqlRunner : IDisposable
         };
         if (refusal is null)
         {
-            return SqliteOk;
+            // A DELETE with no WHERE is run by SQLite as a truncate when no pre-update hook was registered at
+            // prepare time — which the change capture is not yet, for a request's first statement: its rows left
+            // no change, and replicas kept them. IGNORE on a DELETE keeps the delete and turns the truncate off
+            // (documented with sqlite3_set_authorizer): every row is deleted, and captured, one by one.
+            // Only for a DELETE statement: DROP TABLE asks for SQLITE_DELETE too (on the schema table, then on
+            // the table after SQLITE_DROP_TABLE), and IGNORE there silently skips the drop.
+            return action == Delete && !_readOnly && !_sawDdl && !IsSchema(param0) ? SqliteIgnore : SqliteOk;
         }
 
         _denied ??= refusal;
