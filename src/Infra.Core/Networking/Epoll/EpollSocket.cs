@@ -203,6 +203,10 @@ internal sealed class EpollSocket
             Volatile.Write(ref _connecting, connecting);
             if (!Write.TryWait(observed))
             {
+                // Writable meanwhile: looked at again. Left set, the connect's completion source would take
+                // every later writable event (OnWritable completes it and returns), and parked writes on this
+                // connection never woke.
+                Volatile.Write(ref _connecting, null);
                 continue;
             }
 
