@@ -309,6 +309,21 @@ public sealed class DataNodeTests : IDisposable
     }
 
     [Fact]
+    public async Task A_connection_that_never_says_hello_is_closed_after_the_hello_timeout()
+    {
+        // The 10 s hello timeout was a token the socket reader ignored: a connection that sent nothing was held
+        // for good, and a thousand of them (--max-connections) locked out the replicas and the router.
+        await using var node = await DataNodeProcess.StartAsync(NewDir(), "--role", "master", "--sync", "async");
+        var (host, port) = (node.ReplicationAddress.Split(':')[0], int.Parse(node.ReplicationAddress.Split(':')[1], System.Globalization.CultureInfo.InvariantCulture));
+        using var silent = new System.Net.Sockets.TcpClient();
+        await silent.ConnectAsync(host, port);
+        var stream = silent.GetStream();
+        using var bound = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        var read = await stream.ReadAsync(new byte[16], bound.Token); // the node closes it: end of stream
+        Assert.Equal(0, read);
+    }
+
+    [Fact]
     public async Task A_replica_whose_clone_fails_unexpectedly_says_so_and_keeps_trying()
     {
         // The snapshot's file cannot be created (a directory is in its way): the follower's task ended with an

@@ -48,9 +48,22 @@ internal sealed class FrameConnection(PipeReader input, PipeWriter output, int m
 
     public async ValueTask<Frame?> ReadAsync(CancellationToken cancellationToken)
     {
+        // Infra.Core's pipe readers ignore the token ReadAsync is given: a peer that sent nothing (a hello that
+        // never came, a caught-up replica's acks at shutdown) held this read — and its connection, and a
+        // shutdown — for good. Cancelling the pending read instead wakes it; it then throws as a token would.
+        using var wake = cancellationToken.CanBeCanceled
+            ? cancellationToken.UnsafeRegister(static state => ((PipeReader)state!).CancelPendingRead(), input)
+            : default;
         while (true)
         {
             var result = await input.ReadAsync(cancellationToken);
+            if (result.IsCanceled)
+            {
+                input.AdvanceTo(result.Buffer.Start); // nothing consumed; the read is over
+                cancellationToken.ThrowIfCancellationRequested();
+                continue; // someone else's CancelPendingRead: read on
+            }
+
             var buffer = result.Buffer;
             var status = Frames.TryRead(ref buffer, maxFrameBytes, out var body, out var declared);
             switch (status)
