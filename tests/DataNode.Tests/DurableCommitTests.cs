@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Diagnostics.Metrics;
 using System.Net;
 using Infra.Core.Networking;
 using Infra.DataNode.Storage;
@@ -19,7 +18,7 @@ public sealed class DurableCommitTests : IAsyncDisposable
 
     private readonly string _root = Path.Combine(Path.GetTempPath(), "durable-" + Guid.NewGuid().ToString("N"));
     private readonly List<IAsyncDisposable> _running = [];
-    private readonly Meters _meters = new();
+    private readonly TestMeters _meters = new();
     private readonly List<WalGate> _gates = [];
 
     public async ValueTask DisposeAsync()
@@ -441,30 +440,6 @@ public sealed class DurableCommitTests : IAsyncDisposable
             }
 
             RandomAccess.FlushToDisk(wal);
-        }
-    }
-
-    private sealed class Meters : IMeterFactory
-    {
-        private readonly List<Meter> _meters = [];
-
-        public Meter Create(MeterOptions options)
-        {
-            var meter = new Meter(options);
-            lock (_meters)
-            {
-                _meters.Add(meter);
-            }
-
-            return meter;
-        }
-
-        public void Dispose()
-        {
-            lock (_meters)
-            {
-                _meters.ForEach(m => m.Dispose());
-            }
         }
     }
 }

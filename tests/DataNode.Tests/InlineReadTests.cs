@@ -121,7 +121,7 @@ public sealed class InlineReadTests : IDisposable
     {
         // Its cost was recorded only when it succeeded: a text cheap once stayed cheap however often it was
         // interrupted at --max-query-time, and each such run held the network thread it came in on.
-        using var meters = new Meters();
+        using var meters = new TestMeters();
         var options = new NodeOptions
         {
             Listen = new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0),
@@ -140,29 +140,5 @@ public sealed class InlineReadTests : IDisposable
         Assert.True(node.QueryCosts.IsCheap(Sql));
         await Assert.ThrowsAnyAsync<Exception>(() => node.QueryOnCallerIfCheapAsync(Sql, [(long)1e12], null, null, default));
         Assert.False(node.QueryCosts.IsCheap(Sql));
-    }
-
-    private sealed class Meters : System.Diagnostics.Metrics.IMeterFactory
-    {
-        private readonly List<System.Diagnostics.Metrics.Meter> _meters = [];
-
-        public System.Diagnostics.Metrics.Meter Create(System.Diagnostics.Metrics.MeterOptions options)
-        {
-            var meter = new System.Diagnostics.Metrics.Meter(options);
-            lock (_meters)
-            {
-                _meters.Add(meter);
-            }
-
-            return meter;
-        }
-
-        public void Dispose()
-        {
-            lock (_meters)
-            {
-                _meters.ForEach(m => m.Dispose());
-            }
-        }
     }
 }

@@ -73,18 +73,7 @@ public sealed class QueueProducerTests
         using var socket = await listener.AcceptSocketAsync();
         var peer = new FramePeer(socket);
         var requests = await peer.ReadRequestsAsync();
-        await peer.AnswerAsync(requests![0].Id, static (ref MessagePackWriter w) =>
-        {
-            w.WriteMapHeader(3);
-            w.Write("partitions");
-            w.Write(1);
-            w.Write("starts");
-            w.WriteArrayHeader(1);
-            w.Write(0);
-            w.Write("ends");
-            w.WriteArrayHeader(1);
-            w.Write(0);
-        });
+        await peer.AnswerAsync(requests![0].Id, OneTopicPartition);
         socket.Shutdown(SocketShutdown.Both);
     }
 
@@ -97,6 +86,20 @@ public sealed class QueueProducerTests
         await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => QueueProducer.CreateAsync("127.0.0.1", 1, "t", new QueueProducerOptions { RequestTimeout = TimeSpan.Zero }));
     }
 
+    /// <summary>A metadata answer: a topic of one partition, empty.</summary>
+    private static void OneTopicPartition(ref MessagePackWriter w)
+    {
+        w.WriteMapHeader(3);
+        w.Write("partitions");
+        w.Write(1);
+        w.Write("starts");
+        w.WriteArrayHeader(1);
+        w.Write(0);
+        w.Write("ends");
+        w.WriteArrayHeader(1);
+        w.Write(0);
+    }
+
     /// <summary>Answers metadata as a one-partition topic, and every produce with a number instead of a map.</summary>
     private static async Task AnswerProduceWithGarbageAsync(TcpListener listener)
     {
@@ -106,20 +109,7 @@ public sealed class QueueProducerTests
         {
             foreach (var (id, op) in requests)
             {
-                await peer.AnswerAsync(id, op == "metadata"
-                    ? static (ref MessagePackWriter w) =>
-                    {
-                        w.WriteMapHeader(3);
-                        w.Write("partitions");
-                        w.Write(1);
-                        w.Write("starts");
-                        w.WriteArrayHeader(1);
-                        w.Write(0);
-                        w.Write("ends");
-                        w.WriteArrayHeader(1);
-                        w.Write(0);
-                    }
-                    : static (ref MessagePackWriter w) => w.Write(42));
+                await peer.AnswerAsync(id, op == "metadata" ? OneTopicPartition : static (ref MessagePackWriter w) => w.Write(42));
             }
         }
     }

@@ -690,16 +690,17 @@ public sealed class QueueBrokerTests : IDisposable
     {
         // The poll held the consumer's lock through its wait and the heartbeats waited behind it: the broker
         // expired a member that was still reading (and handed its partitions to another).
-        await using var broker = await QueueBrokerProcess.StartAsync(_dataDir, "--session-timeout", "1s");
+        // (A session of 3 s against a 6 s poll: a loaded machine may delay a heartbeat by a second, not by three.)
+        await using var broker = await QueueBrokerProcess.StartAsync(_dataDir, "--session-timeout", "3s");
         await using (var admin = await broker.ConnectAsync())
         {
             await admin.CreateTopicAsync("quiet", 2);
         }
 
-        var options = new StreamConsumerOptions { SessionTimeout = TimeSpan.FromSeconds(1), HeartbeatInterval = TimeSpan.FromMilliseconds(100) };
+        var options = new StreamConsumerOptions { SessionTimeout = TimeSpan.FromSeconds(3), HeartbeatInterval = TimeSpan.FromMilliseconds(100) };
         await using var consumer = await StreamConsumer.CreateAsync("127.0.0.1", broker.Port, "quiet", "g", options);
         var member = consumer.MemberId;
-        Assert.Empty(await consumer.PollAsync(TimeSpan.FromSeconds(3)));
+        Assert.Empty(await consumer.PollAsync(TimeSpan.FromSeconds(6)));
         await Task.Delay(500); // a few heartbeats: an expired member would have joined again under a new id by now
         Assert.Equal(member, consumer.MemberId);
     }
