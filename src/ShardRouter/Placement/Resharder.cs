@@ -914,8 +914,9 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
 
     /// <summary>
     /// Returns once a replica of <paramref name="owner"/> has its fan-out floor on disk, or when it has no
-    /// replica that answers (then there is no second copy to wait for); else, after <paramref name="wait"/>,
-    /// throws a retriable error and the cleanup stays recorded (finished later, or by a fan-out).
+    /// replica that answers and follows its master (then there is no second copy to wait for); else, after
+    /// <paramref name="wait"/>, throws a retriable error and the cleanup stays recorded (finished later, or
+    /// by a fan-out).
     /// </summary>
     private async Task UntilReplicatedAsync(ShardInfo owner, SlotCleanup cleanup, TimeSpan wait)
     {
@@ -931,7 +932,10 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
             {
                 try
                 {
-                    return (long?)(await router.Pool[replica].CallAsync(c => c.StatusAsync(), router.Options.ProbeTimeout)).DurableLsn;
+                    // A replica that is not following (diverged, cut off from its master) would never catch up:
+                    // counted as absent, it cannot hold the cleanup — and with it every fan-out — for good.
+                    var status = await router.Pool[replica].CallAsync(c => c.StatusAsync(), router.Options.ProbeTimeout);
+                    return status.Diverged is null && status.Connected ? status.DurableLsn : (long?)null;
                 }
                 catch (Exception ex) when (ex is DataException or RouterException or TimeoutException)
                 {
