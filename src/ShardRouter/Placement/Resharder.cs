@@ -832,9 +832,15 @@ internal sealed partial class Resharder(Router router, ILogger<Resharder> logger
             // node's frame limit, and the node closed the connection other writes were pipelined on.
             var count = 0;
             long bytes = 0;
-            while (start + count < statements.Count && count < router.Options.CopyBatchRows && (count == 0 || bytes + SizeOf(statements[start + count]) <= CopyBatchBytes))
+            while (start + count < statements.Count && count < router.Options.CopyBatchRows)
             {
-                bytes += SizeOf(statements[start + count]);
+                var size = SizeOf(statements[start + count]);
+                if (count > 0 && bytes + size > CopyBatchBytes)
+                {
+                    break;
+                }
+
+                bytes += size;
                 count++;
             }
 

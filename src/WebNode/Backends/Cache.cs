@@ -40,6 +40,9 @@ internal sealed partial class Cache(CacheCluster cluster, WebMetrics metrics, IL
     /// <summary>A cache server whose connection has failed for this long is taken as gone, with the keys it held.</summary>
     public static readonly TimeSpan GoneAfter = TimeSpan.FromSeconds(10);
 
+    /// <summary>Down for <see cref="GoneAfter"/> or longer: taken as gone, with the keys it held.</summary>
+    private bool IsGone(int node) => cluster.DownFor(node) >= GoneAfter;
+
     /// <summary>Cache servers connected now.</summary>
     public int NodesUp => Enumerable.Range(0, cluster.Nodes.Count).Count(i => cluster.GetConnection(i).IsConnected);
 
@@ -71,7 +74,7 @@ internal sealed partial class Cache(CacheCluster cluster, WebMetrics metrics, IL
             var fields = await TryAsync<HashEntry[]?>(db, key, async d => await d.HashGetAllAsync(key), null);
             if (fields is null)
             {
-                unknown |= cluster.DownFor(node) < GoneAfter;
+                unknown |= !IsGone(node);
             }
             else if (fields.Any(f => f.Name == requiredField))
             {
@@ -99,7 +102,7 @@ internal sealed partial class Cache(CacheCluster cluster, WebMetrics metrics, IL
                 await d.KeyDeleteAsync(key);
                 return true;
             }, false);
-            everywhere &= deleted || cluster.DownFor(node) >= GoneAfter;
+            everywhere &= deleted || IsGone(node);
         }
 
         return everywhere;
